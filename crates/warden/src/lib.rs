@@ -1,0 +1,67 @@
+//! # warden
+//!
+//! The security pipeline of the Warden gateway as tower layers, for Rust services built on
+//! hyper or axum. The `warden` binary (crate `warden-gateway`) assembles these same layers
+//! behind a configuration file; this crate knows nothing of files or CLIs.
+//!
+//! Pipeline order (outermost first), as the gateway assembles it:
+//!
+//! 1. [`identity_headers`]: strip client-sent identity headers.
+//! 2. [`request_id`]: accept or generate `X-Request-Id`.
+//! 3. [`catch_panic`]: a bug answers 500, never drops the connection.
+//! 4. CORS (tower-http) and [`headers`] (security headers) on every response.
+//! 5. [`timeout`]: overall time to a response head.
+//! 6. [`canonical`] path and [`client_ip`], then routing (in the gateway).
+//! 7. Per route: [`limit`] (head and streamed body limits), then the proxy.
+//!
+//! Every refusal is a [`rejection::Rejection`] rendered as RFC 9457 problem+json.
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use http::{Request, Response};
+//! use tower::{ServiceBuilder, ServiceExt};
+//! use warden::{body, headers, identity_headers, limit, request_id};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let svc = ServiceBuilder::new()
+//!     .layer(identity_headers::StripIdentityHeadersLayer::new(
+//!         identity_headers::IdentityPrefix::new("X-Warden-").unwrap(),
+//!     ))
+//!     .layer(request_id::RequestIdLayer)
+//!     .layer(warden::catch_panic::CatchPanicLayer)
+//!     .layer(headers::SecurityHeadersLayer::new(headers::SecurityHeaders::new(
+//!         headers::Profile::Api,
+//!         false,
+//!     )))
+//!     .layer(limit::BodyLimitLayer::new(limit::HeadLimits {
+//!         max_headers: 100,
+//!         max_header_bytes: 16 * 1024,
+//!         max_body_bytes: 1 << 20,
+//!     }))
+//!     .service_fn(|req: Request<body::Body>| async move {
+//!         assert!(req.headers().get("x-warden-subject").is_none());
+//!         Ok::<_, Infallible>(Response::new(body::full("ok")))
+//!     });
+//! let req = Request::builder()
+//!     .header("X-Warden-Subject", "forged")
+//!     .body(body::empty())
+//!     .unwrap();
+//! let response = svc.oneshot(req).await.unwrap();
+//! assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+//! assert!(response.headers().contains_key("x-request-id"));
+//! # }
+//! ```
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod body;
+pub mod canonical;
+pub mod catch_panic;
+pub mod client_ip;
+pub mod headers;
+pub mod identity_headers;
+pub mod limit;
+pub mod rejection;
+pub mod request_id;
+pub mod timeout;

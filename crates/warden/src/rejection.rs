@@ -1,0 +1,245 @@
+//! Every error response Warden sends is built here, and only here.
+//!
+//! A [`Rejection`] names the class of failure; [`Rejection::into_response`] turns it into an
+//! RFC 9457 `application/problem+json` response with `type`, `title`, `status` and the
+//! `request_id`, and nothing more: no upstream detail, no internal error text, no paths. The
+//! precise reason belongs to logs and the audit trail, never to the client.
+//!
+//! The response also carries an [`Outcome`] in its extensions so that the metrics and audit
+//! layers above learn what happened without parsing bodies.
+
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::body::{self, Body};
+use crate::request_id::RequestId;
+
+/// What happened to a request, recorded in response extensions for metrics and audit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// The request reached the upstream and its response was relayed.
+    Forwarded,
+    /// A CORS preflight answered by the gateway itself.
+    Preflight,
+    /// The gateway refused or failed the request; the kind says why.
+    Rejected(RejectionKind),
+}
+
+impl Outcome {
+    /// A short, stable label for metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Forwarded => "forwarded",
+            Outcome::Preflight => "preflight",
+            Outcome::Rejected(kind) => kind.as_str(),
+        }
+    }
+}
+
+/// The class of a rejection. Stable labels, one per problem type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RejectionKind {
+    /// The request path failed canonicalization (encoded separators, traversal, control bytes...).
+    InvalidPath,
+    /// The request is malformed in some other way (bad header value, bad request target).
+    BadRequest,
+    /// No route matches the canonical path.
+    NotFound,
+    /// A route matches the path but not the method.
+    MethodNotAllowed,
+    /// The body exceeded the configured limit (declared or streamed).
+    PayloadTooLarge,
+    /// Too many or too large request headers.
+    HeadersTooLarge,
+    /// The request's content type is not accepted by the route.
+    UnsupportedMediaType,
+    /// The gateway did not produce a response within the overall request timeout.
+    RequestTimeout,
+    /// The upstream could not be reached or returned an invalid response.
+    BadGateway,
+    /// The upstream did not answer in time.
+    GatewayTimeout,
+    /// The gateway is not able to serve (shutting down, dependency down).
+    Unavailable,
+    /// A bug: a layer panicked or failed unexpectedly.
+    Internal,
+}
+
+impl RejectionKind {
+    /// A short, stable label for metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectionKind::InvalidPath => "invalid_path",
+            RejectionKind::BadRequest => "bad_request",
+            RejectionKind::NotFound => "not_found",
+            RejectionKind::MethodNotAllowed => "method_not_allowed",
+            RejectionKind::PayloadTooLarge => "payload_too_large",
+            RejectionKind::HeadersTooLarge => "headers_too_large",
+            RejectionKind::UnsupportedMediaType => "unsupported_media_type",
+            RejectionKind::RequestTimeout => "request_timeout",
+            RejectionKind::BadGateway => "bad_gateway",
+            RejectionKind::GatewayTimeout => "gateway_timeout",
+            RejectionKind::Unavailable => "unavailable",
+            RejectionKind::Internal => "internal",
+        }
+    }
+
+    fn status(self) -> StatusCode {
+        match self {
+            RejectionKind::InvalidPath | RejectionKind::BadRequest => StatusCode::BAD_REQUEST,
+            RejectionKind::NotFound => StatusCode::NOT_FOUND,
+            RejectionKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            RejectionKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            RejectionKind::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            RejectionKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            RejectionKind::RequestTimeout | RejectionKind::GatewayTimeout => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            RejectionKind::BadGateway => StatusCode::BAD_GATEWAY,
+            RejectionKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            RejectionKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            RejectionKind::InvalidPath => "Invalid request path",
+            RejectionKind::BadRequest => "Bad request",
+            RejectionKind::NotFound => "Not found",
+            RejectionKind::MethodNotAllowed => "Method not allowed",
+            RejectionKind::PayloadTooLarge => "Request body too large",
+            RejectionKind::HeadersTooLarge => "Request headers too large",
+            RejectionKind::UnsupportedMediaType => "Unsupported media type",
+            RejectionKind::RequestTimeout => "Request timed out",
+            RejectionKind::BadGateway => "Bad gateway",
+            RejectionKind::GatewayTimeout => "Upstream timed out",
+            RejectionKind::Unavailable => "Service unavailable",
+            RejectionKind::Internal => "Internal error",
+        }
+    }
+
+    /// The problem `type` URI: a stable URN per kind (RFC 9457 §3.1.1 allows any URI).
+    fn type_uri(self) -> &'static str {
+        match self {
+            RejectionKind::InvalidPath => "urn:warden:problem:invalid-path",
+            RejectionKind::BadRequest => "urn:warden:problem:bad-request",
+            RejectionKind::NotFound => "urn:warden:problem:not-found",
+            RejectionKind::MethodNotAllowed => "urn:warden:problem:method-not-allowed",
+            RejectionKind::PayloadTooLarge => "urn:warden:problem:payload-too-large",
+            RejectionKind::HeadersTooLarge => "urn:warden:problem:headers-too-large",
+            RejectionKind::UnsupportedMediaType => "urn:warden:problem:unsupported-media-type",
+            RejectionKind::RequestTimeout => "urn:warden:problem:request-timeout",
+            RejectionKind::BadGateway => "urn:warden:problem:bad-gateway",
+            RejectionKind::GatewayTimeout => "urn:warden:problem:gateway-timeout",
+            RejectionKind::Unavailable => "urn:warden:problem:unavailable",
+            RejectionKind::Internal => "urn:warden:problem:internal",
+        }
+    }
+}
+
+/// A refusal or failure, ready to become a problem+json response.
+#[derive(Clone, Debug)]
+pub struct Rejection {
+    kind: RejectionKind,
+    allow: Option<HeaderValue>,
+}
+
+impl Rejection {
+    /// A rejection of the given kind.
+    pub fn new(kind: RejectionKind) -> Self {
+        Rejection { kind, allow: None }
+    }
+
+    /// 405 with the `Allow` header listing the methods the route accepts.
+    pub fn method_not_allowed(allow: HeaderValue) -> Self {
+        Rejection {
+            kind: RejectionKind::MethodNotAllowed,
+            allow: Some(allow),
+        }
+    }
+
+    /// The class of this rejection.
+    pub fn kind(&self) -> RejectionKind {
+        self.kind
+    }
+
+    /// Builds the problem+json response. `request_id` is the id the request-id layer assigned;
+    /// it is echoed so a client can quote it to operators.
+    pub fn into_response(self, request_id: Option<&RequestId>) -> Response<Body> {
+        let status = self.kind.status();
+        let problem = serde_json::json!({
+            "type": self.kind.type_uri(),
+            "title": self.kind.title(),
+            "status": status.as_u16(),
+            "request_id": request_id.map(RequestId::as_str),
+        });
+        let mut response = Response::new(body::full(problem.to_string()));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(allow) = self.allow {
+            headers.insert(header::ALLOW, allow);
+        }
+        response
+            .extensions_mut()
+            .insert(Outcome::Rejected(self.kind));
+        response
+    }
+
+    /// Builds the response for a request whose extensions may hold a [`RequestId`].
+    pub fn into_response_for(self, extensions: &http::Extensions) -> Response<Body> {
+        self.into_response(extensions.get::<RequestId>())
+    }
+}
+
+impl From<RejectionKind> for Rejection {
+    fn from(kind: RejectionKind) -> Self {
+        Rejection::new(kind)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn problem_json_has_the_rfc9457_members_and_nothing_else() {
+        let id = RequestId::parse("abc-123").expect("valid id");
+        let response = Rejection::new(RejectionKind::BadGateway).into_response(Some(&id));
+        assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+        assert_eq!(
+            response.extensions().get::<Outcome>(),
+            Some(&Outcome::Rejected(RejectionKind::BadGateway))
+        );
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let value: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+        let object = value.as_object().expect("object");
+        assert_eq!(object.len(), 4);
+        assert_eq!(object["status"], 502);
+        assert_eq!(object["request_id"], "abc-123");
+        assert_eq!(object["type"], "urn:warden:problem:bad-gateway");
+    }
+
+    #[test]
+    fn method_not_allowed_carries_allow() {
+        let response = Rejection::method_not_allowed(HeaderValue::from_static("GET, HEAD"))
+            .into_response(None);
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(response.headers()[header::ALLOW], "GET, HEAD");
+    }
+}
