@@ -1,1 +1,112 @@
-fn main(){}
+//! The `warden` binary: parses the command line and runs a command. The only `anyhow` user.
+
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+use warden_gateway::cli::{Cli, Command};
+use warden_gateway::config;
+use warden_gateway::server::Gateway;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check { config } => return check(&config),
+        Command::Serve { config } => runtime().and_then(|rt| rt.block_on(serve(&config))),
+        Command::Demo => runtime().and_then(|rt| rt.block_on(demo())),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match config::load(path) {
+        Ok(config) => {
+            println!(
+                "{}: ok ({} routes, upstream {}://{})",
+                path.display(),
+                config.routes.len(),
+                config.upstream.scheme,
+                config.upstream.authority
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{}: {} error(s)", path.display(), errors.0.len());
+            for error in &errors.0 {
+                eprintln!("  {error}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(path: &std::path::Path) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_current_span(false)
+        .init();
+    let config = config::load(path)
+        .map_err(|errors| anyhow::anyhow!("invalid configuration {}:\n{errors}", path.display()))?;
+    let gateway = Gateway::start(config).await?;
+    let handle = gateway.shutdown_handle();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown signal received");
+        handle.trigger();
+    });
+    gateway.wait().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+async fn demo() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    warden_gateway::demo::run().await?;
+    Ok(())
+}

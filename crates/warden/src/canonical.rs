@@ -81,7 +81,7 @@ fn is_canonical(bytes: &[u8]) -> bool {
                 segment_start = i + 1;
             }
             b'%' | b';' | b'\\' | b'#' => return false,
-            b if b < 0x21 || b >= 0x7f => return false,
+            b if !(0x21..0x7f).contains(&b) => return false,
             _ => {}
         }
     }
@@ -269,7 +269,10 @@ mod tests {
 
     #[test]
     fn canonical_paths_are_borrowed() {
-        assert!(matches!(canonicalize("/api/v1/agents/42"), Ok(Cow::Borrowed(_))));
+        assert!(matches!(
+            canonicalize("/api/v1/agents/42"),
+            Ok(Cow::Borrowed(_))
+        ));
         assert!(matches!(canonicalize("/"), Ok(Cow::Borrowed(_))));
         assert!(matches!(canonicalize("/a/"), Ok(Cow::Borrowed(_))));
         assert!(matches!(canonicalize("/a//b"), Ok(Cow::Owned(_))));

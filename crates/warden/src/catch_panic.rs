@@ -56,9 +56,11 @@ where
         let id = req.extensions().get::<RequestId>().cloned();
         let called = std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(req)));
         match called {
-            Ok(future) => Box::pin(AssertUnwindSafe(future).catch_unwind().map(move |result| {
-                result.unwrap_or_else(|_| Ok(panic_response(id.as_ref())))
-            })),
+            Ok(future) => Box::pin(
+                AssertUnwindSafe(future)
+                    .catch_unwind()
+                    .map(move |result| result.unwrap_or_else(|_| Ok(panic_response(id.as_ref())))),
+            ),
             Err(_) => {
                 let response = panic_response(id.as_ref());
                 Box::pin(std::future::ready(Ok(response)))
@@ -83,14 +85,14 @@ mod tests {
 
     #[tokio::test]
     async fn panics_in_call_and_in_the_future_become_500() {
-        let svc = ServiceBuilder::new()
-            .layer(CatchPanicLayer)
-            .service_fn(|req: Request<()>| async move {
+        let svc = ServiceBuilder::new().layer(CatchPanicLayer).service_fn(
+            |req: Request<()>| async move {
                 if req.uri().path() == "/boom" {
                     panic!("bug");
                 }
                 Ok::<_, Infallible>(Response::new(crate::body::empty()))
-            });
+            },
+        );
         let ok = svc
             .clone()
             .oneshot(Request::new(()))

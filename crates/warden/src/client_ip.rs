@@ -118,7 +118,11 @@ pub fn forwarded_hops(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
                 };
                 if name.trim().eq_ignore_ascii_case("for") {
                     // A repeated `for` in one element is malformed: trust neither.
-                    node = if seen_for { None } else { parse_node(unquote(value.trim())) };
+                    node = if seen_for {
+                        None
+                    } else {
+                        parse_node(unquote(value.trim()))
+                    };
                     seen_for = true;
                 }
             }
@@ -235,7 +239,10 @@ mod tests {
                 "for=192.0.2.43;proto=https, for=\"[2001:db8:cafe::17]:4711\";by=10.0.0.1",
             ),
         ]);
-        assert_eq!(proxies().resolve(ip("10.0.0.2"), &h).ip, ip("2001:db8:cafe::17"));
+        assert_eq!(
+            proxies().resolve(ip("10.0.0.2"), &h).ip,
+            ip("2001:db8:cafe::17")
+        );
     }
 
     #[test]

@@ -84,7 +84,10 @@ impl SecurityHeaders {
             .map(|(n, v)| (HeaderName::from_static(n), HeaderValue::from_static(v)))
             .collect();
         if tls && profile != Profile::None {
-            defaults.push((header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static(HSTS)));
+            defaults.push((
+                header::STRICT_TRANSPORT_SECURITY,
+                HeaderValue::from_static(HSTS),
+            ));
         }
         SecurityHeaders {
             defaults,

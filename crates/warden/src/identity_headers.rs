@@ -33,11 +33,7 @@ impl IdentityPrefix {
     pub fn matches(&self, name: &str) -> bool {
         let prefix = self.0.as_bytes();
         let name = name.as_bytes();
-        name.len() >= prefix.len()
-            && name
-                .iter()
-                .zip(prefix)
-                .all(|(&n, &p)| fold(n) == p)
+        name.len() >= prefix.len() && name.iter().zip(prefix).all(|(&n, &p)| fold(n) == p)
     }
 
     /// Removes every header under the prefix; returns how many names were removed.

@@ -156,7 +156,9 @@ mod tests {
         for i in 0..5 {
             builder = builder.header(format!("x-h{i}"), "v");
         }
-        let err = limits().check(&builder.body(()).expect("request")).expect_err("count");
+        let err = limits()
+            .check(&builder.body(()).expect("request"))
+            .expect_err("count");
         assert_eq!(err.kind(), RejectionKind::HeadersTooLarge);
         let req = Request::builder()
             .header("x-big", "v".repeat(100))

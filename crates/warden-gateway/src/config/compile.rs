@@ -1,0 +1,798 @@
+//! Raw configuration -> typed [`Config`]: every value parsed once, every error collected.
+//!
+//! The request path never sees a raw string: addresses, durations, sizes, header names and
+//! values, methods and URLs are all parsed here. Defaults are the secure ones; a key left out
+//! never weakens security.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Method, Uri};
+use ipnet::IpNet;
+use warden::client_ip::TrustedProxies;
+use warden::headers::{Profile, SecurityHeaders};
+use warden::identity_headers::IdentityPrefix;
+
+use super::load::Parsed;
+use super::raw::{RawConfig, RawCors, RawHeaders, RawRoute, RawServer, RawUpstream, Scalar};
+use super::{ConfigError, ConfigErrors};
+
+/// The compiled configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Listeners, limits, timeouts.
+    pub server: Server,
+    /// The upstream service.
+    pub upstream: Upstream,
+    /// CORS, if any origin is allowed.
+    pub cors: Option<CorsConfig>,
+    /// Security response headers.
+    pub headers: SecurityHeaders,
+    /// Routes in file order.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `environment:`
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Environment {
+    /// Everything strict.
+    Production,
+    /// Allows `cors.development_origins`.
+    Development,
+}
+
+/// `server:`
+#[derive(Clone, Debug)]
+pub struct Server {
+    /// Public listener.
+    pub listen: SocketAddr,
+    /// Admin listener.
+    pub admin_listen: SocketAddr,
+    /// Production or development.
+    pub environment: Environment,
+    /// Proxies whose forwarding headers are believed.
+    pub trusted_proxies: TrustedProxies,
+    /// Limits.
+    pub limits: Limits,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+}
+
+/// `server.limits:`
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Largest request body (default 10 MiB).
+    pub max_request_bytes: u64,
+    /// Largest request head (default 16 KiB).
+    pub max_header_bytes: usize,
+    /// Most request header fields (default 100).
+    pub max_headers: usize,
+    /// Most concurrent client connections (default 10,000).
+    pub max_connections: usize,
+}
+
+/// `server.timeouts:`
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// Request head must arrive within (default 10 s).
+    pub header_read: Duration,
+    /// Response head must be ready within (default 60 s).
+    pub request: Duration,
+    /// Upstream TCP connect (default 5 s).
+    pub upstream_connect: Duration,
+    /// Upstream response head (default 60 s).
+    pub upstream_response: Duration,
+    /// In-flight requests get this long at shutdown (default 30 s).
+    pub shutdown_grace: Duration,
+}
+
+/// `upstream:`
+#[derive(Clone, Debug)]
+pub struct Upstream {
+    /// Scheme (`http`).
+    pub scheme: http::uri::Scheme,
+    /// `host:port`.
+    pub authority: http::uri::Authority,
+    /// Path prefix prepended to the canonical path, without a trailing slash (may be empty).
+    pub base_path: String,
+    /// Prefix of gateway-owned identity headers.
+    pub identity_prefix: IdentityPrefix,
+}
+
+/// `cors:`
+#[derive(Clone, Debug)]
+pub struct CorsConfig {
+    /// Exact allowed origins (`scheme://host[:port]`, lowercase); empty with `any_origin`.
+    pub origins: Vec<HeaderValue>,
+    /// `origins: ["*"]` (never with credentials).
+    pub any_origin: bool,
+    /// Allowed methods.
+    pub methods: Vec<Method>,
+    /// Allowed request headers.
+    pub headers: Vec<HeaderName>,
+    /// Exposed response headers.
+    pub expose_headers: Vec<HeaderName>,
+    /// Whether credentials are allowed.
+    pub credentials: bool,
+    /// Preflight cache lifetime.
+    pub max_age: Duration,
+}
+
+/// One route.
+#[derive(Clone, Debug)]
+pub struct RouteConfig {
+    /// Name for logs and metrics.
+    pub name: String,
+    /// Path template for matchit.
+    pub path: String,
+    /// Allowed methods.
+    pub methods: Vec<Method>,
+    /// `auth: none`.
+    pub public: bool,
+    /// Body limit.
+    pub max_body_bytes: u64,
+}
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
+
+struct Compiler {
+    errors: Vec<ConfigError>,
+    upstream_failed: bool,
+    routes_failed: bool,
+}
+
+impl Compiler {
+    fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError::new(path, message));
+    }
+
+    fn addr(&mut self, path: &str, value: Option<&str>, default: &str) -> SocketAddr {
+        let text = value.unwrap_or(default);
+        text.parse().unwrap_or_else(|_| {
+            self.error(
+                path,
+                format!("expected an address like 127.0.0.1:8080, got {text:?}"),
+            );
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        })
+    }
+
+    fn duration(&mut self, path: &str, value: Option<&Scalar>, default: Duration) -> Duration {
+        let parsed = match value {
+            None => return default,
+            Some(Scalar::Int(secs)) => Some(Duration::from_secs(*secs)),
+            Some(Scalar::Text(text)) => humantime::parse_duration(text.trim()).ok(),
+        };
+        match parsed {
+            Some(d) if !d.is_zero() => d,
+            _ => {
+                self.error(
+                    path,
+                    format!(
+                        "expected a positive duration like 30s, 5m or 1h, got {}",
+                        show(value)
+                    ),
+                );
+                default
+            }
+        }
+    }
+
+    fn size(&mut self, path: &str, value: Option<&Scalar>, default: u64) -> u64 {
+        let parsed = match value {
+            None => return default,
+            Some(Scalar::Int(bytes)) => Some(*bytes),
+            Some(Scalar::Text(text)) => text
+                .trim()
+                .parse::<bytesize::ByteSize>()
+                .ok()
+                .map(|b| b.as_u64()),
+        };
+        match parsed {
+            Some(b) if b > 0 => b,
+            _ => {
+                self.error(
+                    path,
+                    format!(
+                        "expected a positive size like 16KiB or 10MiB, got {}",
+                        show(value)
+                    ),
+                );
+                default
+            }
+        }
+    }
+
+    fn header_name(&mut self, path: &str, name: &str) -> Option<HeaderName> {
+        HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| self.error(path, format!("invalid header name {name:?}")))
+            .ok()
+    }
+
+    fn method(&mut self, path: &str, name: &str) -> Option<Method> {
+        let upper = name.to_ascii_uppercase();
+        match Method::from_bytes(upper.as_bytes()) {
+            Ok(m) if m != Method::CONNECT && m != Method::TRACE => Some(m),
+            Ok(_) => {
+                self.error(path, format!("method {upper} is not proxied"));
+                None
+            }
+            Err(_) => {
+                self.error(path, format!("invalid method {name:?}"));
+                None
+            }
+        }
+    }
+}
+
+fn show(value: Option<&Scalar>) -> String {
+    match value {
+        Some(Scalar::Int(n)) => n.to_string(),
+        Some(Scalar::Text(t)) => format!("{t:?}"),
+        None => "nothing".into(),
+    }
+}
+
+/// Compiles a raw configuration, reporting every problem at once.
+pub fn compile(raw: RawConfig) -> Result<Config, ConfigErrors> {
+    compile_parsed(Parsed {
+        raw,
+        errors: Vec::new(),
+    })
+}
+
+/// Compiles a parsed file, reporting its structural errors and every semantic one together.
+pub fn compile_parsed(parsed: Parsed) -> Result<Config, ConfigErrors> {
+    let Parsed { raw, errors } = parsed;
+    // A section that failed to deserialize was left at its default; do not also report it
+    // as missing.
+    let failed = |section: &str| errors.iter().any(|e| e.path.starts_with(section));
+    let (upstream_failed, routes_failed) = (failed("upstream"), failed("routes"));
+    let mut c = Compiler {
+        errors,
+        upstream_failed,
+        routes_failed,
+    };
+    let server = compile_server(&mut c, &raw.server);
+    let upstream = compile_upstream(&mut c, raw.upstream.as_ref());
+    let cors = compile_cors(&mut c, &raw.cors, server.environment);
+    let headers = compile_headers(&mut c, &raw.headers);
+    let auth_required = raw.auth.required.unwrap_or(true);
+    let routes = compile_routes(&mut c, &raw.routes, auth_required, &server.limits);
+    if c.errors.is_empty() {
+        Ok(Config {
+            server,
+            upstream,
+            cors,
+            headers,
+            routes,
+        })
+    } else {
+        Err(ConfigErrors(c.errors))
+    }
+}
+
+fn compile_server(c: &mut Compiler, raw: &RawServer) -> Server {
+    let environment = match raw.environment.as_deref() {
+        None | Some("production") => Environment::Production,
+        Some("development") => Environment::Development,
+        Some(other) => {
+            c.error(
+                "server.environment",
+                format!("expected production or development, got {other:?}"),
+            );
+            Environment::Production
+        }
+    };
+    let mut networks = Vec::new();
+    for (i, text) in raw.trusted_proxies.iter().enumerate() {
+        let parsed = text
+            .parse::<IpNet>()
+            .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from));
+        match parsed {
+            Ok(net) => networks.push(net.trunc()),
+            Err(_) => c.error(
+                format!("server.trusted_proxies[{i}]"),
+                format!("expected an address or CIDR network like 10.0.0.0/8, got {text:?}"),
+            ),
+        }
+    }
+    let l = &raw.limits;
+    let max_header_bytes = c.size(
+        "server.limits.max_header_bytes",
+        l.max_header_bytes.as_ref(),
+        16 * 1024,
+    );
+    if max_header_bytes > 1024 * 1024 {
+        c.error("server.limits.max_header_bytes", "must be at most 1MiB");
+    }
+    let limits = Limits {
+        max_request_bytes: c.size(
+            "server.limits.max_request_bytes",
+            l.max_request_bytes.as_ref(),
+            10 * 1024 * 1024,
+        ),
+        max_header_bytes: usize::try_from(max_header_bytes).unwrap_or(usize::MAX),
+        max_headers: positive(c, "server.limits.max_headers", l.max_headers, 100),
+        max_connections: positive(
+            c,
+            "server.limits.max_connections",
+            l.max_connections,
+            10_000,
+        ),
+    };
+    let t = &raw.timeouts;
+    let timeouts = Timeouts {
+        header_read: c.duration(
+            "server.timeouts.header_read",
+            t.header_read.as_ref(),
+            secs(10),
+        ),
+        request: c.duration("server.timeouts.request", t.request.as_ref(), secs(60)),
+        upstream_connect: c.duration(
+            "server.timeouts.upstream_connect",
+            t.upstream_connect.as_ref(),
+            secs(5),
+        ),
+        upstream_response: c.duration(
+            "server.timeouts.upstream_response",
+            t.upstream_response.as_ref(),
+            secs(60),
+        ),
+        shutdown_grace: c.duration(
+            "server.timeouts.shutdown_grace",
+            t.shutdown_grace.as_ref(),
+            secs(30),
+        ),
+    };
+    Server {
+        listen: c.addr("server.listen", raw.listen.as_deref(), DEFAULT_LISTEN),
+        admin_listen: c.addr(
+            "server.admin_listen",
+            raw.admin_listen.as_deref(),
+            DEFAULT_ADMIN_LISTEN,
+        ),
+        environment,
+        trusted_proxies: TrustedProxies::new(networks),
+        limits,
+        timeouts,
+    }
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+fn positive(c: &mut Compiler, path: &str, value: Option<u64>, default: usize) -> usize {
+    match value {
+        None => default,
+        Some(0) => {
+            c.error(path, "must be at least 1");
+            default
+        }
+        Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+    }
+}
+
+fn compile_upstream(c: &mut Compiler, raw: Option<&RawUpstream>) -> Upstream {
+    let prefix_text = raw
+        .and_then(|r| r.identity_headers.as_deref())
+        .unwrap_or("X-Warden-");
+    let identity_prefix = IdentityPrefix::new(prefix_text).unwrap_or_else(|| {
+        c.error(
+            "upstream.identity_headers",
+            format!("expected a header-name prefix like X-Warden-, got {prefix_text:?}"),
+        );
+        IdentityPrefix::new("X-Warden-").expect("constant prefix is valid")
+    });
+    let fallback = || Upstream {
+        scheme: http::uri::Scheme::HTTP,
+        authority: http::uri::Authority::from_static("127.0.0.1:80"),
+        base_path: String::new(),
+        identity_prefix: identity_prefix.clone(),
+    };
+    let Some(raw) = raw else {
+        if !c.upstream_failed {
+            c.error(
+                "upstream",
+                "missing: the upstream service's url is required",
+            );
+        }
+        return fallback();
+    };
+    let uri = match raw.url.parse::<Uri>() {
+        Ok(uri) => uri,
+        Err(_) => {
+            c.error(
+                "upstream.url",
+                format!(
+                    "expected a URL like http://127.0.0.1:8000, got {:?}",
+                    raw.url
+                ),
+            );
+            return fallback();
+        }
+    };
+    let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
+        c.error(
+            "upstream.url",
+            format!(
+                "expected an absolute URL like http://127.0.0.1:8000, got {:?}",
+                raw.url
+            ),
+        );
+        return fallback();
+    };
+    if scheme != &http::uri::Scheme::HTTP {
+        c.error(
+            "upstream.url",
+            format!("unsupported scheme {scheme}: this version proxies to http:// upstreams"),
+        );
+    }
+    if uri.query().is_some() || authority.as_str().contains('@') {
+        c.error(
+            "upstream.url",
+            "must not contain a query or user information",
+        );
+    }
+    if authority.port_u16().is_none() && authority.as_str().ends_with(':') {
+        c.error("upstream.url", "empty port");
+    }
+    Upstream {
+        scheme: scheme.clone(),
+        authority: authority.clone(),
+        base_path: uri.path().trim_end_matches('/').to_owned(),
+        identity_prefix,
+    }
+}
+
+fn compile_cors(c: &mut Compiler, raw: &RawCors, env: Environment) -> Option<CorsConfig> {
+    let mut origins = Vec::new();
+    let mut any_origin = false;
+    let dev = env == Environment::Development;
+    let listed = raw
+        .origins
+        .iter()
+        .enumerate()
+        .map(|(i, o)| (format!("cors.origins[{i}]"), o))
+        .chain(
+            raw.development_origins
+                .iter()
+                .enumerate()
+                .filter(|_| dev)
+                .map(|(i, o)| (format!("cors.development_origins[{i}]"), o)),
+        )
+        .collect::<Vec<_>>();
+    for (path, origin) in listed {
+        if origin == "*" {
+            if raw.credentials {
+                c.error(
+                    path,
+                    "\"*\" cannot be combined with credentials: true; list exact origins",
+                );
+            }
+            any_origin = true;
+            continue;
+        }
+        match parse_origin(origin) {
+            Some(value) => origins.push(value),
+            None => c.error(
+                path,
+                format!("expected an exact origin like https://app.example.com (scheme, host, optional port; no path), got {origin:?}"),
+            ),
+        }
+    }
+    if any_origin && !origins.is_empty() {
+        c.error("cors.origins", "\"*\" cannot be mixed with exact origins");
+    }
+    if origins.is_empty() && !any_origin {
+        return None;
+    }
+    let methods = raw
+        .methods
+        .clone()
+        .unwrap_or_else(|| {
+            ["GET", "POST", "PUT", "PATCH", "DELETE"]
+                .map(String::from)
+                .to_vec()
+        })
+        .iter()
+        .enumerate()
+        .filter_map(|(i, m)| c.method(&format!("cors.methods[{i}]"), m))
+        .collect();
+    let mut names = |key: &str, list: Option<&Vec<String>>, default: &[&str]| -> Vec<HeaderName> {
+        let owned: Vec<String> = match list {
+            Some(l) => l.clone(),
+            None => default.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        owned
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| {
+                if n == "*" {
+                    c.error(
+                        format!("cors.{key}[{i}]"),
+                        "list header names explicitly; \"*\" is not supported",
+                    );
+                    return None;
+                }
+                c.header_name(&format!("cors.{key}[{i}]"), n)
+            })
+            .collect()
+    };
+    let headers = names(
+        "headers",
+        raw.headers.as_ref(),
+        &["authorization", "content-type", "x-request-id"],
+    );
+    let expose_headers = names(
+        "expose_headers",
+        raw.expose_headers.as_ref(),
+        &["x-request-id"],
+    );
+    Some(CorsConfig {
+        origins,
+        any_origin,
+        methods,
+        headers,
+        expose_headers,
+        credentials: raw.credentials,
+        max_age: c.duration(
+            "cors.max_age",
+            raw.max_age.as_ref(),
+            Duration::from_secs(600),
+        ),
+    })
+}
+
+/// `scheme://host[:port]` with nothing else; returned lowercase (browsers send it so).
+fn parse_origin(origin: &str) -> Option<HeaderValue> {
+    let uri: Uri = origin.parse().ok()?;
+    let scheme = uri.scheme_str()?;
+    if !matches!(scheme, "http" | "https") {
+        return None;
+    }
+    let authority = uri.authority()?;
+    if authority.as_str().contains('@') || authority.host().is_empty() {
+        return None;
+    }
+    let rest_ok = uri.query().is_none() && !origin.ends_with('/') && matches!(uri.path(), "" | "/");
+    if !rest_ok {
+        return None;
+    }
+    HeaderValue::from_str(&format!(
+        "{scheme}://{}",
+        authority.as_str().to_ascii_lowercase()
+    ))
+    .ok()
+}
+
+fn compile_headers(c: &mut Compiler, raw: &RawHeaders) -> SecurityHeaders {
+    let profile = match raw.profile.as_deref() {
+        None | Some("api") => Profile::Api,
+        Some("browser") => Profile::Browser,
+        Some("none") => Profile::None,
+        Some(other) => {
+            c.error(
+                "headers.profile",
+                format!("expected api, browser or none, got {other:?}"),
+            );
+            Profile::Api
+        }
+    };
+    // TLS arrives with the TLS issue; until then HSTS is never sent over cleartext.
+    let mut policy = SecurityHeaders::new(profile, false);
+    for (name, value) in &raw.set {
+        let path = format!("headers.set.{name}");
+        let Some(header) = c.header_name(&path, name) else {
+            continue;
+        };
+        match HeaderValue::from_str(value) {
+            Ok(v) => policy = policy.set(header, v),
+            Err(_) => c.error(path, "invalid header value"),
+        }
+    }
+    for (i, name) in raw.remove.iter().enumerate() {
+        if let Some(header) = c.header_name(&format!("headers.remove[{i}]"), name) {
+            policy = policy.remove(header);
+        }
+    }
+    policy
+}
+
+fn compile_routes(
+    c: &mut Compiler,
+    raw: &[RawRoute],
+    auth_required: bool,
+    limits: &Limits,
+) -> Vec<RouteConfig> {
+    let mut routes: Vec<RouteConfig> = Vec::new();
+    let mut seen: Vec<(String, Method)> = Vec::new();
+    let mut router = matchit::Router::new();
+    if raw.is_empty() && !c.routes_failed {
+        c.error(
+            "routes",
+            "no routes: every path would be 404 (deny by default); add at least one route",
+        );
+    }
+    for (i, route) in raw.iter().enumerate() {
+        let at = |field: &str| format!("routes[{i}].{field}");
+        let template_ok = route.path.starts_with('/')
+            && warden::canonical::canonicalize(&route.path).is_ok_and(|p| p == route.path);
+        if !template_ok {
+            c.error(
+                at("path"),
+                format!(
+                    "{:?} is not a canonical absolute path (no //, dot-segments, %-escapes or ;)",
+                    route.path
+                ),
+            );
+            continue;
+        }
+        let methods: Vec<Method> = match &route.methods {
+            None => vec![Method::GET],
+            Some(list) if list.is_empty() => {
+                c.error(at("methods"), "must list at least one method");
+                continue;
+            }
+            Some(list) => list
+                .iter()
+                .enumerate()
+                .filter_map(|(j, m)| c.method(&format!("routes[{i}].methods[{j}]"), m))
+                .collect(),
+        };
+        let public = match route.auth.as_deref() {
+            Some("none") => true,
+            Some("required") => false,
+            None => !auth_required,
+            Some(other) => {
+                c.error(
+                    at("auth"),
+                    format!("expected none or required, got {other:?}"),
+                );
+                continue;
+            }
+        };
+        if !public {
+            c.error(
+                at("auth"),
+                "this route requires authentication but no authenticator is configured; \
+                 mark it `auth: none` to make it public",
+            );
+        }
+        let max_body_bytes = c.size(
+            &at("body.max_bytes"),
+            route.body.as_ref().and_then(|b| b.max_bytes.as_ref()),
+            limits.max_request_bytes,
+        );
+        // Conflicting templates (`/a/{x}` vs `/a/{y}`) are caught here, not at request time.
+        let first_use = !routes.iter().any(|r| r.path == route.path);
+        if first_use && let Err(e) = router.insert(route.path.as_str(), ()) {
+            c.error(at("path"), format!("conflicts with another route: {e}"));
+            continue;
+        }
+        for method in &methods {
+            if seen.iter().any(|(p, m)| p == &route.path && m == method) {
+                c.error(
+                    at("methods"),
+                    format!("{method} {} is already routed", route.path),
+                );
+            }
+            seen.push((route.path.clone(), method.clone()));
+        }
+        routes.push(RouteConfig {
+            name: route.name.clone().unwrap_or_else(|| route.path.clone()),
+            path: route.path.clone(),
+            methods,
+            public,
+            max_body_bytes,
+        });
+    }
+    routes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load::{Format, parse_raw};
+
+    fn compile_yaml(yaml: &str) -> Result<Config, ConfigErrors> {
+        compile_parsed(parse_raw(yaml, Format::Yaml, &Vec::new(), &[])?)
+    }
+
+    const MINIMAL: &str =
+        "upstream: { url: http://127.0.0.1:8000 }\nroutes:\n  - { path: /healthz, auth: none }\n";
+
+    #[test]
+    fn minimal_config_gets_secure_defaults() {
+        let config = compile_yaml(MINIMAL).expect("valid");
+        assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.server.admin_listen.to_string(), "127.0.0.1:9901");
+        assert_eq!(config.server.environment, Environment::Production);
+        assert_eq!(config.server.limits.max_request_bytes, 10 * 1024 * 1024);
+        assert!(config.cors.is_none());
+        assert_eq!(config.routes[0].methods, vec![Method::GET]);
+        assert!(config.routes[0].public);
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_path() {
+        let yaml = r#"
+server:
+  listen: nowhere
+  environment: staging
+  trusted_proxies: [10.0.0.0/8, banana]
+  limits: { max_request_bytes: 10 lightyears, max_connections: 0 }
+  timeouts: { request: soon }
+upstream: { url: "ftp://x" }
+cors: { origins: ["*", "https://a.example.com/path"], credentials: true }
+headers: { profile: fancy, set: { "bad header": x } }
+routes:
+  - { path: /a/../b, auth: none }
+  - { path: /ok, methods: [GET, "FE TCH"], auth: none }
+  - { path: /needs-auth }
+  - { path: /ok, methods: [GET], auth: none }
+  - { path: /x, auth: none, body: { max_bytes: -5 } }
+"#;
+        let errors = compile_yaml(yaml).expect_err("invalid").0;
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        for expected in [
+            "server.listen",
+            "server.environment",
+            "server.trusted_proxies[1]",
+            "server.limits.max_request_bytes",
+            "server.limits.max_connections",
+            "server.timeouts.request",
+            "upstream.url",
+            "cors.origins[0]",
+            "cors.origins[1]",
+            "headers.profile",
+            "headers.set.bad header",
+            "routes[0].path",
+            "routes[1].methods[1]",
+            "routes[2].auth",
+            "routes[3].methods",
+            "routes[4].body.max_bytes",
+        ] {
+            assert!(paths.contains(&expected), "missing {expected} in {paths:?}");
+        }
+    }
+
+    #[test]
+    fn development_origins_only_in_development() {
+        let base = "upstream: { url: http://127.0.0.1:8000 }\nroutes: [{ path: /a, auth: none }]\ncors: { origins: [https://App.example.com], development_origins: [http://localhost:3000] }\n";
+        let prod = compile_yaml(base).expect("valid").cors.expect("cors");
+        assert_eq!(
+            prod.origins,
+            vec![HeaderValue::from_static("https://app.example.com")]
+        );
+        let dev = compile_yaml(&format!("server: {{ environment: development }}\n{base}"))
+            .expect("valid")
+            .cors
+            .expect("cors");
+        assert_eq!(dev.origins.len(), 2);
+    }
+
+    #[test]
+    fn template_conflicts_are_config_errors() {
+        let yaml = "upstream: { url: http://127.0.0.1:8000 }\nroutes:\n  - { path: '/a/{x}', auth: none }\n  - { path: '/a/{y}', auth: none }\n";
+        let errors = compile_yaml(yaml).expect_err("conflict");
+        assert_eq!(errors.0[0].path, "routes[1].path");
+    }
+
+    #[test]
+    fn sizes_and_durations_accept_numbers_and_units() {
+        let yaml = "server: { limits: { max_request_bytes: 1MiB, max_header_bytes: 8192 }, timeouts: { request: 90, upstream_response: 2m } }\nupstream: { url: 'http://127.0.0.1:8000/base/' }\nroutes: [{ path: /a, auth: none, body: { max_bytes: 1KiB } }]\n";
+        let config = compile_yaml(yaml).expect("valid");
+        assert_eq!(config.server.limits.max_request_bytes, 1024 * 1024);
+        assert_eq!(config.server.limits.max_header_bytes, 8192);
+        assert_eq!(config.server.timeouts.request, Duration::from_secs(90));
+        assert_eq!(
+            config.server.timeouts.upstream_response,
+            Duration::from_secs(120)
+        );
+        assert_eq!(config.routes[0].max_body_bytes, 1024);
+        assert_eq!(config.upstream.base_path, "/base");
+    }
+}

@@ -1,0 +1,148 @@
+//! Access log and metrics: one structured line and a few counters per request.
+//!
+//! Sits just under the request-id layer, so it sees the final status of every request,
+//! rejections included, and learns *why* from the [`Outcome`] the rejection put in the response
+//! extensions. It never logs headers, query strings or bodies: those are where credentials live.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use http::{Method, Request, Response};
+use tower::{Layer, Service};
+use warden::body::Body;
+use warden::client_ip::PeerAddr;
+use warden::rejection::Outcome;
+use warden::request_id::RequestId;
+
+use crate::route::MatchedRoute;
+
+/// Metric names.
+pub mod names {
+    /// Counter: requests by route, status and outcome.
+    pub const REQUESTS: &str = "warden_requests_total";
+    /// Histogram: time to response head, by route.
+    pub const DURATION: &str = "warden_request_duration_seconds";
+    /// Gauge: open client connections.
+    pub const OPEN_CONNECTIONS: &str = "warden_open_connections";
+}
+
+/// Layer producing [`Observe`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ObserveLayer;
+
+impl<S> Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Observe { inner }
+    }
+}
+
+/// Records each request's outcome.
+#[derive(Clone, Debug)]
+pub struct Observe<S> {
+    inner: S,
+}
+
+impl<S> Service<Request<Body>> for Observe<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>>,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let preflight = req.method() == Method::OPTIONS
+            && req.headers().contains_key("access-control-request-method");
+        let record = Record {
+            start: Instant::now(),
+            method: req.method().clone(),
+            path: req.uri().path().to_owned(),
+            request_id: req.extensions().get::<RequestId>().cloned(),
+            peer: req.extensions().get::<PeerAddr>().copied(),
+            preflight,
+        };
+        ResponseFuture {
+            inner: self.inner.call(req),
+            record: Some(record),
+        }
+    }
+}
+
+struct Record {
+    start: Instant,
+    method: Method,
+    path: String,
+    request_id: Option<RequestId>,
+    peer: Option<PeerAddr>,
+    preflight: bool,
+}
+
+pin_project_lite::pin_project! {
+    /// Response future of [`Observe`].
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        record: Option<Record>,
+    }
+}
+
+impl<F, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<Body>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = std::task::ready!(this.inner.poll(cx));
+        if let (Ok(response), Some(record)) = (&result, this.record.take()) {
+            record.finish(response);
+        }
+        Poll::Ready(result)
+    }
+}
+
+impl Record {
+    fn finish(self, response: &Response<Body>) {
+        let elapsed = self.start.elapsed();
+        let outcome = match response.extensions().get::<Outcome>() {
+            Some(outcome) => outcome.as_str(),
+            None if self.preflight => Outcome::Preflight.as_str(),
+            None => Outcome::Forwarded.as_str(),
+        };
+        let route = response
+            .extensions()
+            .get::<MatchedRoute>()
+            .map(|r| r.name.to_string())
+            .unwrap_or_else(|| "unmatched".to_owned());
+        let status = response.status().as_u16();
+        metrics::counter!(
+            names::REQUESTS,
+            "route" => route.clone(),
+            "status" => status.to_string(),
+            "outcome" => outcome
+        )
+        .increment(1);
+        metrics::histogram!(names::DURATION, "route" => route.clone())
+            .record(elapsed.as_secs_f64());
+        tracing::info!(
+            target: "warden::access",
+            request_id = self.request_id.as_ref().map(RequestId::as_str),
+            method = %self.method,
+            path = %self.path,
+            route = %route,
+            status,
+            outcome,
+            client = self.peer.map(|p| p.0.ip().to_string()),
+            duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            "request"
+        );
+    }
+}

@@ -1,0 +1,205 @@
+//! The route table: canonical path + method -> the route's prebuilt service stack.
+//!
+//! The router is the innermost global layer. It canonicalizes the path (400 on anything
+//! ambiguous), resolves the client IP, and dispatches with matchit. Deny by default: an unknown
+//! path is 404, a known path with another method is 405 with `Allow`. `HEAD` is served by a
+//! route that allows `GET`. Downstream layers and the upstream see only the canonical path.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use http::{HeaderValue, Method, Request, Response, Uri};
+use tower::util::BoxCloneSyncService;
+use tower::{Service, ServiceExt};
+use warden::body::Body;
+use warden::canonical::canonicalize;
+use warden::client_ip::{PeerAddr, TrustedProxies};
+use warden::rejection::{Rejection, RejectionKind};
+
+/// A route's complete per-route stack.
+pub type RouteService = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
+
+/// The matched route, in request extensions (for later policy) and response extensions (for
+/// metrics and logs).
+#[derive(Clone, Debug)]
+pub struct MatchedRoute {
+    /// The route's name.
+    pub name: Arc<str>,
+    /// Path parameters from the template, in order.
+    pub params: Vec<(String, String)>,
+}
+
+#[derive(Clone, Debug)]
+struct Handler {
+    name: Arc<str>,
+    service: RouteService,
+}
+
+#[derive(Clone, Debug)]
+struct PathEntry {
+    handlers: Vec<(Method, Handler)>,
+    allow: HeaderValue,
+}
+
+/// Builder for the [`Router`].
+#[derive(Debug, Default)]
+pub struct RouterBuilder {
+    paths: Vec<(String, PathEntry)>,
+}
+
+impl RouterBuilder {
+    /// Adds `methods` on `template` served by `service`.
+    pub fn route(&mut self, name: &str, template: &str, methods: &[Method], service: RouteService) {
+        let handler = Handler {
+            name: name.into(),
+            service,
+        };
+        let index = match self.paths.iter().position(|(t, _)| t == template) {
+            Some(i) => i,
+            None => {
+                self.paths.push((
+                    template.to_owned(),
+                    PathEntry {
+                        handlers: Vec::new(),
+                        allow: HeaderValue::from_static(""),
+                    },
+                ));
+                self.paths.len() - 1
+            }
+        };
+        let entry = &mut self.paths[index].1;
+        for method in methods {
+            entry.handlers.push((method.clone(), handler.clone()));
+        }
+    }
+
+    /// Finishes the table. Fails on template conflicts (config compilation catches them first).
+    pub fn build(self, trusted_proxies: TrustedProxies) -> Result<Router, matchit::InsertError> {
+        let mut table = matchit::Router::new();
+        let mut entries = Vec::with_capacity(self.paths.len());
+        for (i, (template, mut entry)) in self.paths.into_iter().enumerate() {
+            let mut allowed: Vec<&str> = entry.handlers.iter().map(|(m, _)| m.as_str()).collect();
+            if allowed.contains(&"GET") && !allowed.contains(&"HEAD") {
+                allowed.push("HEAD");
+            }
+            entry.allow = HeaderValue::from_str(&allowed.join(", "))
+                .unwrap_or_else(|_| HeaderValue::from_static("GET"));
+            table.insert(template, i)?;
+            entries.push(entry);
+        }
+        Ok(Router {
+            inner: Arc::new(Inner {
+                table,
+                entries,
+                trusted_proxies,
+            }),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    table: matchit::Router<usize>,
+    entries: Vec<PathEntry>,
+    trusted_proxies: TrustedProxies,
+}
+
+/// Canonicalizes, resolves the client, and dispatches to route stacks.
+#[derive(Clone, Debug)]
+pub struct Router {
+    inner: Arc<Inner>,
+}
+
+impl Service<Request<Body>> for Router {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+        match self.dispatch(&mut req) {
+            // No async block here: it would capture the boxed service's generic future types and
+            // trip rustc's higher-ranked lifetime inference; mapping the future avoids that.
+            Ok((route, service)) => Box::pin(service.oneshot(req).map(move |result| {
+                result.map(|mut response| {
+                    response.extensions_mut().insert(route);
+                    response
+                })
+            })),
+            Err(rejection) => {
+                let response = rejection.into_response_for(req.extensions());
+                Box::pin(std::future::ready(Ok(response)))
+            }
+        }
+    }
+}
+
+impl Router {
+    fn dispatch(&self, req: &mut Request<Body>) -> Result<(MatchedRoute, RouteService), Rejection> {
+        let canonical = match canonicalize(req.uri().path()) {
+            Ok(path) => path,
+            Err(reason) => {
+                tracing::info!(%reason, "rejected request path");
+                return Err(RejectionKind::InvalidPath.into());
+            }
+        };
+        let canonical_owned = match canonical {
+            std::borrow::Cow::Borrowed(_) => None,
+            std::borrow::Cow::Owned(path) => Some(path),
+        };
+        if let Some(path) = canonical_owned {
+            let uri = rebuild_uri(req.uri(), &path).ok_or(RejectionKind::BadRequest)?;
+            *req.uri_mut() = uri;
+        }
+
+        if let Some(PeerAddr(peer)) = req.extensions().get::<PeerAddr>().copied() {
+            let client = self.inner.trusted_proxies.resolve(peer.ip(), req.headers());
+            req.extensions_mut().insert(client);
+        }
+
+        let matched = self
+            .inner
+            .table
+            .at(req.uri().path())
+            .map_err(|_| Rejection::new(RejectionKind::NotFound))?;
+        let entry = &self.inner.entries[*matched.value];
+        let method = req.method();
+        let handler = entry
+            .handlers
+            .iter()
+            .find(|(m, _)| m == method)
+            .or_else(|| {
+                (method == Method::HEAD)
+                    .then(|| entry.handlers.iter().find(|(m, _)| m == Method::GET))
+                    .flatten()
+            })
+            .map(|(_, h)| h)
+            .ok_or_else(|| Rejection::method_not_allowed(entry.allow.clone()))?;
+        let route = MatchedRoute {
+            name: handler.name.clone(),
+            params: matched
+                .params
+                .iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        };
+        req.extensions_mut().insert(route.clone());
+        Ok((route, handler.service.clone()))
+    }
+}
+
+fn rebuild_uri(uri: &Uri, path: &str) -> Option<Uri> {
+    let path_and_query = match uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_owned(),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(path_and_query.parse().ok()?);
+    Uri::from_parts(parts).ok()
+}

@@ -1,0 +1,110 @@
+//! The ONE place where layers are ordered (DESIGN.md §2).
+//!
+//! Global stack, outermost first:
+//! 1. strip client-sent identity headers (before anything else can read them);
+//! 2. request id (every later log line, rejection and the upstream cite it);
+//! 3. access log and metrics (see the final status of everything below);
+//! 4. CORS (preflights answered before any auth; rejections below carry CORS headers);
+//! 5. security headers (on forwarded and rejected responses alike);
+//! 6. catch panic (under CORS and headers, so even a 500 carries them);
+//! 7. overall request timeout;
+//! 8. router: canonical path, client IP, route match (404/405).
+//!
+//! Per-route stack: head limits and streamed body limit, then the proxy.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http::{Request, Response};
+use tower::ServiceBuilder;
+use tower::util::BoxCloneSyncService;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use warden::body::Body;
+use warden::catch_panic::CatchPanicLayer;
+use warden::headers::SecurityHeadersLayer;
+use warden::identity_headers::StripIdentityHeadersLayer;
+use warden::limit::{BodyLimitLayer, HeadLimits};
+use warden::request_id::RequestIdLayer;
+use warden::timeout::TimeoutLayer;
+
+use crate::config::{Config, CorsConfig};
+use crate::observe::ObserveLayer;
+use crate::proxy::Proxy;
+use crate::route::{RouteService, Router, RouterBuilder};
+
+/// The complete gateway service for one listener.
+pub type GatewayService = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
+
+/// Errors assembling the stack (config compilation normally catches these first).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StackError {
+    /// Two route templates conflict.
+    #[error("route table: {0}")]
+    Route(#[from] matchit::InsertError),
+}
+
+/// Builds the global stack over the route table for `config`, forwarding through `proxy`.
+pub fn build(config: &Config, proxy: Proxy) -> Result<GatewayService, StackError> {
+    let proxy = Arc::new(proxy);
+    build_with_leaf(config, move || {
+        let proxy = proxy.clone();
+        BoxCloneSyncService::new(tower::service_fn(move |req: Request<Body>| {
+            let proxy = proxy.clone();
+            async move { Ok::<_, Infallible>(proxy.forward(req).await) }
+        }))
+    })
+}
+
+/// Builds the same stack with `leaf()` in place of the proxy at the end of every route
+/// (in-process benchmarks and tests of the pipeline without sockets).
+pub fn build_with_leaf(
+    config: &Config,
+    leaf: impl Fn() -> RouteService,
+) -> Result<GatewayService, StackError> {
+    let router = build_router(config, leaf)?;
+    let service = ServiceBuilder::new()
+        .layer(StripIdentityHeadersLayer::new(
+            config.upstream.identity_prefix.clone(),
+        ))
+        .layer(RequestIdLayer)
+        .layer(ObserveLayer)
+        .option_layer(config.cors.as_ref().map(cors_layer))
+        .layer(SecurityHeadersLayer::new(config.headers.clone()))
+        .layer(CatchPanicLayer)
+        .layer(TimeoutLayer::new(config.server.timeouts.request))
+        .service(router);
+    Ok(BoxCloneSyncService::new(service))
+}
+
+fn build_router(config: &Config, leaf: impl Fn() -> RouteService) -> Result<Router, StackError> {
+    let mut builder = RouterBuilder::default();
+    for route in &config.routes {
+        let limits = HeadLimits {
+            max_headers: config.server.limits.max_headers,
+            max_header_bytes: config.server.limits.max_header_bytes,
+            max_body_bytes: route.max_body_bytes,
+        };
+        let service = ServiceBuilder::new()
+            .layer(BodyLimitLayer::new(limits))
+            .service(leaf());
+        let service: RouteService = BoxCloneSyncService::new(service);
+        builder.route(&route.name, &route.path, &route.methods, service);
+    }
+    Ok(builder.build(config.server.trusted_proxies.clone())?)
+}
+
+fn cors_layer(cors: &CorsConfig) -> CorsLayer {
+    let origin = if cors.any_origin {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(cors.origins.iter().cloned())
+    };
+    CorsLayer::new()
+        .allow_origin(origin)
+        .allow_methods(cors.methods.clone())
+        .allow_headers(cors.headers.clone())
+        .expose_headers(cors.expose_headers.clone())
+        .allow_credentials(cors.credentials)
+        .max_age(cors.max_age)
+}
