@@ -75,7 +75,8 @@ impl Proxy {
         let uri = match self.upstream_uri(&parts.uri) {
             Ok(uri) => uri,
             Err(_) => {
-                return Rejection::new(RejectionKind::BadRequest).into_response(request_id.as_ref());
+                return Rejection::new(RejectionKind::BadRequest)
+                    .into_response(request_id.as_ref());
             }
         };
         let forwarded_host = original_host(&parts);
