@@ -1,0 +1,193 @@
+//! The `warden` binary: `check` exit codes and messages, `serve` with SIGTERM and JSON logs.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn warden() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_warden"));
+    command.env_remove("RUST_LOG");
+    command
+}
+
+fn temp_file(name: &str, content: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("warden-test-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(name);
+    std::fs::write(&path, content).expect("write");
+    path
+}
+
+fn repo_file(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(relative)
+}
+
+#[test]
+fn check_accepts_the_shipped_examples() {
+    for example in ["examples/quickstart.yaml", "examples/gateway.toml"] {
+        let output = warden()
+            .arg("check")
+            .arg(repo_file(example))
+            .output()
+            .expect("run");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{example}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(stdout.contains(": ok ("), "{stdout}");
+    }
+}
+
+#[test]
+fn check_reports_every_error_with_its_path_and_fails() {
+    let path = temp_file(
+        "bad.yaml",
+        "server:\n  listen: nowhere\n  timeouts: { request: soon }\nupstream: { url: 'ftp://x' }\nroutes:\n  - { path: /a }\n  - { path: '/b/../c', auth: none }\nextra: 1\n",
+    );
+    let output = warden().arg("check").arg(&path).output().expect("run");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for expected in [
+        "server.listen:",
+        "server.timeouts.request: expected a positive duration",
+        "upstream.url:",
+        "routes[0].auth:",
+        "routes[1].path:",
+        "extra: unknown section",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn check_explains_unreadable_and_malformed_files() {
+    let output = warden()
+        .args(["check", "/nonexistent/warden.yaml"])
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot read file"));
+
+    let path = temp_file("broken.yaml", "server: [unclosed\n");
+    let output = warden().arg("check").arg(&path).output().expect("run");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("invalid YAML"));
+
+    let path = temp_file("config.json", "{}");
+    let output = warden().arg("check").arg(&path).output().expect("run");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unknown configuration format"));
+}
+
+#[test]
+fn check_resolves_secret_references_and_environment_overrides() {
+    let path = temp_file(
+        "secrets.yaml",
+        "upstream: { url: 'http://${env:WARDEN_TEST_UPSTREAM_HOST}:8000' }\nroutes: [{ path: /a, auth: none }]\n",
+    );
+    let output = warden().arg("check").arg(&path).output().expect("run");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("upstream.url: ${env:WARDEN_TEST_UPSTREAM_HOST}: environment variable WARDEN_TEST_UPSTREAM_HOST is not set"), "{stderr}");
+
+    let output = warden()
+        .arg("check")
+        .arg(&path)
+        .env("WARDEN_TEST_UPSTREAM_HOST", "127.0.0.1")
+        .env("WARDEN_UPSTREAM__URL", "http://127.0.0.2:9000")
+        .output()
+        .expect("run");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("http://127.0.0.2:9000"));
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_logs_json_without_secrets_and_stops_cleanly_on_sigterm() {
+    let upstream = common::upstream().await;
+    let port = free_port();
+    let admin = free_port();
+    let path = temp_file(
+        "serve.yaml",
+        &format!(
+            "server: {{ listen: '127.0.0.1:{port}', admin_listen: '127.0.0.1:{admin}' }}\nupstream: {{ url: '{}' }}\nroutes: [{{ path: /echo, auth: none }}]\n",
+            upstream.url()
+        ),
+    );
+    let mut child = warden()
+        .args(["serve", "--config"])
+        .arg(&path)
+        .stderr(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let url = format!("http://127.0.0.1:{port}/echo?token=query-secret");
+    let mut served = false;
+    for _ in 0..100 {
+        let req = common::request("GET", &url)
+            .header("authorization", "Bearer header-secret-token")
+            .header("cookie", "session=cookie-secret")
+            .body(warden::body::empty())
+            .expect("request");
+        if let Ok(Ok(response)) =
+            tokio::time::timeout(Duration::from_secs(2), common::client().request(req)).await
+        {
+            assert_eq!(response.status(), 200);
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(served, "warden serve never answered");
+
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || {
+        let stdout = child.stdout.take().expect("stdout");
+        let lines: Vec<String> = BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .collect();
+        (child.wait().expect("wait"), lines)
+    });
+    let (exit, lines) = tokio::time::timeout(Duration::from_secs(20), exit)
+        .await
+        .expect("exits")
+        .expect("join");
+    assert!(exit.success(), "exit status {exit:?}");
+    let access: Vec<serde_json::Value> = lines
+        .iter()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|v| v["target"] == "warden::access")
+        .collect();
+    assert!(!access.is_empty(), "no JSON access log line in {lines:?}");
+    assert_eq!(access[0]["fields"]["status"], 200);
+    assert_eq!(access[0]["fields"]["path"], "/echo");
+    let all = lines.join("\n");
+    for secret in ["header-secret-token", "cookie-secret", "query-secret"] {
+        assert!(!all.contains(secret), "{secret} leaked into the logs");
+    }
+    assert!(all.contains("shutdown signal received"), "{all}");
+}
