@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what the build and the test suite need, where it is missing. Idempotent; safe to run
+# on a developer machine or a fresh CI machine. Later features add their system packages here
+# (for example redis-server for the shared rate-limit store tests).
+set -euo pipefail
+
+need_component() {
+  if ! cargo "$1" --version >/dev/null 2>&1; then
+    if command -v rustup >/dev/null 2>&1; then
+      echo "installing rust component $2"
+      rustup component add "$2"
+    else
+      echo "cargo $1 is missing and rustup is not available to install $2" >&2
+      exit 1
+    fi
+  fi
+}
+
+need_component fmt rustfmt
+need_component clippy clippy
+
+# System packages the tests use, by Debian package name (none yet beyond the toolchain).
+packages=()
+missing=()
+for pkg in "${packages[@]}"; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}"
+fi
