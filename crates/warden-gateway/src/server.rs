@@ -80,6 +80,8 @@ impl Gateway {
                 source,
             })?;
 
+        // Install the metrics recorder before the first request can record anything.
+        admin::metrics_handle();
         let service = stack::build(&config, Proxy::new(&config, "http"))?;
         let readiness = Arc::new(Readiness::default());
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -168,7 +170,11 @@ fn connection_builder(config: &Config) -> auto::Builder<TokioExecutor> {
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        // HPACK counts 32 bytes of overhead per field (RFC 7541 §4.1); leave room for it so the
+        // head guard, not the h2 codec, answers requests near the limit (with problem+json).
+        .max_header_list_size(
+            u32::try_from(limits.max_header_bytes + 32 * limits.max_headers).unwrap_or(u32::MAX),
+        )
         .max_concurrent_streams(256)
         .keep_alive_interval(Duration::from_secs(30));
     builder

@@ -108,3 +108,45 @@ fn cors_layer(cors: &CorsConfig) -> CorsLayer {
         .allow_credentials(cors.credentials)
         .max_age(cors.max_age)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{compile, load};
+    use tower::ServiceExt;
+    use warden::body;
+
+    fn config() -> Config {
+        let yaml = "upstream: { url: 'http://127.0.0.1:9' }\ncors: { origins: [https://app.example.com] }\nroutes: [{ path: /boom, auth: none }]\n";
+        let parsed = load::parse_raw(yaml, load::Format::Yaml, &Vec::new(), &[]).expect("parse");
+        compile::compile_parsed(parsed).expect("compile")
+    }
+
+    #[tokio::test]
+    async fn a_panicking_route_answers_500_with_cors_security_headers_and_request_id() {
+        let service = build_with_leaf(&config(), || {
+            BoxCloneSyncService::new(tower::service_fn(|_req: Request<Body>| async {
+                if true {
+                    panic!("bug in a route");
+                }
+                Ok::<_, Infallible>(Response::new(body::empty()))
+            }))
+        })
+        .expect("stack");
+        let req = Request::builder()
+            .uri("/boom")
+            .header("origin", "https://app.example.com")
+            .body(body::empty())
+            .expect("request");
+        let response = service.oneshot(req).await.expect("infallible");
+        assert_eq!(response.status(), 500);
+        let headers = response.headers();
+        assert_eq!(
+            headers["access-control-allow-origin"],
+            "https://app.example.com"
+        );
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+        assert!(headers.contains_key("x-request-id"));
+        assert_eq!(headers["content-type"], "application/problem+json");
+    }
+}
