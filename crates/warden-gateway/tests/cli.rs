@@ -116,8 +116,7 @@ fn check_resolves_secret_references_and_environment_overrides() {
 }
 
 fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
+    common::unused_addr().port()
 }
 
 #[tokio::test(flavor = "multi_thread")]

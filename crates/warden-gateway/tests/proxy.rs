@@ -207,10 +207,7 @@ async fn request_ids_are_kept_when_well_formed_and_replaced_otherwise() {
 
 #[tokio::test]
 async fn upstream_refusing_connections_is_502_without_detail() {
-    // Bind and drop a listener to get a port nobody listens on.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let dead_addr = dead.local_addr().expect("addr");
-    drop(dead);
+    let dead_addr = unused_addr();
     let upstream = upstream().await;
     let config = config_for(BASIC, &format!("http://{dead_addr}")).expect("config");
     let gw = spawn_config(config, upstream).await;

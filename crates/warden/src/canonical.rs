@@ -293,4 +293,53 @@ mod tests {
         let long = format!("/{}", "a".repeat(MAX_PATH_LEN));
         assert_eq!(canonicalize(&long), Err(TooLong));
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// Paths built from the characters that matter for confusion attacks.
+        fn hostile_path() -> impl Strategy<Value = String> {
+            let piece = prop_oneof![
+                Just("/".to_owned()),
+                Just(".".to_owned()),
+                Just("..".to_owned()),
+                Just("%".to_owned()),
+                Just(";".to_owned()),
+                Just("\\".to_owned()),
+                Just("%2e".to_owned()),
+                Just("%2F".to_owned()),
+                Just("%25".to_owned()),
+                Just("%c0%ae".to_owned()),
+                Just("%c3%a9".to_owned()),
+                "[a-zA-Z0-9_~-]{1,4}",
+                "%[0-9a-fA-F]{2}",
+                any::<char>().prop_map(String::from),
+            ];
+            proptest::collection::vec(piece, 0..24).prop_map(|parts| format!("/{}", parts.concat()))
+        }
+
+        proptest! {
+            #[test]
+            fn output_is_canonical_and_stable(path in hostile_path()) {
+                if let Ok(canonical) = canonicalize(&path) {
+                    prop_assert!(canonical.starts_with('/'));
+                    prop_assert!(!canonical.contains("//"));
+                    prop_assert!(!canonical.contains(';') && !canonical.contains('\\'));
+                    for segment in canonical.split('/') {
+                        prop_assert!(segment != "." && segment != "..", "{canonical}");
+                    }
+                    let upper = canonical.to_ascii_uppercase();
+                    prop_assert!(!upper.contains("%2F") && !upper.contains("%5C") && !upper.contains("%2E"));
+                    let again = canonicalize(&canonical);
+                    prop_assert!(matches!(again, Ok(p) if p == canonical), "{canonical}");
+                }
+            }
+
+            #[test]
+            fn arbitrary_text_never_panics(path in ".{0,64}") {
+                let _ = canonicalize(&path);
+            }
+        }
+    }
 }

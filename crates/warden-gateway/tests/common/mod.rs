@@ -328,3 +328,9 @@ pub fn raw_status(response: &str) -> u16 {
 pub fn load_file(path: &std::path::Path) -> Result<Config, ConfigErrors> {
     config::load_with(path, &Vec::new(), &[])
 }
+
+/// A loopback address nobody listens on (bound, then released).
+pub fn unused_addr() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr")
+}

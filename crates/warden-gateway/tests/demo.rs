@@ -1,0 +1,101 @@
+//! `warden demo` end to end: it starts, prints working commands, and its protections hold.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_serves_the_quickstart_and_its_examples_behave_as_printed() {
+    let listen = unused_addr();
+    let admin = unused_addr();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .arg("demo")
+        .env("WARDEN_SERVER__LISTEN", listen.to_string())
+        .env("WARDEN_SERVER__ADMIN_LISTEN", admin.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn demo");
+    let stdout = child.stdout.take().expect("stdout");
+    let banner = tokio::task::spawn_blocking(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let done = line.contains("grep warden_requests_total");
+            lines.push(line);
+            if done {
+                break;
+            }
+        }
+        lines.join("\n")
+    });
+    let banner = tokio::time::timeout(Duration::from_secs(30), banner)
+        .await
+        .expect("the demo printed its instructions")
+        .expect("join");
+    let base = format!("http://{listen}");
+    assert!(
+        banner.contains(&format!("curl -i {base}/api/v1/agents")),
+        "{banner}"
+    );
+
+    let reply = get(&format!("{base}/api/v1/agents")).await;
+    assert_eq!(reply.status, 200);
+    assert!(
+        reply.header("server").is_none(),
+        "upstream fingerprint leaked"
+    );
+    assert_eq!(reply.header("x-content-type-options"), Some("nosniff"));
+
+    get(&format!("{base}/api/v1/admin"))
+        .await
+        .assert_problem(404);
+    let reply = raw(
+        listen,
+        b"GET /api/v1/agents/..%2f..%2fadmin HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(raw_status(&reply), 400);
+
+    let reply = send(
+        &client(),
+        request("POST", &format!("{base}/api/v1/agents/run"))
+            .header("x-warden-subject", "admin")
+            .header("x_warden_roles", "root")
+            .body(warden::body::full("{\"input\":\"hi\"}"))
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    let seen = reply.json()["headers_seen_by_upstream"].clone();
+    assert!(
+        seen.get("x-warden-subject").is_none() && seen.get("x_warden_roles").is_none(),
+        "{seen}"
+    );
+
+    let reply = send(
+        &client(),
+        request("POST", &format!("{base}/api/v1/agents/run"))
+            .body(warden::body::full(vec![0u8; 100_000]))
+            .expect("request"),
+    )
+    .await;
+    reply.assert_problem(413);
+
+    let metrics = get(&format!("http://{admin}/metrics")).await;
+    assert!(metrics.text().contains("warden_requests_total"));
+
+    let _ = Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status();
+    let exit = tokio::task::spawn_blocking(move || child.wait().expect("wait"));
+    let exit = tokio::time::timeout(Duration::from_secs(20), exit)
+        .await
+        .expect("demo exits")
+        .expect("join");
+    assert!(exit.success(), "{exit:?}");
+}
