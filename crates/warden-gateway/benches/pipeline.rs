@@ -25,6 +25,8 @@ routes:
 fn bench(c: &mut Criterion) {
     let parsed = load::parse_raw(CONFIG, load::Format::Yaml, &Vec::new(), &[]).expect("config");
     let config = compile::compile_parsed(parsed).expect("config");
+    // As in `serve`: the Prometheus recorder is installed, so metrics cost what they cost.
+    warden_gateway::admin::metrics_handle();
     let service = warden_gateway::stack::build_with_leaf(&config, || {
         BoxCloneSyncService::new(tower::service_fn(|_req: Request<Body>| async {
             Ok::<_, Infallible>(Response::new(body::full(&b"{\"ok\":true}"[..])))
