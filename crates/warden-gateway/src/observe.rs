@@ -63,7 +63,8 @@ where
         let record = Record {
             start: Instant::now(),
             method: req.method().clone(),
-            path: req.uri().path().to_owned(),
+            // A `Uri` clone shares its bytes: no allocation on the hot path.
+            uri: req.uri().clone(),
             request_id: req.extensions().get::<RequestId>().cloned(),
             peer: req.extensions().get::<PeerAddr>().copied(),
             preflight,
@@ -78,7 +79,7 @@ where
 struct Record {
     start: Instant,
     method: Method,
-    path: String,
+    uri: http::Uri,
     request_id: Option<RequestId>,
     peer: Option<PeerAddr>,
     preflight: bool,
@@ -117,11 +118,10 @@ impl Record {
             None if self.preflight => Outcome::Preflight.as_str(),
             None => Outcome::Forwarded.as_str(),
         };
-        let route = response
-            .extensions()
-            .get::<MatchedRoute>()
-            .map(|r| r.name.to_string())
-            .unwrap_or_else(|| "unmatched".to_owned());
+        let route: metrics::SharedString = match response.extensions().get::<MatchedRoute>() {
+            Some(matched) => matched.name.clone().into(),
+            None => "unmatched".into(),
+        };
         let status = response.status().as_u16();
         metrics::counter!(
             names::REQUESTS,
@@ -136,7 +136,7 @@ impl Record {
             target: "warden::access",
             request_id = self.request_id.as_ref().map(RequestId::as_str),
             method = %self.method,
-            path = %self.path,
+            path = %self.uri.path(),
             route = %route,
             status,
             outcome,

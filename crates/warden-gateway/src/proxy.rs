@@ -238,4 +238,54 @@ mod tests {
         assert_eq!(headers.len(), 1);
         assert_eq!(headers["x-request-id"], "abc");
     }
+
+    #[derive(Debug)]
+    struct Wrapper(std::io::Error);
+    impl std::fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("client error (Connect)")
+        }
+    }
+    impl std::error::Error for Wrapper {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn connect_timeouts_are_told_apart_from_refusals() {
+        let timed_out = Wrapper(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "connect timeout",
+        ));
+        assert!(is_timeout(&timed_out));
+        let refused = Wrapper(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "refused",
+        ));
+        assert!(!is_timeout(&refused));
+        assert_eq!(error_chain(&refused), "client error (Connect): refused");
+    }
+
+    #[test]
+    fn forwarded_for_lists_only_vouched_addresses() {
+        let peer = PeerAddr("10.0.0.1:5000".parse().expect("addr"));
+        let direct = ClientIp {
+            ip: "10.0.0.1".parse().expect("ip"),
+            forwarded: false,
+        };
+        let via = ClientIp {
+            ip: "203.0.113.9".parse().expect("ip"),
+            forwarded: true,
+        };
+        assert_eq!(
+            forwarded_for(Some(direct), Some(peer)).expect("value"),
+            "10.0.0.1"
+        );
+        assert_eq!(
+            forwarded_for(Some(via), Some(peer)).expect("value"),
+            "203.0.113.9, 10.0.0.1"
+        );
+        assert!(forwarded_for(None, None).is_none());
+    }
 }

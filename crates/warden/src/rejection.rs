@@ -168,13 +168,20 @@ impl Rejection {
     /// it is echoed so a client can quote it to operators.
     pub fn into_response(self, request_id: Option<&RequestId>) -> Response<Body> {
         let status = self.kind.status();
-        let problem = serde_json::json!({
-            "type": self.kind.type_uri(),
-            "title": self.kind.title(),
-            "status": status.as_u16(),
-            "request_id": request_id.map(RequestId::as_str),
-        });
-        let mut response = Response::new(body::full(problem.to_string()));
+        // Every member is static text or a request id validated to `[A-Za-z0-9._:-]`, so the
+        // body is written directly, without a JSON value tree; serde_json quotes the strings.
+        let request_id = match request_id {
+            Some(id) => serde_json::Value::from(id.as_str()).to_string(),
+            None => "null".to_owned(),
+        };
+        let problem = format!(
+            "{{\"type\":\"{}\",\"title\":\"{}\",\"status\":{},\"request_id\":{}}}",
+            self.kind.type_uri(),
+            self.kind.title(),
+            status.as_u16(),
+            request_id
+        );
+        let mut response = Response::new(body::full(problem));
         *response.status_mut() = status;
         let headers = response.headers_mut();
         headers.insert(
