@@ -5,7 +5,11 @@
 //! shares a single concrete type. Boxing costs one allocation per body and keeps the route table
 //! (whose services differ per route) expressible as one type.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use bytes::Bytes;
+use http_body::{Frame, SizeHint};
 use http_body_util::{BodyExt, Empty, Full, combinators::UnsyncBoxBody};
 
 /// Boxed error carried by bodies; the gateway inspects its source chain (for example to tell a
@@ -13,7 +17,49 @@ use http_body_util::{BodyExt, Empty, Full, combinators::UnsyncBoxBody};
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The body type of every request and response inside the pipeline.
-pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+///
+/// A newtype rather than an alias of the boxed body: a type without a trait object in its
+/// parameters keeps rustc's lifetime inference for `Send` futures happy in async middleware
+/// (the same reason axum's `Body` is a newtype).
+#[derive(Default)]
+pub struct Body(UnsyncBoxBody<Bytes, BoxError>);
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Body")
+    }
+}
+
+impl Body {
+    /// Boxes any body whose errors convert into [`BoxError`].
+    pub fn new<B>(body: B) -> Self
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        Body(body.map_err(Into::into).boxed_unsync())
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.0).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.0.size_hint()
+    }
+}
 
 /// Boxes any body whose errors convert into [`BoxError`].
 pub fn boxed<B>(body: B) -> Body
@@ -21,19 +67,15 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    body.map_err(Into::into).boxed_unsync()
+    Body::new(body)
 }
 
 /// A complete body from bytes held in memory.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
+    Body::new(Full::new(bytes.into()))
 }
 
 /// An empty body.
 pub fn empty() -> Body {
-    Empty::<Bytes>::new()
-        .map_err(|never| match never {})
-        .boxed_unsync()
+    Body::new(Empty::<Bytes>::new())
 }

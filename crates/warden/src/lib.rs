@@ -55,11 +55,14 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod authn;
 pub mod body;
 pub mod canonical;
 pub mod catch_panic;
 pub mod client_ip;
+pub mod clock;
 pub mod headers;
+pub mod identity;
 pub mod identity_headers;
 pub mod limit;
 pub mod rejection;

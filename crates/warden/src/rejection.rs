@@ -44,6 +44,17 @@ pub enum RejectionKind {
     InvalidPath,
     /// The request is malformed in some other way (bad header value, bad request target).
     BadRequest,
+    /// No credentials were presented on a route that needs them (401).
+    Unauthenticated,
+    /// Credentials were presented but are not valid (401 `invalid_token`).
+    InvalidCredentials,
+    /// The credentials were ambiguous, e.g. two different tokens (400 `invalid_request`).
+    InvalidAuthRequest,
+    /// Valid credentials, but the route needs a stronger or fresher authentication (401,
+    /// RFC 9470 `insufficient_user_authentication`).
+    StepUpRequired,
+    /// Credentials could not be checked because a key server is unavailable (503).
+    AuthUnavailable,
     /// No route matches the canonical path.
     NotFound,
     /// A route matches the path but not the method.
@@ -72,6 +83,11 @@ impl RejectionKind {
         match self {
             RejectionKind::InvalidPath => "invalid_path",
             RejectionKind::BadRequest => "bad_request",
+            RejectionKind::Unauthenticated => "unauthenticated",
+            RejectionKind::InvalidCredentials => "invalid_credentials",
+            RejectionKind::InvalidAuthRequest => "invalid_auth_request",
+            RejectionKind::StepUpRequired => "step_up_required",
+            RejectionKind::AuthUnavailable => "auth_unavailable",
             RejectionKind::NotFound => "not_found",
             RejectionKind::MethodNotAllowed => "method_not_allowed",
             RejectionKind::PayloadTooLarge => "payload_too_large",
@@ -87,7 +103,13 @@ impl RejectionKind {
 
     fn status(self) -> StatusCode {
         match self {
-            RejectionKind::InvalidPath | RejectionKind::BadRequest => StatusCode::BAD_REQUEST,
+            RejectionKind::InvalidPath
+            | RejectionKind::BadRequest
+            | RejectionKind::InvalidAuthRequest => StatusCode::BAD_REQUEST,
+            RejectionKind::Unauthenticated
+            | RejectionKind::InvalidCredentials
+            | RejectionKind::StepUpRequired => StatusCode::UNAUTHORIZED,
+            RejectionKind::AuthUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             RejectionKind::NotFound => StatusCode::NOT_FOUND,
             RejectionKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             RejectionKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -106,6 +128,11 @@ impl RejectionKind {
         match self {
             RejectionKind::InvalidPath => "Invalid request path",
             RejectionKind::BadRequest => "Bad request",
+            RejectionKind::Unauthenticated => "Authentication required",
+            RejectionKind::InvalidCredentials => "Invalid credentials",
+            RejectionKind::InvalidAuthRequest => "Ambiguous credentials",
+            RejectionKind::StepUpRequired => "Stronger authentication required",
+            RejectionKind::AuthUnavailable => "Authentication temporarily unavailable",
             RejectionKind::NotFound => "Not found",
             RejectionKind::MethodNotAllowed => "Method not allowed",
             RejectionKind::PayloadTooLarge => "Request body too large",
@@ -124,6 +151,11 @@ impl RejectionKind {
         match self {
             RejectionKind::InvalidPath => "urn:warden:problem:invalid-path",
             RejectionKind::BadRequest => "urn:warden:problem:bad-request",
+            RejectionKind::Unauthenticated => "urn:warden:problem:unauthenticated",
+            RejectionKind::InvalidCredentials => "urn:warden:problem:invalid-credentials",
+            RejectionKind::InvalidAuthRequest => "urn:warden:problem:invalid-auth-request",
+            RejectionKind::StepUpRequired => "urn:warden:problem:step-up-required",
+            RejectionKind::AuthUnavailable => "urn:warden:problem:auth-unavailable",
             RejectionKind::NotFound => "urn:warden:problem:not-found",
             RejectionKind::MethodNotAllowed => "urn:warden:problem:method-not-allowed",
             RejectionKind::PayloadTooLarge => "urn:warden:problem:payload-too-large",
@@ -143,20 +175,31 @@ impl RejectionKind {
 pub struct Rejection {
     kind: RejectionKind,
     allow: Option<HeaderValue>,
+    www_authenticate: Option<HeaderValue>,
 }
 
 impl Rejection {
     /// A rejection of the given kind.
     pub fn new(kind: RejectionKind) -> Self {
-        Rejection { kind, allow: None }
+        Rejection {
+            kind,
+            allow: None,
+            www_authenticate: None,
+        }
     }
 
     /// 405 with the `Allow` header listing the methods the route accepts.
     pub fn method_not_allowed(allow: HeaderValue) -> Self {
         Rejection {
-            kind: RejectionKind::MethodNotAllowed,
             allow: Some(allow),
+            ..Rejection::new(RejectionKind::MethodNotAllowed)
         }
+    }
+
+    /// Adds a `WWW-Authenticate` challenge (RFC 6750 / RFC 9470).
+    pub fn with_challenge(mut self, challenge: HeaderValue) -> Self {
+        self.www_authenticate = Some(challenge);
+        self
     }
 
     /// The class of this rejection.
@@ -191,6 +234,9 @@ impl Rejection {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Some(allow) = self.allow {
             headers.insert(header::ALLOW, allow);
+        }
+        if let Some(challenge) = self.www_authenticate {
+            headers.insert(header::WWW_AUTHENTICATE, challenge);
         }
         response
             .extensions_mut()

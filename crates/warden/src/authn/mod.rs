@@ -1,0 +1,315 @@
+//! Authentication: who is calling (DESIGN.md §2 step 11).
+//!
+//! Per route, after the head limits and before authorization. An [`AuthnLayer`] runs a chain of
+//! [`Authenticator`]s: the first that recognizes credentials decides (`Ok(Some)` accepts,
+//! `Err` stops the chain: present-but-invalid credentials are never passed over to a weaker
+//! authenticator); when none recognizes any, the request is unauthenticated. The accepted
+//! [`Identity`] goes into request extensions as `Arc<Identity>`, the credential is removed from
+//! the request unless it is to be forwarded, and an optional step-up requirement (RFC 9470) is
+//! checked. Failures become 401 (with an RFC 6750 challenge), 400 for ambiguous credentials, or
+//! 503 when keys cannot be had; the precise reason is logged, never sent.
+
+pub mod jwt;
+pub mod keys;
+pub mod sources;
+pub(crate) mod strict_json;
+
+#[cfg(feature = "jwks")]
+pub mod jwks;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use http::request::Parts;
+use http::{HeaderValue, Request, Response};
+use tower::{Layer, Service};
+
+use crate::body::Body;
+use crate::clock::Clock;
+use crate::identity::Identity;
+use crate::rejection::{Rejection, RejectionKind};
+use crate::request_id::RequestId;
+
+/// Recognizes and verifies one kind of credential.
+pub trait Authenticator: fmt::Debug + Send + Sync + 'static {
+    /// `Ok(None)`: no credentials of this kind (try the next). `Err`: present but invalid (stop).
+    fn authenticate<'a>(
+        &'a self,
+        req: &'a Parts,
+    ) -> BoxFuture<'a, Result<Option<Arc<Identity>>, AuthnError>>;
+
+    /// Removes this authenticator's credentials from a request before it is forwarded.
+    fn strip_credentials(&self, _req: &mut Parts) {}
+}
+
+/// Why authentication failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthnError {
+    /// Credentials were presented and are invalid (401 `invalid_token`).
+    #[error("invalid credentials: {0}")]
+    Invalid(InvalidReason),
+    /// The request carries ambiguous credentials (400 `invalid_request`).
+    #[error("ambiguous credentials: {0}")]
+    Ambiguous(&'static str),
+    /// The provider's keys cannot be had (key server down beyond the staleness limit): 503.
+    #[error("keys of provider {0} are unavailable")]
+    KeysUnavailable(String),
+}
+
+/// The precise reason a credential was refused. For logs and audit only.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidReason {
+    /// Structurally broken (size, segments, encoding, JSON).
+    #[error("malformed token: {0}")]
+    Malformed(&'static str),
+    /// A `crit` header (no extension is understood, so any is refused).
+    #[error("crit header present")]
+    CriticalHeader,
+    /// A header parameter that would supply its own key.
+    #[error("embedded key source {0:?} in header")]
+    EmbeddedKey(&'static str),
+    /// `alg` is not one the provider (and the key) accepts.
+    #[error("algorithm {0:?} not allowed")]
+    AlgorithmNotAllowed(String),
+    /// No provider for the token's `iss`.
+    #[error("unknown or wrong issuer")]
+    UnknownIssuer,
+    /// `kid` not in the provider's keys (after a refresh, where allowed).
+    #[error("unknown key id")]
+    UnknownKid,
+    /// The signature does not verify.
+    #[error("bad signature")]
+    BadSignature,
+    /// `exp` has passed.
+    #[error("token expired")]
+    Expired,
+    /// `nbf` is in the future.
+    #[error("token not yet valid (nbf)")]
+    NotYetValid,
+    /// `iat` is in the future.
+    #[error("token issued in the future (iat)")]
+    IssuedInFuture,
+    /// No configured audience in `aud`.
+    #[error("wrong audience")]
+    WrongAudience,
+    /// A required claim is missing.
+    #[error("missing claim {0:?}")]
+    MissingClaim(String),
+    /// A claim has the wrong JSON type.
+    #[error("claim {0:?} has the wrong type")]
+    WrongClaimType(&'static str),
+    /// The session (`auth_time`, else `iat`) is older than `max_token_age`.
+    #[error("session older than max_token_age")]
+    SessionTooOld,
+}
+
+/// RFC 9470 step-up requirement of a route.
+#[derive(Clone, Debug, Default)]
+pub struct StepUp {
+    /// Acceptable `acr` values (empty: any).
+    pub acr: Vec<String>,
+    /// Longest time since the user authenticated (`auth_time`).
+    pub max_age: Option<Duration>,
+}
+
+impl StepUp {
+    fn satisfied_by(&self, identity: &Identity, now: f64) -> bool {
+        let acr_ok = self.acr.is_empty()
+            || identity
+                .acr
+                .as_ref()
+                .is_some_and(|acr| self.acr.iter().any(|wanted| wanted == acr));
+        let age_ok = match self.max_age {
+            None => true,
+            Some(max_age) => identity
+                .auth_time
+                .is_some_and(|t| now - (t as f64) <= max_age.as_secs_f64()),
+        };
+        acr_ok && age_ok
+    }
+
+    fn challenge(&self) -> HeaderValue {
+        let mut text = String::from(
+            "Bearer realm=\"warden\", error=\"insufficient_user_authentication\", \
+             error_description=\"A different authentication level is required\"",
+        );
+        if !self.acr.is_empty() {
+            text.push_str(&format!(", acr_values=\"{}\"", self.acr.join(" ")));
+        }
+        if let Some(max_age) = self.max_age {
+            text.push_str(&format!(", max_age={}", max_age.as_secs()));
+        }
+        HeaderValue::from_str(&text)
+            .unwrap_or_else(|_| HeaderValue::from_static("Bearer realm=\"warden\""))
+    }
+}
+
+/// What failed, kept in response extensions for the audit trail (never sent to the client).
+#[derive(Clone, Debug)]
+pub struct AuthnFailure(pub AuthnError);
+
+const CHALLENGE: &str = "Bearer realm=\"warden\"";
+const CHALLENGE_INVALID: &str = "Bearer realm=\"warden\", error=\"invalid_token\"";
+const CHALLENGE_REQUEST: &str = "Bearer realm=\"warden\", error=\"invalid_request\"";
+
+fn rejection_for(error: &AuthnError) -> Rejection {
+    match error {
+        AuthnError::Invalid(_) => Rejection::new(RejectionKind::InvalidCredentials)
+            .with_challenge(HeaderValue::from_static(CHALLENGE_INVALID)),
+        AuthnError::Ambiguous(_) => Rejection::new(RejectionKind::InvalidAuthRequest)
+            .with_challenge(HeaderValue::from_static(CHALLENGE_REQUEST)),
+        AuthnError::KeysUnavailable(_) => Rejection::new(RejectionKind::AuthUnavailable),
+    }
+}
+
+/// Layer that authenticates requests with a chain of authenticators.
+#[derive(Clone, Debug)]
+pub struct AuthnLayer {
+    chain: Arc<[Arc<dyn Authenticator>]>,
+    step_up: Option<Arc<StepUp>>,
+    forward_credentials: bool,
+    clock: Arc<dyn Clock>,
+}
+
+impl AuthnLayer {
+    /// Requires an identity from one of `chain`.
+    pub fn new(chain: Vec<Arc<dyn Authenticator>>, clock: Arc<dyn Clock>) -> Self {
+        AuthnLayer {
+            chain: chain.into(),
+            step_up: None,
+            forward_credentials: false,
+            clock,
+        }
+    }
+
+    /// Also requires the RFC 9470 step-up `requirement`.
+    pub fn step_up(mut self, requirement: StepUp) -> Self {
+        self.step_up = Some(Arc::new(requirement));
+        self
+    }
+
+    /// Forwards the credential to the upstream (off by default).
+    pub fn forward_credentials(mut self, forward: bool) -> Self {
+        self.forward_credentials = forward;
+        self
+    }
+}
+
+impl<S> Layer<S> for AuthnLayer {
+    type Service = Authn<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Authn {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// Service produced by [`AuthnLayer`].
+#[derive(Clone, Debug)]
+pub struct Authn<S> {
+    inner: S,
+    layer: AuthnLayer,
+}
+
+/// Boxed response future of [`Authn`].
+pub type ResponseFuture<E> = Pin<Box<dyn Future<Output = Result<Response<Body>, E>> + Send>>;
+
+impl<S> Service<Request<Body>> for Authn<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Send,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        // Keep the service that was polled ready; the clone takes its place.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let layer = self.layer.clone();
+        Box::pin(async move {
+            let (mut parts, body) = req.into_parts();
+            let request_id = parts.extensions.get::<RequestId>().cloned();
+            match authenticate(&layer, &mut parts).await {
+                Ok(()) => inner.call(Request::from_parts(parts, body)).await,
+                Err((rejection, failure)) => {
+                    if let Some(failure) = &failure {
+                        log_failure(request_id.as_ref(), &failure.0);
+                    }
+                    let mut response = rejection.into_response(request_id.as_ref());
+                    if let Some(failure) = failure {
+                        response.extensions_mut().insert(failure);
+                    }
+                    Ok(response)
+                }
+            }
+        })
+    }
+}
+
+async fn authenticate(
+    layer: &AuthnLayer,
+    parts: &mut Parts,
+) -> Result<(), (Rejection, Option<AuthnFailure>)> {
+    let mut accepted = None;
+    for authenticator in layer.chain.iter() {
+        match authenticator.authenticate(parts).await {
+            Ok(Some(identity)) => {
+                accepted = Some((identity, authenticator));
+                break;
+            }
+            Ok(None) => continue,
+            Err(error) => return Err((rejection_for(&error), Some(AuthnFailure(error)))),
+        }
+    }
+    let Some((identity, authenticator)) = accepted else {
+        return Err((
+            Rejection::new(RejectionKind::Unauthenticated)
+                .with_challenge(HeaderValue::from_static(CHALLENGE)),
+            None,
+        ));
+    };
+    if let Some(step_up) = &layer.step_up
+        && !step_up.satisfied_by(&identity, layer.clock.unix_seconds())
+    {
+        tracing::info!(subject = %identity.subject, acr = ?identity.acr, "step-up authentication required");
+        return Err((
+            Rejection::new(RejectionKind::StepUpRequired).with_challenge(step_up.challenge()),
+            None,
+        ));
+    }
+    if !(layer.forward_credentials || identity.forward_credentials) {
+        authenticator.strip_credentials(parts);
+    }
+    parts.extensions.insert(identity);
+    Ok(())
+}
+
+fn log_failure(request_id: Option<&RequestId>, error: &AuthnError) {
+    let request_id = request_id.map(RequestId::as_str);
+    match error {
+        AuthnError::KeysUnavailable(provider) => tracing::error!(
+            target: "warden::authn",
+            request_id,
+            provider = %provider,
+            "key server unavailable: cannot verify tokens (answering 503)"
+        ),
+        other => {
+            tracing::info!(target: "warden::authn", request_id, reason = %other, "authentication failed")
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! Where bearer tokens are read from: `Authorization: Bearer` by default; a cookie or a query
+//! parameter only when configured. Two *different* tokens in one request are refused (which one
+//! would the upstream believe?). After authentication every configured source is removed from
+//! the request unless credentials are to be forwarded.
+
+use http::header::{AUTHORIZATION, COOKIE};
+use http::request::Parts;
+use http::{HeaderValue, Uri};
+
+use super::{AuthnError, InvalidReason};
+use crate::identity::CredentialSource;
+
+/// Configured token locations.
+#[derive(Clone, Debug)]
+pub struct TokenSources {
+    /// Read `Authorization: Bearer <token>` (default true).
+    pub authorization_header: bool,
+    /// Read this cookie.
+    pub cookie: Option<String>,
+    /// Read this query parameter.
+    pub query: Option<String>,
+}
+
+impl Default for TokenSources {
+    fn default() -> Self {
+        TokenSources {
+            authorization_header: true,
+            cookie: None,
+            query: None,
+        }
+    }
+}
+
+/// A token and where it was found.
+#[derive(Clone, Debug)]
+pub struct Found {
+    /// The token text.
+    pub token: String,
+    /// Where it was found (the first source, when the same token came several ways).
+    pub source: CredentialSource,
+}
+
+impl TokenSources {
+    /// Finds the request's bearer token. `Ok(None)`: no token in any configured source.
+    pub fn extract(&self, parts: &Parts) -> Result<Option<Found>, AuthnError> {
+        let mut found: Vec<(String, CredentialSource)> = Vec::new();
+        if self.authorization_header {
+            let mut values = parts.headers.get_all(AUTHORIZATION).iter();
+            if let Some(value) = values.next() {
+                if values.next().is_some() {
+                    return Err(AuthnError::Ambiguous("more than one Authorization header"));
+                }
+                if let Some(token) = bearer(value)? {
+                    found.push((token, CredentialSource::AuthorizationHeader));
+                }
+            }
+        }
+        if let Some(name) = &self.cookie {
+            for token in cookies(parts, name) {
+                found.push((token.to_owned(), CredentialSource::Cookie(name.clone())));
+            }
+        }
+        if let Some(name) = &self.query {
+            for token in query_values(&parts.uri, name) {
+                found.push((token.to_owned(), CredentialSource::Query(name.clone())));
+            }
+        }
+        let mut found = found.into_iter();
+        let Some((token, source)) = found.next() else {
+            return Ok(None);
+        };
+        if found.any(|(other, _)| other != token) {
+            return Err(AuthnError::Ambiguous("two different tokens in one request"));
+        }
+        if token.is_empty() {
+            return Err(AuthnError::Invalid(InvalidReason::Malformed("empty token")));
+        }
+        Ok(Some(Found { token, source }))
+    }
+
+    /// Removes every configured token source from the request.
+    pub fn strip(&self, parts: &mut Parts) {
+        if self.authorization_header {
+            parts.headers.remove(AUTHORIZATION);
+        }
+        if let Some(name) = &self.cookie {
+            strip_cookie(parts, name);
+        }
+        if let Some(name) = &self.query {
+            strip_query(parts, name);
+        }
+    }
+}
+
+/// `Bearer <token>`: `Ok(None)` for other schemes (another authenticator's business).
+fn bearer(value: &HeaderValue) -> Result<Option<String>, AuthnError> {
+    let text = value
+        .to_str()
+        .map_err(|_| AuthnError::Invalid(InvalidReason::Malformed("Authorization is not ASCII")))?;
+    let (scheme, rest) = text.split_once(' ').unwrap_or((text, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Ok(None);
+    }
+    let token = rest.trim_start_matches(' ');
+    if token.is_empty() || token.contains(' ') {
+        return Err(AuthnError::Invalid(InvalidReason::Malformed(
+            "malformed Bearer credentials",
+        )));
+    }
+    Ok(Some(token.to_owned()))
+}
+
+fn cookie_pairs(value: &HeaderValue) -> impl Iterator<Item = (&str, &str)> {
+    value
+        .to_str()
+        .unwrap_or("")
+        .split(';')
+        .filter_map(|pair| pair.trim().split_once('='))
+}
+
+fn cookies<'a>(parts: &'a Parts, name: &'a str) -> impl Iterator<Item = &'a str> {
+    parts
+        .headers
+        .get_all(COOKIE)
+        .iter()
+        .flat_map(cookie_pairs)
+        .filter(move |(n, _)| *n == name)
+        .map(|(_, v)| v.trim_matches('"'))
+}
+
+fn query_values<'a>(uri: &'a Uri, name: &'a str) -> impl Iterator<Item = &'a str> {
+    uri.query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .filter(move |(n, _)| *n == name)
+        .map(|(_, v)| v)
+}
+
+fn strip_cookie(parts: &mut Parts, name: &str) {
+    let kept: Vec<String> = parts
+        .headers
+        .get_all(COOKIE)
+        .iter()
+        .flat_map(cookie_pairs)
+        .filter(|(n, _)| *n != name)
+        .map(|(n, v)| format!("{n}={v}"))
+        .collect();
+    parts.headers.remove(COOKIE);
+    if !kept.is_empty()
+        && let Ok(value) = HeaderValue::from_str(&kept.join("; "))
+    {
+        parts.headers.insert(COOKIE, value);
+    }
+}
+
+fn strip_query(parts: &mut Parts, name: &str) {
+    let Some(query) = parts.uri.query() else {
+        return;
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| pair.split_once('=').map_or(*pair, |(n, _)| n) != name)
+        .collect();
+    let path = parts.uri.path();
+    let target = if kept.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{}", kept.join("&"))
+    };
+    let mut uri_parts = parts.uri.clone().into_parts();
+    if let Ok(path_and_query) = target.parse() {
+        uri_parts.path_and_query = Some(path_and_query);
+        if let Ok(uri) = Uri::from_parts(uri_parts) {
+            parts.uri = uri;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(uri: &str, headers: &[(&str, &str)]) -> Parts {
+        let mut builder = http::Request::builder().uri(uri);
+        for (n, v) in headers {
+            builder = builder.header(*n, *v);
+        }
+        builder.body(()).expect("request").into_parts().0
+    }
+
+    fn all_sources() -> TokenSources {
+        TokenSources {
+            authorization_header: true,
+            cookie: Some("at".into()),
+            query: Some("access_token".into()),
+        }
+    }
+
+    #[test]
+    fn bearer_is_read_case_insensitively_and_other_schemes_are_ignored() {
+        let sources = TokenSources::default();
+        let found = sources
+            .extract(&parts("/", &[("authorization", "bEaReR abc.def.ghi")]))
+            .expect("ok");
+        assert_eq!(found.expect("token").token, "abc.def.ghi");
+        assert!(
+            sources
+                .extract(&parts("/", &[("authorization", "Basic Zm9vOmJhcg==")]))
+                .expect("ok")
+                .is_none()
+        );
+        assert!(
+            sources
+                .extract(&parts("/", &[("authorization", "Bearer ")]))
+                .is_err()
+        );
+        assert!(
+            sources
+                .extract(&parts("/?access_token=x", &[]))
+                .expect("ok")
+                .is_none(),
+            "query off by default"
+        );
+    }
+
+    #[test]
+    fn two_different_tokens_are_ambiguous_but_the_same_twice_is_fine() {
+        let sources = all_sources();
+        let req = parts("/?access_token=t1", &[("authorization", "Bearer t2")]);
+        assert!(matches!(
+            sources.extract(&req),
+            Err(AuthnError::Ambiguous(_))
+        ));
+        let req = parts("/?access_token=t1", &[("cookie", "a=1; at=t1")]);
+        assert_eq!(
+            sources.extract(&req).expect("ok").expect("token").token,
+            "t1"
+        );
+        let mut req = parts("/", &[("authorization", "Bearer a")]);
+        req.headers
+            .append("authorization", "Bearer a".parse().expect("value"));
+        assert!(matches!(
+            sources.extract(&req),
+            Err(AuthnError::Ambiguous(_))
+        ));
+    }
+
+    #[test]
+    fn strip_removes_every_configured_source_and_keeps_the_rest() {
+        let sources = all_sources();
+        let mut req = parts(
+            "/x?a=1&access_token=t1&b=2",
+            &[
+                ("authorization", "Bearer t1"),
+                ("cookie", "a=1; at=t1; b=2"),
+            ],
+        );
+        sources.strip(&mut req);
+        assert!(req.headers.get("authorization").is_none());
+        assert_eq!(req.headers["cookie"], "a=1; b=2");
+        assert_eq!(req.uri, "/x?a=1&b=2");
+    }
+}
