@@ -27,7 +27,8 @@ fn bench(c: &mut Criterion) {
     let config = compile::compile_parsed(parsed).expect("config");
     // As in `serve`: the Prometheus recorder is installed, so metrics cost what they cost.
     warden_gateway::admin::metrics_handle();
-    let service = warden_gateway::stack::build_with_leaf(&config, || {
+    let auth = warden_gateway::stack::Auth::none();
+    let service = warden_gateway::stack::build_with_leaf(&config, &auth, || {
         BoxCloneSyncService::new(tower::service_fn(|_req: Request<Body>| async {
             Ok::<_, Infallible>(Response::new(body::full(&b"{\"ok\":true}"[..])))
         }))

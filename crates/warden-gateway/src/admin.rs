@@ -19,8 +19,10 @@ use warden::body::{self, Body};
 
 use crate::observe::names;
 
+type Check = Box<dyn Fn() -> bool + Send + Sync>;
+
 /// What `/readyz` reports.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Readiness {
     /// The public listener is accepting (config loaded, stack built).
     pub serving: AtomicBool,
@@ -28,14 +30,40 @@ pub struct Readiness {
     pub upstream_up: AtomicBool,
     /// Shutdown has begun.
     pub shutting_down: AtomicBool,
+    /// Further conditions (signing keys loaded...).
+    checks: std::sync::RwLock<Vec<Check>>,
+}
+
+impl std::fmt::Debug for Readiness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Readiness")
+            .field("serving", &self.serving)
+            .field("upstream_up", &self.upstream_up)
+            .field("shutting_down", &self.shutting_down)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Readiness {
+    /// Adds a condition that must hold for readiness.
+    pub fn add_check(&self, check: impl Fn() -> bool + Send + Sync + 'static) {
+        self.checks
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(Box::new(check));
+    }
+
     /// Ready to take traffic.
     pub fn is_ready(&self) -> bool {
         self.serving.load(Ordering::SeqCst)
             && self.upstream_up.load(Ordering::SeqCst)
             && !self.shutting_down.load(Ordering::SeqCst)
+            && self
+                .checks
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .iter()
+                .all(|check| check())
     }
 }
 

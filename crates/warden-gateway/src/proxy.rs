@@ -8,6 +8,7 @@
 //! breach aborts the upstream request and answers 413; connection failures answer 502 and
 //! timeouts 504, with the cause logged and never sent to the client.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -17,6 +18,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use warden::body::{self, Body};
 use warden::client_ip::{ClientIp, PeerAddr};
+use warden::identity::Identity;
 use warden::limit::is_length_limit_error;
 use warden::rejection::{Outcome, Rejection, RejectionKind};
 use warden::request_id::{RequestId, X_REQUEST_ID};
@@ -47,6 +49,49 @@ pub struct Proxy {
     upstream: Upstream,
     response_timeout: Duration,
     scheme: &'static str,
+    identity_headers: IdentityHeaders,
+}
+
+/// The headers that tell the upstream who is calling, under the configured prefix.
+#[derive(Clone, Debug)]
+struct IdentityHeaders {
+    subject: HeaderName,
+    tenant: HeaderName,
+    roles: HeaderName,
+    scopes: HeaderName,
+    method: HeaderName,
+}
+
+impl IdentityHeaders {
+    fn new(prefix: &str) -> Self {
+        let name = |suffix: &str| {
+            HeaderName::from_bytes(format!("{prefix}{suffix}").as_bytes())
+                .unwrap_or_else(|_| HeaderName::from_static("x-warden-invalid"))
+        };
+        IdentityHeaders {
+            subject: name("subject"),
+            tenant: name("tenant"),
+            roles: name("roles"),
+            scopes: name("scopes"),
+            method: name("auth-method"),
+        }
+    }
+
+    /// Sets the identity headers (values were checked for header safety by the authenticator).
+    fn apply(&self, headers: &mut HeaderMap, identity: &Identity) {
+        let mut set = |name: &HeaderName, value: &str| {
+            if let Ok(value) = HeaderValue::from_str(value) {
+                headers.insert(name.clone(), value);
+            }
+        };
+        set(&self.subject, &identity.subject);
+        if let Some(tenant) = &identity.tenant {
+            set(&self.tenant, tenant);
+        }
+        set(&self.roles, &identity.roles.join(","));
+        set(&self.scopes, &identity.scopes.join(" "));
+        set(&self.method, identity.method.as_str());
+    }
 }
 
 impl Proxy {
@@ -65,6 +110,7 @@ impl Proxy {
             upstream: config.upstream.clone(),
             response_timeout: config.server.timeouts.upstream_response,
             scheme,
+            identity_headers: IdentityHeaders::new(config.upstream.identity_prefix.as_str()),
         }
     }
 
@@ -101,6 +147,10 @@ impl Proxy {
         );
         if let Some(host) = forwarded_host {
             headers.insert(X_FORWARDED_HOST.clone(), host);
+        }
+        // Client-sent copies were stripped before anything ran; these are the gateway's own.
+        if let Some(identity) = parts.extensions.get::<Arc<Identity>>() {
+            self.identity_headers.apply(&mut parts.headers, identity);
         }
         parts.uri = uri;
         // The upstream leg is HTTP/1.1 whatever the client spoke.

@@ -31,9 +31,12 @@ use warden::client_ip::PeerAddr;
 
 use crate::admin::{self, Readiness};
 use crate::config::Config;
+use crate::config::auth::{AuthBuildError, Startup};
 use crate::observe::names;
 use crate::proxy::Proxy;
-use crate::stack::{self, GatewayService, StackError};
+use crate::stack::{self, Auth, GatewayService, StackError};
+use warden::authn::Authenticator;
+use warden::clock::{Clock, SystemClock};
 
 /// Errors starting the gateway.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +53,12 @@ pub enum ServerError {
     /// The service stack could not be assembled.
     #[error(transparent)]
     Stack(#[from] StackError),
+    /// The authenticators could not be built.
+    #[error(transparent)]
+    Auth(#[from] AuthBuildError),
+    /// A provider configured `startup: wait` got no keys in time.
+    #[error("provider {0}: no signing keys after {1:?} (key server unreachable?)")]
+    KeysUnavailable(String, Duration),
 }
 
 /// A running gateway.
@@ -62,11 +71,36 @@ pub struct Gateway {
     readiness: Arc<Readiness>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
+    refreshers: Vec<JoinHandle<()>>,
 }
 
 impl Gateway {
-    /// Binds both listeners and starts serving `config`.
+    /// Binds both listeners and starts serving `config` on the system clock.
     pub async fn start(config: Config) -> Result<Gateway, ServerError> {
+        Self::start_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// Like [`Gateway::start`], with an injected clock (tests move time instead of sleeping).
+    pub async fn start_with_clock(
+        config: Config,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Gateway, ServerError> {
+        let built = config.auth.build(clock.clone())?;
+        let mut refreshers = Vec::new();
+        for (name, source, startup, timeout) in &built.remote {
+            refreshers.push(source.spawn_refresh());
+            if *startup == Startup::Wait && !source.wait_ready(*timeout).await {
+                for handle in &refreshers {
+                    handle.abort();
+                }
+                return Err(ServerError::KeysUnavailable(name.clone(), *timeout));
+            }
+        }
+        let mut chain: Vec<Arc<dyn Authenticator>> = Vec::new();
+        if let Some(jwt) = &built.jwt {
+            chain.push(Arc::new(jwt.clone()));
+        }
+        let auth = Auth { chain, clock };
         let listener = bind(config.server.listen).await?;
         let admin_listener = bind(config.server.admin_listen).await?;
         let addr = listener.local_addr().map_err(|source| ServerError::Bind {
@@ -82,8 +116,11 @@ impl Gateway {
 
         // Install the metrics recorder before the first request can record anything.
         admin::metrics_handle();
-        let service = stack::build(&config, Proxy::new(&config, "http"))?;
+        let service = stack::build(&config, &auth, Proxy::new(&config, "http"))?;
         let readiness = Arc::new(Readiness::default());
+        if let Some(jwt) = built.jwt {
+            readiness.add_check(move || jwt.is_ready());
+        }
         let (shutdown, shutdown_rx) = watch::channel(false);
 
         tokio::spawn(admin::serve(
@@ -110,6 +147,7 @@ impl Gateway {
             readiness,
             shutdown,
             task,
+            refreshers,
         })
     }
 
@@ -118,11 +156,17 @@ impl Gateway {
         self.readiness.shutting_down.store(true, Ordering::SeqCst);
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
+        for handle in self.refreshers {
+            handle.abort();
+        }
     }
 
     /// Waits until the accept loop ends (after a shutdown).
     pub async fn wait(self) {
         let _ = self.task.await;
+        for handle in self.refreshers {
+            handle.abort();
+        }
     }
 
     /// A handle that triggers shutdown from elsewhere (signal handlers).

@@ -10,7 +10,8 @@
 //! 7. overall request timeout;
 //! 8. router: canonical path, client IP, route match (404/405).
 //!
-//! Per-route stack: head limits and streamed body limit, then the proxy.
+//! Per-route stack: head limits and streamed body limit, authentication (unless the route is
+//! `auth: none`; step-up where configured), then the proxy.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -19,8 +20,10 @@ use http::{Request, Response};
 use tower::ServiceBuilder;
 use tower::util::BoxCloneSyncService;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use warden::authn::{Authenticator, AuthnLayer};
 use warden::body::Body;
 use warden::catch_panic::CatchPanicLayer;
+use warden::clock::{Clock, SystemClock};
 use warden::headers::SecurityHeadersLayer;
 use warden::identity_headers::StripIdentityHeadersLayer;
 use warden::limit::{BodyLimitLayer, HeadLimits};
@@ -42,12 +45,34 @@ pub enum StackError {
     /// Two route templates conflict.
     #[error("route table: {0}")]
     Route(#[from] matchit::InsertError),
+    /// A route requires authentication but no authenticator exists.
+    #[error("route {0} requires authentication but no authenticator is configured")]
+    NoAuthenticator(String),
+}
+
+/// The authenticators every protected route chains, and the clock they share.
+#[derive(Clone, Debug)]
+pub struct Auth {
+    /// Authenticators in order (JWT, later API keys).
+    pub chain: Vec<Arc<dyn Authenticator>>,
+    /// Injected time.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Auth {
+    /// No authenticators (every route must be public).
+    pub fn none() -> Self {
+        Auth {
+            chain: Vec::new(),
+            clock: Arc::new(SystemClock),
+        }
+    }
 }
 
 /// Builds the global stack over the route table for `config`, forwarding through `proxy`.
-pub fn build(config: &Config, proxy: Proxy) -> Result<GatewayService, StackError> {
+pub fn build(config: &Config, auth: &Auth, proxy: Proxy) -> Result<GatewayService, StackError> {
     let proxy = Arc::new(proxy);
-    build_with_leaf(config, move || {
+    build_with_leaf(config, auth, move || {
         let proxy = proxy.clone();
         BoxCloneSyncService::new(tower::service_fn(move |req: Request<Body>| {
             let proxy = proxy.clone();
@@ -60,9 +85,10 @@ pub fn build(config: &Config, proxy: Proxy) -> Result<GatewayService, StackError
 /// (in-process benchmarks and tests of the pipeline without sockets).
 pub fn build_with_leaf(
     config: &Config,
+    auth: &Auth,
     leaf: impl Fn() -> RouteService,
 ) -> Result<GatewayService, StackError> {
-    let router = build_router(config, leaf)?;
+    let router = build_router(config, auth, leaf)?;
     let service = ServiceBuilder::new()
         .layer(StripIdentityHeadersLayer::new(
             config.upstream.identity_prefix.clone(),
@@ -77,7 +103,11 @@ pub fn build_with_leaf(
     Ok(BoxCloneSyncService::new(service))
 }
 
-fn build_router(config: &Config, leaf: impl Fn() -> RouteService) -> Result<Router, StackError> {
+fn build_router(
+    config: &Config,
+    auth: &Auth,
+    leaf: impl Fn() -> RouteService,
+) -> Result<Router, StackError> {
     let mut builder = RouterBuilder::default();
     for route in &config.routes {
         let limits = HeadLimits {
@@ -85,8 +115,20 @@ fn build_router(config: &Config, leaf: impl Fn() -> RouteService) -> Result<Rout
             max_header_bytes: config.server.limits.max_header_bytes,
             max_body_bytes: route.max_body_bytes,
         };
+        let authn = (!route.public).then(|| {
+            let mut layer = AuthnLayer::new(auth.chain.clone(), auth.clock.clone())
+                .forward_credentials(route.forward_credentials);
+            if let Some(step_up) = &route.step_up {
+                layer = layer.step_up(step_up.clone());
+            }
+            layer
+        });
+        if authn.is_some() && auth.chain.is_empty() {
+            return Err(StackError::NoAuthenticator(route.name.clone()));
+        }
         let service = ServiceBuilder::new()
             .layer(BodyLimitLayer::new(limits))
+            .option_layer(authn)
             .service(leaf());
         let service: RouteService = BoxCloneSyncService::new(service);
         builder.route(&route.name, &route.path, &route.methods, service);
@@ -124,7 +166,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_route_answers_500_with_cors_security_headers_and_request_id() {
-        let service = build_with_leaf(&config(), || {
+        let service = build_with_leaf(&config(), &Auth::none(), || {
             BoxCloneSyncService::new(tower::service_fn(|_req: Request<Body>| async {
                 if true {
                     panic!("bug in a route");

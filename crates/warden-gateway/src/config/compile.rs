@@ -24,6 +24,8 @@ pub struct Config {
     pub server: Server,
     /// The upstream service.
     pub upstream: Upstream,
+    /// Authentication.
+    pub auth: super::auth::AuthConfig,
     /// CORS, if any origin is allowed.
     pub cors: Option<CorsConfig>,
     /// Security response headers.
@@ -131,19 +133,25 @@ pub struct RouteConfig {
     pub public: bool,
     /// Body limit.
     pub max_body_bytes: u64,
+    /// RFC 9470 step-up requirement.
+    pub step_up: Option<warden::authn::StepUp>,
+    /// Forward the client's credentials upstream.
+    pub forward_credentials: bool,
 }
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
 
-struct Compiler {
-    errors: Vec<ConfigError>,
+pub(super) struct Compiler {
+    pub(super) errors: Vec<ConfigError>,
     upstream_failed: bool,
     routes_failed: bool,
+    pub(super) secret_paths: Vec<String>,
+    pub(super) base_dir: Option<std::path::PathBuf>,
 }
 
 impl Compiler {
-    fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.errors.push(ConfigError::new(path, message));
     }
 
@@ -158,7 +166,12 @@ impl Compiler {
         })
     }
 
-    fn duration(&mut self, path: &str, value: Option<&Scalar>, default: Duration) -> Duration {
+    pub(super) fn duration(
+        &mut self,
+        path: &str,
+        value: Option<&Scalar>,
+        default: Duration,
+    ) -> Duration {
         let parsed = match value {
             None => return default,
             Some(Scalar::Int(secs)) => Some(Duration::from_secs(*secs)),
@@ -179,7 +192,7 @@ impl Compiler {
         }
     }
 
-    fn size(&mut self, path: &str, value: Option<&Scalar>, default: u64) -> u64 {
+    pub(super) fn size(&mut self, path: &str, value: Option<&Scalar>, default: u64) -> u64 {
         let parsed = match value {
             None => return default,
             Some(Scalar::Int(bytes)) => Some(*bytes),
@@ -204,7 +217,7 @@ impl Compiler {
         }
     }
 
-    fn header_name(&mut self, path: &str, name: &str) -> Option<HeaderName> {
+    pub(super) fn header_name(&mut self, path: &str, name: &str) -> Option<HeaderName> {
         HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| self.error(path, format!("invalid header name {name:?}")))
             .ok()
@@ -239,12 +252,19 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigErrors> {
     compile_parsed(Parsed {
         raw,
         errors: Vec::new(),
+        secret_paths: Vec::new(),
+        base_dir: None,
     })
 }
 
 /// Compiles a parsed file, reporting its structural errors and every semantic one together.
 pub fn compile_parsed(parsed: Parsed) -> Result<Config, ConfigErrors> {
-    let Parsed { raw, errors } = parsed;
+    let Parsed {
+        raw,
+        errors,
+        secret_paths,
+        base_dir,
+    } = parsed;
     // A section that failed to deserialize was left at its default; do not also report it
     // as missing.
     let failed = |section: &str| errors.iter().any(|e| e.path.starts_with(section));
@@ -253,17 +273,20 @@ pub fn compile_parsed(parsed: Parsed) -> Result<Config, ConfigErrors> {
         errors,
         upstream_failed,
         routes_failed,
+        secret_paths,
+        base_dir,
     };
     let server = compile_server(&mut c, &raw.server);
     let upstream = compile_upstream(&mut c, raw.upstream.as_ref());
     let cors = compile_cors(&mut c, &raw.cors, server.environment);
     let headers = compile_headers(&mut c, &raw.headers);
-    let auth_required = raw.auth.required.unwrap_or(true);
-    let routes = compile_routes(&mut c, &raw.routes, auth_required, &server.limits);
+    let auth = super::auth::compile_auth(&mut c, &raw.auth, server.environment);
+    let routes = compile_routes(&mut c, &raw.routes, &auth, &server.limits);
     if c.errors.is_empty() {
         Ok(Config {
             server,
             upstream,
+            auth,
             cors,
             headers,
             routes,
@@ -604,7 +627,7 @@ fn compile_headers(c: &mut Compiler, raw: &RawHeaders) -> SecurityHeaders {
 fn compile_routes(
     c: &mut Compiler,
     raw: &[RawRoute],
-    auth_required: bool,
+    auth: &super::auth::AuthConfig,
     limits: &Limits,
 ) -> Vec<RouteConfig> {
     let mut routes: Vec<RouteConfig> = Vec::new();
@@ -645,7 +668,7 @@ fn compile_routes(
         let public = match route.auth.as_deref() {
             Some("none") => true,
             Some("required") => false,
-            None => !auth_required,
+            None => !auth.required,
             Some(other) => {
                 c.error(
                     at("auth"),
@@ -654,11 +677,27 @@ fn compile_routes(
                 continue;
             }
         };
-        if !public {
+        if !public && auth.providers.is_empty() {
             c.error(
                 at("auth"),
                 "this route requires authentication but no authenticator is configured; \
-                 mark it `auth: none` to make it public",
+                 configure auth.jwt or mark the route `auth: none` to make it public",
+            );
+        }
+        let step_up = route.step_up.as_ref().map(|raw| warden::authn::StepUp {
+            acr: raw.acr.clone(),
+            max_age: raw.max_age.as_ref().map(|v| {
+                c.duration(
+                    &format!("routes[{i}].step_up.max_age"),
+                    Some(v),
+                    Duration::ZERO,
+                )
+            }),
+        });
+        if step_up.is_some() && public {
+            c.error(
+                at("step_up"),
+                "a public route (auth: none) cannot require step-up authentication",
             );
         }
         let max_body_bytes = c.size(
@@ -687,6 +726,8 @@ fn compile_routes(
             methods,
             public,
             max_body_bytes,
+            step_up,
+            forward_credentials: route.forward_credentials.unwrap_or(false),
         });
     }
     routes

@@ -61,7 +61,9 @@ pub fn load_raw(
         ConfigErrors::one(path.display().to_string(), format!("cannot read file: {e}"))
     })?;
     let format = Format::from_path(path)?;
-    parse_raw(&text, format, env, overrides)
+    let mut parsed = parse_raw(&text, format, env, overrides)?;
+    parsed.base_dir = path.parent().map(std::path::Path::to_path_buf);
+    Ok(parsed)
 }
 
 /// File formats, chosen by extension.
@@ -116,9 +118,21 @@ pub fn parse_raw(
         set_dotted(&mut merged, key, value.clone());
     }
     let mut errors = Vec::new();
-    resolve_secrets(&mut merged, &mut String::new(), env, &mut errors);
+    let mut secret_paths = Vec::new();
+    resolve_secrets(
+        &mut merged,
+        &mut String::new(),
+        env,
+        &mut errors,
+        &mut secret_paths,
+    );
     let raw = extract_sections(merged, &mut errors);
-    Ok(Parsed { raw, errors })
+    Ok(Parsed {
+        raw,
+        errors,
+        secret_paths,
+        base_dir: None,
+    })
 }
 
 /// A parsed file: the raw configuration of every section that deserialized, and the
@@ -130,6 +144,10 @@ pub struct Parsed {
     pub raw: RawConfig,
     /// Structural errors (unknown keys, wrong types), with paths.
     pub errors: Vec<ConfigError>,
+    /// Paths whose value came from a `${env:…}` / `${file:…}` reference (secrets must).
+    pub secret_paths: Vec<String>,
+    /// Directory that relative file paths in the configuration are resolved against.
+    pub base_dir: Option<std::path::PathBuf>,
 }
 
 impl Parsed {
@@ -198,17 +216,21 @@ fn resolve_secrets(
     path: &mut String,
     env: &dyn Environment,
     errors: &mut Vec<ConfigError>,
+    secret_paths: &mut Vec<String>,
 ) {
     match value {
         Value::String(text) if text.contains("${") => match substitute(text, env) {
-            Ok(resolved) => *text = resolved,
+            Ok(resolved) => {
+                *text = resolved;
+                secret_paths.push(path.clone());
+            }
             Err(message) => errors.push(ConfigError::new(path.clone(), message)),
         },
         Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
                 let len = path.len();
                 path.push_str(&format!("[{i}]"));
-                resolve_secrets(item, path, env, errors);
+                resolve_secrets(item, path, env, errors, secret_paths);
                 path.truncate(len);
             }
         }
@@ -219,7 +241,7 @@ fn resolve_secrets(
                     path.push('.');
                 }
                 path.push_str(key);
-                resolve_secrets(item, path, env, errors);
+                resolve_secrets(item, path, env, errors, secret_paths);
                 path.truncate(len);
             }
         }

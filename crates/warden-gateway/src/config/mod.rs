@@ -4,6 +4,7 @@
 //! references, `compile` turns it into the typed [`Config`] the gateway runs on, reporting every
 //! error at once with its path. `warden check` runs exactly this code.
 
+pub mod auth;
 pub mod compile;
 pub mod load;
 pub mod raw;

@@ -102,6 +102,128 @@ pub struct RawUpstream {
 pub struct RawAuth {
     /// Whether routes require an identity unless they say `auth: none` (default true).
     pub required: Option<bool>,
+    /// JWT / OIDC providers.
+    pub jwt: Vec<RawJwtProvider>,
+    /// Where bearer tokens are read from.
+    pub token_sources: Option<RawTokenSources>,
+    /// Entries in the verified-token cache (default 100,000; 0 disables it).
+    pub token_cache: Option<u64>,
+}
+
+/// `auth.token_sources:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTokenSources {
+    /// `Authorization: Bearer` (default true).
+    pub header: Option<bool>,
+    /// Cookie name.
+    pub cookie: Option<String>,
+    /// Query parameter name.
+    pub query: Option<String>,
+}
+
+/// One entry of `auth.jwt:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwtProvider {
+    /// Name for logs and errors.
+    pub name: String,
+    /// Expected `iss`.
+    pub issuer: String,
+    /// Accepted audiences.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Check `iss` (default true).
+    #[serde(default)]
+    pub verify_issuer: Option<bool>,
+    /// Check `aud` (default true).
+    #[serde(default)]
+    pub verify_audience: Option<bool>,
+    /// Keys through OIDC discovery from the issuer.
+    #[serde(default)]
+    pub discovery: Option<bool>,
+    /// Keys from a JWKS URL.
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// Keys from a local JWKS file.
+    #[serde(default)]
+    pub jwks_file: Option<String>,
+    /// HMAC secret (must be a secret reference).
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// Accepted algorithms (required).
+    #[serde(default)]
+    pub algorithms: Vec<String>,
+    /// Clock skew tolerance (default 30s).
+    #[serde(default)]
+    pub leeway: Option<Scalar>,
+    /// Claims that must be present.
+    #[serde(default)]
+    pub required_claims: Option<Vec<String>>,
+    /// Longest session (from `auth_time`, else `iat`).
+    #[serde(default)]
+    pub max_token_age: Option<Scalar>,
+    /// Identity claim mapping.
+    #[serde(default)]
+    pub claims: Option<RawClaims>,
+    /// Forward the token upstream (default false).
+    #[serde(default)]
+    pub forward_credentials: Option<bool>,
+    /// Remote key cache tuning.
+    #[serde(default)]
+    pub jwks: Option<RawJwks>,
+}
+
+/// `auth.jwt[].claims:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawClaims {
+    /// Subject claim (default `sub`).
+    pub subject: Option<String>,
+    /// Roles claim (default `roles`).
+    pub roles: Option<String>,
+    /// Scopes claim (default `scope`).
+    pub scopes: Option<String>,
+    /// Tenant claim (default none).
+    pub tenant: Option<String>,
+}
+
+/// `auth.jwt[].jwks:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawJwks {
+    /// Least time between unknown-kid refetches (default 30s).
+    pub min_refresh_interval: Option<Scalar>,
+    /// TTL without `max-age` (default 10m).
+    pub default_ttl: Option<Scalar>,
+    /// Lower clamp of `max-age` (default 1m).
+    pub min_ttl: Option<Scalar>,
+    /// Upper clamp of `max-age` (default 24h).
+    pub max_ttl: Option<Scalar>,
+    /// Serve last good keys this long past their TTL (default 1h).
+    pub stale_if_error: Option<Scalar>,
+    /// Request timeout (default 5s).
+    pub timeout: Option<Scalar>,
+    /// Largest document (default 256KiB).
+    pub max_bytes: Option<Scalar>,
+    /// Longest retry pause (default 1m).
+    pub max_backoff: Option<Scalar>,
+    /// Extra trusted CA (PEM file).
+    pub ca_file: Option<String>,
+    /// `wait` (default) or `not_ready`.
+    pub startup: Option<String>,
+    /// How long `wait` waits (default 30s).
+    pub startup_timeout: Option<Scalar>,
+}
+
+/// `routes[].step_up:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawStepUp {
+    /// Acceptable `acr` values.
+    pub acr: Vec<String>,
+    /// Longest time since authentication.
+    pub max_age: Option<Scalar>,
 }
 
 /// `cors:`
@@ -154,6 +276,12 @@ pub struct RawRoute {
     /// Body limits for this route.
     #[serde(default)]
     pub body: Option<RawBody>,
+    /// RFC 9470 step-up requirement.
+    #[serde(default)]
+    pub step_up: Option<RawStepUp>,
+    /// Forward the client's credentials upstream (default false).
+    #[serde(default)]
+    pub forward_credentials: Option<bool>,
 }
 
 /// `routes[].body:`
