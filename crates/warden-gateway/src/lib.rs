@@ -25,3 +25,4 @@ pub mod proxy;
 pub mod route;
 pub mod server;
 pub mod stack;
+pub mod token;
