@@ -177,13 +177,35 @@ impl TestGateway {
 
 /// Compiles `yaml` with listeners on ephemeral ports and the upstream at `upstream_url`.
 pub fn config_for(yaml: &str, upstream_url: &str) -> Result<Config, ConfigErrors> {
+    config_with_env(yaml, upstream_url, &[])
+}
+
+/// Like [`config_for`], with environment variables for `${env:…}` references.
+pub fn config_with_env(
+    yaml: &str,
+    upstream_url: &str,
+    env: &[(&str, &str)],
+) -> Result<Config, ConfigErrors> {
     let overrides = [
         ("server.listen", serde_json::json!("127.0.0.1:0")),
         ("server.admin_listen", serde_json::json!("127.0.0.1:0")),
         ("upstream.url", serde_json::json!(upstream_url)),
     ];
-    let parsed = load::parse_raw(yaml, load::Format::Yaml, &Vec::new(), &overrides)?;
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let parsed = load::parse_raw(yaml, load::Format::Yaml, &env, &overrides)?;
     compile::compile_parsed(parsed)
+}
+
+/// A fresh temporary directory for this test.
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("warden-{}-{name}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
 }
 
 /// Starts an upstream and a gateway configured by `yaml` in front of it.

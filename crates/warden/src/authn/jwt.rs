@@ -237,6 +237,10 @@ impl Authenticator for JwtAuthenticator {
             self.inner.verify(&found.token, &found).await.map(Some)
         })
     }
+
+    fn strip_credentials(&self, req: &mut Parts) {
+        self.inner.sources.strip(req);
+    }
 }
 
 fn invalid(reason: InvalidReason) -> AuthnError {
