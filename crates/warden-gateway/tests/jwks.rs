@@ -1,0 +1,381 @@
+//! Remote JWKS and OIDC discovery against a local key server: rotation, fetch-storm protection,
+//! serving stale keys while the server is down and 503 after, discovery checks, transport policy.
+
+mod common;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use jsonwebtoken::Algorithm;
+use serde_json::{Value, json};
+use warden::clock::ManualClock;
+use warden_gateway::server::{Gateway, ServerError};
+use warden_gateway::token::{SigningKey, jwks, now_unix};
+
+/// A key server whose answers the test controls.
+#[derive(Clone)]
+struct KeyServer {
+    addr: SocketAddr,
+    jwks: Arc<Mutex<Value>>,
+    status: Arc<AtomicU16>,
+    fetches: Arc<AtomicU64>,
+    discovery_issuer: Arc<Mutex<Option<String>>>,
+    redirect_to: Arc<Mutex<Option<String>>>,
+}
+
+impl KeyServer {
+    async fn start(keys: &[&SigningKey]) -> KeyServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let server = KeyServer {
+            addr: listener.local_addr().expect("addr"),
+            jwks: Arc::new(Mutex::new(jwks(keys))),
+            status: Arc::new(AtomicU16::new(200)),
+            fetches: Arc::default(),
+            discovery_issuer: Arc::default(),
+            redirect_to: Arc::default(),
+        };
+        let state = server.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| respond(state.clone(), req));
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        server
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn set_keys(&self, keys: &[&SigningKey]) {
+        *self.jwks.lock().expect("lock") = jwks(keys);
+    }
+
+    fn fetches(&self) -> u64 {
+        self.fetches.load(Ordering::SeqCst)
+    }
+}
+
+async fn respond(
+    state: KeyServer,
+    req: Request<Incoming>,
+) -> Result<Response<warden::body::Body>, Infallible> {
+    let reply = |status: StatusCode, body: String| {
+        let mut response = Response::new(warden::body::full(body));
+        *response.status_mut() = status;
+        response
+    };
+    match req.uri().path() {
+        "/.well-known/openid-configuration" => {
+            let issuer = state
+                .discovery_issuer
+                .lock()
+                .expect("lock")
+                .clone()
+                .unwrap_or_else(|| state.url());
+            let document = json!({ "issuer": issuer, "jwks_uri": format!("{}/jwks", state.url()) });
+            Ok(reply(StatusCode::OK, document.to_string()))
+        }
+        "/jwks" => {
+            state.fetches.fetch_add(1, Ordering::SeqCst);
+            if let Some(target) = state.redirect_to.lock().expect("lock").clone() {
+                let mut response = reply(StatusCode::FOUND, String::new());
+                response
+                    .headers_mut()
+                    .insert("location", target.parse().expect("location"));
+                return Ok(response);
+            }
+            let status = StatusCode::from_u16(state.status.load(Ordering::SeqCst)).expect("status");
+            if status != StatusCode::OK {
+                return Ok(reply(status, "down".into()));
+            }
+            let body = state.jwks.lock().expect("lock").to_string();
+            Ok(reply(StatusCode::OK, body))
+        }
+        "/big" => Ok(reply(
+            StatusCode::OK,
+            format!("{{\"keys\":[],\"pad\":\"{}\"}}", "x".repeat(4096)),
+        )),
+        _ => Ok(reply(StatusCode::NOT_FOUND, String::new())),
+    }
+}
+
+fn key(kid: &str) -> SigningKey {
+    SigningKey::generate(Algorithm::ES256, Some(kid.into())).expect("key")
+}
+
+fn token(key: &SigningKey, issuer: &str) -> String {
+    let now = now_unix();
+    key.mint(
+        &json!({ "iss": issuer, "aud": "agents", "sub": "alice", "iat": now, "exp": now + 3600 }),
+    )
+    .expect("mint")
+}
+
+fn yaml(source: &str, issuer: &str, jwks: &str) -> String {
+    format!(
+        r#"
+server: {{ environment: development }}
+auth:
+  jwt:
+    - name: idp
+      issuer: "{issuer}"
+      audiences: [agents]
+      {source}
+      algorithms: [ES256]
+      jwks: {{ {jwks} }}
+routes:
+  - {{ path: /private }}
+"#
+    )
+}
+
+async fn start(yaml: &str, clock: Arc<ManualClock>) -> Result<TestGateway, ServerError> {
+    let upstream = upstream().await;
+    let config = config_for(yaml, &upstream.url()).unwrap_or_else(|e| panic!("{e}"));
+    let gateway = Gateway::start_with_clock(config, clock).await?;
+    Ok(TestGateway { gateway, upstream })
+}
+
+async fn call(gw: &TestGateway, token: &str) -> Reply {
+    send(
+        &client(),
+        request("GET", &gw.url("/private"))
+            .header("authorization", format!("Bearer {token}"))
+            .body(warden::body::empty())
+            .expect("request"),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_rotated_key_is_accepted_after_one_refetch_and_the_old_one_dropped() {
+    let (a, b) = (key("a"), key("b"));
+    let server = KeyServer::start(&[&a]).await;
+    let clock = Arc::new(ManualClock::starting_now());
+    let config = yaml(
+        &format!("jwks_uri: {}/jwks", server.url()),
+        "https://idp.test",
+        "min_refresh_interval: 30s",
+    );
+    let gw = start(&config, clock.clone()).await.expect("starts");
+    assert_eq!(server.fetches(), 1, "startup fetch");
+    let token_a = token(&a, "https://idp.test");
+    assert_eq!(call(&gw, &token_a).await.status, 200);
+
+    // The issuer rotates: b is published, a withdrawn.
+    server.set_keys(&[&b]);
+    assert_eq!(
+        call(&gw, &token(&b, "https://idp.test")).await.status,
+        200,
+        "new kid after one refetch"
+    );
+    assert_eq!(server.fetches(), 2);
+    // The cached verification of a's token was dropped with the rotation.
+    let reply = call(&gw, &token_a).await;
+    reply.assert_problem(401);
+}
+
+#[tokio::test]
+async fn a_flood_of_unknown_kids_causes_at_most_one_fetch_per_interval() {
+    let a = key("a");
+    let server = KeyServer::start(&[&a]).await;
+    let clock = Arc::new(ManualClock::starting_now());
+    let config = yaml(
+        &format!("jwks_uri: {}/jwks", server.url()),
+        "https://idp.test",
+        "min_refresh_interval: 1m",
+    );
+    let gw = Arc::new(start(&config, clock.clone()).await.expect("starts"));
+    let before = server.fetches();
+    let mut tasks = Vec::new();
+    for worker in 0..20 {
+        let gw = gw.clone();
+        tasks.push(tokio::spawn(async move {
+            let client = client();
+            for i in 0..50 {
+                let attacker =
+                    SigningKey::generate(Algorithm::ES256, Some(format!("random-{worker}-{i}")))
+                        .expect("key");
+                let req = request("GET", &gw.url("/private"))
+                    .header(
+                        "authorization",
+                        format!("Bearer {}", token(&attacker, "https://idp.test")),
+                    )
+                    .body(warden::body::empty())
+                    .expect("request");
+                assert_eq!(send(&client, req).await.status, 401);
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("task");
+    }
+    assert!(
+        server.fetches() - before <= 1,
+        "{} fetches for 1,000 unknown kids",
+        server.fetches() - before
+    );
+    // After the interval, one more refetch is allowed.
+    clock.advance(Duration::from_secs(61));
+    call(&gw, &token(&key("another"), "https://idp.test"))
+        .await
+        .assert_problem(401);
+    assert!(server.fetches() - before <= 2);
+}
+
+#[tokio::test]
+async fn stale_keys_serve_while_the_server_is_down_then_503() {
+    let a = key("a");
+    let server = KeyServer::start(&[&a]).await;
+    let clock = Arc::new(ManualClock::starting_now());
+    let config = yaml(
+        &format!("jwks_uri: {}/jwks", server.url()),
+        "https://idp.test",
+        "default_ttl: 1m, min_ttl: 1m, stale_if_error: 1m",
+    );
+    let gw = start(&config, clock.clone()).await.expect("starts");
+    let good = token(&a, "https://idp.test");
+    assert_eq!(call(&gw, &good).await.status, 200);
+
+    server.status.store(503, Ordering::SeqCst);
+    clock.advance(Duration::from_secs(90));
+    assert_eq!(
+        call(&gw, &good).await.status,
+        200,
+        "last good keys serve within stale_if_error"
+    );
+    clock.advance(Duration::from_secs(40));
+    let reply = call(&gw, &good).await;
+    reply.assert_problem(503);
+    assert!(
+        reply.header("www-authenticate").is_none(),
+        "503 is not a credential problem"
+    );
+    assert_eq!(get(&gw.admin_url("/readyz")).await.status, 503);
+}
+
+#[tokio::test]
+async fn discovery_finds_the_keys_and_checks_the_issuer() {
+    let a = key("a");
+    let server = KeyServer::start(&[&a]).await;
+    let issuer = server.url();
+    let clock = Arc::new(ManualClock::starting_now());
+    let gw = start(
+        &yaml("discovery: true", &issuer, "startup_timeout: 5s"),
+        clock.clone(),
+    )
+    .await
+    .expect("starts");
+    assert_eq!(call(&gw, &token(&a, &issuer)).await.status, 200);
+
+    *server.discovery_issuer.lock().expect("lock") = Some("https://impostor.test".into());
+    let err = start(
+        &yaml("discovery: true", &issuer, "startup_timeout: 1s"),
+        clock,
+    )
+    .await
+    .err()
+    .expect("refuses to start on a mismatched issuer");
+    assert!(matches!(err, ServerError::KeysUnavailable(..)), "{err}");
+}
+
+#[tokio::test]
+async fn startup_not_ready_waits_for_keys_without_blocking() {
+    let a = key("a");
+    let server = KeyServer::start(&[&a]).await;
+    server.status.store(500, Ordering::SeqCst);
+    let clock = Arc::new(ManualClock::starting_now());
+    let config = yaml(
+        &format!("jwks_uri: {}/jwks", server.url()),
+        "https://idp.test",
+        "startup: not_ready",
+    );
+    let gw = start(&config, clock).await.expect("starts without keys");
+    assert_eq!(get(&gw.admin_url("/readyz")).await.status, 503);
+    call(&gw, &token(&a, "https://idp.test"))
+        .await
+        .assert_problem(503);
+    server.status.store(200, Ordering::SeqCst);
+    for _ in 0..100 {
+        if get(&gw.admin_url("/readyz")).await.status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        get(&gw.admin_url("/readyz")).await.status,
+        200,
+        "keys arrived through the retry loop"
+    );
+    assert_eq!(call(&gw, &token(&a, "https://idp.test")).await.status, 200);
+}
+
+#[tokio::test]
+async fn oversized_documents_and_cross_origin_redirects_are_refused() {
+    let a = key("a");
+    let server = KeyServer::start(&[&a]).await;
+    let clock = Arc::new(ManualClock::starting_now());
+    let big = yaml(
+        &format!("jwks_uri: {}/big", server.url()),
+        "https://idp.test",
+        "max_bytes: 1KiB, startup_timeout: 1s",
+    );
+    assert!(matches!(
+        start(&big, clock.clone()).await,
+        Err(ServerError::KeysUnavailable(..))
+    ));
+
+    let other = KeyServer::start(&[&a]).await;
+    *server.redirect_to.lock().expect("lock") = Some(format!("{}/jwks", other.url()));
+    let redirected = yaml(
+        &format!("jwks_uri: {}/jwks", server.url()),
+        "https://idp.test",
+        "startup_timeout: 1s",
+    );
+    assert!(matches!(
+        start(&redirected, clock).await,
+        Err(ServerError::KeysUnavailable(..))
+    ));
+    assert_eq!(other.fetches(), 0, "the redirect was not followed");
+}
+
+#[test]
+fn plain_http_key_servers_are_refused_outside_development() {
+    let config = yaml("jwks_uri: http://127.0.0.1:9/jwks", "https://idp.test", "")
+        .replace("environment: development", "environment: production");
+    let errors = config_for(&config, "http://127.0.0.1:1").expect_err("refused");
+    assert!(
+        errors.to_string().contains("auth.jwt[0].jwks_uri"),
+        "{errors}"
+    );
+    let config = yaml(
+        "jwks_uri: http://idp.example.com/jwks",
+        "https://idp.test",
+        "",
+    );
+    assert!(
+        config_for(&config, "http://127.0.0.1:1").is_err(),
+        "non-loopback http even in development"
+    );
+}
