@@ -15,8 +15,11 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use warden::body::{self, Body};
 
+use jsonwebtoken::Algorithm;
+
 use crate::config::{self, ConfigErrors, load};
 use crate::server::{Gateway, ServerError};
+use crate::token::{SigningKey, TokenError, jwks, now_unix, write_private_file};
 
 /// The quickstart configuration, embedded so the demo runs from any directory.
 pub const QUICKSTART: &str = include_str!("../../../examples/quickstart.yaml");
@@ -34,66 +37,185 @@ pub enum DemoError {
     /// The demo upstream could not start.
     #[error("demo upstream: {0}")]
     Upstream(#[from] std::io::Error),
+    /// The demo key could not be made.
+    #[error(transparent)]
+    Token(#[from] TokenError),
 }
+
+/// Issuer and audience of the embedded demo identity provider (as in the quickstart).
+pub const DEMO_ISSUER: &str = "https://idp.demo.local";
+const DEMO_AUDIENCE: &str = "agents-api";
 
 /// Runs the demo until Ctrl-C.
 pub async fn run() -> Result<(), DemoError> {
-    let upstream = spawn_upstream(
-        "127.0.0.1:0"
-            .parse()
-            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0))),
-    )
-    .await?;
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let upstream = spawn_upstream(loopback).await?;
+    let key = SigningKey::generate(Algorithm::ES256, Some("demo-1".into()))?;
+    let idp = spawn_key_server(loopback, jwks(&[&key])).await?;
     let raw = load::parse_raw(
         QUICKSTART,
         load::Format::Yaml,
         &load::ProcessEnv,
-        &[(
-            "upstream.url",
-            serde_json::Value::String(format!("http://{upstream}")),
-        )],
+        &[
+            (
+                "upstream.url",
+                serde_json::Value::String(format!("http://{upstream}")),
+            ),
+            (
+                "auth.jwt.0.jwks_uri",
+                serde_json::Value::String(format!("http://{idp}/.well-known/jwks.json")),
+            ),
+            (
+                "auth.jwt.0.jwks.startup",
+                serde_json::Value::String("wait".into()),
+            ),
+        ],
     )?;
     let config = config::compile::compile_parsed(raw)?;
     let gateway = Gateway::start(config).await?;
-    print_instructions(gateway.addr, gateway.admin_addr, upstream);
+    let tokens = DemoTokens::mint(&key)?;
+    let key_file = std::env::temp_dir().join(format!("warden-demo-{}.pem", std::process::id()));
+    write_private_file(&key_file, key.pem.as_bytes())?;
+    print_instructions(
+        gateway.addr,
+        gateway.admin_addr,
+        upstream,
+        &tokens,
+        &key_file,
+    );
     let _ = tokio::signal::ctrl_c().await;
     gateway.shutdown().await;
+    let _ = std::fs::remove_file(&key_file);
     Ok(())
 }
 
-fn print_instructions(addr: SocketAddr, admin: SocketAddr, upstream: SocketAddr) {
+/// Tokens the demo prints.
+#[derive(Debug)]
+pub struct DemoTokens {
+    /// A viewer in tenant acme.
+    pub viewer: String,
+    /// Same user, expired an hour ago.
+    pub expired: String,
+    /// An admin who just passed MFA (satisfies the DELETE step-up).
+    pub admin_mfa: String,
+}
+
+impl DemoTokens {
+    /// Mints the demo tokens with `key`.
+    pub fn mint(key: &SigningKey) -> Result<Self, TokenError> {
+        let now = now_unix();
+        let base = |sub: &str, roles: &[&str], iat: i64, exp: i64| {
+            serde_json::json!({
+                "iss": DEMO_ISSUER, "aud": DEMO_AUDIENCE, "sub": sub, "iat": iat, "exp": exp,
+                "roles": roles, "scope": "read:agent", "tenant_id": "acme",
+            })
+        };
+        let mut admin = base("bob", &["admin"], now, now + 3600);
+        admin["acr"] = "mfa".into();
+        admin["auth_time"] = now.into();
+        Ok(DemoTokens {
+            viewer: key.mint(&base("alice", &["viewer"], now, now + 3600))?,
+            expired: key.mint(&base("alice", &["viewer"], now - 7200, now - 3600))?,
+            admin_mfa: key.mint(&admin)?,
+        })
+    }
+}
+
+/// Serves `jwks` at `/.well-known/jwks.json` (the demo identity provider); returns its address.
+pub async fn spawn_key_server(
+    addr: SocketAddr,
+    jwks: serde_json::Value,
+) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let document = Bytes::from(jwks.to_string());
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let document = document.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req: Request<Incoming>| {
+                    let document = document.clone();
+                    async move {
+                        let mut response = Response::new(body::full(document));
+                        if req.uri().path() != "/.well-known/jwks.json" {
+                            *response.status_mut() = StatusCode::NOT_FOUND;
+                        }
+                        response.headers_mut().insert(
+                            header::CACHE_CONTROL,
+                            http::HeaderValue::from_static("max-age=300"),
+                        );
+                        Ok::<_, Infallible>(response)
+                    }
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(bound)
+}
+
+fn print_instructions(
+    addr: SocketAddr,
+    admin: SocketAddr,
+    upstream: SocketAddr,
+    tokens: &DemoTokens,
+    key_file: &std::path::Path,
+) {
     let g = format!("http://{addr}");
+    let (token, expired, admin_token) = (&tokens.viewer, &tokens.expired, &tokens.admin_mfa);
+    let key_file = key_file.display();
     println!(
         r#"Warden demo
   gateway   {g}
   upstream  http://{upstream}   (embedded demo agent API, not exposed)
   admin     http://{admin}      (/healthz /readyz /metrics)
 
+Tokens (ES256, issuer {DEMO_ISSUER}):
+  TOKEN={token}
+  EXPIRED={expired}
+  ADMIN_MFA={admin_token}
+Mint more: warden token mint --config examples/quickstart.yaml --key {key_file} --kid demo-1 --sub carol --roles user
+
 Try these (Ctrl-C stops the demo):
 
-# 1. A normal call: security headers added, Server/X-Powered-By stripped, X-Request-Id set
+# 1. No token: 401 with a WWW-Authenticate challenge; a valid token: 200, with security headers
+#    added, Server/X-Powered-By stripped and X-Request-Id set
 curl -i {g}/api/v1/agents
+curl -i {g}/api/v1/agents -H 'Authorization: Bearer {token}'
+
+# 1b. An expired token: 401 invalid_token (the reason is logged, never sent)
+curl -i {g}/api/v1/agents -H 'Authorization: Bearer {expired}'
+
+# 1c. Step-up: DELETE needs acr=mfa within 5 minutes (RFC 9470); the viewer gets 401
+#     insufficient_user_authentication, the freshly authenticated admin passes
+curl -i -X DELETE {g}/api/v1/agents/42 -H 'Authorization: Bearer {token}'
+curl -i -X DELETE {g}/api/v1/agents/42 -H 'Authorization: Bearer {admin_token}'
 
 # 2. Deny by default: unknown path 404, wrong method 405 with Allow (problem+json bodies)
 curl -i {g}/api/v1/admin
-curl -i -X DELETE {g}/api/v1/agents
+curl -i -X PATCH {g}/api/v1/agents
 
 # 3. Path tricks are refused before routing (400), or resolved to one canonical path
 curl -i --path-as-is '{g}/api/v1/agents/..%2f..%2fadmin'
 curl -i --path-as-is '{g}/api/v1/agents/%2e%2e/agents'
 
-# 4. Forged identity headers never reach the upstream (it echoes what it saw)
-curl -s -X POST {g}/api/v1/agents/run -H 'X-Warden-Subject: admin' -H 'x_warden_roles: root' -d '{{"input":"hi"}}'
+# 4. Forged identity headers never reach the upstream; it sees the token's identity instead
+curl -s -X POST {g}/api/v1/agents/run -H 'Authorization: Bearer {token}' -H 'X-Warden-Subject: admin' -H 'x_warden_roles: root' -d '{{"input":"hi"}}'
 
 # 5. Body limits count streamed bytes (chunked too): 413
-head -c 100000 /dev/zero | curl -i -X POST {g}/api/v1/agents/run -H 'Transfer-Encoding: chunked' --data-binary @-
+head -c 100000 /dev/zero | curl -i -X POST {g}/api/v1/agents/run -H 'Authorization: Bearer {token}' -H 'Transfer-Encoding: chunked' --data-binary @-
 
 # 6. CORS: allowed origin preflight, then a disallowed origin gets no CORS headers
 curl -i -X OPTIONS {g}/api/v1/agents/run -H 'Origin: https://app.example.com' -H 'Access-Control-Request-Method: POST'
 curl -i {g}/api/v1/agents -H 'Origin: https://evil.example'
 
 # 7. Server-sent events stream through event by event
-curl -N {g}/api/v1/agents/42/events
+curl -N {g}/api/v1/agents/42/events -H 'Authorization: Bearer {token}'
 
 # 8. Metrics
 curl -s http://{admin}/metrics | grep warden_requests_total
@@ -159,6 +281,9 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
             StatusCode::OK,
             serde_json::json!({"id": id, "name": "researcher"}),
         ),
+        (&Method::DELETE, ["api", "v1", "agents", id]) => {
+            json(StatusCode::OK, serde_json::json!({"deleted": id}))
+        }
         _ => json(
             StatusCode::NOT_FOUND,
             serde_json::json!({"detail": "Not Found"}),

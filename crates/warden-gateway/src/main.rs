@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
-use warden_gateway::cli::{Cli, Command};
+use warden_gateway::cli::{Cli, Command, TokenCommand};
 use warden_gateway::config;
 use warden_gateway::server::Gateway;
 
@@ -17,6 +17,7 @@ fn main() -> ExitCode {
         Command::Check { config } => return check(&config),
         Command::Serve { config } => runtime().and_then(|rt| rt.block_on(serve(&config))),
         Command::Demo => runtime().and_then(|rt| rt.block_on(demo())),
+        Command::Token { command } => token(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -109,4 +110,74 @@ async fn demo() -> anyhow::Result<()> {
         .init();
     warden_gateway::demo::run().await?;
     Ok(())
+}
+
+fn token(command: TokenCommand) -> anyhow::Result<()> {
+    use warden_gateway::token::{MintRequest, SigningKey, jwks, mint_for, write_private_file};
+    match command {
+        TokenCommand::Mint {
+            config: path,
+            provider,
+            key,
+            kid,
+            alg,
+            sub,
+            roles,
+            scopes,
+            tenant,
+            acr,
+            claims,
+            ttl,
+            expired,
+        } => {
+            let config = config::load(&path).map_err(|errors| {
+                anyhow::anyhow!("invalid configuration {}:\n{errors}", path.display())
+            })?;
+            let key_pem = match key {
+                Some(file) => Some(
+                    std::fs::read(&file)
+                        .with_context(|| format!("cannot read {}", file.display()))?,
+                ),
+                None => None,
+            };
+            let ttl =
+                humantime::parse_duration(&ttl).context("--ttl: expected a duration like 1h")?;
+            let request = MintRequest {
+                provider,
+                key_pem,
+                kid,
+                alg,
+                sub,
+                roles,
+                scopes,
+                tenant,
+                acr,
+                claims,
+                ttl,
+                expired,
+            };
+            println!("{}", mint_for(&config, &request)?);
+            Ok(())
+        }
+        TokenCommand::Keygen { alg, kid, out } => {
+            let alg = alg
+                .parse::<jsonwebtoken::Algorithm>()
+                .map_err(|_| anyhow::anyhow!("unknown algorithm {alg:?}"))?;
+            let key = SigningKey::generate(alg, Some(kid.clone()))?;
+            std::fs::create_dir_all(&out)
+                .with_context(|| format!("cannot create {}", out.display()))?;
+            let pem_path = out.join(format!("{kid}.pem"));
+            write_private_file(&pem_path, key.pem.as_bytes())
+                .with_context(|| format!("cannot write {}", pem_path.display()))?;
+            let jwks_path = out.join("jwks.json");
+            std::fs::write(&jwks_path, serde_json::to_vec_pretty(&jwks(&[&key]))?)
+                .with_context(|| format!("cannot write {}", jwks_path.display()))?;
+            println!(
+                "private key: {}\npublic JWKS: {}",
+                pem_path.display(),
+                jwks_path.display()
+            );
+            Ok(())
+        }
+    }
 }

@@ -22,6 +22,9 @@ pub enum TokenError {
     /// Signing failed.
     #[error("signing: {0}")]
     Sign(String),
+    /// The request does not fit the configuration.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// A private key that signs tokens, with its public JWK.
@@ -216,6 +219,128 @@ impl SigningKey {
     }
 }
 
+/// What `warden token mint` was asked for.
+#[derive(Clone, Debug, Default)]
+pub struct MintRequest {
+    /// Provider name (default: the only one).
+    pub provider: Option<String>,
+    /// PEM private key contents.
+    pub key_pem: Option<Vec<u8>>,
+    /// Header `kid`.
+    pub kid: Option<String>,
+    /// Algorithm name (default: the provider's first).
+    pub alg: Option<String>,
+    /// Subject.
+    pub sub: String,
+    /// Roles.
+    pub roles: Vec<String>,
+    /// Space-separated scopes.
+    pub scopes: Option<String>,
+    /// Tenant.
+    pub tenant: Option<String>,
+    /// `acr`.
+    pub acr: Option<String>,
+    /// Extra `NAME=JSON` claims.
+    pub claims: Vec<String>,
+    /// Lifetime.
+    pub ttl: std::time::Duration,
+    /// Already expired.
+    pub expired: bool,
+}
+
+/// Mints a token that `config`'s provider accepts. Refuses production configurations: minting
+/// is for development and tests, and a production issuer's keys have no business here.
+pub fn mint_for(
+    config: &crate::config::Config,
+    request: &MintRequest,
+) -> Result<String, TokenError> {
+    use crate::config::Environment;
+    if config.server.environment == Environment::Production {
+        return Err(TokenError::Refused(
+            "the configuration is environment: production; token mint only serves development"
+                .into(),
+        ));
+    }
+    let providers = &config.auth.providers;
+    let provider = match &request.provider {
+        Some(name) => providers
+            .iter()
+            .find(|p| &p.name == name)
+            .ok_or_else(|| TokenError::Refused(format!("no provider named {name:?}")))?,
+        None => match providers.as_slice() {
+            [only] => only,
+            [] => {
+                return Err(TokenError::Refused(
+                    "the configuration has no auth.jwt provider".into(),
+                ));
+            }
+            _ => {
+                return Err(TokenError::Refused(
+                    "several providers: choose one with --provider".into(),
+                ));
+            }
+        },
+    };
+    let alg = match &request.alg {
+        Some(name) => name
+            .parse::<Algorithm>()
+            .map_err(|_| TokenError::Refused(format!("unknown algorithm {name:?}")))?,
+        None => *provider
+            .algorithms
+            .first()
+            .ok_or_else(|| TokenError::Refused("provider has no algorithm".into()))?,
+    };
+    if !provider.algorithms.contains(&alg) {
+        return Err(TokenError::Refused(format!(
+            "provider {} does not accept {}",
+            provider.name,
+            alg_name(alg)
+        )));
+    }
+    let key = match (&provider.secret, &request.key_pem) {
+        (_, Some(pem)) => SigningKey::from_pem(pem, alg, request.kid.clone())?,
+        (Some(secret), None) => SigningKey::from_secret(&secret.0, alg, request.kid.clone())?,
+        (None, None) => {
+            return Err(TokenError::Refused(
+                "--key is required for this provider".into(),
+            ));
+        }
+    };
+    let ttl = request.ttl.as_secs() as i64;
+    let now = now_unix();
+    let (iat, exp) = if request.expired {
+        (now - 2 * ttl, now - ttl)
+    } else {
+        (now, now + ttl)
+    };
+    let mut claims = json!({ "iss": provider.issuer, "sub": request.sub, "iat": iat, "exp": exp, "auth_time": iat });
+    if let Some(audience) = provider.audiences.first() {
+        claims["aud"] = json!(audience);
+    }
+    if !request.roles.is_empty() {
+        claims[provider.claims.roles.as_str()] = json!(request.roles);
+    }
+    if let Some(scopes) = &request.scopes {
+        claims[provider.claims.scopes.as_str()] = json!(scopes);
+    }
+    if let Some(tenant) = &request.tenant {
+        let claim = provider.claims.tenant.as_deref().unwrap_or("tenant_id");
+        claims[claim] = json!(tenant);
+    }
+    if let Some(acr) = &request.acr {
+        claims["acr"] = json!(acr);
+    }
+    for pair in &request.claims {
+        let (name, value) = pair
+            .split_once('=')
+            .ok_or_else(|| TokenError::Refused(format!("--claim {pair:?} is not NAME=JSON")))?;
+        let value: Value =
+            serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_owned()));
+        claims[name] = value;
+    }
+    key.mint(&claims)
+}
+
 /// A JWKS document holding the public keys of `keys`.
 pub fn jwks(keys: &[&SigningKey]) -> Value {
     json!({ "keys": keys.iter().filter_map(|k| k.public_jwk.clone()).collect::<Vec<_>>() })
@@ -238,6 +363,19 @@ pub fn alg_name(alg: Algorithm) -> &'static str {
         Algorithm::EdDSA => "EdDSA",
         _ => "unknown",
     }
+}
+
+/// Writes a private key file readable only by its owner (mode 0600 on Unix).
+pub fn write_private_file(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)?.write_all(bytes)
 }
 
 /// Seconds since the Unix epoch, now.

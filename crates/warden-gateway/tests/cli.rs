@@ -28,6 +28,75 @@ fn repo_file(relative: &str) -> PathBuf {
 }
 
 #[test]
+fn token_keygen_and_mint_produce_tokens_the_gateway_accepts_and_refuse_production() {
+    let dir = std::env::temp_dir().join(format!("warden-test-{}-mint", std::process::id()));
+    let output = warden()
+        .args(["token", "keygen", "--alg", "ES256", "--kid", "k1", "--out"])
+        .arg(&dir)
+        .output()
+        .expect("run");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let jwks = dir.join("jwks.json");
+    let development = temp_file(
+        "dev.yaml",
+        &format!(
+            "server: {{ environment: development }}\nupstream: {{ url: 'http://127.0.0.1:9' }}\nauth:\n  jwt:\n    - {{ name: dev, issuer: 'https://dev.test', audiences: [api], jwks_file: '{}', algorithms: [ES256] }}\nroutes: [{{ path: /a }}]\n",
+            jwks.display()
+        ),
+    );
+    let mint = |config: &Path| {
+        warden()
+            .args(["token", "mint", "--config"])
+            .arg(config)
+            .arg("--key")
+            .arg(dir.join("k1.pem"))
+            .args([
+                "--kid",
+                "k1",
+                "--sub",
+                "carol",
+                "--roles",
+                "user,admin",
+                "--claim",
+                "team=\"blue\"",
+            ])
+            .output()
+            .expect("run")
+    };
+    let output = mint(&development);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let token = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    let payload = token.split('.').nth(1).expect("payload");
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+            .expect("base64"),
+    )
+    .expect("json");
+    assert_eq!(claims["sub"], "carol");
+    assert_eq!(claims["aud"], "api");
+    assert_eq!(claims["roles"], serde_json::json!(["user", "admin"]));
+    assert_eq!(claims["team"], "blue");
+
+    let production = temp_file(
+        "prod.yaml",
+        &std::fs::read_to_string(&development)
+            .expect("read")
+            .replace("environment: development", "environment: production"),
+    );
+    let output = mint(&production);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("production"));
+}
+
+#[test]
 fn check_accepts_the_shipped_examples() {
     for example in ["examples/quickstart.yaml", "examples/gateway.toml"] {
         let output = warden()

@@ -42,7 +42,41 @@ async fn the_demo_serves_the_quickstart_and_its_examples_behave_as_printed() {
         "{banner}"
     );
 
+    let printed = |name: &str| {
+        banner
+            .lines()
+            .find_map(|line| line.trim().strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("{name} not printed in {banner}"))
+            .to_owned()
+    };
+    let (token, expired, admin_mfa) = (printed("TOKEN"), printed("EXPIRED"), printed("ADMIN_MFA"));
+    let authed = |method: &str, path: &str, token: &str| {
+        request(method, &format!("{base}{path}"))
+            .header("authorization", format!("Bearer {token}"))
+            .body(warden::body::empty())
+            .expect("request")
+    };
+
     let reply = get(&format!("{base}/api/v1/agents")).await;
+    reply.assert_problem(401);
+    assert_eq!(
+        reply.header("www-authenticate"),
+        Some("Bearer realm=\"warden\"")
+    );
+    send(&client(), authed("GET", "/api/v1/agents", &expired))
+        .await
+        .assert_problem(401);
+    send(&client(), authed("DELETE", "/api/v1/agents/42", &token))
+        .await
+        .assert_problem(401);
+    assert_eq!(
+        send(&client(), authed("DELETE", "/api/v1/agents/42", &admin_mfa))
+            .await
+            .status,
+        200
+    );
+
+    let reply = send(&client(), authed("GET", "/api/v1/agents", &token)).await;
     assert_eq!(reply.status, 200);
     assert!(
         reply.header("server").is_none(),
@@ -63,6 +97,7 @@ async fn the_demo_serves_the_quickstart_and_its_examples_behave_as_printed() {
     let reply = send(
         &client(),
         request("POST", &format!("{base}/api/v1/agents/run"))
+            .header("authorization", format!("Bearer {token}"))
             .header("x-warden-subject", "admin")
             .header("x_warden_roles", "root")
             .body(warden::body::full("{\"input\":\"hi\"}"))
@@ -71,14 +106,14 @@ async fn the_demo_serves_the_quickstart_and_its_examples_behave_as_printed() {
     .await;
     assert_eq!(reply.status, 200);
     let seen = reply.json()["headers_seen_by_upstream"].clone();
-    assert!(
-        seen.get("x-warden-subject").is_none() && seen.get("x_warden_roles").is_none(),
-        "{seen}"
-    );
+    assert_eq!(seen["x-warden-subject"], "alice", "{seen}");
+    assert_eq!(seen["x-warden-roles"], "viewer", "{seen}");
+    assert!(seen.get("x_warden_roles").is_none(), "{seen}");
 
     let reply = send(
         &client(),
         request("POST", &format!("{base}/api/v1/agents/run"))
+            .header("authorization", format!("Bearer {token}"))
             .body(warden::body::full(vec![0u8; 100_000]))
             .expect("request"),
     )

@@ -190,16 +190,32 @@ fn merge_env(document: Value, env: &dyn Environment) -> Result<Value, ConfigErro
     })
 }
 
-/// Sets `a.b.c` in a JSON object tree, creating objects on the way.
+/// Sets `a.b.c` in a JSON tree, creating objects on the way; a numeric part indexes an
+/// existing array (`auth.jwt.0.jwks_uri`).
 fn set_dotted(root: &mut Value, key: &str, value: Value) {
     let mut current = root;
     let mut parts = key.split('.').peekable();
     while let Some(part) = parts.next() {
+        let last = parts.peek().is_none();
+        if current.is_array() {
+            let (Value::Array(items), Ok(index)) = (current, part.parse::<usize>()) else {
+                return;
+            };
+            let Some(item) = items.get_mut(index) else {
+                return;
+            };
+            if last {
+                *item = value;
+                return;
+            }
+            current = item;
+            continue;
+        }
         if !current.is_object() {
             *current = Value::Object(Map::new());
         }
         let Value::Object(map) = current else { return };
-        if parts.peek().is_none() {
+        if last {
             map.insert(part.to_owned(), value);
             return;
         }
