@@ -33,7 +33,7 @@ pub enum Command {
     Token {
         /// What to do.
         #[command(subcommand)]
-        command: TokenCommand,
+        command: Box<TokenCommand>,
     },
 }
 
@@ -41,47 +41,7 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
     /// Sign a token for a provider of a development configuration.
-    Mint {
-        /// The configuration whose provider the token is for (must not be production).
-        #[arg(short, long)]
-        config: PathBuf,
-        /// Provider name (default: the only one).
-        #[arg(long)]
-        provider: Option<String>,
-        /// PKCS#8 PEM private key (not needed for providers with an HMAC secret).
-        #[arg(long)]
-        key: Option<PathBuf>,
-        /// Key id to put in the header.
-        #[arg(long)]
-        kid: Option<String>,
-        /// Algorithm (default: the provider's first).
-        #[arg(long)]
-        alg: Option<String>,
-        /// Subject.
-        #[arg(long, default_value = "dev-user")]
-        sub: String,
-        /// Roles, comma-separated.
-        #[arg(long, value_delimiter = ',')]
-        roles: Vec<String>,
-        /// Scopes, space-separated.
-        #[arg(long)]
-        scopes: Option<String>,
-        /// Tenant (written to the provider's tenant claim).
-        #[arg(long)]
-        tenant: Option<String>,
-        /// Authentication context class (`acr`), e.g. mfa.
-        #[arg(long)]
-        acr: Option<String>,
-        /// Extra claims as NAME=JSON (repeatable), e.g. --claim 'groups=["a"]'.
-        #[arg(long = "claim")]
-        claims: Vec<String>,
-        /// Lifetime (default 1h).
-        #[arg(long, default_value = "1h")]
-        ttl: String,
-        /// Mint a token that expired one lifetime ago (for testing rejections).
-        #[arg(long)]
-        expired: bool,
-    },
+    Mint(Box<MintArgs>),
     /// Generate a signing key (PKCS#8 PEM) and its public JWKS.
     Keygen {
         /// ES256 (default), ES384, RS256, PS256 or EdDSA.
@@ -94,4 +54,48 @@ pub enum TokenCommand {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+/// Arguments of `warden token mint`.
+#[derive(Debug, clap::Args)]
+pub struct MintArgs {
+    /// The configuration whose provider the token is for (must not be production).
+    #[arg(short, long)]
+    pub config: PathBuf,
+    /// Provider name (default: the only one).
+    #[arg(long)]
+    pub provider: Option<String>,
+    /// PKCS#8 PEM private key (not needed for providers with an HMAC secret).
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    /// Key id to put in the header.
+    #[arg(long)]
+    pub kid: Option<String>,
+    /// Algorithm (default: the provider's first).
+    #[arg(long)]
+    pub alg: Option<String>,
+    /// Subject.
+    #[arg(long, default_value = "dev-user")]
+    pub sub: String,
+    /// Roles, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub roles: Vec<String>,
+    /// Scopes, space-separated.
+    #[arg(long)]
+    pub scopes: Option<String>,
+    /// Tenant (written to the provider's tenant claim).
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Authentication context class (`acr`), e.g. mfa.
+    #[arg(long)]
+    pub acr: Option<String>,
+    /// Extra claims as NAME=JSON (repeatable), e.g. --claim 'groups=["a"]'.
+    #[arg(long = "claim")]
+    pub claims: Vec<String>,
+    /// Lifetime (default 1h).
+    #[arg(long, default_value = "1h")]
+    pub ttl: String,
+    /// Mint a token that expired one lifetime ago (for testing rejections).
+    #[arg(long)]
+    pub expired: bool,
 }

@@ -17,7 +17,7 @@ fn main() -> ExitCode {
         Command::Check { config } => return check(&config),
         Command::Serve { config } => runtime().and_then(|rt| rt.block_on(serve(&config))),
         Command::Demo => runtime().and_then(|rt| rt.block_on(demo())),
-        Command::Token { command } => token(command),
+        Command::Token { command } => token(*command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -115,21 +115,22 @@ async fn demo() -> anyhow::Result<()> {
 fn token(command: TokenCommand) -> anyhow::Result<()> {
     use warden_gateway::token::{MintRequest, SigningKey, jwks, mint_for, write_private_file};
     match command {
-        TokenCommand::Mint {
-            config: path,
-            provider,
-            key,
-            kid,
-            alg,
-            sub,
-            roles,
-            scopes,
-            tenant,
-            acr,
-            claims,
-            ttl,
-            expired,
-        } => {
+        TokenCommand::Mint(args) => {
+            let warden_gateway::cli::MintArgs {
+                config: path,
+                provider,
+                key,
+                kid,
+                alg,
+                sub,
+                roles,
+                scopes,
+                tenant,
+                acr,
+                claims,
+                ttl,
+                expired,
+            } = *args;
             let config = config::load(&path).map_err(|errors| {
                 anyhow::anyhow!("invalid configuration {}:\n{errors}", path.display())
             })?;
