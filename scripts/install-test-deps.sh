@@ -19,8 +19,9 @@ need_component() {
 need_component fmt rustfmt
 need_component clippy clippy
 
-# System packages the tests use, by Debian package name (none yet beyond the toolchain).
+# System packages the tests use, by Debian package name.
 packages=()
+command -v python3 >/dev/null 2>&1 || packages+=(python3 python3-pip)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
@@ -30,4 +31,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
   [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}"
+fi
+
+# Python packages of the interoperability tests: an independent JOSE implementation.
+if ! python3 -c 'import jwt, cryptography' >/dev/null 2>&1; then
+  echo "installing PyJWT and cryptography for the interop tests"
+  python3 -m pip install --quiet --disable-pip-version-check 'pyjwt>=2.8,<3' 'cryptography>=42' \
+    || python3 -m pip install --quiet --disable-pip-version-check --user --break-system-packages 'pyjwt>=2.8,<3' 'cryptography>=42'
 fi

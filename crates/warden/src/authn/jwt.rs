@@ -628,3 +628,150 @@ fn with_source(identity: &Arc<Identity>, found: &Found) -> Arc<Identity> {
         Arc::new(copy)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::authn::keys::{KeySet, StaticKeys};
+    use crate::clock::ManualClock;
+    use crate::identity::CredentialSource;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    /// RFC 7515 Appendix A.1: the HS256 example JWS and its key (also RFC 7519 §3.1).
+    const RFC7515_A1_JWS: &str = "eyJ0eXAiOiJKV1QiLA0KICJhbGciOiJIUzI1NiJ9.eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ.dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+    const RFC7515_A1_KEY: &str = r#"{"keys":[{"kty":"oct","k":"AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow"}]}"#;
+
+    fn rfc_authenticator(clock: Arc<ManualClock>) -> JwtAuthenticator {
+        let (keys, _) = KeySet::from_jwks(RFC7515_A1_KEY.as_bytes(), true).expect("RFC key");
+        let provider = JwtProvider {
+            name: "rfc".into(),
+            issuer: "joe".into(),
+            verify_issuer: true,
+            audiences: Vec::new(),
+            verify_audience: false,
+            algorithms: vec![Algorithm::HS256],
+            leeway: Duration::from_secs(30),
+            required_claims: vec!["http://example.com/is_root".into()],
+            max_token_age: None,
+            // The example has no `sub`: take the subject from `iss`.
+            claims: ClaimMapping {
+                subject: "iss".into(),
+                ..ClaimMapping::default()
+            },
+            forward_credentials: false,
+            keys: Arc::new(StaticKeys::new(keys)),
+        };
+        JwtAuthenticator::new(vec![provider], TokenSources::default(), clock, 16)
+            .expect("authenticator")
+    }
+
+    fn found() -> Found {
+        Found {
+            token: String::new(),
+            source: CredentialSource::AuthorizationHeader,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_rfc7515_a1_example_verifies_and_then_expires() {
+        let clock = Arc::new(ManualClock::new(
+            UNIX_EPOCH + Duration::from_secs(1_300_819_000),
+        ));
+        let authenticator = rfc_authenticator(clock.clone());
+        let identity = authenticator
+            .verify(RFC7515_A1_JWS, &found())
+            .await
+            .expect("valid at 2011-03-22");
+        assert_eq!(identity.subject, "joe");
+        assert_eq!(identity.claims["http://example.com/is_root"], true);
+
+        // Past exp + leeway the cached verification no longer counts.
+        clock.set(UNIX_EPOCH + Duration::from_secs(1_300_819_380 + 31));
+        let err = authenticator
+            .verify(RFC7515_A1_JWS, &found())
+            .await
+            .expect_err("expired");
+        assert_eq!(err, AuthnError::Invalid(InvalidReason::Expired));
+
+        // One flipped signature bit fails.
+        clock.set(UNIX_EPOCH + Duration::from_secs(1_300_819_000));
+        let tampered = RFC7515_A1_JWS.replace("dBjftJeZ4CVP", "dBjftJeZ4CVQ");
+        let err = authenticator
+            .verify(&tampered, &found())
+            .await
+            .expect_err("tampered");
+        assert_eq!(err, AuthnError::Invalid(InvalidReason::BadSignature));
+    }
+
+    #[tokio::test]
+    async fn sessions_older_than_max_token_age_are_refused() {
+        let clock = Arc::new(ManualClock::new(SystemTime::now()));
+        let secret = [9u8; 32];
+        let keys = KeySet::from_hmac_secret(&secret, &[Algorithm::HS256]).expect("keys");
+        let provider = JwtProvider {
+            name: "p".into(),
+            issuer: "https://p.test".into(),
+            verify_issuer: true,
+            audiences: vec!["api".into()],
+            verify_audience: true,
+            algorithms: vec![Algorithm::HS256],
+            leeway: Duration::ZERO,
+            required_claims: Vec::new(),
+            max_token_age: Some(Duration::from_secs(3600)),
+            claims: ClaimMapping::default(),
+            forward_credentials: false,
+            keys: Arc::new(StaticKeys::new(keys)),
+        };
+        let authenticator =
+            JwtAuthenticator::new(vec![provider], TokenSources::default(), clock.clone(), 16)
+                .expect("authenticator");
+        let now = clock.unix_seconds() as i64;
+        let sign = |claims: serde_json::Value| {
+            jsonwebtoken::encode(
+                &jsonwebtoken::Header::new(Algorithm::HS256),
+                &claims,
+                &jsonwebtoken::EncodingKey::from_secret(&secret),
+            )
+            .expect("sign")
+        };
+        let base = |iat: i64, auth_time: Option<i64>| {
+            let mut claims = serde_json::json!({"iss": "https://p.test", "aud": "api", "sub": "s", "iat": iat, "exp": now + 7200});
+            if let Some(t) = auth_time {
+                claims["auth_time"] = t.into();
+            }
+            claims
+        };
+        assert!(
+            authenticator
+                .verify(&sign(base(now - 60, None)), &found())
+                .await
+                .is_ok()
+        );
+        let old = authenticator
+            .verify(&sign(base(now - 7200, None)), &found())
+            .await;
+        assert_eq!(
+            old.expect_err("old iat"),
+            AuthnError::Invalid(InvalidReason::SessionTooOld)
+        );
+        // auth_time wins over a fresh iat (a refreshed token of an old login).
+        let relogin = authenticator
+            .verify(&sign(base(now - 10, Some(now - 7200))), &found())
+            .await;
+        assert_eq!(
+            relogin.expect_err("old auth_time"),
+            AuthnError::Invalid(InvalidReason::SessionTooOld)
+        );
+        // A cached token stops counting when the session ends.
+        let token = sign(base(now - 3000, None));
+        assert!(authenticator.verify(&token, &found()).await.is_ok());
+        clock.advance(Duration::from_secs(700));
+        assert_eq!(
+            authenticator
+                .verify(&token, &found())
+                .await
+                .expect_err("session over"),
+            AuthnError::Invalid(InvalidReason::SessionTooOld)
+        );
+    }
+}
