@@ -31,11 +31,19 @@ fn authenticator(keys: KeySet, algorithms: Vec<Algorithm>, cache: u64) -> JwtAut
         forward_credentials: false,
         keys: Arc::new(StaticKeys::new(keys)),
     };
-    JwtAuthenticator::new(vec![provider], TokenSources::default(), Arc::new(SystemClock), cache).expect("authenticator")
+    JwtAuthenticator::new(
+        vec![provider],
+        TokenSources::default(),
+        Arc::new(SystemClock),
+        cache,
+    )
+    .expect("authenticator")
 }
 
 fn bench(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
     let now = now_unix();
     let claims = serde_json::json!({
         "iss": "https://bench.test", "aud": "api", "sub": "alice", "iat": now, "exp": now + 86_400,
@@ -47,7 +55,13 @@ fn bench(c: &mut Criterion) {
     };
 
     let mut group = c.benchmark_group("jwt_verify_uncached");
-    for alg in [Algorithm::RS256, Algorithm::PS256, Algorithm::ES256, Algorithm::EdDSA, Algorithm::HS256] {
+    for alg in [
+        Algorithm::RS256,
+        Algorithm::PS256,
+        Algorithm::ES256,
+        Algorithm::EdDSA,
+        Algorithm::HS256,
+    ] {
         let (key, keys) = if alg == Algorithm::HS256 {
             let key = SigningKey::from_secret(SECRET, alg, None).expect("key");
             (key, KeySet::from_hmac_secret(SECRET, &[alg]).expect("keys"))
@@ -60,7 +74,11 @@ fn bench(c: &mut Criterion) {
         let token = key.mint(&claims).expect("mint");
         let uncached = authenticator(keys, vec![alg], 0);
         group.bench_function(warden_gateway::token::alg_name(alg), |b| {
-            b.iter(|| runtime.block_on(uncached.verify(&token, &found)).expect("valid"))
+            b.iter(|| {
+                runtime
+                    .block_on(uncached.verify(&token, &found))
+                    .expect("valid")
+            })
         });
     }
     group.finish();
@@ -70,9 +88,15 @@ fn bench(c: &mut Criterion) {
     let (keys, _) = KeySet::from_jwks(&document, false).expect("jwks");
     let token = key.mint(&claims).expect("mint");
     let cached = authenticator(keys, vec![Algorithm::RS256], 10_000);
-    runtime.block_on(cached.verify(&token, &found)).expect("valid");
+    runtime
+        .block_on(cached.verify(&token, &found))
+        .expect("valid");
     c.bench_function("jwt_verify_cached/RS256", |b| {
-        b.iter(|| runtime.block_on(cached.verify(&token, &found)).expect("valid"))
+        b.iter(|| {
+            runtime
+                .block_on(cached.verify(&token, &found))
+                .expect("valid")
+        })
     });
 }
 

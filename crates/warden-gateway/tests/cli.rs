@@ -193,11 +193,23 @@ async fn serve_logs_json_without_secrets_and_stops_cleanly_on_sigterm() {
     let upstream = common::upstream().await;
     let port = free_port();
     let admin = free_port();
+    let key = warden_gateway::token::SigningKey::generate(
+        jsonwebtoken::Algorithm::ES256,
+        Some("k1".into()),
+    )
+    .expect("key");
+    let jwks = temp_file(
+        "serve-jwks.json",
+        &warden_gateway::token::jwks(&[&key]).to_string(),
+    );
     let path = temp_file(
         "serve.yaml",
         &format!(
-            "server: {{ listen: '127.0.0.1:{port}', admin_listen: '127.0.0.1:{admin}' }}\nupstream: {{ url: '{}' }}\nroutes: [{{ path: /echo, auth: none }}]\n",
-            upstream.url()
+            "server: {{ listen: '127.0.0.1:{port}', admin_listen: '127.0.0.1:{admin}' }}\nupstream: {{ url: '{}' }}\n\
+             auth: {{ jwt: [{{ name: idp, issuer: 'https://idp.test', audiences: [api], jwks_file: '{}', algorithms: [ES256] }}] }}\n\
+             routes: [{{ path: /echo, auth: none }}, {{ path: /private }}]\n",
+            upstream.url(),
+            jwks.display()
         ),
     );
     let mut child = warden()
@@ -225,6 +237,19 @@ async fn serve_logs_json_without_secrets_and_stops_cleanly_on_sigterm() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(served, "warden serve never answered");
+    // Refused tokens are logged by reason, never by value.
+    let now = warden_gateway::token::now_unix();
+    let forged = key
+        .mint(&serde_json::json!({"iss": "https://idp.test", "aud": "other", "sub": "jwt-subject-marker", "exp": now + 60}))
+        .expect("mint");
+    for token in ["header-secret-token", forged.as_str()] {
+        let req = common::request("GET", &format!("http://127.0.0.1:{port}/private"))
+            .header("authorization", format!("Bearer {token}"))
+            .body(warden::body::empty())
+            .expect("request");
+        let response = common::client().request(req).await.expect("response");
+        assert_eq!(response.status(), 401);
+    }
 
     let status = Command::new("kill")
         .arg("-TERM")
@@ -254,8 +279,18 @@ async fn serve_logs_json_without_secrets_and_stops_cleanly_on_sigterm() {
     assert_eq!(access[0]["fields"]["status"], 200);
     assert_eq!(access[0]["fields"]["path"], "/echo");
     let all = lines.join("\n");
-    for secret in ["header-secret-token", "cookie-secret", "query-secret"] {
+    let signature = forged.rsplit('.').next().expect("signature");
+    for secret in [
+        "header-secret-token",
+        "cookie-secret",
+        "query-secret",
+        signature,
+    ] {
         assert!(!all.contains(secret), "{secret} leaked into the logs");
     }
+    assert!(
+        all.contains("wrong audience"),
+        "the reason is logged: {all}"
+    );
     assert!(all.contains("shutdown signal received"), "{all}");
 }
