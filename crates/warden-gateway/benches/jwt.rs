@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use jsonwebtoken::Algorithm;
-use warden::authn::jwt::{ClaimMapping, JwtAuthenticator, JwtProvider};
+use warden::authn::jwt::{ClaimMapping, JwtAuthenticator, JwtProvider, ProviderSettings};
 use warden::authn::keys::{KeySet, StaticKeys};
 use warden::authn::sources::{Found, TokenSources};
 use warden::clock::SystemClock;
@@ -18,17 +18,19 @@ const SECRET: &[u8] = b"benchmark-hmac-secret-of-32-bytes-or-more";
 
 fn authenticator(keys: KeySet, algorithms: Vec<Algorithm>, cache: u64) -> JwtAuthenticator {
     let provider = JwtProvider {
-        name: "bench".into(),
-        issuer: "https://bench.test".into(),
-        verify_issuer: true,
-        audiences: vec!["api".into()],
-        verify_audience: true,
-        algorithms,
-        leeway: Duration::from_secs(30),
-        required_claims: Vec::new(),
-        max_token_age: None,
-        claims: ClaimMapping::default(),
-        forward_credentials: false,
+        settings: ProviderSettings {
+            name: "bench".into(),
+            issuer: "https://bench.test".into(),
+            verify_issuer: true,
+            audiences: vec!["api".into()],
+            verify_audience: true,
+            algorithms,
+            leeway: Duration::from_secs(30),
+            required_claims: Vec::new(),
+            max_token_age: None,
+            claims: ClaimMapping::default(),
+            forward_credentials: false,
+        },
         keys: Arc::new(StaticKeys::new(keys)),
     };
     JwtAuthenticator::new(

@@ -129,31 +129,18 @@ pub async fn spawn_key_server(
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let document = Bytes::from(jwks.to_string());
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let document = document.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |req: Request<Incoming>| {
-                    let document = document.clone();
-                    async move {
-                        let mut response = Response::new(body::full(document));
-                        if req.uri().path() != "/.well-known/jwks.json" {
-                            *response.status_mut() = StatusCode::NOT_FOUND;
-                        }
-                        response.headers_mut().insert(
-                            header::CACHE_CONTROL,
-                            http::HeaderValue::from_static("max-age=300"),
-                        );
-                        Ok::<_, Infallible>(response)
-                    }
-                });
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
+    serve(listener, move |req: Request<Incoming>| {
+        let document = document.clone();
+        async move {
+            let mut response = Response::new(body::full(document));
+            if req.uri().path() != "/.well-known/jwks.json" {
+                *response.status_mut() = StatusCode::NOT_FOUND;
+            }
+            response.headers_mut().insert(
+                header::CACHE_CONTROL,
+                http::HeaderValue::from_static("max-age=300"),
+            );
+            Ok::<_, Infallible>(response)
         }
     });
     Ok(bound)
@@ -227,19 +214,29 @@ curl -s http://{admin}/metrics | grep warden_requests_total
 pub async fn spawn_upstream(addr: SocketAddr) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
+    serve(listener, handle);
+    Ok(bound)
+}
+
+/// Serves HTTP/1.1 and HTTP/2 on `listener` with `handler`, in the background.
+fn serve<F, Fut>(listener: TcpListener, handler: F)
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+{
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
+            let handler = handler.clone();
             tokio::spawn(async move {
                 let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service_fn(handle))
+                    .serve_connection(TokioIo::new(stream), service_fn(handler))
                     .await;
             });
         }
     });
-    Ok(bound)
 }
 
 async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {

@@ -113,51 +113,23 @@ async fn demo() -> anyhow::Result<()> {
 }
 
 fn token(command: TokenCommand) -> anyhow::Result<()> {
-    use warden_gateway::token::{MintRequest, SigningKey, jwks, mint_for, write_private_file};
+    use warden_gateway::token::{SigningKey, jwks, mint_for, write_private_file};
     match command {
         TokenCommand::Mint(args) => {
-            let warden_gateway::cli::MintArgs {
-                config: path,
-                provider,
-                key,
-                kid,
-                alg,
-                sub,
-                roles,
-                scopes,
-                tenant,
-                acr,
-                claims,
-                ttl,
-                expired,
-            } = *args;
-            let config = config::load(&path).map_err(|errors| {
+            let path = &args.config;
+            let config = config::load(path).map_err(|errors| {
                 anyhow::anyhow!("invalid configuration {}:\n{errors}", path.display())
             })?;
-            let key_pem = match key {
+            let key_pem = match &args.key {
                 Some(file) => Some(
-                    std::fs::read(&file)
+                    std::fs::read(file)
                         .with_context(|| format!("cannot read {}", file.display()))?,
                 ),
                 None => None,
             };
-            let ttl =
-                humantime::parse_duration(&ttl).context("--ttl: expected a duration like 1h")?;
-            let request = MintRequest {
-                provider,
-                key_pem,
-                kid,
-                alg,
-                sub,
-                roles,
-                scopes,
-                tenant,
-                acr,
-                claims,
-                ttl,
-                expired,
-            };
-            println!("{}", mint_for(&config, &request)?);
+            let ttl = humantime::parse_duration(&args.ttl)
+                .context("--ttl: expected a duration like 1h")?;
+            println!("{}", mint_for(&config, &args, key_pem.as_deref(), ttl)?);
             Ok(())
         }
         TokenCommand::Keygen { alg, kid, out } => {

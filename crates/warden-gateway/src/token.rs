@@ -219,40 +219,14 @@ impl SigningKey {
     }
 }
 
-/// What `warden token mint` was asked for.
-#[derive(Clone, Debug, Default)]
-pub struct MintRequest {
-    /// Provider name (default: the only one).
-    pub provider: Option<String>,
-    /// PEM private key contents.
-    pub key_pem: Option<Vec<u8>>,
-    /// Header `kid`.
-    pub kid: Option<String>,
-    /// Algorithm name (default: the provider's first).
-    pub alg: Option<String>,
-    /// Subject.
-    pub sub: String,
-    /// Roles.
-    pub roles: Vec<String>,
-    /// Space-separated scopes.
-    pub scopes: Option<String>,
-    /// Tenant.
-    pub tenant: Option<String>,
-    /// `acr`.
-    pub acr: Option<String>,
-    /// Extra `NAME=JSON` claims.
-    pub claims: Vec<String>,
-    /// Lifetime.
-    pub ttl: std::time::Duration,
-    /// Already expired.
-    pub expired: bool,
-}
-
 /// Mints a token that `config`'s provider accepts. Refuses production configurations: minting
 /// is for development and tests, and a production issuer's keys have no business here.
+/// `key_pem` is the content of `--key`, `ttl` the parsed `--ttl`.
 pub fn mint_for(
     config: &crate::config::Config,
-    request: &MintRequest,
+    request: &crate::cli::MintArgs,
+    key_pem: Option<&[u8]>,
+    ttl: std::time::Duration,
 ) -> Result<String, TokenError> {
     use crate::config::Environment;
     if config.server.environment == Environment::Production {
@@ -265,7 +239,7 @@ pub fn mint_for(
     let provider = match &request.provider {
         Some(name) => providers
             .iter()
-            .find(|p| &p.name == name)
+            .find(|p| &p.settings.name == name)
             .ok_or_else(|| TokenError::Refused(format!("no provider named {name:?}")))?,
         None => match providers.as_slice() {
             [only] => only,
@@ -286,18 +260,19 @@ pub fn mint_for(
             .parse::<Algorithm>()
             .map_err(|_| TokenError::Refused(format!("unknown algorithm {name:?}")))?,
         None => *provider
+            .settings
             .algorithms
             .first()
             .ok_or_else(|| TokenError::Refused("provider has no algorithm".into()))?,
     };
-    if !provider.algorithms.contains(&alg) {
+    if !provider.settings.algorithms.contains(&alg) {
         return Err(TokenError::Refused(format!(
             "provider {} does not accept {}",
-            provider.name,
+            provider.settings.name,
             alg_name(alg)
         )));
     }
-    let key = match (&provider.secret, &request.key_pem) {
+    let key = match (&provider.secret, key_pem) {
         (_, Some(pem)) => SigningKey::from_pem(pem, alg, request.kid.clone())?,
         (Some(secret), None) => SigningKey::from_secret(&secret.0, alg, request.kid.clone())?,
         (None, None) => {
@@ -306,25 +281,30 @@ pub fn mint_for(
             ));
         }
     };
-    let ttl = request.ttl.as_secs() as i64;
+    let ttl = ttl.as_secs() as i64;
     let now = now_unix();
     let (iat, exp) = if request.expired {
         (now - 2 * ttl, now - ttl)
     } else {
         (now, now + ttl)
     };
-    let mut claims = json!({ "iss": provider.issuer, "sub": request.sub, "iat": iat, "exp": exp, "auth_time": iat });
-    if let Some(audience) = provider.audiences.first() {
+    let mut claims = json!({ "iss": provider.settings.issuer, "sub": request.sub, "iat": iat, "exp": exp, "auth_time": iat });
+    if let Some(audience) = provider.settings.audiences.first() {
         claims["aud"] = json!(audience);
     }
     if !request.roles.is_empty() {
-        claims[provider.claims.roles.as_str()] = json!(request.roles);
+        claims[provider.settings.claims.roles.as_str()] = json!(request.roles);
     }
     if let Some(scopes) = &request.scopes {
-        claims[provider.claims.scopes.as_str()] = json!(scopes);
+        claims[provider.settings.claims.scopes.as_str()] = json!(scopes);
     }
     if let Some(tenant) = &request.tenant {
-        let claim = provider.claims.tenant.as_deref().unwrap_or("tenant_id");
+        let claim = provider
+            .settings
+            .claims
+            .tenant
+            .as_deref()
+            .unwrap_or("tenant_id");
         claims[claim] = json!(tenant);
     }
     if let Some(acr) = &request.acr {

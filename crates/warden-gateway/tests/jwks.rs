@@ -12,9 +12,6 @@ use std::time::Duration;
 use common::*;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 use warden::clock::ManualClock;
@@ -46,20 +43,7 @@ impl KeyServer {
             redirect_to: Arc::default(),
         };
         let state = server.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let state = state.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| respond(state.clone(), req));
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
+        serve(listener, move |req| respond(state.clone(), req));
         server
     }
 

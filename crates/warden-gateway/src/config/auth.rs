@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
 use warden::authn::jwks::{RemoteKeys, RemoteLocation, RemoteSettings};
-use warden::authn::jwt::{ClaimMapping, JwtAuthenticator, JwtConfigError, JwtProvider};
+use warden::authn::jwt::{
+    ClaimMapping, JwtAuthenticator, JwtConfigError, JwtProvider, ProviderSettings,
+};
 use warden::authn::keys::{KeySet, KeySource, StaticKeys};
 use warden::authn::sources::TokenSources;
 use warden::clock::Clock;
@@ -57,29 +59,9 @@ pub enum KeySpec {
 /// One provider, compiled.
 #[derive(Clone, Debug)]
 pub struct JwtProviderConfig {
-    /// Provider fields (its `keys` are built at start).
-    pub name: String,
-    /// Expected `iss`.
-    pub issuer: String,
-    /// Check `iss`.
-    pub verify_issuer: bool,
-    /// Accepted audiences.
-    pub audiences: Vec<String>,
-    /// Check `aud`.
-    pub verify_audience: bool,
-    /// Accepted algorithms.
-    pub algorithms: Vec<Algorithm>,
-    /// Clock skew tolerance.
-    pub leeway: Duration,
-    /// Required claims.
-    pub required_claims: Vec<String>,
-    /// Longest session.
-    pub max_token_age: Option<Duration>,
-    /// Claim mapping.
-    pub claims: ClaimMapping,
-    /// Forward the token upstream.
-    pub forward_credentials: bool,
-    /// Key source.
+    /// What the provider's tokens must look like.
+    pub settings: ProviderSettings,
+    /// Key source (built into a live [`KeySource`] at start).
     pub keys: KeySpec,
     /// The HMAC secret, for `warden token mint` (never logged: `Debug` is redacted).
     pub secret: Option<Secret>,
@@ -131,28 +113,23 @@ impl AuthConfig {
                     startup_timeout,
                 } => {
                     let source = RemoteKeys::new(
-                        p.name.clone(),
+                        p.settings.name.clone(),
                         location.clone(),
                         settings.clone(),
                         clock.clone(),
                     )
-                    .map_err(|e| AuthBuildError::Remote(p.name.clone(), e))?;
-                    remote.push((p.name.clone(), source.clone(), *startup, *startup_timeout));
+                    .map_err(|e| AuthBuildError::Remote(p.settings.name.clone(), e))?;
+                    remote.push((
+                        p.settings.name.clone(),
+                        source.clone(),
+                        *startup,
+                        *startup_timeout,
+                    ));
                     Arc::new(source)
                 }
             };
             providers.push(JwtProvider {
-                name: p.name.clone(),
-                issuer: p.issuer.clone(),
-                verify_issuer: p.verify_issuer,
-                audiences: p.audiences.clone(),
-                verify_audience: p.verify_audience,
-                algorithms: p.algorithms.clone(),
-                leeway: p.leeway,
-                required_claims: p.required_claims.clone(),
-                max_token_age: p.max_token_age,
-                claims: p.claims.clone(),
-                forward_credentials: p.forward_credentials,
+                settings: p.settings.clone(),
                 keys,
             });
         }
@@ -200,14 +177,14 @@ pub(super) fn compile_auth(c: &mut Compiler, raw: &RawAuth, env: Environment) ->
             providers.push(compiled);
         }
     }
-    for (i, p) in providers.iter().enumerate() {
-        if providers[..i].iter().any(|q| q.issuer == p.issuer) {
+    for (i, p) in providers.iter().map(|p| &p.settings).enumerate() {
+        if providers[..i].iter().any(|q| q.settings.issuer == p.issuer) {
             c.error(
                 format!("auth.jwt[{i}].issuer"),
                 format!("issuer {:?} is configured twice", p.issuer),
             );
         }
-        if providers[..i].iter().any(|q| q.name == p.name) {
+        if providers[..i].iter().any(|q| q.settings.name == p.name) {
             c.error(
                 format!("auth.jwt[{i}].name"),
                 format!("name {:?} is used twice", p.name),
@@ -384,17 +361,19 @@ fn compile_provider(
         return None;
     }
     Some(JwtProviderConfig {
-        name: raw.name.clone(),
-        issuer: raw.issuer.clone(),
-        verify_issuer,
-        audiences: raw.audiences.clone(),
-        verify_audience,
-        algorithms,
-        leeway,
-        required_claims: raw.required_claims.clone().unwrap_or_default(),
-        max_token_age,
-        claims: mapping,
-        forward_credentials: raw.forward_credentials.unwrap_or(false),
+        settings: ProviderSettings {
+            name: raw.name.clone(),
+            issuer: raw.issuer.clone(),
+            verify_issuer,
+            audiences: raw.audiences.clone(),
+            verify_audience,
+            algorithms,
+            leeway,
+            required_claims: raw.required_claims.clone().unwrap_or_default(),
+            max_token_age,
+            claims: mapping,
+            forward_credentials: raw.forward_credentials.unwrap_or(false),
+        },
         keys: keys?,
         secret,
     })

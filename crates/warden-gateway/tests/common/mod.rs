@@ -67,21 +67,29 @@ pub async fn upstream() -> Upstream {
         sse_gate: Arc::new(Notify::new()),
     };
     let state = upstream.clone();
+    serve(listener, move |req| handle(state.clone(), req));
+    upstream
+}
+
+/// Serves HTTP/1.1 and HTTP/2 on `listener` with `handler`, in the background.
+pub fn serve<F, Fut>(listener: TcpListener, handler: F)
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+{
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            let state = state.clone();
+            let handler = handler.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |req| handle(state.clone(), req));
                 let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
+                    .serve_connection(TokioIo::new(stream), service_fn(handler))
                     .await;
             });
         }
     });
-    upstream
 }
 
 async fn handle(state: Upstream, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {

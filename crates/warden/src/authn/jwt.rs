@@ -64,9 +64,9 @@ impl Default for ClaimMapping {
     }
 }
 
-/// One trusted issuer.
+/// Everything about a trusted issuer except where its keys come from.
 #[derive(Clone, Debug)]
-pub struct JwtProvider {
+pub struct ProviderSettings {
     /// Name for logs and configuration errors.
     pub name: String,
     /// Expected `iss`.
@@ -89,6 +89,13 @@ pub struct JwtProvider {
     pub claims: ClaimMapping,
     /// Forward the token to the upstream.
     pub forward_credentials: bool,
+}
+
+/// One trusted issuer: its settings and its keys.
+#[derive(Clone, Debug)]
+pub struct JwtProvider {
+    /// What the issuer's tokens must look like.
+    pub settings: ProviderSettings,
     /// Where keys come from.
     pub keys: Arc<dyn KeySource>,
 }
@@ -145,7 +152,7 @@ impl std::fmt::Debug for JwtAuthenticator {
                     .inner
                     .providers
                     .iter()
-                    .map(|p| &p.name)
+                    .map(|p| &p.settings.name)
                     .collect::<Vec<_>>(),
             )
             .finish_non_exhaustive()
@@ -180,22 +187,22 @@ impl JwtAuthenticator {
     ) -> Result<Self, JwtConfigError> {
         let mut by_issuer = HashMap::new();
         for (i, provider) in providers.iter().enumerate() {
-            if provider.algorithms.is_empty() {
-                return Err(JwtConfigError::NoAlgorithms(provider.name.clone()));
+            if provider.settings.algorithms.is_empty() {
+                return Err(JwtConfigError::NoAlgorithms(provider.settings.name.clone()));
             }
-            if provider.verify_audience && provider.audiences.is_empty() {
-                return Err(JwtConfigError::NoAudiences(provider.name.clone()));
+            if provider.settings.verify_audience && provider.settings.audiences.is_empty() {
+                return Err(JwtConfigError::NoAudiences(provider.settings.name.clone()));
             }
-            if !provider.verify_issuer && providers.len() > 1 {
+            if !provider.settings.verify_issuer && providers.len() > 1 {
                 return Err(JwtConfigError::UnverifiedIssuerAmongMany(
-                    provider.name.clone(),
+                    provider.settings.name.clone(),
                 ));
             }
-            if let Some(previous) = by_issuer.insert(provider.issuer.clone(), i) {
+            if let Some(previous) = by_issuer.insert(provider.settings.issuer.clone(), i) {
                 return Err(JwtConfigError::DuplicateIssuer(
-                    providers[previous].name.clone(),
-                    provider.name.clone(),
-                    provider.issuer.clone(),
+                    providers[previous].settings.name.clone(),
+                    provider.settings.name.clone(),
+                    provider.settings.issuer.clone(),
                 ));
             }
         }
@@ -308,7 +315,7 @@ impl Inner {
         let alg = alg_text
             .parse::<Algorithm>()
             .ok()
-            .filter(|alg| provider.algorithms.contains(alg))
+            .filter(|alg| provider.settings.algorithms.contains(alg))
             .ok_or_else(|| invalid(InvalidReason::AlgorithmNotAllowed(truncate(alg_text))))?;
 
         let (keys, generation) = self.keys(provider, kid, alg).await?;
@@ -372,7 +379,7 @@ impl Inner {
 
     fn unverified_issuer_provider(&self) -> Option<(usize, &JwtProvider)> {
         match self.providers.as_slice() {
-            [only] if !only.verify_issuer => Some((0, only)),
+            [only] if !only.settings.verify_issuer => Some((0, only)),
             _ => None,
         }
     }
@@ -385,7 +392,7 @@ impl Inner {
     ) -> Result<(Arc<super::keys::KeySet>, u64), AuthnError> {
         let state = provider.keys.current(self.clock.now());
         let KeysState::Ready(keys, generation) = state else {
-            return Err(AuthnError::KeysUnavailable(provider.name.clone()));
+            return Err(AuthnError::KeysUnavailable(provider.settings.name.clone()));
         };
         if !matches!(keys.lookup(kid, alg), Lookup::UnknownKid) {
             return Ok((keys, generation));
@@ -395,7 +402,9 @@ impl Inner {
         provider.keys.refresh_for_unknown_kid().await;
         match provider.keys.current(self.clock.now()) {
             KeysState::Ready(keys, generation) => Ok((keys, generation)),
-            KeysState::Unavailable => Err(AuthnError::KeysUnavailable(provider.name.clone())),
+            KeysState::Unavailable => {
+                Err(AuthnError::KeysUnavailable(provider.settings.name.clone()))
+            }
         }
     }
 }
@@ -454,7 +463,7 @@ fn check_claims(
     claims: &Map<String, Value>,
     now: f64,
 ) -> Result<Checked, AuthnError> {
-    let leeway = provider.leeway.as_secs_f64();
+    let leeway = provider.settings.leeway.as_secs_f64();
     let exp =
         numeric_date(claims, "exp")?.ok_or(invalid(InvalidReason::MissingClaim("exp".into())))?;
     if now >= exp + leeway {
@@ -471,16 +480,16 @@ fn check_claims(
     {
         return Err(invalid(InvalidReason::IssuedInFuture));
     }
-    if provider.verify_issuer {
+    if provider.settings.verify_issuer {
         match claims.get("iss") {
-            Some(Value::String(iss)) if *iss == provider.issuer => {}
+            Some(Value::String(iss)) if *iss == provider.settings.issuer => {}
             Some(Value::String(_)) => return Err(invalid(InvalidReason::UnknownIssuer)),
             Some(_) => return Err(invalid(InvalidReason::WrongClaimType("iss"))),
             None => return Err(invalid(InvalidReason::MissingClaim("iss".into()))),
         }
     }
-    if provider.verify_audience {
-        let accepted = |aud: &str| provider.audiences.iter().any(|a| a == aud);
+    if provider.settings.verify_audience {
+        let accepted = |aud: &str| provider.settings.audiences.iter().any(|a| a == aud);
         let ok = match claims.get("aud") {
             Some(Value::String(aud)) => accepted(aud),
             Some(Value::Array(list)) => {
@@ -500,14 +509,14 @@ fn check_claims(
             return Err(invalid(InvalidReason::WrongAudience));
         }
     }
-    for required in &provider.required_claims {
+    for required in &provider.settings.required_claims {
         if !claims.contains_key(required) {
             return Err(invalid(InvalidReason::MissingClaim(required.clone())));
         }
     }
     let auth_time = numeric_date(claims, "auth_time")?;
     let mut valid_until = exp + leeway;
-    if let Some(max_age) = provider.max_token_age {
+    if let Some(max_age) = provider.settings.max_token_age {
         let started = auth_time
             .or(iat)
             .ok_or(invalid(InvalidReason::MissingClaim(
@@ -578,18 +587,27 @@ fn build_identity(
     checked: &Checked,
     found: &Found,
 ) -> Result<Identity, AuthnError> {
-    let subject = match claim(&claims, &provider.claims.subject) {
+    let subject = match claim(&claims, &provider.settings.claims.subject) {
         Some(Value::String(sub)) if header_safe(sub) => sub.clone(),
         Some(_) => return Err(invalid(InvalidReason::WrongClaimType("sub"))),
         None => {
             return Err(invalid(InvalidReason::MissingClaim(
-                provider.claims.subject.clone(),
+                provider.settings.claims.subject.clone(),
             )));
         }
     };
-    let roles = string_list(claim(&claims, &provider.claims.roles), "roles", false)?;
-    let scopes = string_list(claim(&claims, &provider.claims.scopes), "scope", true)?;
+    let roles = string_list(
+        claim(&claims, &provider.settings.claims.roles),
+        "roles",
+        false,
+    )?;
+    let scopes = string_list(
+        claim(&claims, &provider.settings.claims.scopes),
+        "scope",
+        true,
+    )?;
     let tenant = match provider
+        .settings
         .claims
         .tenant
         .as_deref()
@@ -609,11 +627,11 @@ fn build_identity(
     identity.roles = roles;
     identity.scopes = scopes;
     identity.key_id = kid.map(str::to_owned);
-    identity.issuer = Some(provider.issuer.clone());
+    identity.issuer = Some(provider.settings.issuer.clone());
     identity.acr = acr;
     identity.auth_time = checked.auth_time;
     identity.expires_at = Some(checked.exp as i64);
-    identity.forward_credentials = provider.forward_credentials;
+    identity.forward_credentials = provider.settings.forward_credentials;
     identity.claims = Arc::new(claims);
     Ok(identity)
 }
@@ -644,21 +662,23 @@ mod tests {
     fn rfc_authenticator(clock: Arc<ManualClock>) -> JwtAuthenticator {
         let (keys, _) = KeySet::from_jwks(RFC7515_A1_KEY.as_bytes(), true).expect("RFC key");
         let provider = JwtProvider {
-            name: "rfc".into(),
-            issuer: "joe".into(),
-            verify_issuer: true,
-            audiences: Vec::new(),
-            verify_audience: false,
-            algorithms: vec![Algorithm::HS256],
-            leeway: Duration::from_secs(30),
-            required_claims: vec!["http://example.com/is_root".into()],
-            max_token_age: None,
-            // The example has no `sub`: take the subject from `iss`.
-            claims: ClaimMapping {
-                subject: "iss".into(),
-                ..ClaimMapping::default()
+            settings: ProviderSettings {
+                name: "rfc".into(),
+                issuer: "joe".into(),
+                verify_issuer: true,
+                audiences: Vec::new(),
+                verify_audience: false,
+                algorithms: vec![Algorithm::HS256],
+                leeway: Duration::from_secs(30),
+                required_claims: vec!["http://example.com/is_root".into()],
+                max_token_age: None,
+                // The example has no `sub`: take the subject from `iss`.
+                claims: ClaimMapping {
+                    subject: "iss".into(),
+                    ..ClaimMapping::default()
+                },
+                forward_credentials: false,
             },
-            forward_credentials: false,
             keys: Arc::new(StaticKeys::new(keys)),
         };
         JwtAuthenticator::new(vec![provider], TokenSources::default(), clock, 16)
@@ -709,17 +729,19 @@ mod tests {
         let secret = [9u8; 32];
         let keys = KeySet::from_hmac_secret(&secret, &[Algorithm::HS256]).expect("keys");
         let provider = JwtProvider {
-            name: "p".into(),
-            issuer: "https://p.test".into(),
-            verify_issuer: true,
-            audiences: vec!["api".into()],
-            verify_audience: true,
-            algorithms: vec![Algorithm::HS256],
-            leeway: Duration::ZERO,
-            required_claims: Vec::new(),
-            max_token_age: Some(Duration::from_secs(3600)),
-            claims: ClaimMapping::default(),
-            forward_credentials: false,
+            settings: ProviderSettings {
+                name: "p".into(),
+                issuer: "https://p.test".into(),
+                verify_issuer: true,
+                audiences: vec!["api".into()],
+                verify_audience: true,
+                algorithms: vec![Algorithm::HS256],
+                leeway: Duration::ZERO,
+                required_claims: Vec::new(),
+                max_token_age: Some(Duration::from_secs(3600)),
+                claims: ClaimMapping::default(),
+                forward_credentials: false,
+            },
             keys: Arc::new(StaticKeys::new(keys)),
         };
         let authenticator =
