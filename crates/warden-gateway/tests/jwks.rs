@@ -27,6 +27,7 @@ struct KeyServer {
     fetches: Arc<AtomicU64>,
     discovery_issuer: Arc<Mutex<Option<String>>>,
     redirect_to: Arc<Mutex<Option<String>>>,
+    cache_control: Arc<Mutex<Option<String>>>,
 }
 
 impl KeyServer {
@@ -41,6 +42,7 @@ impl KeyServer {
             fetches: Arc::default(),
             discovery_issuer: Arc::default(),
             redirect_to: Arc::default(),
+            cache_control: Arc::default(),
         };
         let state = server.clone();
         serve(listener, move |req| respond(state.clone(), req));
@@ -94,7 +96,13 @@ async fn respond(
                 return Ok(reply(status, "down".into()));
             }
             let body = state.jwks.lock().expect("lock").to_string();
-            Ok(reply(StatusCode::OK, body))
+            let mut response = reply(StatusCode::OK, body);
+            if let Some(value) = state.cache_control.lock().expect("lock").clone() {
+                response
+                    .headers_mut()
+                    .insert("cache-control", value.parse().expect("value"));
+            }
+            Ok(response)
         }
         "/big" => Ok(reply(
             StatusCode::OK,
@@ -362,4 +370,36 @@ fn plain_http_key_servers_are_refused_outside_development() {
         config_for(&config, "http://127.0.0.1:1").is_err(),
         "non-loopback http even in development"
     );
+}
+
+#[tokio::test]
+async fn keys_refresh_in_the_background_per_max_age_within_the_clamp() {
+    let (a, b) = (key("a"), key("b"));
+    let server = KeyServer::start(&[&a]).await;
+    // The server asks for a 1 s lifetime; min_ttl raises it to 2 s.
+    *server.cache_control.lock().expect("lock") = Some("public, max-age=1".into());
+    let clock = Arc::new(ManualClock::starting_now());
+    let config = yaml(
+        &format!("jwks_uri: {}/jwks", server.url()),
+        "https://idp.test",
+        "min_ttl: 2s, max_ttl: 1h, min_refresh_interval: 1h",
+    );
+    let gw = start(&config, clock).await.expect("starts");
+    assert_eq!(server.fetches(), 1);
+    server.set_keys(&[&a, &b]);
+    // Within the clamped lifetime nothing is refetched...
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(server.fetches(), 1, "refetched before min_ttl");
+    // ...after it, the background refresh picks up the new key without any unknown-kid trigger.
+    let mut refreshed = false;
+    for _ in 0..50 {
+        if server.fetches() >= 2 {
+            refreshed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(refreshed, "no background refresh");
+    assert_eq!(call(&gw, &token(&b, "https://idp.test")).await.status, 200);
+    assert_eq!(server.fetches(), 2, "the new kid was already known");
 }
