@@ -29,11 +29,62 @@ pub enum Command {
     },
     /// Start a demo upstream and the gateway in front of it, and print commands to try.
     Demo,
+    /// Manage API keys in the configured store (keys are shown once, at creation).
+    Keys {
+        /// The configuration naming the store and pepper.
+        #[arg(short, long, env = "WARDEN_CONFIG")]
+        config: PathBuf,
+        /// What to do.
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Development tokens and keys (refuses production configurations).
     Token {
         /// What to do.
         #[command(subcommand)]
         command: Box<TokenCommand>,
+    },
+}
+
+/// `warden keys …`
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print it (once).
+    Create {
+        /// Human name.
+        #[arg(long)]
+        name: String,
+        /// Tenant the key acts for.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Roles, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        roles: Vec<String>,
+        /// Scopes, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        scopes: Vec<String>,
+        /// Lifetime, e.g. 90d (default: no expiry).
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// List keys (never their secrets).
+    List {
+        /// JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key now.
+    Revoke {
+        /// Key id (`key_…`).
+        id: String,
+    },
+    /// Replace a key; the old one keeps working for the grace period.
+    Rotate {
+        /// Key id (`key_…`).
+        id: String,
+        /// How long the old key stays valid (default 24h).
+        #[arg(long, default_value = "24h")]
+        grace: String,
     },
 }
 

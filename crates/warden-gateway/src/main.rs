@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
-use warden_gateway::cli::{Cli, Command, TokenCommand};
+use warden_gateway::cli::{Cli, Command, KeysCommand, TokenCommand};
 use warden_gateway::config;
 use warden_gateway::server::Gateway;
 
@@ -18,6 +18,7 @@ fn main() -> ExitCode {
         Command::Serve { config } => runtime().and_then(|rt| rt.block_on(serve(&config))),
         Command::Demo => runtime().and_then(|rt| rt.block_on(demo())),
         Command::Token { command } => token(*command),
+        Command::Keys { config, command } => keys(&config, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -65,8 +66,7 @@ async fn serve(path: &std::path::Path) -> anyhow::Result<()> {
         )
         .with_current_span(false)
         .init();
-    let config = config::load(path)
-        .map_err(|errors| anyhow::anyhow!("invalid configuration {}:\n{errors}", path.display()))?;
+    let config = load_config(path)?;
     let gateway = Gateway::start(config).await?;
     let handle = gateway.shutdown_handle();
     tokio::spawn(async move {
@@ -116,10 +116,7 @@ fn token(command: TokenCommand) -> anyhow::Result<()> {
     use warden_gateway::token::{SigningKey, jwks, mint_for, write_private_file};
     match command {
         TokenCommand::Mint(args) => {
-            let path = &args.config;
-            let config = config::load(path).map_err(|errors| {
-                anyhow::anyhow!("invalid configuration {}:\n{errors}", path.display())
-            })?;
+            let config = load_config(&args.config)?;
             let key_pem = match &args.key {
                 Some(file) => Some(
                     std::fs::read(file)
@@ -153,4 +150,100 @@ fn token(command: TokenCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn load_config(path: &std::path::Path) -> anyhow::Result<config::Config> {
+    config::load(path)
+        .map_err(|errors| anyhow::anyhow!("invalid configuration {}:\n{errors}", path.display()))
+}
+
+fn keys(path: &std::path::Path, command: KeysCommand) -> anyhow::Result<()> {
+    use warden::authn::api_key::StoredKey;
+    use warden::authn::api_key_sqlite::{NewKey, SqliteKeyStore};
+    let config = load_config(path)?;
+    let settings = config
+        .auth
+        .api_keys
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("{} configures no auth.api_keys", path.display()))?;
+    let store = SqliteKeyStore::open(&settings.store_path)?;
+    let now = warden_gateway::token::now_unix();
+    let time = |t: Option<i64>| {
+        t.and_then(|t| u64::try_from(t).ok())
+            .map(|t| {
+                humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(t)).to_string()
+            })
+            .unwrap_or_else(|| "-".into())
+    };
+    let show = |record: &StoredKey, key: &str| {
+        println!("{key}");
+        eprintln!(
+            "created {} ({}), tenant {}, roles [{}], expires {}. The key is shown only now: store it safely.",
+            record.id,
+            record.name,
+            record.tenant.as_deref().unwrap_or("-"),
+            record.roles.join(","),
+            time(record.expires_at)
+        );
+    };
+    match command {
+        KeysCommand::Create { name, tenant, roles, scopes, expires } => {
+            let expires_at = match expires {
+                Some(text) => {
+                    let lifetime = humantime::parse_duration(&text).context("--expires: expected a duration like 90d")?;
+                    Some(now + i64::try_from(lifetime.as_secs()).context("--expires is too long")?)
+                }
+                None => None,
+            };
+            let new = NewKey { name, tenant, roles, scopes, expires_at };
+            let (record, key) = store.create(&settings.pepper, &new, now)?;
+            show(&record, &key);
+        }
+        KeysCommand::List { json } => {
+            let records = store.list()?;
+            if json {
+                for r in &records {
+                    let line = serde_json::json!({
+                        "id": r.id, "name": r.name, "tenant": r.tenant, "roles": r.roles, "scopes": r.scopes,
+                        "created_at": r.created_at, "expires_at": r.expires_at, "revoked_at": r.revoked_at,
+                        "last_used_at": r.last_used_at, "rotated_from": r.rotated_from,
+                    });
+                    println!("{line}");
+                }
+            } else {
+                println!("{:<22} {:<16} {:<10} {:<20} {:<8} {:<20} {:<20}", "ID", "NAME", "TENANT", "ROLES", "STATE", "EXPIRES", "LAST USED");
+                for r in &records {
+                    let state = match r.active_at(now) {
+                        Ok(()) => "active",
+                        Err(warden::authn::InvalidReason::Revoked) => "revoked",
+                        Err(_) => "expired",
+                    };
+                    println!(
+                        "{:<22} {:<16} {:<10} {:<20} {:<8} {:<20} {:<20}",
+                        r.id,
+                        r.name,
+                        r.tenant.as_deref().unwrap_or("-"),
+                        r.roles.join(","),
+                        state,
+                        time(r.expires_at),
+                        time(r.last_used_at)
+                    );
+                }
+            }
+        }
+        KeysCommand::Revoke { id } => {
+            store.revoke(&id, now)?;
+            eprintln!(
+                "revoked {id}; gateways stop accepting it within {:?} (auth.api_keys.cache_ttl)",
+                settings.settings.cache_ttl
+            );
+        }
+        KeysCommand::Rotate { id, grace } => {
+            let grace = humantime::parse_duration(&grace).context("--grace: expected a duration like 24h")?;
+            let (record, key) = store.rotate(&settings.pepper, &id, grace, now)?;
+            show(&record, &key);
+            eprintln!("{id} stays valid for {}", humantime::format_duration(grace));
+        }
+    }
+    Ok(())
 }

@@ -100,6 +100,10 @@ impl Gateway {
         if let Some(jwt) = &built.jwt {
             chain.push(Arc::new(jwt.clone()));
         }
+        if let Some((keys, touch_interval)) = &built.api_keys {
+            chain.push(Arc::new(keys.clone()));
+            refreshers.push(spawn_usage_flusher(keys.clone(), *touch_interval));
+        }
         let auth = Auth { chain, clock };
         let listener = bind(config.server.listen).await?;
         let admin_listener = bind(config.server.admin_listen).await?;
@@ -334,4 +338,16 @@ async fn probe_upstream(
             _ = shutdown.changed() => return,
         }
     }
+}
+
+/// Writes API-key last-use times in batches.
+fn spawn_usage_flusher(keys: warden::authn::api_key::ApiKeyAuthenticator, every: Duration) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            if let Err(error) = keys.flush_usage().await {
+                tracing::warn!(error = %error, "could not record API key usage");
+            }
+        }
+    })
 }

@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
+use warden::authn::api_key::{ApiKeyAuthenticator, ApiKeySettings, Pepper};
+use warden::authn::api_key_sqlite::SqliteKeyStore;
 use warden::authn::jwks::{RemoteKeys, RemoteLocation, RemoteSettings};
 use warden::authn::jwt::{
     ClaimMapping, JwtAuthenticator, JwtConfigError, JwtProvider, ProviderSettings,
@@ -27,6 +29,30 @@ pub struct AuthConfig {
     pub sources: TokenSources,
     /// Verified-token cache capacity.
     pub token_cache: u64,
+    /// API keys, if configured.
+    pub api_keys: Option<ApiKeysConfig>,
+}
+
+/// Compiled `auth.api_keys:`.
+#[derive(Clone, Debug)]
+pub struct ApiKeysConfig {
+    /// SQLite database file.
+    pub store_path: PathBuf,
+    /// HMAC pepper.
+    pub pepper: Pepper,
+    /// Header, scheme and cache settings.
+    pub settings: ApiKeySettings,
+    /// How often last-use times are written.
+    pub touch_interval: Duration,
+    /// How long a lookup waits for a lock held elsewhere.
+    pub busy_timeout: Duration,
+}
+
+impl AuthConfig {
+    /// Whether any authenticator is configured.
+    pub fn has_authenticators(&self) -> bool {
+        !self.providers.is_empty() || self.api_keys.is_some()
+    }
 }
 
 /// When remote keys must be there.
@@ -87,6 +113,9 @@ pub enum AuthBuildError {
     /// A remote key source could not be created.
     #[error("provider {0}: {1}")]
     Remote(String, warden::authn::jwks::FetchError),
+    /// The API-key store could not be opened or migrated.
+    #[error("API key store: {0}")]
+    KeyStore(#[from] warden::authn::api_key::StoreError),
 }
 
 /// The authenticator and what keeps its remote keys fresh.
@@ -96,6 +125,8 @@ pub struct BuiltAuth {
     pub jwt: Option<JwtAuthenticator>,
     /// Remote key sources with their startup policy.
     pub remote: Vec<(String, RemoteKeys, Startup, Duration)>,
+    /// The API-key authenticator and its touch interval, if configured.
+    pub api_keys: Option<(ApiKeyAuthenticator, Duration)>,
 }
 
 impl AuthConfig {
@@ -139,11 +170,21 @@ impl AuthConfig {
             Some(JwtAuthenticator::new(
                 providers,
                 self.sources.clone(),
-                clock,
+                clock.clone(),
                 self.token_cache,
             )?)
         };
-        Ok(BuiltAuth { jwt, remote })
+        let api_keys = match &self.api_keys {
+            None => None,
+            Some(keys) => {
+                // Refuse to start on a store that cannot be opened or migrated.
+                let store = SqliteKeyStore::open_with(&keys.store_path, keys.busy_timeout)?;
+                let authenticator =
+                    ApiKeyAuthenticator::new(keys.settings.clone(), keys.pepper.clone(), Arc::new(store), clock.clone());
+                Some((authenticator, keys.touch_interval))
+            }
+        };
+        Ok(BuiltAuth { jwt, remote, api_keys })
     }
 }
 
@@ -197,12 +238,76 @@ pub(super) fn compile_auth(c: &mut Compiler, raw: &RawAuth, env: Environment) ->
             );
         }
     }
+    let api_keys = raw.api_keys.as_ref().and_then(|keys| compile_api_keys(c, keys));
     AuthConfig {
         required: raw.required.unwrap_or(true),
         providers,
         sources,
         token_cache: raw.token_cache.unwrap_or(100_000),
+        api_keys,
     }
+}
+
+fn compile_api_keys(c: &mut Compiler, raw: &super::raw::RawApiKeys) -> Option<ApiKeysConfig> {
+    let before = c.errors.len();
+    let store_path = match raw.store.as_deref() {
+        Some(url) => match url.strip_prefix("sqlite://") {
+            Some(file) if !file.is_empty() => Some(resolve(c.base_dir.as_deref(), file)),
+            _ => {
+                c.error("auth.api_keys.store", format!("expected sqlite://PATH, got {url:?}"));
+                None
+            }
+        },
+        None => {
+            c.error("auth.api_keys.store", "required, e.g. sqlite://warden-keys.db");
+            None
+        }
+    };
+    let pepper = match raw.pepper.as_deref() {
+        None => {
+            c.error("auth.api_keys.pepper", "required: a secret reference such as ${env:WARDEN_KEY_PEPPER}");
+            None
+        }
+        Some(text) => {
+            if !c.secret_paths.iter().any(|p| p == "auth.api_keys.pepper") {
+                c.error("auth.api_keys.pepper", "must be a secret reference (${env:NAME} or ${file:PATH}), not a literal");
+            }
+            let pepper = Pepper::new(text.as_bytes());
+            if pepper.is_none() {
+                c.error("auth.api_keys.pepper", "must be at least 32 bytes");
+            }
+            pepper
+        }
+    };
+    let defaults = ApiKeySettings::default();
+    let header = match raw.header.as_deref() {
+        None => Some(defaults.header.clone()),
+        Some(name) => c.header_name("auth.api_keys.header", name),
+    };
+    if header.as_ref().is_some_and(|h| h == http::header::AUTHORIZATION || h == http::header::COOKIE) {
+        c.error("auth.api_keys.header", "use authorization_scheme: true for Authorization; cookies are not a key header");
+    }
+    let cache_ttl = c.duration("auth.api_keys.cache_ttl", raw.cache_ttl.as_ref(), defaults.cache_ttl);
+    if cache_ttl > Duration::from_secs(300) {
+        c.error("auth.api_keys.cache_ttl", "at most 5m: it bounds how long a revoked key keeps working");
+    }
+    let touch_interval = c.duration("auth.api_keys.touch_interval", raw.touch_interval.as_ref(), Duration::from_secs(30));
+    let busy_timeout = c.duration("auth.api_keys.busy_timeout", raw.busy_timeout.as_ref(), Duration::from_secs(5));
+    if c.errors.len() > before {
+        return None;
+    }
+    Some(ApiKeysConfig {
+        busy_timeout,
+        store_path: store_path?,
+        pepper: pepper?,
+        settings: ApiKeySettings {
+            header: header?,
+            authorization_scheme: raw.authorization_scheme.unwrap_or(false),
+            cache_ttl,
+            cache_capacity: defaults.cache_capacity,
+        },
+        touch_interval,
+    })
 }
 
 fn compile_provider(

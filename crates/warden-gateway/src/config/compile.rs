@@ -677,11 +677,11 @@ fn compile_routes(
                 continue;
             }
         };
-        if !public && auth.providers.is_empty() {
+        if !public && !auth.has_authenticators() {
             c.error(
                 at("auth"),
                 "this route requires authentication but no authenticator is configured; \
-                 configure auth.jwt or mark the route `auth: none` to make it public",
+                 configure auth.jwt or auth.api_keys, or mark the route `auth: none` to make it public",
             );
         }
         let step_up = route.step_up.as_ref().map(|raw| warden::authn::StepUp {

@@ -108,6 +108,28 @@ pub struct RawAuth {
     pub token_sources: Option<RawTokenSources>,
     /// Entries in the verified-token cache (default 100,000; 0 disables it).
     pub token_cache: Option<u64>,
+    /// API keys.
+    pub api_keys: Option<RawApiKeys>,
+}
+
+/// `auth.api_keys:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawApiKeys {
+    /// `sqlite://PATH` (relative to the configuration file).
+    pub store: Option<String>,
+    /// HMAC pepper (must be a secret reference).
+    pub pepper: Option<String>,
+    /// Header carrying the key (default `X-API-Key`).
+    pub header: Option<String>,
+    /// Also accept `Authorization: ApiKey <key>` (default false).
+    pub authorization_scheme: Option<bool>,
+    /// How long a verified key is cached: the revocation bound (default 5s).
+    pub cache_ttl: Option<Scalar>,
+    /// How often last-use times are written (default 30s).
+    pub touch_interval: Option<Scalar>,
+    /// How long a lookup waits for a database lock held elsewhere (default 5s).
+    pub busy_timeout: Option<Scalar>,
 }
 
 /// `auth.token_sources:`

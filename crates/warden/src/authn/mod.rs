@@ -3,12 +3,17 @@
 //! Per route, after the head limits and before authorization. An [`AuthnLayer`] runs a chain of
 //! [`Authenticator`]s: the first that recognizes credentials decides (`Ok(Some)` accepts,
 //! `Err` stops the chain: present-but-invalid credentials are never passed over to a weaker
-//! authenticator); when none recognizes any, the request is unauthenticated. The accepted
+//! authenticator); a later one that also finds credentials must agree on the subject (a bearer
+//! token and an API key for different callers are refused as ambiguous); when none recognizes
+//! any, the request is unauthenticated. The accepted
 //! [`Identity`] goes into request extensions as `Arc<Identity>`, the credential is removed from
 //! the request unless it is to be forwarded, and an optional step-up requirement (RFC 9470) is
 //! checked. Failures become 401 (with an RFC 6750 challenge), 400 for ambiguous credentials, or
 //! 503 when keys cannot be had; the precise reason is logged, never sent.
 
+pub mod api_key;
+#[cfg(feature = "sqlite")]
+pub mod api_key_sqlite;
 pub mod jwt;
 pub mod keys;
 pub mod sources;
@@ -60,6 +65,9 @@ pub enum AuthnError {
     /// The provider's keys cannot be had (key server down beyond the staleness limit): 503.
     #[error("keys of provider {0} are unavailable")]
     KeysUnavailable(String),
+    /// The credential store failed (locked, corrupt or missing database): 503.
+    #[error("credential store unavailable: {0}")]
+    StoreUnavailable(String),
 }
 
 /// The precise reason a credential was refused. For logs and audit only.
@@ -108,6 +116,12 @@ pub enum InvalidReason {
     /// The session (`auth_time`, else `iat`) is older than `max_token_age`.
     #[error("session older than max_token_age")]
     SessionTooOld,
+    /// A well-formed API key that is not in the store.
+    #[error("unknown API key")]
+    UnknownKey,
+    /// The API key was revoked.
+    #[error("API key revoked")]
+    Revoked,
 }
 
 /// RFC 9470 step-up requirement of a route.
@@ -165,7 +179,9 @@ fn rejection_for(error: &AuthnError) -> Rejection {
             .with_challenge(HeaderValue::from_static(CHALLENGE_INVALID)),
         AuthnError::Ambiguous(_) => Rejection::new(RejectionKind::InvalidAuthRequest)
             .with_challenge(HeaderValue::from_static(CHALLENGE_REQUEST)),
-        AuthnError::KeysUnavailable(_) => Rejection::new(RejectionKind::AuthUnavailable),
+        AuthnError::KeysUnavailable(_) | AuthnError::StoreUnavailable(_) => {
+            Rejection::new(RejectionKind::AuthUnavailable)
+        }
     }
 }
 
@@ -265,18 +281,24 @@ async fn authenticate(
     layer: &AuthnLayer,
     parts: &mut Parts,
 ) -> Result<(), (Rejection, Option<AuthnFailure>)> {
-    let mut accepted = None;
+    let mut accepted: Option<Arc<Identity>> = None;
     for authenticator in layer.chain.iter() {
         match authenticator.authenticate(parts).await {
-            Ok(Some(identity)) => {
-                accepted = Some((identity, authenticator));
-                break;
-            }
+            Ok(Some(identity)) => match &accepted {
+                None => accepted = Some(identity),
+                // A second credential for someone else (say an API key beside a bearer token):
+                // which caller is this? Refuse rather than pick one.
+                Some(first) if first.subject != identity.subject => {
+                    let error = AuthnError::Ambiguous("credentials for different subjects");
+                    return Err((rejection_for(&error), Some(AuthnFailure(error))));
+                }
+                Some(_) => {}
+            },
             Ok(None) => continue,
             Err(error) => return Err((rejection_for(&error), Some(AuthnFailure(error)))),
         }
     }
-    let Some((identity, authenticator)) = accepted else {
+    let Some(identity) = accepted else {
         return Err((
             Rejection::new(RejectionKind::Unauthenticated)
                 .with_challenge(HeaderValue::from_static(CHALLENGE)),
@@ -293,7 +315,10 @@ async fn authenticate(
         ));
     }
     if !(layer.forward_credentials || identity.forward_credentials) {
-        authenticator.strip_credentials(parts);
+        // Every authenticator strips its own kind: no credential of any kind travels upstream.
+        for authenticator in layer.chain.iter() {
+            authenticator.strip_credentials(parts);
+        }
     }
     parts.extensions.insert(identity);
     Ok(())
