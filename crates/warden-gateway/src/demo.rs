@@ -17,6 +17,8 @@ use warden::body::{self, Body};
 
 use jsonwebtoken::Algorithm;
 
+use warden::authn::api_key_sqlite::{NewKey, SqliteKeyStore};
+
 use crate::config::{self, ConfigErrors, load};
 use crate::server::{Gateway, ServerError};
 use crate::token::{SigningKey, TokenError, jwks, now_unix, write_private_file};
@@ -40,6 +42,9 @@ pub enum DemoError {
     /// The demo key could not be made.
     #[error(transparent)]
     Token(#[from] TokenError),
+    /// The demo API key store could not be used.
+    #[error(transparent)]
+    KeyStore(#[from] warden::authn::api_key::StoreError),
 }
 
 /// Issuer and audience of the embedded demo identity provider (as in the quickstart).
@@ -52,11 +57,26 @@ pub async fn run() -> Result<(), DemoError> {
     let upstream = spawn_upstream(loopback).await?;
     let key = SigningKey::generate(Algorithm::ES256, Some("demo-1".into()))?;
     let idp = spawn_key_server(loopback, jwks(&[&key])).await?;
+    // A throwaway key store and pepper for this run.
+    let workdir = std::env::temp_dir().join(format!("warden-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&workdir)?;
+    let store_path = workdir.join("demo-keys.db");
+    let _ = std::fs::remove_file(&store_path);
+    let mut env: Vec<(String, String)> = std::env::vars().collect();
+    env.retain(|(name, _)| name != "WARDEN_KEY_PEPPER");
+    env.push((
+        "WARDEN_KEY_PEPPER".into(),
+        warden::authn::api_key::random_base62(48),
+    ));
     let raw = load::parse_raw(
         QUICKSTART,
         load::Format::Yaml,
-        &load::ProcessEnv,
+        &env,
         &[
+            (
+                "auth.api_keys.store",
+                serde_json::Value::String(format!("sqlite://{}", store_path.display())),
+            ),
             (
                 "upstream.url",
                 serde_json::Value::String(format!("http://{upstream}")),
@@ -72,9 +92,23 @@ pub async fn run() -> Result<(), DemoError> {
         ],
     )?;
     let config = config::compile::compile_parsed(raw)?;
+    let api_key = match &config.auth.api_keys {
+        Some(settings) => {
+            let store = SqliteKeyStore::open(&settings.store_path)?;
+            let new = NewKey {
+                name: "demo-bot".into(),
+                tenant: Some("acme".into()),
+                roles: vec!["user".into()],
+                scopes: vec!["read:agent".into()],
+                expires_at: None,
+            };
+            store.create(&settings.pepper, &new, now_unix())?.1
+        }
+        None => String::new(),
+    };
     let gateway = Gateway::start(config).await?;
     let tokens = DemoTokens::mint(&key)?;
-    let key_file = std::env::temp_dir().join(format!("warden-demo-{}.pem", std::process::id()));
+    let key_file = workdir.join("demo-idp.pem");
     write_private_file(&key_file, key.pem.as_bytes())?;
     print_instructions(
         gateway.addr,
@@ -82,10 +116,11 @@ pub async fn run() -> Result<(), DemoError> {
         upstream,
         &tokens,
         &key_file,
+        &api_key,
     );
     let _ = tokio::signal::ctrl_c().await;
     gateway.shutdown().await;
-    let _ = std::fs::remove_file(&key_file);
+    let _ = std::fs::remove_dir_all(&workdir);
     Ok(())
 }
 
@@ -152,6 +187,7 @@ fn print_instructions(
     upstream: SocketAddr,
     tokens: &DemoTokens,
     key_file: &std::path::Path,
+    api_key: &str,
 ) {
     let g = format!("http://{addr}");
     let (token, expired, admin_token) = (&tokens.viewer, &tokens.expired, &tokens.admin_mfa);
@@ -162,10 +198,11 @@ fn print_instructions(
   upstream  http://{upstream}   (embedded demo agent API, not exposed)
   admin     http://{admin}      (/healthz /readyz /metrics)
 
-Tokens (ES256, issuer {DEMO_ISSUER}):
+Tokens (ES256, issuer {DEMO_ISSUER}) and an API key (tenant acme, role user):
   TOKEN={token}
   EXPIRED={expired}
   ADMIN_MFA={admin_token}
+  API_KEY={api_key}
 Mint more: warden token mint --config examples/quickstart.yaml --key {key_file} --kid demo-1 --sub carol --roles user
 
 Try these (Ctrl-C stops the demo):
@@ -177,6 +214,10 @@ curl -i {g}/api/v1/agents -H 'Authorization: Bearer {token}'
 
 # 1b. An expired token: 401 invalid_token (the reason is logged, never sent)
 curl -i {g}/api/v1/agents -H 'Authorization: Bearer {expired}'
+
+# 1b'. Machine clients use API keys: only an HMAC digest is stored, a mistyped key is refused
+#      without a database lookup (manage them with `warden keys`)
+curl -i {g}/api/v1/agents -H 'X-API-Key: {api_key}'
 
 # 1c. Step-up: DELETE needs acr=mfa within 5 minutes (RFC 9470); the viewer gets 401
 #     insufficient_user_authentication, the freshly authenticated admin passes

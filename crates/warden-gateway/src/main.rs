@@ -171,7 +171,10 @@ fn keys(path: &std::path::Path, command: KeysCommand) -> anyhow::Result<()> {
     let time = |t: Option<i64>| {
         t.and_then(|t| u64::try_from(t).ok())
             .map(|t| {
-                humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(t)).to_string()
+                humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(t),
+                )
+                .to_string()
             })
             .unwrap_or_else(|| "-".into())
     };
@@ -187,15 +190,28 @@ fn keys(path: &std::path::Path, command: KeysCommand) -> anyhow::Result<()> {
         );
     };
     match command {
-        KeysCommand::Create { name, tenant, roles, scopes, expires } => {
+        KeysCommand::Create {
+            name,
+            tenant,
+            roles,
+            scopes,
+            expires,
+        } => {
             let expires_at = match expires {
                 Some(text) => {
-                    let lifetime = humantime::parse_duration(&text).context("--expires: expected a duration like 90d")?;
+                    let lifetime = humantime::parse_duration(&text)
+                        .context("--expires: expected a duration like 90d")?;
                     Some(now + i64::try_from(lifetime.as_secs()).context("--expires is too long")?)
                 }
                 None => None,
             };
-            let new = NewKey { name, tenant, roles, scopes, expires_at };
+            let new = NewKey {
+                name,
+                tenant,
+                roles,
+                scopes,
+                expires_at,
+            };
             let (record, key) = store.create(&settings.pepper, &new, now)?;
             show(&record, &key);
         }
@@ -211,7 +227,10 @@ fn keys(path: &std::path::Path, command: KeysCommand) -> anyhow::Result<()> {
                     println!("{line}");
                 }
             } else {
-                println!("{:<22} {:<16} {:<10} {:<20} {:<8} {:<20} {:<20}", "ID", "NAME", "TENANT", "ROLES", "STATE", "EXPIRES", "LAST USED");
+                println!(
+                    "{:<22} {:<16} {:<10} {:<20} {:<8} {:<20} {:<20}",
+                    "ID", "NAME", "TENANT", "ROLES", "STATE", "EXPIRES", "LAST USED"
+                );
                 for r in &records {
                     let state = match r.active_at(now) {
                         Ok(()) => "active",
@@ -239,7 +258,8 @@ fn keys(path: &std::path::Path, command: KeysCommand) -> anyhow::Result<()> {
             );
         }
         KeysCommand::Rotate { id, grace } => {
-            let grace = humantime::parse_duration(&grace).context("--grace: expected a duration like 24h")?;
+            let grace = humantime::parse_duration(&grace)
+                .context("--grace: expected a duration like 24h")?;
             let (record, key) = store.rotate(&settings.pepper, &id, grace, now)?;
             show(&record, &key);
             eprintln!("{id} stays valid for {}", humantime::format_duration(grace));

@@ -341,7 +341,10 @@ async fn probe_upstream(
 }
 
 /// Writes API-key last-use times in batches.
-fn spawn_usage_flusher(keys: warden::authn::api_key::ApiKeyAuthenticator, every: Duration) -> JoinHandle<()> {
+fn spawn_usage_flusher(
+    keys: warden::authn::api_key::ApiKeyAuthenticator,
+    every: Duration,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(every).await;

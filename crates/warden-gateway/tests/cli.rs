@@ -102,6 +102,10 @@ fn check_accepts_the_shipped_examples() {
         let output = warden()
             .arg("check")
             .arg(repo_file(example))
+            .env(
+                "WARDEN_KEY_PEPPER",
+                "a-pepper-of-at-least-thirty-two-bytes-0123456789",
+            )
             .output()
             .expect("run");
         let stdout = String::from_utf8_lossy(&output.stdout);

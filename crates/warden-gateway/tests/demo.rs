@@ -50,6 +50,16 @@ async fn the_demo_serves_the_quickstart_and_its_examples_behave_as_printed() {
             .to_owned()
     };
     let (token, expired, admin_mfa) = (printed("TOKEN"), printed("EXPIRED"), printed("ADMIN_MFA"));
+    let api_key = printed("API_KEY");
+    let reply = send(
+        &client(),
+        request("GET", &format!("{base}/api/v1/agents"))
+            .header("x-api-key", &api_key)
+            .body(warden::body::empty())
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "the printed API key works");
     let authed = |method: &str, path: &str, token: &str| {
         request(method, &format!("{base}{path}"))
             .header("authorization", format!("Bearer {token}"))

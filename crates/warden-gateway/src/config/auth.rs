@@ -179,12 +179,20 @@ impl AuthConfig {
             Some(keys) => {
                 // Refuse to start on a store that cannot be opened or migrated.
                 let store = SqliteKeyStore::open_with(&keys.store_path, keys.busy_timeout)?;
-                let authenticator =
-                    ApiKeyAuthenticator::new(keys.settings.clone(), keys.pepper.clone(), Arc::new(store), clock.clone());
+                let authenticator = ApiKeyAuthenticator::new(
+                    keys.settings.clone(),
+                    keys.pepper.clone(),
+                    Arc::new(store),
+                    clock.clone(),
+                );
                 Some((authenticator, keys.touch_interval))
             }
         };
-        Ok(BuiltAuth { jwt, remote, api_keys })
+        Ok(BuiltAuth {
+            jwt,
+            remote,
+            api_keys,
+        })
     }
 }
 
@@ -238,7 +246,10 @@ pub(super) fn compile_auth(c: &mut Compiler, raw: &RawAuth, env: Environment) ->
             );
         }
     }
-    let api_keys = raw.api_keys.as_ref().and_then(|keys| compile_api_keys(c, keys));
+    let api_keys = raw
+        .api_keys
+        .as_ref()
+        .and_then(|keys| compile_api_keys(c, keys));
     AuthConfig {
         required: raw.required.unwrap_or(true),
         providers,
@@ -254,23 +265,37 @@ fn compile_api_keys(c: &mut Compiler, raw: &super::raw::RawApiKeys) -> Option<Ap
         Some(url) => match url.strip_prefix("sqlite://") {
             Some(file) if !file.is_empty() => Some(resolve(c.base_dir.as_deref(), file)),
             _ => {
-                c.error("auth.api_keys.store", format!("expected sqlite://PATH, got {url:?}"));
+                c.error(
+                    "auth.api_keys.store",
+                    format!("expected sqlite://PATH, got {url:?}"),
+                );
                 None
             }
         },
         None => {
-            c.error("auth.api_keys.store", "required, e.g. sqlite://warden-keys.db");
+            c.error(
+                "auth.api_keys.store",
+                "required, e.g. sqlite://warden-keys.db",
+            );
             None
         }
     };
     let pepper = match raw.pepper.as_deref() {
+        // The reference itself failed to resolve: that error says it all.
+        Some(_) if c.has_error("auth.api_keys.pepper") => None,
         None => {
-            c.error("auth.api_keys.pepper", "required: a secret reference such as ${env:WARDEN_KEY_PEPPER}");
+            c.error(
+                "auth.api_keys.pepper",
+                "required: a secret reference such as ${env:WARDEN_KEY_PEPPER}",
+            );
             None
         }
         Some(text) => {
             if !c.secret_paths.iter().any(|p| p == "auth.api_keys.pepper") {
-                c.error("auth.api_keys.pepper", "must be a secret reference (${env:NAME} or ${file:PATH}), not a literal");
+                c.error(
+                    "auth.api_keys.pepper",
+                    "must be a secret reference (${env:NAME} or ${file:PATH}), not a literal",
+                );
             }
             let pepper = Pepper::new(text.as_bytes());
             if pepper.is_none() {
@@ -284,15 +309,36 @@ fn compile_api_keys(c: &mut Compiler, raw: &super::raw::RawApiKeys) -> Option<Ap
         None => Some(defaults.header.clone()),
         Some(name) => c.header_name("auth.api_keys.header", name),
     };
-    if header.as_ref().is_some_and(|h| h == http::header::AUTHORIZATION || h == http::header::COOKIE) {
-        c.error("auth.api_keys.header", "use authorization_scheme: true for Authorization; cookies are not a key header");
+    if header
+        .as_ref()
+        .is_some_and(|h| h == http::header::AUTHORIZATION || h == http::header::COOKIE)
+    {
+        c.error(
+            "auth.api_keys.header",
+            "use authorization_scheme: true for Authorization; cookies are not a key header",
+        );
     }
-    let cache_ttl = c.duration("auth.api_keys.cache_ttl", raw.cache_ttl.as_ref(), defaults.cache_ttl);
+    let cache_ttl = c.duration(
+        "auth.api_keys.cache_ttl",
+        raw.cache_ttl.as_ref(),
+        defaults.cache_ttl,
+    );
     if cache_ttl > Duration::from_secs(300) {
-        c.error("auth.api_keys.cache_ttl", "at most 5m: it bounds how long a revoked key keeps working");
+        c.error(
+            "auth.api_keys.cache_ttl",
+            "at most 5m: it bounds how long a revoked key keeps working",
+        );
     }
-    let touch_interval = c.duration("auth.api_keys.touch_interval", raw.touch_interval.as_ref(), Duration::from_secs(30));
-    let busy_timeout = c.duration("auth.api_keys.busy_timeout", raw.busy_timeout.as_ref(), Duration::from_secs(5));
+    let touch_interval = c.duration(
+        "auth.api_keys.touch_interval",
+        raw.touch_interval.as_ref(),
+        Duration::from_secs(30),
+    );
+    let busy_timeout = c.duration(
+        "auth.api_keys.busy_timeout",
+        raw.busy_timeout.as_ref(),
+        Duration::from_secs(5),
+    );
     if c.errors.len() > before {
         return None;
     }
@@ -383,7 +429,9 @@ fn compile_provider(
         );
     }
     let mut secret = None;
-    let keys = if let Some(text) = &raw.secret {
+    let keys = if raw.secret.is_some() && c.has_error(&at("secret")) {
+        None
+    } else if let Some(text) = &raw.secret {
         if !c.secret_paths.iter().any(|p| *p == at("secret")) {
             c.error(
                 at("secret"),

@@ -151,6 +151,11 @@ pub(super) struct Compiler {
 }
 
 impl Compiler {
+    /// Whether a problem is already reported at `path` (so follow-on checks stay quiet).
+    pub(super) fn has_error(&self, path: &str) -> bool {
+        self.errors.iter().any(|e| e.path == path)
+    }
+
     pub(super) fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.errors.push(ConfigError::new(path, message));
     }

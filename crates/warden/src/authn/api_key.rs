@@ -16,17 +16,17 @@ use std::time::Duration;
 
 use aws_lc_rs::hmac;
 use futures_util::future::BoxFuture;
+use http::HeaderName;
 use http::header::AUTHORIZATION;
 use http::request::Parts;
-use http::HeaderName;
 
-use super::{AuthnError, Authenticator, InvalidReason};
+use super::{Authenticator, AuthnError, InvalidReason};
 use crate::clock::Clock;
 use crate::identity::{AuthMethod, CredentialSource, Identity};
 
 /// Prefix of every Warden API key.
 pub const PREFIX: &str = "wdn_";
-const BODY_LEN: usize = 32;
+pub(crate) const BODY_LEN: usize = 32;
 const CHECK_LEN: usize = 6;
 /// Total length of a key.
 pub const KEY_LEN: usize = PREFIX.len() + BODY_LEN + CHECK_LEN;
@@ -52,7 +52,7 @@ pub fn random_base62(len: usize) -> String {
     out
 }
 
-fn checksum(body: &str) -> String {
+pub(crate) fn checksum(body: &str) -> String {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, body.as_bytes());
     let bytes = digest.as_ref();
     let mut value = u64::from(u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]));
@@ -79,7 +79,8 @@ pub fn well_formed(key: &str) -> bool {
         return false;
     }
     let (body, check) = rest.split_at(BODY_LEN);
-    aws_lc_rs::constant_time::verify_slices_are_equal(checksum(body).as_bytes(), check.as_bytes()).is_ok()
+    aws_lc_rs::constant_time::verify_slices_are_equal(checksum(body).as_bytes(), check.as_bytes())
+        .is_ok()
 }
 
 /// The secret that keys the at-rest hash. `Debug` never shows it.
@@ -98,7 +99,8 @@ pub const MIN_PEPPER_BYTES: usize = 32;
 impl Pepper {
     /// A pepper of at least 32 bytes.
     pub fn new(secret: &[u8]) -> Option<Self> {
-        (secret.len() >= MIN_PEPPER_BYTES).then(|| Pepper(hmac::Key::new(hmac::HMAC_SHA256, secret)))
+        (secret.len() >= MIN_PEPPER_BYTES)
+            .then(|| Pepper(hmac::Key::new(hmac::HMAC_SHA256, secret)))
     }
 
     /// `HMAC-SHA-256(pepper, key)`: what the store keeps and looks up by.
@@ -138,9 +140,10 @@ pub struct StoredKey {
 }
 
 impl StoredKey {
-    /// Whether the key is usable at `now`.
+    /// Whether the key is usable at `now`. A revocation counts whatever its timestamp says:
+    /// the clocks of the CLI that revoked and of the gateway need not agree.
     pub fn active_at(&self, now: i64) -> Result<(), InvalidReason> {
-        if self.revoked_at.is_some_and(|t| t <= now) {
+        if self.revoked_at.is_some() {
             return Err(InvalidReason::Revoked);
         }
         if self.expires_at.is_some_and(|t| t <= now) {
@@ -165,7 +168,10 @@ pub enum StoreError {
 /// Where keys live.
 pub trait ApiKeyStore: std::fmt::Debug + Send + Sync + 'static {
     /// The record whose hash is `hash`.
-    fn find<'a>(&'a self, hash: &'a [u8; 32]) -> BoxFuture<'a, Result<Option<StoredKey>, StoreError>>;
+    fn find<'a>(
+        &'a self,
+        hash: &'a [u8; 32],
+    ) -> BoxFuture<'a, Result<Option<StoredKey>, StoreError>>;
     /// Records last use for a batch of `(id, unix seconds)`.
     fn touch(&self, used: Vec<(String, i64)>) -> BoxFuture<'_, Result<(), StoreError>>;
 }
@@ -220,7 +226,12 @@ impl std::fmt::Debug for ApiKeyAuthenticator {
 
 impl ApiKeyAuthenticator {
     /// An authenticator over `store`.
-    pub fn new(settings: ApiKeySettings, pepper: Pepper, store: Arc<dyn ApiKeyStore>, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        settings: ApiKeySettings,
+        pepper: Pepper,
+        store: Arc<dyn ApiKeyStore>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         let cache = moka::sync::Cache::builder()
             .max_capacity(settings.cache_capacity)
             .time_to_live(settings.cache_ttl)
@@ -263,22 +274,26 @@ impl ApiKeyAuthenticator {
             if values.next().is_some() {
                 return Err(AuthnError::Ambiguous("more than one API key header"));
             }
-            let text = value
-                .to_str()
-                .map_err(|_| AuthnError::Invalid(InvalidReason::Malformed("API key is not ASCII")))?;
+            let text = value.to_str().map_err(|_| {
+                AuthnError::Invalid(InvalidReason::Malformed("API key is not ASCII"))
+            })?;
             found = Some(text.trim().to_owned());
         }
         if settings.authorization_scheme {
             for value in parts.headers.get_all(AUTHORIZATION) {
                 let Ok(text) = value.to_str() else { continue };
-                let Some((scheme, key)) = text.split_once(' ') else { continue };
+                let Some((scheme, key)) = text.split_once(' ') else {
+                    continue;
+                };
                 if !scheme.eq_ignore_ascii_case("apikey") {
                     continue;
                 }
                 let key = key.trim().to_owned();
                 match &found {
                     Some(existing) if *existing != key => {
-                        return Err(AuthnError::Ambiguous("two different API keys in one request"));
+                        return Err(AuthnError::Ambiguous(
+                            "two different API keys in one request",
+                        ));
                     }
                     _ => found = Some(key),
                 }
@@ -292,7 +307,9 @@ impl Inner {
     async fn verify(&self, key: &str) -> Result<Arc<Identity>, AuthnError> {
         // Mistyped, truncated or forged keys stop here, without touching the store.
         if !well_formed(key) {
-            return Err(AuthnError::Invalid(InvalidReason::Malformed("not a well-formed API key")));
+            return Err(AuthnError::Invalid(InvalidReason::Malformed(
+                "not a well-formed API key",
+            )));
         }
         let digest = self.pepper.digest(key);
         let record = match self.cache.get(&digest) {
@@ -335,7 +352,10 @@ impl Inner {
 }
 
 impl Authenticator for ApiKeyAuthenticator {
-    fn authenticate<'a>(&'a self, req: &'a Parts) -> BoxFuture<'a, Result<Option<Arc<Identity>>, AuthnError>> {
+    fn authenticate<'a>(
+        &'a self,
+        req: &'a Parts,
+    ) -> BoxFuture<'a, Result<Option<Arc<Identity>>, AuthnError>> {
         Box::pin(async move {
             match self.extract(req)? {
                 None => Ok(None),
@@ -377,7 +397,10 @@ mod tests {
         for i in PREFIX.len()..KEY_LEN {
             let mut typo = bytes.to_vec();
             typo[i] = if typo[i] == b'a' { b'b' } else { b'a' };
-            assert!(!well_formed(&String::from_utf8(typo).expect("ascii")), "typo at {i} passed");
+            assert!(
+                !well_formed(&String::from_utf8(typo).expect("ascii")),
+                "typo at {i} passed"
+            );
         }
         assert!(!well_formed(&key.replacen("wdn_", "wdx_", 1)));
         assert!(!well_formed(&key[..KEY_LEN - 1]));
@@ -404,7 +427,10 @@ mod tests {
     }
 
     impl ApiKeyStore for CountingStore {
-        fn find<'a>(&'a self, hash: &'a [u8; 32]) -> BoxFuture<'a, Result<Option<StoredKey>, StoreError>> {
+        fn find<'a>(
+            &'a self,
+            hash: &'a [u8; 32],
+        ) -> BoxFuture<'a, Result<Option<StoredKey>, StoreError>> {
             self.lookups.fetch_add(1, Ordering::SeqCst);
             let found = (self.record.hash == *hash).then(|| self.record.clone());
             Box::pin(std::future::ready(Ok(found)))
@@ -435,7 +461,8 @@ mod tests {
             },
         });
         let clock = Arc::new(ManualClock::starting_now());
-        let authenticator = ApiKeyAuthenticator::new(ApiKeySettings::default(), pepper, store.clone(), clock);
+        let authenticator =
+            ApiKeyAuthenticator::new(ApiKeySettings::default(), pepper, store.clone(), clock);
         let mut tampered = key.clone().into_bytes();
         tampered[10] ^= 1;
         for bad in [
@@ -448,12 +475,20 @@ mod tests {
                 Err(AuthnError::Invalid(InvalidReason::Malformed(_)))
             ));
         }
-        assert_eq!(store.lookups.load(Ordering::SeqCst), 0, "a malformed key touched the store");
+        assert_eq!(
+            store.lookups.load(Ordering::SeqCst),
+            0,
+            "a malformed key touched the store"
+        );
         let identity = authenticator.verify(&key).await.expect("valid");
         assert_eq!(identity.subject, "key_1");
         assert_eq!(identity.method, AuthMethod::ApiKey);
         authenticator.verify(&key).await.expect("valid again");
-        assert_eq!(store.lookups.load(Ordering::SeqCst), 1, "the second use was served from the cache");
+        assert_eq!(
+            store.lookups.load(Ordering::SeqCst),
+            1,
+            "the second use was served from the cache"
+        );
         assert_eq!(authenticator.flush_usage().await.expect("flush"), 1);
         assert!(matches!(
             authenticator.verify(&generate()).await,

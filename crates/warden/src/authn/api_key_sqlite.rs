@@ -50,10 +50,13 @@ impl SqliteKeyStore {
     /// (after that a lookup fails and the request gets 503).
     pub fn open_with(path: impl AsRef<Path>, busy_timeout: Duration) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
-        let conn = Connection::open(&path).map_err(|e| backend(format!("{}: {e}", path.display())))?;
+        let conn =
+            Connection::open(&path).map_err(|e| backend(format!("{}: {e}", path.display())))?;
         conn.busy_timeout(busy_timeout).map_err(backend)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| backend(format!("{}: {e}", path.display())))?;
-        conn.pragma_update(None, "foreign_keys", "ON").map_err(backend)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| backend(format!("{}: {e}", path.display())))?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(backend)?;
         let version: usize = conn
             .query_row("PRAGMA user_version", [], |row| row.get::<_, i64>(0))
             .map_err(backend)?
@@ -68,8 +71,10 @@ impl SqliteKeyStore {
         }
         for (i, migration) in MIGRATIONS.iter().enumerate().skip(version) {
             let tx = conn.unchecked_transaction().map_err(backend)?;
-            tx.execute_batch(migration).map_err(|e| backend(format!("migration {}: {e}", i + 1)))?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(backend)?;
+            tx.execute_batch(migration)
+                .map_err(|e| backend(format!("migration {}: {e}", i + 1)))?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)
+                .map_err(backend)?;
             tx.commit().map_err(backend)?;
         }
         Ok(SqliteKeyStore {
@@ -89,11 +94,22 @@ impl SqliteKeyStore {
     }
 
     /// Creates a key; returns its record and the key itself (shown once, never stored).
-    pub fn create(&self, pepper: &Pepper, new: &NewKey, now: i64) -> Result<(StoredKey, String), StoreError> {
+    pub fn create(
+        &self,
+        pepper: &Pepper,
+        new: &NewKey,
+        now: i64,
+    ) -> Result<(StoredKey, String), StoreError> {
         self.insert(pepper, new, now, None)
     }
 
-    fn insert(&self, pepper: &Pepper, new: &NewKey, now: i64, rotated_from: Option<&str>) -> Result<(StoredKey, String), StoreError> {
+    fn insert(
+        &self,
+        pepper: &Pepper,
+        new: &NewKey,
+        now: i64,
+        rotated_from: Option<&str>,
+    ) -> Result<(StoredKey, String), StoreError> {
         let key = generate();
         let record = StoredKey {
             id: format!("key_{}", random_base62(16)),
@@ -141,8 +157,11 @@ impl SqliteKeyStore {
 
     /// One key by id.
     pub fn get(&self, id: &str) -> Result<StoredKey, StoreError> {
-        self.with(|conn| conn.query_row(&format!("{SELECT} WHERE id = ?1"), [id], row_to_key).optional())?
-            .ok_or_else(|| StoreError::NotFound(id.to_owned()))
+        self.with(|conn| {
+            conn.query_row(&format!("{SELECT} WHERE id = ?1"), [id], row_to_key)
+                .optional()
+        })?
+        .ok_or_else(|| StoreError::NotFound(id.to_owned()))
     }
 
     /// Revokes a key at `now` (idempotent: an earlier revocation time is kept).
@@ -161,10 +180,18 @@ impl SqliteKeyStore {
 
     /// Replaces a key: a new key with the same attributes; the old one stays valid for `grace`
     /// (or until its own earlier expiry), then stops.
-    pub fn rotate(&self, pepper: &Pepper, id: &str, grace: Duration, now: i64) -> Result<(StoredKey, String), StoreError> {
+    pub fn rotate(
+        &self,
+        pepper: &Pepper,
+        id: &str,
+        grace: Duration,
+        now: i64,
+    ) -> Result<(StoredKey, String), StoreError> {
         let old = self.get(id)?;
         if old.active_at(now).is_err() {
-            return Err(backend(format!("key {id} is revoked or expired; create a new one instead")));
+            return Err(backend(format!(
+                "key {id} is revoked or expired; create a new one instead"
+            )));
         }
         let until = now + i64::try_from(grace.as_secs()).unwrap_or(i64::MAX / 2);
         self.with(|conn| {
@@ -189,12 +216,21 @@ const SELECT: &str = "SELECT id, name, tenant, roles, scopes, hash, created_at, 
 fn row_to_key(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredKey> {
     let json_list = |index: usize| -> rusqlite::Result<Vec<String>> {
         let text: String = row.get(index)?;
-        serde_json::from_str(&text)
-            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, Box::new(e)))
+        serde_json::from_str(&text).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(
+                index,
+                rusqlite::types::Type::Text,
+                Box::new(e),
+            )
+        })
     };
     let hash: Vec<u8> = row.get(5)?;
     let hash: [u8; 32] = hash.try_into().map_err(|_| {
-        rusqlite::Error::FromSqlConversionFailure(5, rusqlite::types::Type::Blob, "hash is not 32 bytes".into())
+        rusqlite::Error::FromSqlConversionFailure(
+            5,
+            rusqlite::types::Type::Blob,
+            "hash is not 32 bytes".into(),
+        )
     })?;
     Ok(StoredKey {
         id: row.get(0)?,
@@ -212,14 +248,21 @@ fn row_to_key(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredKey> {
 }
 
 impl ApiKeyStore for SqliteKeyStore {
-    fn find<'a>(&'a self, hash: &'a [u8; 32]) -> BoxFuture<'a, Result<Option<StoredKey>, StoreError>> {
+    fn find<'a>(
+        &'a self,
+        hash: &'a [u8; 32],
+    ) -> BoxFuture<'a, Result<Option<StoredKey>, StoreError>> {
         let store = self.clone();
         let hash = *hash;
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
                 store.with(|conn| {
-                    conn.query_row(&format!("{SELECT} WHERE hash = ?1"), [&hash[..]], row_to_key)
-                        .optional()
+                    conn.query_row(
+                        &format!("{SELECT} WHERE hash = ?1"),
+                        [&hash[..]],
+                        row_to_key,
+                    )
+                    .optional()
                 })
             })
             .await
@@ -274,18 +317,30 @@ mod tests {
             expires_at: None,
         };
         let (record, key) = store.create(&pepper, &new, 100).expect("create");
-        let found = store.find(&pepper.digest(&key)).await.expect("find").expect("present");
+        let found = store
+            .find(&pepper.digest(&key))
+            .await
+            .expect("find")
+            .expect("present");
         assert_eq!(found, record);
-        store.touch(vec![(record.id.clone(), 150)]).await.expect("touch");
+        store
+            .touch(vec![(record.id.clone(), 150)])
+            .await
+            .expect("touch");
         assert_eq!(store.get(&record.id).expect("get").last_used_at, Some(150));
 
-        let (rotated, new_key) = store.rotate(&pepper, &record.id, Duration::from_secs(60), 200).expect("rotate");
+        let (rotated, new_key) = store
+            .rotate(&pepper, &record.id, Duration::from_secs(60), 200)
+            .expect("rotate");
         assert_eq!(rotated.rotated_from.as_deref(), Some(record.id.as_str()));
         assert_eq!(store.get(&record.id).expect("old").expires_at, Some(260));
         assert_ne!(new_key, key);
         store.revoke(&rotated.id, 300).expect("revoke");
         assert_eq!(store.get(&rotated.id).expect("get").revoked_at, Some(300));
-        assert!(matches!(store.revoke("key_nope", 1), Err(StoreError::NotFound(_))));
+        assert!(matches!(
+            store.revoke("key_nope", 1),
+            Err(StoreError::NotFound(_))
+        ));
         assert_eq!(store.list().expect("list").len(), 2);
 
         drop(store);
@@ -309,7 +364,71 @@ mod tests {
     #[test]
     fn garbage_files_are_refused_at_open() {
         let path = temp_db("garbage");
-        std::fs::write(&path, b"this is not a database, just text that is long enough to matter....").expect("write");
+        std::fs::write(
+            &path,
+            b"this is not a database, just text that is long enough to matter....",
+        )
+        .expect("write");
         assert!(SqliteKeyStore::open(&path).is_err());
+    }
+
+    /// A near miss (a real key with one character changed, checksum recomputed so it passes the
+    /// format check) must cost the same as a random wrong key: the lookup is by keyed hash, so
+    /// how close a guess is cannot show in the timing.
+    #[tokio::test]
+    async fn near_miss_and_wrong_keys_take_the_same_time() {
+        use crate::authn::api_key::{
+            ApiKeyAuthenticator, ApiKeySettings, BODY_LEN, PREFIX, checksum,
+        };
+        use crate::authn::{AuthnError, InvalidReason};
+        let store = SqliteKeyStore::open(temp_db("timing")).expect("open");
+        let pepper = Pepper::new(&[7u8; 32]).expect("pepper");
+        let new = NewKey {
+            name: "t".into(),
+            tenant: None,
+            roles: vec![],
+            scopes: vec![],
+            expires_at: None,
+        };
+        let (_, key) = store.create(&pepper, &new, 0).expect("create");
+        let body = &key[PREFIX.len()..PREFIX.len() + BODY_LEN];
+        let near_body = format!(
+            "{}{}",
+            &body[..BODY_LEN - 1],
+            if body.ends_with('a') { 'b' } else { 'a' }
+        );
+        let near_miss = format!("{PREFIX}{near_body}{}", checksum(&near_body));
+        let clock = std::sync::Arc::new(crate::clock::SystemClock);
+        let authenticator = ApiKeyAuthenticator::new(
+            ApiKeySettings::default(),
+            pepper,
+            std::sync::Arc::new(store),
+            clock,
+        );
+        let mut near_times = Vec::new();
+        let mut wrong_times = Vec::new();
+        for _ in 0..300 {
+            let wrong = generate();
+            for (candidate, times) in [(&near_miss, &mut near_times), (&wrong, &mut wrong_times)] {
+                let start = std::time::Instant::now();
+                let result = authenticator.verify(candidate).await;
+                times.push(start.elapsed());
+                assert!(matches!(
+                    result,
+                    Err(AuthnError::Invalid(InvalidReason::UnknownKey))
+                ));
+            }
+        }
+        near_times.sort();
+        wrong_times.sort();
+        let (near, wrong) = (
+            near_times[150].as_secs_f64(),
+            wrong_times[150].as_secs_f64(),
+        );
+        let ratio = near / wrong;
+        assert!(
+            (0.5..2.0).contains(&ratio),
+            "median near miss {near:.6}s vs wrong key {wrong:.6}s"
+        );
     }
 }

@@ -1,0 +1,423 @@
+//! API keys through the CLI and the gateway: create, use, list, revoke, expire, rotate; checksum
+//! failures never reach the store; no plaintext at rest; concurrency; store failures are 503.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use warden::clock::ManualClock;
+use warden_gateway::server::Gateway;
+
+const PEPPER: &str = "a-pepper-of-at-least-thirty-two-bytes-0123456789";
+
+struct Setup {
+    dir: PathBuf,
+    config: PathBuf,
+}
+
+impl Setup {
+    fn new(extra: &str) -> Setup {
+        let dir = temp_dir("api-keys");
+        let config = dir.join("warden.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+upstream: {{ url: "http://127.0.0.1:9" }}
+auth:
+  api_keys: {{ store: "sqlite://keys.db", pepper: "${{env:TEST_KEY_PEPPER}}", cache_ttl: 1s, touch_interval: 1s {extra} }}
+routes:
+  - {{ path: /private, methods: [GET, POST] }}
+"#
+            ),
+        )
+        .expect("write config");
+        Setup { dir, config }
+    }
+
+    fn keys(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_warden"))
+            .arg("keys")
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env("TEST_KEY_PEPPER", PEPPER)
+            .output()
+            .expect("run warden keys")
+    }
+
+    /// `warden keys create`: returns (id, key).
+    fn create(&self, args: &[&str]) -> (String, String) {
+        let mut all = vec!["create"];
+        all.extend_from_slice(args);
+        let output = self.keys(&all);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let key = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        let note = String::from_utf8_lossy(&output.stderr);
+        let id = note
+            .split_whitespace()
+            .find(|w| w.starts_with("key_"))
+            .expect("id in the note")
+            .to_owned();
+        (id, key)
+    }
+
+    async fn gateway(&self, clock: Arc<ManualClock>) -> TestGateway {
+        let upstream = upstream().await;
+        let text = std::fs::read_to_string(&self.config).expect("read");
+        let overrides = [
+            ("server.listen", serde_json::json!("127.0.0.1:0")),
+            ("server.admin_listen", serde_json::json!("127.0.0.1:0")),
+            ("upstream.url", serde_json::json!(upstream.url())),
+        ];
+        let env = vec![("TEST_KEY_PEPPER".to_owned(), PEPPER.to_owned())];
+        let mut parsed = warden_gateway::config::load::parse_raw(
+            &text,
+            warden_gateway::config::load::Format::Yaml,
+            &env,
+            &overrides,
+        )
+        .expect("parse");
+        parsed.base_dir = Some(self.dir.clone());
+        let config = warden_gateway::config::compile::compile_parsed(parsed)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let gateway = Gateway::start_with_clock(config, clock)
+            .await
+            .expect("gateway");
+        TestGateway { gateway, upstream }
+    }
+
+    fn db(&self) -> PathBuf {
+        self.dir.join("keys.db")
+    }
+}
+
+async fn with_key(gw: &TestGateway, header: &str, key: &str) -> Reply {
+    send(
+        &client(),
+        request("GET", &gw.url("/private"))
+            .header(header, key)
+            .body(warden::body::empty())
+            .expect("request"),
+    )
+    .await
+}
+
+fn lookups(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with("warden_api_key_store_lookups_total"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn create_use_list_revoke_through_the_cli_and_the_gateway() {
+    let setup = Setup::new("");
+    let (id, key) = setup.create(&[
+        "--name",
+        "ci-bot",
+        "--tenant",
+        "acme",
+        "--roles",
+        "user,viewer",
+        "--scopes",
+        "read:agent",
+    ]);
+    assert!(key.starts_with("wdn_") && key.len() == 42, "{key}");
+    let gw = setup.gateway(Arc::new(ManualClock::starting_now())).await;
+
+    let reply = with_key(&gw, "x-api-key", &key).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let seen = gw.upstream.last();
+    assert_eq!(seen.headers["x-warden-subject"], id.as_str());
+    assert_eq!(seen.headers["x-warden-tenant"], "acme");
+    assert_eq!(seen.headers["x-warden-roles"], "user,viewer");
+    assert_eq!(seen.headers["x-warden-scopes"], "read:agent");
+    assert_eq!(seen.headers["x-warden-auth-method"], "api_key");
+    assert!(
+        seen.headers.get("x-api-key").is_none(),
+        "the key was forwarded"
+    );
+
+    // list shows the key's metadata, never the key.
+    let output = setup.keys(&["list"]);
+    let listing = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        listing.contains(&id) && listing.contains("ci-bot") && listing.contains("active"),
+        "{listing}"
+    );
+    assert!(!listing.contains(&key));
+    let output = setup.keys(&["list", "--json"]);
+    assert!(!String::from_utf8_lossy(&output.stdout).contains(&key));
+
+    // Revocation takes effect within the documented bound (cache_ttl: 1s here).
+    let output = setup.keys(&["revoke", &id]);
+    assert!(output.status.success());
+    let mut rejected = false;
+    for _ in 0..40 {
+        if with_key(&gw, "x-api-key", &key).await.status == 401 {
+            rejected = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(rejected, "revoked key still accepted after 4s");
+    with_key(&gw, "x-api-key", &key).await.assert_problem(401);
+    assert!(String::from_utf8_lossy(&setup.keys(&["list"]).stdout).contains("revoked"));
+    assert_eq!(
+        setup.keys(&["revoke", "key_doesnotexist"]).status.code(),
+        Some(1)
+    );
+
+    // No plaintext key anywhere in the database files.
+    tokio::time::sleep(Duration::from_millis(1200)).await; // let usage flush run once
+    for file in std::fs::read_dir(&setup.dir).expect("dir").flatten() {
+        let bytes = std::fs::read(file.path()).expect("read");
+        assert!(
+            !bytes.windows(key.len()).any(|w| w == key.as_bytes()),
+            "plaintext key in {:?}",
+            file.path()
+        );
+    }
+    let listing = String::from_utf8_lossy(&setup.keys(&["list", "--json"]).stdout).into_owned();
+    assert!(
+        listing.contains("\"last_used_at\":1") || listing.contains("\"last_used_at\":2"),
+        "usage recorded: {listing}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expiry_and_rotation_follow_the_clock() {
+    let setup = Setup::new("");
+    let (_short_id, short) = setup.create(&["--name", "short", "--expires", "1h"]);
+    let (old_id, old) = setup.create(&["--name", "rotating"]);
+    let clock = Arc::new(ManualClock::starting_now());
+    let gw = setup.gateway(clock.clone()).await;
+    assert_eq!(with_key(&gw, "x-api-key", &short).await.status, 200);
+    assert_eq!(with_key(&gw, "x-api-key", &old).await.status, 200);
+
+    let output = setup.keys(&["rotate", &old_id, "--grace", "2h"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let new = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    assert_ne!(new, old);
+    // During the grace period both keys work.
+    clock.advance(Duration::from_secs(2)); // past the 1 s cache of the old record
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(with_key(&gw, "x-api-key", &old).await.status, 200);
+    assert_eq!(with_key(&gw, "x-api-key", &new).await.status, 200);
+    // After an hour the short key expired; after the grace only the new key works.
+    clock.advance(Duration::from_secs(3601));
+    with_key(&gw, "x-api-key", &short).await.assert_problem(401);
+    assert_eq!(
+        with_key(&gw, "x-api-key", &old).await.status,
+        200,
+        "still in grace"
+    );
+    clock.advance(Duration::from_secs(3600));
+    with_key(&gw, "x-api-key", &old).await.assert_problem(401);
+    assert_eq!(with_key(&gw, "x-api-key", &new).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_keys_are_refused_without_a_store_lookup() {
+    let setup = Setup::new(", authorization_scheme: true");
+    let (_, key) = setup.create(&["--name", "k"]);
+    let gw = setup.gateway(Arc::new(ManualClock::starting_now())).await;
+    let before = lookups(&get(&gw.admin_url("/metrics")).await.text());
+    let mut tampered = key.clone().into_bytes();
+    tampered[20] = if tampered[20] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).expect("ascii");
+    for bad in [
+        tampered.as_str(),
+        &key.replacen("wdn_", "wdx_", 1),
+        &key[..41],
+        "wdn_",
+        "not-a-key",
+    ] {
+        with_key(&gw, "x-api-key", bad).await.assert_problem(401);
+    }
+    let after = lookups(&get(&gw.admin_url("/metrics")).await.text());
+    assert_eq!(after, before, "a malformed key reached the store");
+    // Authorization: ApiKey works when enabled, and is not forwarded.
+    let reply = with_key(&gw, "authorization", &format!("ApiKey {key}")).await;
+    assert_eq!(reply.status, 200);
+    assert!(gw.upstream.last().headers.get("authorization").is_none());
+    // Two different keys in one request are ambiguous.
+    let (_, other) = setup.create(&["--name", "other"]);
+    let reply = send(
+        &client(),
+        request("GET", &gw.url("/private"))
+            .header("x-api-key", &key)
+            .header("authorization", format!("ApiKey {other}"))
+            .body(warden::body::empty())
+            .expect("request"),
+    )
+    .await;
+    reply.assert_problem(400);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_and_a_bearer_token_for_different_subjects_are_refused() {
+    let dir = temp_dir("api-keys-jwt");
+    let signing = warden_gateway::token::SigningKey::generate(
+        jsonwebtoken::Algorithm::ES256,
+        Some("k".into()),
+    )
+    .expect("key");
+    std::fs::write(
+        dir.join("jwks.json"),
+        warden_gateway::token::jwks(&[&signing]).to_string(),
+    )
+    .expect("write");
+    let setup = Setup {
+        config: dir.join("warden.yaml"),
+        dir: dir.clone(),
+    };
+    std::fs::write(
+        &setup.config,
+        r#"
+upstream: { url: "http://127.0.0.1:9" }
+auth:
+  jwt: [{ name: idp, issuer: "https://idp.test", audiences: [api], jwks_file: jwks.json, algorithms: [ES256] }]
+  api_keys: { store: "sqlite://keys.db", pepper: "${env:TEST_KEY_PEPPER}" }
+routes:
+  - { path: /private }
+"#,
+    )
+    .expect("write");
+    let (_, key) = setup.create(&["--name", "k"]);
+    let gw = setup.gateway(Arc::new(ManualClock::starting_now())).await;
+    let now = warden_gateway::token::now_unix();
+    let token = signing
+        .mint(&serde_json::json!({"iss": "https://idp.test", "aud": "api", "sub": "alice", "exp": now + 60}))
+        .expect("mint");
+    let reply = send(
+        &client(),
+        request("GET", &gw.url("/private"))
+            .header("authorization", format!("Bearer {token}"))
+            .header("x-api-key", &key)
+            .body(warden::body::empty())
+            .expect("request"),
+    )
+    .await;
+    reply.assert_problem(400);
+    // Each alone is fine.
+    assert_eq!(with_key(&gw, "x-api-key", &key).await.status, 200);
+    assert_eq!(
+        with_key(&gw, "authorization", &format!("Bearer {token}"))
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_use_while_keys_are_created_and_revoked() {
+    let setup = Arc::new(Setup::new(""));
+    let stable: Vec<String> = (0..4)
+        .map(|i| setup.create(&["--name", &format!("stable-{i}")]).1)
+        .collect();
+    let doomed: Vec<(String, String)> = (0..2)
+        .map(|i| setup.create(&["--name", &format!("doomed-{i}")]))
+        .collect();
+    let gw = Arc::new(setup.gateway(Arc::new(ManualClock::starting_now())).await);
+    let admin = {
+        let setup = setup.clone();
+        let doomed = doomed.clone();
+        tokio::task::spawn_blocking(move || {
+            for i in 0..5 {
+                setup.create(&["--name", &format!("new-{i}")]);
+            }
+            for (id, _) in &doomed {
+                assert!(setup.keys(&["revoke", id]).status.success());
+            }
+        })
+    };
+    let mut workers = Vec::new();
+    for worker in 0..8 {
+        let gw = gw.clone();
+        let key = stable[worker % stable.len()].clone();
+        workers.push(tokio::spawn(async move {
+            let client = client();
+            for _ in 0..40 {
+                let req = request("GET", &gw.url("/private"))
+                    .header("x-api-key", &key)
+                    .body(warden::body::empty())
+                    .expect("request");
+                let reply = send(&client, req).await;
+                assert_eq!(reply.status, 200, "{}", reply.text());
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await.expect("worker");
+    }
+    admin.await.expect("admin");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for (_, key) in &doomed {
+        with_key(&gw, "x-api-key", key).await.assert_problem(401);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn store_failures_answer_503_and_unusable_stores_stop_startup() {
+    let setup = Setup::new(", busy_timeout: 200ms");
+    let (_, key) = setup.create(&["--name", "k"]);
+    let gw = setup.gateway(Arc::new(ManualClock::starting_now())).await;
+    assert_eq!(with_key(&gw, "x-api-key", &key).await.status, 200);
+
+    // The database file is damaged under the running gateway (disk trouble, a bad restore).
+    for file in ["keys.db", "keys.db-wal"] {
+        let path = setup.dir.join(file);
+        if path.exists() {
+            std::fs::write(&path, vec![0x5a; 8192]).expect("corrupt");
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await; // the cached record expires
+    let reply = with_key(&gw, "x-api-key", &key).await;
+    reply.assert_problem(503);
+    assert!(
+        reply.header("www-authenticate").is_none(),
+        "a store failure is not a credential problem"
+    );
+    assert_eq!(reply.json()["type"], "urn:warden:problem:auth-unavailable");
+
+    // A file that is not a database: the gateway refuses to start.
+    let broken = Setup::new("");
+    std::fs::write(broken.db(), vec![b'x'; 4096]).expect("write");
+    let upstream = upstream().await;
+    let text = std::fs::read_to_string(&broken.config).expect("read");
+    let env = vec![("TEST_KEY_PEPPER".to_owned(), PEPPER.to_owned())];
+    let mut parsed = warden_gateway::config::load::parse_raw(
+        &text,
+        warden_gateway::config::load::Format::Yaml,
+        &env,
+        &[
+            ("server.listen", serde_json::json!("127.0.0.1:0")),
+            ("server.admin_listen", serde_json::json!("127.0.0.1:0")),
+            ("upstream.url", serde_json::json!(upstream.url())),
+        ],
+    )
+    .expect("parse");
+    parsed.base_dir = Some(broken.dir.clone());
+    let config = warden_gateway::config::compile::compile_parsed(parsed).expect("compile");
+    let err = Gateway::start(config)
+        .await
+        .err()
+        .expect("refuses to start");
+    assert!(err.to_string().contains("API key store"), "{err}");
+}
