@@ -415,9 +415,6 @@ async fn store_failures_answer_503_and_unusable_stores_stop_startup() {
     .expect("parse");
     parsed.base_dir = Some(broken.dir.clone());
     let config = warden_gateway::config::compile::compile_parsed(parsed).expect("compile");
-    let err = Gateway::start(config)
-        .await
-        .err()
-        .expect("refuses to start");
+    let err = Gateway::start(config).await.expect_err("refuses to start");
     assert!(err.to_string().contains("API key store"), "{err}");
 }
