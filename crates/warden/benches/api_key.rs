@@ -10,7 +10,9 @@ use warden::authn::api_key_sqlite::{NewKey, SqliteKeyStore};
 use warden::clock::SystemClock;
 
 fn bench(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
     let dir = std::env::temp_dir().join(format!("warden-bench-keys-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
@@ -30,7 +32,12 @@ fn bench(c: &mut Criterion) {
     let (_, key) = store.create(&pepper, &new, 0).expect("create");
     let store = Arc::new(store);
     let clock = Arc::new(SystemClock);
-    let cached = ApiKeyAuthenticator::new(ApiKeySettings::default(), pepper.clone(), store.clone(), clock.clone());
+    let cached = ApiKeyAuthenticator::new(
+        ApiKeySettings::default(),
+        pepper.clone(),
+        store.clone(),
+        clock.clone(),
+    );
     let uncached = ApiKeyAuthenticator::new(
         ApiKeySettings {
             cache_capacity: 0,

@@ -841,4 +841,39 @@ routes:
         assert_eq!(config.routes[0].max_body_bytes, 1024);
         assert_eq!(config.upstream.base_path, "/base");
     }
+
+    #[test]
+    fn secrets_must_be_references_and_long_enough() {
+        let literal = "upstream: { url: http://127.0.0.1:8000 }\nauth:\n  api_keys: { store: 'sqlite://k.db', pepper: 'literal-pepper-that-is-long-enough-0123456789' }\n  jwt: [{ name: a, issuer: 'https://a.test', audiences: [x], secret: 'literal-hmac-secret-long-enough-0123456789', algorithms: [HS256] }]\nroutes: [{ path: /a }]\n";
+        let errors = compile_yaml(literal).expect_err("literals refused").0;
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert!(paths.contains(&"auth.api_keys.pepper"), "{paths:?}");
+        assert!(paths.contains(&"auth.jwt[0].secret"), "{paths:?}");
+
+        let env = vec![("PEPPER".to_owned(), "short".to_owned())];
+        let short = "upstream: { url: http://127.0.0.1:8000 }\nauth:\n  api_keys: { store: 'mysql://k', pepper: '${env:PEPPER}' }\nroutes: [{ path: /a }]\n";
+        let parsed = parse_raw(short, Format::Yaml, &env, &[]).expect("parse");
+        let errors = compile_parsed(parsed)
+            .expect_err("short pepper, bad store")
+            .to_string();
+        assert!(
+            errors.contains("auth.api_keys.pepper: must be at least 32 bytes"),
+            "{errors}"
+        );
+        assert!(
+            errors.contains("auth.api_keys.store: expected sqlite://PATH"),
+            "{errors}"
+        );
+    }
+
+    #[test]
+    fn none_is_never_an_algorithm_and_families_do_not_mix() {
+        let yaml = "upstream: { url: http://127.0.0.1:8000 }\nauth:\n  jwt: [{ name: a, issuer: 'https://a.test', audiences: [x], jwks_uri: 'https://a.test/jwks', algorithms: [None, RS256, HS256] }]\nroutes: [{ path: /a }]\n";
+        let errors = compile_yaml(yaml).expect_err("invalid").to_string();
+        assert!(
+            errors.contains("auth.jwt[0].algorithms[0]: \"none\" is never allowed"),
+            "{errors}"
+        );
+        assert!(errors.contains("do not mix HMAC"), "{errors}");
+    }
 }
