@@ -22,15 +22,7 @@ use warden::rejection::{Rejection, RejectionKind};
 /// A route's complete per-route stack.
 pub type RouteService = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
 
-/// The matched route, in request extensions (for later policy) and response extensions (for
-/// metrics and logs).
-#[derive(Clone, Debug)]
-pub struct MatchedRoute {
-    /// The route's name.
-    pub name: Arc<str>,
-    /// Path parameters from the template, in order.
-    pub params: Vec<(String, String)>,
-}
+pub use warden::routing::MatchedRoute;
 
 #[derive(Clone, Debug)]
 struct Handler {

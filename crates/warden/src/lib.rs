@@ -56,6 +56,7 @@
 #![warn(missing_docs)]
 
 pub mod authn;
+pub mod authz;
 pub mod body;
 pub mod canonical;
 pub mod catch_panic;
@@ -67,4 +68,5 @@ pub mod identity_headers;
 pub mod limit;
 pub mod rejection;
 pub mod request_id;
+pub mod routing;
 pub mod timeout;

@@ -55,6 +55,8 @@ pub enum RejectionKind {
     StepUpRequired,
     /// Credentials could not be checked because a key server is unavailable (503).
     AuthUnavailable,
+    /// Authenticated, but not allowed to do this (403).
+    Forbidden,
     /// No route matches the canonical path.
     NotFound,
     /// A route matches the path but not the method.
@@ -88,6 +90,7 @@ impl RejectionKind {
             RejectionKind::InvalidAuthRequest => "invalid_auth_request",
             RejectionKind::StepUpRequired => "step_up_required",
             RejectionKind::AuthUnavailable => "auth_unavailable",
+            RejectionKind::Forbidden => "forbidden",
             RejectionKind::NotFound => "not_found",
             RejectionKind::MethodNotAllowed => "method_not_allowed",
             RejectionKind::PayloadTooLarge => "payload_too_large",
@@ -110,6 +113,7 @@ impl RejectionKind {
             | RejectionKind::InvalidCredentials
             | RejectionKind::StepUpRequired => StatusCode::UNAUTHORIZED,
             RejectionKind::AuthUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            RejectionKind::Forbidden => StatusCode::FORBIDDEN,
             RejectionKind::NotFound => StatusCode::NOT_FOUND,
             RejectionKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             RejectionKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -133,6 +137,7 @@ impl RejectionKind {
             RejectionKind::InvalidAuthRequest => "Ambiguous credentials",
             RejectionKind::StepUpRequired => "Stronger authentication required",
             RejectionKind::AuthUnavailable => "Authentication temporarily unavailable",
+            RejectionKind::Forbidden => "Forbidden",
             RejectionKind::NotFound => "Not found",
             RejectionKind::MethodNotAllowed => "Method not allowed",
             RejectionKind::PayloadTooLarge => "Request body too large",
@@ -156,6 +161,7 @@ impl RejectionKind {
             RejectionKind::InvalidAuthRequest => "urn:warden:problem:invalid-auth-request",
             RejectionKind::StepUpRequired => "urn:warden:problem:step-up-required",
             RejectionKind::AuthUnavailable => "urn:warden:problem:auth-unavailable",
+            RejectionKind::Forbidden => "urn:warden:problem:forbidden",
             RejectionKind::NotFound => "urn:warden:problem:not-found",
             RejectionKind::MethodNotAllowed => "urn:warden:problem:method-not-allowed",
             RejectionKind::PayloadTooLarge => "urn:warden:problem:payload-too-large",

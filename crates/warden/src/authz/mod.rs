@@ -1,0 +1,348 @@
+//! Authorization: may this identity do this thing (DESIGN.md §2 step 12)?
+//!
+//! Per route, right after authentication. Each route carries its requirements, compiled at
+//! configuration load: permissions (all/any), a minimum role, OAuth scopes (all/any) and tenant
+//! bindings. Deny by default: every requirement must hold; the first that fails answers 403 with
+//! a generic problem body, and its reason goes to the log and the response extensions (for the
+//! audit trail), never to the client. A tenant mismatch is 403 whether or not the other
+//! tenant's resource exists, so the answer reveals nothing about other tenants.
+
+pub mod rbac;
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_util::future::Either;
+use http::{HeaderName, Request, Response};
+use tower::{Layer, Service};
+
+use crate::body::Body;
+use crate::identity::Identity;
+use crate::rejection::{Rejection, RejectionKind};
+use crate::request_id::RequestId;
+use crate::routing::MatchedRoute;
+use rbac::RoleTable;
+
+/// One condition a route imposes.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Requirement {
+    /// Every one of these permissions.
+    AllPermissions(Vec<String>),
+    /// At least one of these permissions.
+    AnyPermission(Vec<String>),
+    /// A role at or above this hierarchy rank (the name is for messages).
+    RoleAtLeast(usize, String),
+    /// Every one of these scopes.
+    AllScopes(Vec<String>),
+    /// At least one of these scopes.
+    AnyScope(Vec<String>),
+    /// The path parameter must equal the identity's tenant.
+    TenantParam(String),
+    /// The request header must equal the identity's tenant.
+    TenantHeader(HeaderName),
+}
+
+/// A denial, for logs and audit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Denied {
+    /// Which kind of rule denied (`permission`, `role`, `scope`, `tenant`).
+    pub rule: &'static str,
+    /// Why, in words (never sent to the client).
+    pub reason: String,
+}
+
+/// An allowed or denied decision, kept in response extensions for the audit trail.
+#[derive(Clone, Debug)]
+pub enum Decision {
+    /// Every requirement held.
+    Allowed,
+    /// A requirement failed.
+    Denied(Denied),
+}
+
+/// A route's compiled requirements.
+#[derive(Clone, Debug)]
+pub struct RouteAuthorizer {
+    roles: Arc<RoleTable>,
+    requirements: Vec<Requirement>,
+}
+
+fn deny(rule: &'static str, reason: String) -> Result<(), Denied> {
+    Err(Denied { rule, reason })
+}
+
+impl RouteAuthorizer {
+    /// Requirements over a role table.
+    pub fn new(roles: Arc<RoleTable>, requirements: Vec<Requirement>) -> Self {
+        RouteAuthorizer {
+            roles,
+            requirements,
+        }
+    }
+
+    /// Checks every requirement against `who` for the request in `parts`.
+    pub fn authorize(&self, who: &Identity, parts: &http::request::Parts) -> Result<(), Denied> {
+        for requirement in &self.requirements {
+            match requirement {
+                Requirement::AllPermissions(wanted) => {
+                    if let Some(missing) = wanted.iter().find(|p| !self.roles.allows(&who.roles, p))
+                    {
+                        return deny(
+                            "permission",
+                            format!("roles {:?} lack permission {missing:?}", who.roles),
+                        );
+                    }
+                }
+                Requirement::AnyPermission(wanted) => {
+                    if !wanted.iter().any(|p| self.roles.allows(&who.roles, p)) {
+                        return deny(
+                            "permission",
+                            format!("roles {:?} lack all of {wanted:?}", who.roles),
+                        );
+                    }
+                }
+                Requirement::RoleAtLeast(rank, name) => {
+                    if self
+                        .roles
+                        .highest_rank(&who.roles)
+                        .is_none_or(|have| have < *rank)
+                    {
+                        return deny("role", format!("roles {:?} are below {name:?}", who.roles));
+                    }
+                }
+                Requirement::AllScopes(wanted) => {
+                    if let Some(missing) = wanted.iter().find(|s| !who.scopes.contains(s)) {
+                        return deny("scope", format!("scope {missing:?} missing"));
+                    }
+                }
+                Requirement::AnyScope(wanted) => {
+                    if !wanted.iter().any(|s| who.scopes.contains(s)) {
+                        return deny("scope", format!("none of the scopes {wanted:?}"));
+                    }
+                }
+                Requirement::TenantParam(param) => {
+                    let value = parts
+                        .extensions
+                        .get::<MatchedRoute>()
+                        .and_then(|route| route.param(param));
+                    tenant_matches(who, value, param)?;
+                }
+                Requirement::TenantHeader(header) => {
+                    let mut values = parts.headers.get_all(header).iter();
+                    let value = match (values.next(), values.next()) {
+                        (Some(v), None) => v.to_str().ok(),
+                        _ => None,
+                    };
+                    tenant_matches(who, value, header.as_str())?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Exact, case-sensitive comparison of the canonical value with the identity's tenant.
+fn tenant_matches(who: &Identity, value: Option<&str>, source: &str) -> Result<(), Denied> {
+    let Some(tenant) = who.tenant.as_deref() else {
+        return deny(
+            "tenant",
+            format!("identity {:?} has no tenant", who.subject),
+        );
+    };
+    match value {
+        Some(value) if value == tenant => Ok(()),
+        Some(value) => deny(
+            "tenant",
+            format!("{source} {value:?} is not the identity's tenant {tenant:?}"),
+        ),
+        None => deny("tenant", format!("{source} missing or ambiguous")),
+    }
+}
+
+/// Layer applying a [`RouteAuthorizer`] to authenticated requests.
+#[derive(Clone, Debug)]
+pub struct AuthzLayer {
+    authorizer: Arc<RouteAuthorizer>,
+}
+
+impl AuthzLayer {
+    /// Enforces `authorizer`.
+    pub fn new(authorizer: RouteAuthorizer) -> Self {
+        AuthzLayer {
+            authorizer: Arc::new(authorizer),
+        }
+    }
+}
+
+impl<S> Layer<S> for AuthzLayer {
+    type Service = Authz<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Authz {
+            inner,
+            authorizer: self.authorizer.clone(),
+        }
+    }
+}
+
+/// Service produced by [`AuthzLayer`].
+#[derive(Clone, Debug)]
+pub struct Authz<S> {
+    inner: S,
+    authorizer: Arc<RouteAuthorizer>,
+}
+
+impl<S> Service<Request<Body>> for Authz<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>>,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = Either<std::future::Ready<Result<Response<Body>, S::Error>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let (parts, body) = req.into_parts();
+        // Authentication runs first and always leaves an identity; without one, deny.
+        let verdict = match parts.extensions.get::<Arc<Identity>>() {
+            Some(who) => self.authorizer.authorize(who, &parts),
+            None => deny("identity", "no authenticated identity".into()),
+        };
+        match verdict {
+            Ok(()) => Either::Right(self.inner.call(Request::from_parts(parts, body))),
+            Err(denied) => {
+                let request_id = parts.extensions.get::<RequestId>();
+                tracing::info!(
+                    target: "warden::authz",
+                    request_id = request_id.map(RequestId::as_str),
+                    rule = denied.rule,
+                    reason = %denied.reason,
+                    "request denied"
+                );
+                let mut response =
+                    Rejection::new(RejectionKind::Forbidden).into_response(request_id);
+                response.extensions_mut().insert(Decision::Denied(denied));
+                Either::Left(std::future::ready(Ok(response)))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::{AuthMethod, CredentialSource};
+
+    fn identity(roles: &[&str], scopes: &[&str], tenant: Option<&str>) -> Identity {
+        let mut id = Identity::new(
+            "alice",
+            AuthMethod::Jwt,
+            CredentialSource::AuthorizationHeader,
+        );
+        id.roles = roles.iter().map(|s| (*s).to_owned()).collect();
+        id.scopes = scopes.iter().map(|s| (*s).to_owned()).collect();
+        id.tenant = tenant.map(str::to_owned);
+        id
+    }
+
+    fn parts(params: &[(&str, &str)], headers: &[(&str, &str)]) -> http::request::Parts {
+        let mut builder = Request::builder();
+        for (n, v) in headers {
+            builder = builder.header(*n, *v);
+        }
+        let (mut parts, _) = builder.body(()).expect("request").into_parts();
+        parts.extensions.insert(MatchedRoute {
+            name: "r".into(),
+            params: params
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        });
+        parts
+    }
+
+    fn table() -> Arc<RoleTable> {
+        let roles = vec![
+            ("viewer".to_owned(), vec!["read:agent".to_owned()]),
+            ("admin".to_owned(), vec!["delete:agent".to_owned()]),
+        ];
+        Arc::new(RoleTable::new(&roles, &["viewer".into(), "admin".into()]).expect("table"))
+    }
+
+    #[test]
+    fn every_requirement_must_hold() {
+        let authz = RouteAuthorizer::new(
+            table(),
+            vec![
+                Requirement::AllPermissions(vec!["read:agent".into()]),
+                Requirement::AnyScope(vec!["agents".into(), "all".into()]),
+                Requirement::TenantParam("tenant_id".into()),
+            ],
+        );
+        let p = parts(&[("tenant_id", "acme")], &[]);
+        assert!(
+            authz
+                .authorize(&identity(&["viewer"], &["agents"], Some("acme")), &p)
+                .is_ok()
+        );
+        assert_eq!(
+            authz
+                .authorize(&identity(&[], &["agents"], Some("acme")), &p)
+                .expect_err("no role")
+                .rule,
+            "permission"
+        );
+        assert_eq!(
+            authz
+                .authorize(&identity(&["admin"], &[], Some("acme")), &p)
+                .expect_err("no scope")
+                .rule,
+            "scope"
+        );
+        for tenant in [Some("other"), Some("ACME"), None] {
+            let err = authz
+                .authorize(&identity(&["admin"], &["all"], tenant), &p)
+                .expect_err("tenant");
+            assert_eq!(err.rule, "tenant");
+        }
+    }
+
+    #[test]
+    fn minimum_role_and_tenant_header() {
+        let authz = RouteAuthorizer::new(
+            table(),
+            vec![
+                Requirement::RoleAtLeast(1, "admin".into()),
+                Requirement::TenantHeader(HeaderName::from_static("x-tenant-id")),
+            ],
+        );
+        let good = parts(&[], &[("x-tenant-id", "acme")]);
+        assert!(
+            authz
+                .authorize(&identity(&["admin"], &[], Some("acme")), &good)
+                .is_ok()
+        );
+        assert!(
+            authz
+                .authorize(&identity(&["viewer"], &[], Some("acme")), &good)
+                .is_err()
+        );
+        let mut twice = parts(&[], &[("x-tenant-id", "acme")]);
+        twice
+            .headers
+            .append("x-tenant-id", "other".parse().expect("value"));
+        assert!(
+            authz
+                .authorize(&identity(&["admin"], &[], Some("acme")), &twice)
+                .is_err()
+        );
+        assert!(
+            authz
+                .authorize(&identity(&["admin"], &[], Some("acme")), &parts(&[], &[]))
+                .is_err()
+        );
+    }
+}

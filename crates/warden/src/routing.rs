@@ -1,0 +1,24 @@
+//! What routing decided, shared by the layers after it (authorization reads path parameters,
+//! metrics and audit read the route name).
+
+use std::sync::Arc;
+
+/// The matched route, in request extensions (for policy) and response extensions (for metrics
+/// and logs).
+#[derive(Clone, Debug)]
+pub struct MatchedRoute {
+    /// The route's name.
+    pub name: Arc<str>,
+    /// Path parameters from the template, in order, as they appear in the canonical path.
+    pub params: Vec<(String, String)>,
+}
+
+impl MatchedRoute {
+    /// The value of path parameter `name`.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
