@@ -127,8 +127,8 @@ pub async fn run() -> Result<(), DemoError> {
 /// Tokens the demo prints.
 #[derive(Debug)]
 pub struct DemoTokens {
-    /// A viewer in tenant acme.
-    pub viewer: String,
+    /// A user (may read and run agents, not delete them) in tenant acme.
+    pub user: String,
     /// Same user, expired an hour ago.
     pub expired: String,
     /// An admin who just passed MFA (satisfies the DELETE step-up).
@@ -149,8 +149,8 @@ impl DemoTokens {
         admin["acr"] = "mfa".into();
         admin["auth_time"] = now.into();
         Ok(DemoTokens {
-            viewer: key.mint(&base("alice", &["viewer"], now, now + 3600))?,
-            expired: key.mint(&base("alice", &["viewer"], now - 7200, now - 3600))?,
+            user: key.mint(&base("alice", &["user"], now, now + 3600))?,
+            expired: key.mint(&base("alice", &["user"], now - 7200, now - 3600))?,
             admin_mfa: key.mint(&admin)?,
         })
     }
@@ -190,7 +190,7 @@ fn print_instructions(
     api_key: &str,
 ) {
     let g = format!("http://{addr}");
-    let (token, expired, admin_token) = (&tokens.viewer, &tokens.expired, &tokens.admin_mfa);
+    let (token, expired, admin_token) = (&tokens.user, &tokens.expired, &tokens.admin_mfa);
     let key_file = key_file.display();
     println!(
         r#"Warden demo
@@ -219,10 +219,15 @@ curl -i {g}/api/v1/agents -H 'Authorization: Bearer {expired}'
 #      without a database lookup (manage them with `warden keys`)
 curl -i {g}/api/v1/agents -H 'X-API-Key: {api_key}'
 
-# 1c. Step-up: DELETE needs acr=mfa within 5 minutes (RFC 9470); the viewer gets 401
-#     insufficient_user_authentication, the freshly authenticated admin passes
+# 1c. Authorization: alice (role user) may read and run but not delete (403); the admin who just passed MFA
+#     may (DELETE also needs acr=mfa within 5 minutes, RFC 9470 step-up)
 curl -i -X DELETE {g}/api/v1/agents/42 -H 'Authorization: Bearer {token}'
 curl -i -X DELETE {g}/api/v1/agents/42 -H 'Authorization: Bearer {admin_token}'
+
+# 1d. Tenant isolation: alice (tenant acme) reads acme's agents, not globex's (403, and the
+#     answer is the same whether or not globex exists)
+curl -i {g}/api/v1/tenants/acme/agents -H 'Authorization: Bearer {token}'
+curl -i {g}/api/v1/tenants/globex/agents -H 'Authorization: Bearer {token}'
 
 # 2. Deny by default: unknown path 404, wrong method 405 with Allow (problem+json bodies)
 curl -i {g}/api/v1/admin
@@ -318,6 +323,10 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
         (&Method::GET, ["api", "v1", "agents", id]) => json(
             StatusCode::OK,
             serde_json::json!({"id": id, "name": "researcher"}),
+        ),
+        (&Method::GET, ["api", "v1", "tenants", tenant, "agents"]) => json(
+            StatusCode::OK,
+            serde_json::json!({"tenant": tenant, "agents": [{"id": "42"}]}),
         ),
         (&Method::DELETE, ["api", "v1", "agents", id]) => {
             json(StatusCode::OK, serde_json::json!({"deleted": id}))

@@ -11,7 +11,9 @@
 //! 8. router: canonical path, client IP, route match (404/405).
 //!
 //! Per-route stack: head limits and streamed body limit, authentication (unless the route is
-//! `auth: none`; step-up where configured), then the proxy.
+//! `auth: none`), authorization (permissions, minimum role, scopes, tenant binding), RFC 9470
+//! step-up where configured (after authorization: no re-authentication prompt for a caller who
+//! may not use the route anyway), then the proxy.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -20,7 +22,8 @@ use http::{Request, Response};
 use tower::ServiceBuilder;
 use tower::util::BoxCloneSyncService;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use warden::authn::{Authenticator, AuthnLayer};
+use warden::authn::{Authenticator, AuthnLayer, StepUpLayer};
+use warden::authz::{AuthzLayer, RouteAuthorizer};
 use warden::body::Body;
 use warden::catch_panic::CatchPanicLayer;
 use warden::clock::{Clock, SystemClock};
@@ -116,19 +119,27 @@ fn build_router(
             max_body_bytes: route.max_body_bytes,
         };
         let authn = (!route.public).then(|| {
-            let mut layer = AuthnLayer::new(auth.chain.clone(), auth.clock.clone())
-                .forward_credentials(route.forward_credentials);
-            if let Some(step_up) = &route.step_up {
-                layer = layer.step_up(step_up.clone());
-            }
-            layer
+            AuthnLayer::new(auth.chain.clone()).forward_credentials(route.forward_credentials)
         });
+        let step_up = route
+            .step_up
+            .clone()
+            .filter(|_| !route.public)
+            .map(|requirement| StepUpLayer::new(requirement, auth.clock.clone()));
         if authn.is_some() && auth.chain.is_empty() {
             return Err(StackError::NoAuthenticator(route.name.clone()));
         }
+        let authz = (!route.public && !route.requirements.is_empty()).then(|| {
+            AuthzLayer::new(RouteAuthorizer::new(
+                config.roles.clone(),
+                route.requirements.clone(),
+            ))
+        });
         let service = ServiceBuilder::new()
             .layer(BodyLimitLayer::new(limits))
             .option_layer(authn)
+            .option_layer(authz)
+            .option_layer(step_up)
             .service(leaf());
         let service: RouteService = BoxCloneSyncService::new(service);
         builder.route(&route.name, &route.path, &route.methods, service);

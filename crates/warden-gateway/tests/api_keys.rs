@@ -31,7 +31,7 @@ upstream: {{ url: "http://127.0.0.1:9" }}
 auth:
   api_keys: {{ store: "sqlite://keys.db", pepper: "${{env:TEST_KEY_PEPPER}}", cache_ttl: 1s, touch_interval: 1s {extra} }}
 routes:
-  - {{ path: /private, methods: [GET, POST] }}
+  - {{ path: /private, methods: [GET, POST], authorize: authenticated }}
 "#
             ),
         )
@@ -295,7 +295,7 @@ auth:
   jwt: [{ name: idp, issuer: "https://idp.test", audiences: [api], jwks_file: jwks.json, algorithms: [ES256] }]
   api_keys: { store: "sqlite://keys.db", pepper: "${env:TEST_KEY_PEPPER}" }
 routes:
-  - { path: /private }
+  - { path: /private, authorize: authenticated }
 "#,
     )
     .expect("write");

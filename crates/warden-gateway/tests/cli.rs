@@ -44,7 +44,7 @@ fn token_keygen_and_mint_produce_tokens_the_gateway_accepts_and_refuse_productio
     let development = temp_file(
         "dev.yaml",
         &format!(
-            "server: {{ environment: development }}\nupstream: {{ url: 'http://127.0.0.1:9' }}\nauth:\n  jwt:\n    - {{ name: dev, issuer: 'https://dev.test', audiences: [api], jwks_file: '{}', algorithms: [ES256] }}\nroutes: [{{ path: /a }}]\n",
+            "server: {{ environment: development }}\nupstream: {{ url: 'http://127.0.0.1:9' }}\nauth:\n  jwt:\n    - {{ name: dev, issuer: 'https://dev.test', audiences: [api], jwks_file: '{}', algorithms: [ES256] }}\nroutes: [{{ path: /a, authorize: authenticated }}]\n",
             jwks.display()
         ),
     );
@@ -211,7 +211,7 @@ async fn serve_logs_json_without_secrets_and_stops_cleanly_on_sigterm() {
         &format!(
             "server: {{ listen: '127.0.0.1:{port}', admin_listen: '127.0.0.1:{admin}' }}\nupstream: {{ url: '{}' }}\n\
              auth: {{ jwt: [{{ name: idp, issuer: 'https://idp.test', audiences: [api], jwks_file: '{}', algorithms: [ES256] }}] }}\n\
-             routes: [{{ path: /echo, auth: none }}, {{ path: /private }}]\n",
+             routes: [{{ path: /echo, auth: none }}, {{ path: /private, authorize: authenticated }}]\n",
             upstream.url(),
             jwks.display()
         ),

@@ -78,7 +78,22 @@ async fn the_demo_serves_the_quickstart_and_its_examples_behave_as_printed() {
         .assert_problem(401);
     send(&client(), authed("DELETE", "/api/v1/agents/42", &token))
         .await
-        .assert_problem(401);
+        .assert_problem(403);
+    assert_eq!(
+        send(
+            &client(),
+            authed("GET", "/api/v1/tenants/acme/agents", &token)
+        )
+        .await
+        .status,
+        200
+    );
+    send(
+        &client(),
+        authed("GET", "/api/v1/tenants/globex/agents", &token),
+    )
+    .await
+    .assert_problem(403);
     assert_eq!(
         send(&client(), authed("DELETE", "/api/v1/agents/42", &admin_mfa))
             .await
@@ -117,7 +132,7 @@ async fn the_demo_serves_the_quickstart_and_its_examples_behave_as_printed() {
     assert_eq!(reply.status, 200);
     let seen = reply.json()["headers_seen_by_upstream"].clone();
     assert_eq!(seen["x-warden-subject"], "alice", "{seen}");
-    assert_eq!(seen["x-warden-roles"], "viewer", "{seen}");
+    assert_eq!(seen["x-warden-roles"], "user", "{seen}");
     assert!(seen.get("x_warden_roles").is_none(), "{seen}");
 
     let reply = send(

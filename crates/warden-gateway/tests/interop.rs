@@ -49,7 +49,7 @@ auth:
     - {{ name: py, issuer: "{issuer}", audiences: [agents], jwks_file: "{}", algorithms: [RS256, PS256, ES256, ES384, EdDSA] }}
     - {{ name: py-hmac, issuer: "{issuer}/hmac", audiences: [agents], secret: "${{env:PY_SECRET}}", algorithms: [HS256] }}
 routes:
-  - {{ path: /private }}
+  - {{ path: /private, authorize: authenticated }}
 "#,
         jwks_path.display()
     );

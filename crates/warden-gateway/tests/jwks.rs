@@ -137,7 +137,7 @@ auth:
       algorithms: [ES256]
       jwks: {{ {jwks} }}
 routes:
-  - {{ path: /private }}
+  - {{ path: /private, authorize: authenticated }}
 "#
     )
 }

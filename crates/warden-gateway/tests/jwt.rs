@@ -90,10 +90,10 @@ auth:
       secret: ${{env:TEST_JWT_SECRET}}
       algorithms: [HS256]
 routes:
-  - {{ path: /private, methods: [GET, POST] }}
+  - {{ path: /private, methods: [GET, POST], authorize: authenticated }}
   - {{ path: /public, auth: none }}
-  - {{ path: /forward, forward_credentials: true }}
-  - {{ path: /mfa, step_up: {{ acr: [mfa], max_age: 5m }} }}
+  - {{ path: /forward, forward_credentials: true, authorize: authenticated }}
+  - {{ path: /mfa, step_up: {{ acr: [mfa], max_age: 5m }}, authorize: authenticated }}
 "#,
         jwks = jwks_path.display()
     );

@@ -26,6 +26,8 @@ pub struct Config {
     pub upstream: Upstream,
     /// Authentication.
     pub auth: super::auth::AuthConfig,
+    /// Roles and their permissions (hierarchy folded in).
+    pub roles: std::sync::Arc<warden::authz::rbac::RoleTable>,
     /// CORS, if any origin is allowed.
     pub cors: Option<CorsConfig>,
     /// Security response headers.
@@ -137,6 +139,8 @@ pub struct RouteConfig {
     pub step_up: Option<warden::authn::StepUp>,
     /// Forward the client's credentials upstream.
     pub forward_credentials: bool,
+    /// Authorization requirements (empty: any authenticated identity, by explicit choice).
+    pub requirements: Vec<warden::authz::Requirement>,
 }
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -286,12 +290,14 @@ pub fn compile_parsed(parsed: Parsed) -> Result<Config, ConfigErrors> {
     let cors = compile_cors(&mut c, &raw.cors, server.environment);
     let headers = compile_headers(&mut c, &raw.headers);
     let auth = super::auth::compile_auth(&mut c, &raw.auth, server.environment);
-    let routes = compile_routes(&mut c, &raw.routes, &auth, &server.limits);
+    let roles = compile_roles(&mut c, &raw.authz);
+    let routes = compile_routes(&mut c, &raw.routes, &auth, &roles, &server.limits);
     if c.errors.is_empty() {
         Ok(Config {
             server,
             upstream,
             auth,
+            roles: std::sync::Arc::new(roles),
             cors,
             headers,
             routes,
@@ -629,10 +635,112 @@ fn compile_headers(c: &mut Compiler, raw: &RawHeaders) -> SecurityHeaders {
     policy
 }
 
+fn compile_roles(c: &mut Compiler, raw: &super::raw::RawAuthz) -> warden::authz::rbac::RoleTable {
+    let roles: Vec<(String, Vec<String>)> = raw
+        .roles
+        .iter()
+        .map(|(r, p)| (r.clone(), p.clone()))
+        .collect();
+    match warden::authz::rbac::RoleTable::new(&roles, &raw.role_hierarchy) {
+        Ok(table) => table,
+        Err(e) => {
+            c.error("authz", e.to_string());
+            warden::authz::rbac::RoleTable::default()
+        }
+    }
+}
+
+/// Parameter names of a route template (`{id}`, `{*rest}`).
+fn template_params(template: &str) -> Vec<&str> {
+    template
+        .split('/')
+        .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
+        .map(|name| name.trim_start_matches('*'))
+        .collect()
+}
+
+fn compile_requirements(
+    c: &mut Compiler,
+    i: usize,
+    route: &RawRoute,
+    roles: &warden::authz::rbac::RoleTable,
+) -> Vec<warden::authz::Requirement> {
+    use warden::authz::Requirement;
+    let at = |field: &str| format!("routes[{i}].{field}");
+    let mut requirements = Vec::new();
+    let check_permissions = |c: &mut Compiler, field: &str, list: &[String]| {
+        for (j, permission) in list.iter().enumerate() {
+            if !roles.grantable(permission) {
+                c.error(
+                    format!("routes[{i}].{field}[{j}]"),
+                    format!("no role in authz.roles grants {permission:?}"),
+                );
+            }
+        }
+    };
+    if let Some(permission) = &route.permission {
+        check_permissions(c, "permission", std::slice::from_ref(permission));
+        requirements.push(Requirement::AllPermissions(vec![permission.clone()]));
+    }
+    if let Some(p) = &route.permissions {
+        match (&p.all, &p.any) {
+            (Some(all), None) if !all.is_empty() => {
+                check_permissions(c, "permissions.all", all);
+                requirements.push(Requirement::AllPermissions(all.clone()));
+            }
+            (None, Some(any)) if !any.is_empty() => {
+                check_permissions(c, "permissions.any", any);
+                requirements.push(Requirement::AnyPermission(any.clone()));
+            }
+            _ => c.error(
+                at("permissions"),
+                "give exactly one non-empty list: all or any",
+            ),
+        }
+    }
+    if let Some(role) = &route.roles_at_least {
+        match roles.rank(role) {
+            Some(rank) => requirements.push(Requirement::RoleAtLeast(rank, role.clone())),
+            None => c.error(
+                at("roles_at_least"),
+                format!("{role:?} is not in authz.role_hierarchy"),
+            ),
+        }
+    }
+    if let Some(s) = &route.scopes {
+        match (&s.all, &s.any) {
+            (Some(all), None) if !all.is_empty() => {
+                requirements.push(Requirement::AllScopes(all.clone()))
+            }
+            (None, Some(any)) if !any.is_empty() => {
+                requirements.push(Requirement::AnyScope(any.clone()))
+            }
+            _ => c.error(at("scopes"), "give exactly one non-empty list: all or any"),
+        }
+    }
+    if let Some(param) = &route.tenant_param {
+        if template_params(&route.path).contains(&param.as_str()) {
+            requirements.push(Requirement::TenantParam(param.clone()));
+        } else {
+            c.error(
+                at("tenant_param"),
+                format!("{:?} has no parameter {param:?}", route.path),
+            );
+        }
+    }
+    if let Some(header) = &route.tenant_header {
+        if let Some(name) = c.header_name(&at("tenant_header"), header) {
+            requirements.push(Requirement::TenantHeader(name));
+        }
+    }
+    requirements
+}
+
 fn compile_routes(
     c: &mut Compiler,
     raw: &[RawRoute],
     auth: &super::auth::AuthConfig,
+    roles: &warden::authz::rbac::RoleTable,
     limits: &Limits,
 ) -> Vec<RouteConfig> {
     let mut routes: Vec<RouteConfig> = Vec::new();
@@ -705,6 +813,33 @@ fn compile_routes(
                 "a public route (auth: none) cannot require step-up authentication",
             );
         }
+        let requirements = compile_requirements(c, i, route, roles);
+        match route.authorize.as_deref() {
+            None | Some("authenticated") => {}
+            Some(other) => c.error(
+                at("authorize"),
+                format!("expected authenticated, got {other:?}"),
+            ),
+        }
+        if public && (!requirements.is_empty() || route.authorize.is_some()) {
+            c.error(
+                at("auth"),
+                "a public route (auth: none) cannot carry authorization requirements",
+            );
+        }
+        // Deny by default: a protected route names what it requires, or says that any
+        // authenticated caller will do.
+        if !public
+            && requirements.is_empty()
+            && route.authorize.is_none()
+            && auth.has_authenticators()
+        {
+            c.error(
+                at("authorize"),
+                "this route names no requirement: add permission, permissions, roles_at_least, scopes \
+                 or tenant_param, or `authorize: authenticated` to allow any authenticated caller",
+            );
+        }
         let max_body_bytes = c.size(
             &at("body.max_bytes"),
             route.body.as_ref().and_then(|b| b.max_bytes.as_ref()),
@@ -733,6 +868,7 @@ fn compile_routes(
             max_body_bytes,
             step_up,
             forward_credentials: route.forward_credentials.unwrap_or(false),
+            requirements,
         });
     }
     routes

@@ -317,6 +317,7 @@ fn extract_sections(root: Value, errors: &mut Vec<ConfigError>) -> RawConfig {
         server: section(&mut map, "server", errors).unwrap_or_default(),
         upstream: section(&mut map, "upstream", errors),
         auth: section(&mut map, "auth", errors).unwrap_or_default(),
+        authz: section(&mut map, "authz", errors).unwrap_or_default(),
         cors: section(&mut map, "cors", errors).unwrap_or_default(),
         headers: section(&mut map, "headers", errors).unwrap_or_default(),
         routes: Vec::new(),
@@ -336,7 +337,7 @@ fn extract_sections(root: Value, errors: &mut Vec<ConfigError>) -> RawConfig {
     for key in map.keys() {
         errors.push(ConfigError::new(
             key.clone(),
-            "unknown section (expected server, upstream, auth, cors, headers or routes)",
+            "unknown section (expected server, upstream, auth, authz, cors, headers or routes)",
         ));
     }
     raw

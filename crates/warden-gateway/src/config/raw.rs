@@ -29,6 +29,8 @@ pub struct RawConfig {
     pub upstream: Option<RawUpstream>,
     /// Authentication requirements.
     pub auth: RawAuth,
+    /// Roles and permissions.
+    pub authz: RawAuthz,
     /// CORS policy.
     pub cors: RawCors,
     /// Security response headers.
@@ -130,6 +132,26 @@ pub struct RawApiKeys {
     pub touch_interval: Option<Scalar>,
     /// How long a lookup waits for a database lock held elsewhere (default 5s).
     pub busy_timeout: Option<Scalar>,
+}
+
+/// `authz:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAuthz {
+    /// Role -> permissions it grants.
+    pub roles: BTreeMap<String, Vec<String>>,
+    /// Roles from lowest to highest; each holds the permissions of those before it.
+    pub role_hierarchy: Vec<String>,
+}
+
+/// `{ all: [...] }` or `{ any: [...] }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAllAny {
+    /// Every one of these.
+    pub all: Option<Vec<String>>,
+    /// At least one of these.
+    pub any: Option<Vec<String>>,
 }
 
 /// `auth.token_sources:`
@@ -304,6 +326,28 @@ pub struct RawRoute {
     /// Forward the client's credentials upstream (default false).
     #[serde(default)]
     pub forward_credentials: Option<bool>,
+    /// One permission the identity's roles must grant.
+    #[serde(default)]
+    pub permission: Option<String>,
+    /// Permissions: all or any.
+    #[serde(default)]
+    pub permissions: Option<RawAllAny>,
+    /// Lowest role in the hierarchy that may call the route.
+    #[serde(default)]
+    pub roles_at_least: Option<String>,
+    /// OAuth scopes: all or any.
+    #[serde(default)]
+    pub scopes: Option<RawAllAny>,
+    /// Path parameter that must equal the identity's tenant.
+    #[serde(default)]
+    pub tenant_param: Option<String>,
+    /// Request header that must equal the identity's tenant.
+    #[serde(default)]
+    pub tenant_header: Option<String>,
+    /// `authenticated`: any authenticated identity may call the route (an explicit choice:
+    /// without it, a protected route must name a requirement).
+    #[serde(default)]
+    pub authorize: Option<String>,
 }
 
 /// `routes[].body:`

@@ -6,9 +6,9 @@
 //! authenticator); a later one that also finds credentials must agree on the subject (a bearer
 //! token and an API key for different callers are refused as ambiguous); when none recognizes
 //! any, the request is unauthenticated. The accepted
-//! [`Identity`] goes into request extensions as `Arc<Identity>`, the credential is removed from
-//! the request unless it is to be forwarded, and an optional step-up requirement (RFC 9470) is
-//! checked. Failures become 401 (with an RFC 6750 challenge), 400 for ambiguous credentials, or
+//! [`Identity`] goes into request extensions as `Arc<Identity>` and the credential is removed
+//! from the request unless it is to be forwarded. [`StepUpLayer`] checks an RFC 9470 step-up
+//! requirement later, after authorization. Failures become 401 (with an RFC 6750 challenge), 400 for ambiguous credentials, or
 //! 503 when keys cannot be had; the precise reason is logged, never sent.
 
 pub mod api_key;
@@ -189,26 +189,16 @@ fn rejection_for(error: &AuthnError) -> Rejection {
 #[derive(Clone, Debug)]
 pub struct AuthnLayer {
     chain: Arc<[Arc<dyn Authenticator>]>,
-    step_up: Option<Arc<StepUp>>,
     forward_credentials: bool,
-    clock: Arc<dyn Clock>,
 }
 
 impl AuthnLayer {
     /// Requires an identity from one of `chain`.
-    pub fn new(chain: Vec<Arc<dyn Authenticator>>, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(chain: Vec<Arc<dyn Authenticator>>) -> Self {
         AuthnLayer {
             chain: chain.into(),
-            step_up: None,
             forward_credentials: false,
-            clock,
         }
-    }
-
-    /// Also requires the RFC 9470 step-up `requirement`.
-    pub fn step_up(mut self, requirement: StepUp) -> Self {
-        self.step_up = Some(Arc::new(requirement));
-        self
     }
 
     /// Forwards the credential to the upstream (off by default).
@@ -305,15 +295,6 @@ async fn authenticate(
             None,
         ));
     };
-    if let Some(step_up) = &layer.step_up
-        && !step_up.satisfied_by(&identity, layer.clock.unix_seconds())
-    {
-        tracing::info!(subject = %identity.subject, acr = ?identity.acr, "step-up authentication required");
-        return Err((
-            Rejection::new(RejectionKind::StepUpRequired).with_challenge(step_up.challenge()),
-            None,
-        ));
-    }
     if !(layer.forward_credentials || identity.forward_credentials) {
         // Every authenticator strips its own kind: no credential of any kind travels upstream.
         for authenticator in layer.chain.iter() {
@@ -322,6 +303,77 @@ async fn authenticate(
     }
     parts.extensions.insert(identity);
     Ok(())
+}
+
+/// Layer enforcing an RFC 9470 step-up requirement. It runs after authorization, so a caller
+/// who may not use the route at all gets 403 instead of a pointless request to re-authenticate.
+#[derive(Clone, Debug)]
+pub struct StepUpLayer {
+    requirement: Arc<StepUp>,
+    clock: Arc<dyn Clock>,
+}
+
+impl StepUpLayer {
+    /// Requires `requirement`, judged against `clock`.
+    pub fn new(requirement: StepUp, clock: Arc<dyn Clock>) -> Self {
+        StepUpLayer {
+            requirement: Arc::new(requirement),
+            clock,
+        }
+    }
+}
+
+impl<S> Layer<S> for StepUpLayer {
+    type Service = StepUpService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        StepUpService {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// Service produced by [`StepUpLayer`].
+#[derive(Clone, Debug)]
+pub struct StepUpService<S> {
+    inner: S,
+    layer: StepUpLayer,
+}
+
+impl<S> Service<Request<Body>> for StepUpService<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>>,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = futures_util::future::Either<
+        std::future::Ready<Result<Response<Body>, S::Error>>,
+        S::Future,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        use futures_util::future::Either;
+        let satisfied = req.extensions().get::<Arc<Identity>>().is_some_and(|who| {
+            self.layer
+                .requirement
+                .satisfied_by(who, self.layer.clock.unix_seconds())
+        });
+        if satisfied {
+            return Either::Right(self.inner.call(req));
+        }
+        if let Some(who) = req.extensions().get::<Arc<Identity>>() {
+            tracing::info!(subject = %who.subject, acr = ?who.acr, "step-up authentication required");
+        }
+        let rejection = Rejection::new(RejectionKind::StepUpRequired)
+            .with_challenge(self.layer.requirement.challenge());
+        Either::Left(std::future::ready(Ok(
+            rejection.into_response_for(req.extensions())
+        )))
+    }
 }
 
 fn log_failure(request_id: Option<&RequestId>, error: &AuthnError) {
