@@ -728,10 +728,10 @@ fn compile_requirements(
             );
         }
     }
-    if let Some(header) = &route.tenant_header {
-        if let Some(name) = c.header_name(&at("tenant_header"), header) {
-            requirements.push(Requirement::TenantHeader(name));
-        }
+    if let Some(header) = &route.tenant_header
+        && let Some(name) = c.header_name(&at("tenant_header"), header)
+    {
+        requirements.push(Requirement::TenantHeader(name));
     }
     requirements
 }
