@@ -15,17 +15,21 @@ struct Pattern(Vec<String>);
 
 impl Pattern {
     fn matches(&self, permission: &str) -> bool {
-        let wanted: Vec<&str> = permission.split(':').collect();
+        // No allocation: walk both sides segment by segment.
+        let mut wanted = permission.split(':');
+        let last = self.0.len() - 1;
         for (i, segment) in self.0.iter().enumerate() {
-            if segment == "*" && i == self.0.len() - 1 {
-                return wanted.len() > i;
+            let Some(w) = wanted.next() else {
+                return false;
+            };
+            if segment == "*" && i == last {
+                return true;
             }
-            match wanted.get(i) {
-                Some(w) if segment == "*" || segment == w => {}
-                _ => return false,
+            if segment != "*" && segment != w {
+                return false;
             }
         }
-        wanted.len() == self.0.len()
+        wanted.next().is_none()
     }
 }
 
