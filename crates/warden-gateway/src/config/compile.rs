@@ -291,7 +291,15 @@ pub fn compile_parsed(parsed: Parsed) -> Result<Config, ConfigErrors> {
     let headers = compile_headers(&mut c, &raw.headers);
     let auth = super::auth::compile_auth(&mut c, &raw.auth, server.environment);
     let roles = compile_roles(&mut c, &raw.authz);
-    let routes = compile_routes(&mut c, &raw.routes, &auth, &roles, &server.limits);
+    let policy = compile_policy(&mut c, raw.authz.policy.as_ref());
+    let routes = compile_routes(
+        &mut c,
+        &raw.routes,
+        &auth,
+        &roles,
+        policy.as_ref(),
+        &server.limits,
+    );
     if c.errors.is_empty() {
         Ok(Config {
             server,
@@ -650,6 +658,102 @@ fn compile_roles(c: &mut Compiler, raw: &super::raw::RawAuthz) -> warden::authz:
     }
 }
 
+/// The compiled `authz.policy` and the headers it may see.
+#[derive(Clone, Debug)]
+pub struct CompiledPolicyConfig {
+    policy: std::sync::Arc<warden::authz::rego::RegoPolicy>,
+    headers: Vec<HeaderName>,
+}
+
+fn compile_policy(
+    c: &mut Compiler,
+    raw: Option<&super::raw::RawPolicy>,
+) -> Option<CompiledPolicyConfig> {
+    let raw = raw?;
+    let before = c.errors.len();
+    let mut files: Vec<&String> = raw.file.iter().collect();
+    files.extend(raw.files.iter());
+    if files.is_empty() {
+        c.error(
+            "authz.policy.file",
+            "name the .rego module(s) with file or files",
+        );
+    }
+    let resolve = |c: &Compiler, file: &str| {
+        let path = std::path::Path::new(file);
+        match &c.base_dir {
+            Some(base) if path.is_relative() => base.join(path),
+            _ => path.to_path_buf(),
+        }
+    };
+    let mut modules = Vec::new();
+    for file in files {
+        let path = resolve(c, file);
+        match std::fs::read_to_string(&path) {
+            Ok(source) => modules.push((path.display().to_string(), source)),
+            Err(e) => c.error(
+                "authz.policy.file",
+                format!("cannot read {}: {e}", path.display()),
+            ),
+        }
+    }
+    let data = raw.data.as_ref().and_then(|file| {
+        let path = resolve(c, file);
+        match std::fs::read(&path).map(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes))
+        {
+            Ok(Ok(value)) => Some(value),
+            Ok(Err(e)) => {
+                c.error("authz.policy.data", format!("{}: {e}", path.display()));
+                None
+            }
+            Err(e) => {
+                c.error(
+                    "authz.policy.data",
+                    format!("cannot read {}: {e}", path.display()),
+                );
+                None
+            }
+        }
+    });
+    let allow = raw.allow.clone().unwrap_or_else(|| {
+        c.error(
+            "authz.policy.allow",
+            "name the deciding rule, e.g. data.api.authz.allow",
+        );
+        String::new()
+    });
+    let headers: Vec<HeaderName> = raw
+        .headers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, h)| c.header_name(&format!("authz.policy.headers[{i}]"), h))
+        .collect();
+    let timeout = c.duration(
+        "authz.policy.timeout",
+        raw.timeout.as_ref(),
+        Duration::from_millis(50),
+    );
+    if c.errors.len() > before {
+        return None;
+    }
+    match warden::authz::rego::RegoPolicy::compile(
+        &modules,
+        data.as_ref(),
+        &allow,
+        raw.reasons.as_deref(),
+        timeout,
+    ) {
+        Ok(policy) => Some(CompiledPolicyConfig {
+            policy: std::sync::Arc::new(policy),
+            headers,
+        }),
+        Err(e) => {
+            c.error("authz.policy", e.to_string());
+            None
+        }
+    }
+}
+
 /// Parameter names of a route template (`{id}`, `{*rest}`).
 fn template_params(template: &str) -> Vec<&str> {
     template
@@ -741,6 +845,7 @@ fn compile_routes(
     raw: &[RawRoute],
     auth: &super::auth::AuthConfig,
     roles: &warden::authz::rbac::RoleTable,
+    policy: Option<&CompiledPolicyConfig>,
     limits: &Limits,
 ) -> Vec<RouteConfig> {
     let mut routes: Vec<RouteConfig> = Vec::new();
@@ -813,7 +918,34 @@ fn compile_routes(
                 "a public route (auth: none) cannot require step-up authentication",
             );
         }
-        let requirements = compile_requirements(c, i, route, roles);
+        let mut requirements = compile_requirements(c, i, route, roles);
+        let mode = route.policy.as_ref().map(super::raw::Switch::as_word);
+        match (mode, policy) {
+            (None | Some("enforce"), Some(p)) | (Some("shadow"), Some(p)) if !public => {
+                requirements.push(warden::authz::Requirement::Policy(std::sync::Arc::new(
+                    warden::authz::PolicyCheck {
+                        policy: p.policy.clone(),
+                        shadow: mode == Some("shadow"),
+                        headers: p.headers.clone(),
+                        tenant_param: route.tenant_param.clone(),
+                    },
+                )));
+            }
+            (None | Some("off"), _) => {}
+            (Some("enforce" | "shadow"), None) => {
+                c.error(at("policy"), "no authz.policy is configured");
+            }
+            (Some("enforce" | "shadow"), Some(_)) => {
+                c.error(
+                    at("policy"),
+                    "a public route (auth: none) is not evaluated by the policy",
+                );
+            }
+            (Some(other), _) => c.error(
+                at("policy"),
+                format!("expected enforce, shadow or off, got {other:?}"),
+            ),
+        }
         match route.authorize.as_deref() {
             None | Some("authenticated") => {}
             Some(other) => c.error(

@@ -142,6 +142,49 @@ pub struct RawAuthz {
     pub roles: BTreeMap<String, Vec<String>>,
     /// Roles from lowest to highest; each holds the permissions of those before it.
     pub role_hierarchy: Vec<String>,
+    /// A Rego policy evaluated on protected routes.
+    pub policy: Option<RawPolicy>,
+}
+
+/// `authz.policy:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPolicy {
+    /// One module file.
+    pub file: Option<String>,
+    /// Several module files.
+    pub files: Vec<String>,
+    /// JSON data document file.
+    pub data: Option<String>,
+    /// Rule deciding (e.g. `data.api.authz.allow`).
+    pub allow: Option<String>,
+    /// Rule explaining denials (e.g. `data.api.authz.reasons`).
+    pub reasons: Option<String>,
+    /// Request headers exposed to the policy.
+    pub headers: Vec<String>,
+    /// Evaluation time limit (default 50ms).
+    pub timeout: Option<Scalar>,
+}
+
+/// A mode word; YAML 1.1 readers turn `off`/`on` into booleans, so those are accepted too.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum Switch {
+    /// `true` / `false` (`on` / `off`).
+    Flag(bool),
+    /// A word.
+    Text(String),
+}
+
+impl Switch {
+    /// The word: `true` is `enforce`, `false` is `off`.
+    pub fn as_word(&self) -> &str {
+        match self {
+            Switch::Flag(true) => "enforce",
+            Switch::Flag(false) => "off",
+            Switch::Text(text) => text,
+        }
+    }
 }
 
 /// `{ all: [...] }` or `{ any: [...] }`.
@@ -344,6 +387,9 @@ pub struct RawRoute {
     /// Request header that must equal the identity's tenant.
     #[serde(default)]
     pub tenant_header: Option<String>,
+    /// `enforce` (default when `authz.policy` is set), `shadow` (evaluate and log only) or `off`.
+    #[serde(default)]
+    pub policy: Option<Switch>,
     /// `authenticated`: any authenticated identity may call the route (an explicit choice:
     /// without it, a protected route must name a requirement).
     #[serde(default)]

@@ -8,6 +8,8 @@
 //! tenant's resource exists, so the answer reveals nothing about other tenants.
 
 pub mod rbac;
+#[cfg(feature = "rego")]
+pub mod rego;
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -41,6 +43,69 @@ pub enum Requirement {
     TenantParam(String),
     /// The request header must equal the identity's tenant.
     TenantHeader(HeaderName),
+    /// A Rego policy must allow (or, in shadow mode, is only evaluated and logged).
+    #[cfg(feature = "rego")]
+    Policy(Arc<PolicyCheck>),
+}
+
+/// A route's use of the Rego policy.
+#[cfg(feature = "rego")]
+#[derive(Clone, Debug)]
+pub struct PolicyCheck {
+    /// The compiled policy.
+    pub policy: Arc<rego::RegoPolicy>,
+    /// Evaluate and log, but do not enforce.
+    pub shadow: bool,
+    /// Request headers exposed to the policy as `input.request.headers`.
+    pub headers: Vec<HeaderName>,
+    /// Path parameter exposed as `input.resource.tenant_id`.
+    pub tenant_param: Option<String>,
+}
+
+#[cfg(feature = "rego")]
+impl PolicyCheck {
+    /// The input document: the caller, the request, the resource.
+    pub fn input(&self, who: &Identity, parts: &http::request::Parts) -> serde_json::Value {
+        let route = parts.extensions.get::<MatchedRoute>();
+        let params: serde_json::Map<String, serde_json::Value> = route
+            .map(|r| {
+                r.params
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone().into()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let headers: serde_json::Map<String, serde_json::Value> = self
+            .headers
+            .iter()
+            .filter_map(|name| {
+                let value = parts.headers.get(name)?.to_str().ok()?;
+                Some((name.as_str().to_owned(), value.into()))
+            })
+            .collect();
+        let resource_tenant = self
+            .tenant_param
+            .as_deref()
+            .and_then(|param| route.and_then(|r| r.param(param)));
+        serde_json::json!({
+            "token": {
+                "subject": who.subject,
+                "tenant_id": who.tenant,
+                "roles": who.roles,
+                "scopes": who.scopes,
+                "method": who.method.as_str(),
+                "claims": *who.claims,
+            },
+            "request": {
+                "method": parts.method.as_str(),
+                "path": parts.uri.path(),
+                "route": route.map(|r| r.name.to_string()),
+                "params": params,
+                "headers": headers,
+            },
+            "resource": { "tenant_id": resource_tenant },
+        })
+    }
 }
 
 /// A denial, for logs and audit.
@@ -127,6 +192,29 @@ impl RouteAuthorizer {
                         .get::<MatchedRoute>()
                         .and_then(|route| route.param(param));
                     tenant_matches(who, value, param)?;
+                }
+                #[cfg(feature = "rego")]
+                Requirement::Policy(check) => {
+                    let started = std::time::Instant::now();
+                    let verdict = check.policy.evaluate(&check.input(who, parts));
+                    let micros = started.elapsed().as_micros() as u64;
+                    match verdict {
+                        Ok(v) if v.allowed => {}
+                        Ok(v) if check.shadow => tracing::info!(
+                            target: "warden::authz",
+                            reasons = ?v.reasons,
+                            micros,
+                            "shadow policy would deny (not enforced)"
+                        ),
+                        Ok(v) => return deny("policy", format!("policy denied: {:?}", v.reasons)),
+                        Err(e) if check.shadow => tracing::warn!(
+                            target: "warden::authz",
+                            error = %e,
+                            "shadow policy failed (not enforced)"
+                        ),
+                        // Fail closed.
+                        Err(e) => return deny("policy", format!("policy error: {e}")),
+                    }
                 }
                 Requirement::TenantHeader(header) => {
                     let mut values = parts.headers.get_all(header).iter();
