@@ -73,6 +73,37 @@ fn bench(c: &mut Criterion) {
         b.iter(|| tenant.authorize(black_box(&who), &parts).is_ok())
     });
     group.finish();
+
+    // The shipped example policy, allowed and denied.
+    let modules = [(
+        "api_authz.rego".to_owned(),
+        include_str!("../../../examples/policies/api_authz.rego").to_owned(),
+    )];
+    let policy = warden::authz::rego::RegoPolicy::compile(
+        &modules,
+        None,
+        "data.api.authz.allow",
+        Some("data.api.authz.reasons"),
+        std::time::Duration::from_millis(50),
+    )
+    .expect("policy");
+    let input = |roles: &[&str], method: &str, tenant: &str| {
+        serde_json::json!({
+            "token": { "subject": "alice", "tenant_id": "acme", "roles": roles, "scopes": [], "method": "jwt", "claims": {} },
+            "request": { "method": method, "path": format!("/api/v1/tenants/{tenant}/agents"), "route": "r", "params": { "tenant_id": tenant }, "headers": {} },
+            "resource": { "tenant_id": tenant },
+        })
+    };
+    let allowed = input(&["user"], "GET", "acme");
+    let denied = input(&["viewer"], "DELETE", "globex");
+    let mut group = c.benchmark_group("rego_example_policy");
+    group.bench_function("allow", |b| {
+        b.iter(|| policy.evaluate(black_box(&allowed)).expect("eval").allowed)
+    });
+    group.bench_function("deny_with_reasons", |b| {
+        b.iter(|| policy.evaluate(black_box(&denied)).expect("eval").allowed)
+    });
+    group.finish();
 }
 
 criterion_group!(benches, bench);

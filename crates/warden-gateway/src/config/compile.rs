@@ -736,13 +736,18 @@ fn compile_policy(
     if c.errors.len() > before {
         return None;
     }
-    match warden::authz::rego::RegoPolicy::compile(
+    let compiled = warden::authz::rego::RegoPolicy::compile(
         &modules,
         data.as_ref(),
         &allow,
         raw.reasons.as_deref(),
         timeout,
-    ) {
+    )
+    .and_then(|policy| match &raw.tier {
+        Some(rule) => policy.with_tier_rule(&modules, data.as_ref(), rule, timeout),
+        None => Ok(policy),
+    });
+    match compiled {
         Ok(policy) => Some(CompiledPolicyConfig {
             policy: std::sync::Arc::new(policy),
             headers,

@@ -160,6 +160,8 @@ pub struct RawPolicy {
     pub allow: Option<String>,
     /// Rule explaining denials (e.g. `data.api.authz.reasons`).
     pub reasons: Option<String>,
+    /// Rule naming a rate-limit tier for allowed requests (e.g. `data.api.authz.tier`).
+    pub tier: Option<String>,
     /// Request headers exposed to the policy.
     pub headers: Vec<String>,
     /// Evaluation time limit (default 50ms).

@@ -117,6 +117,18 @@ pub struct Denied {
     pub reason: String,
 }
 
+/// The rate-limit tier a policy chose for this request (request extensions; the rate limiter
+/// reads it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RateLimitTier(pub String);
+
+/// What an allowed decision carries.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Grant {
+    /// A rate-limit tier chosen by the policy.
+    pub tier: Option<String>,
+}
+
 /// An allowed or denied decision, kept in response extensions for the audit trail.
 #[derive(Clone, Debug)]
 pub enum Decision {
@@ -133,7 +145,7 @@ pub struct RouteAuthorizer {
     requirements: Vec<Requirement>,
 }
 
-fn deny(rule: &'static str, reason: String) -> Result<(), Denied> {
+fn deny<T>(rule: &'static str, reason: String) -> Result<T, Denied> {
     Err(Denied { rule, reason })
 }
 
@@ -147,7 +159,8 @@ impl RouteAuthorizer {
     }
 
     /// Checks every requirement against `who` for the request in `parts`.
-    pub fn authorize(&self, who: &Identity, parts: &http::request::Parts) -> Result<(), Denied> {
+    pub fn authorize(&self, who: &Identity, parts: &http::request::Parts) -> Result<Grant, Denied> {
+        let mut grant = Grant::default();
         for requirement in &self.requirements {
             match requirement {
                 Requirement::AllPermissions(wanted) => {
@@ -199,7 +212,11 @@ impl RouteAuthorizer {
                     let verdict = check.policy.evaluate(&check.input(who, parts));
                     let micros = started.elapsed().as_micros() as u64;
                     match verdict {
-                        Ok(v) if v.allowed => {}
+                        Ok(v) if v.allowed => {
+                            if !check.shadow {
+                                grant.tier = v.tier;
+                            }
+                        }
                         Ok(v) if check.shadow => tracing::info!(
                             target: "warden::authz",
                             reasons = ?v.reasons,
@@ -226,7 +243,7 @@ impl RouteAuthorizer {
                 }
             }
         }
-        Ok(())
+        Ok(grant)
     }
 }
 
@@ -293,14 +310,22 @@ where
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
         // Authentication runs first and always leaves an identity; without one, deny.
         let verdict = match parts.extensions.get::<Arc<Identity>>() {
             Some(who) => self.authorizer.authorize(who, &parts),
-            None => deny("identity", "no authenticated identity".into()),
+            None => Err(Denied {
+                rule: "identity",
+                reason: "no authenticated identity".into(),
+            }),
         };
         match verdict {
-            Ok(()) => Either::Right(self.inner.call(Request::from_parts(parts, body))),
+            Ok(grant) => {
+                if let Some(tier) = grant.tier {
+                    parts.extensions.insert(RateLimitTier(tier));
+                }
+                Either::Right(self.inner.call(Request::from_parts(parts, body)))
+            }
             Err(denied) => {
                 let request_id = parts.extensions.get::<RequestId>();
                 tracing::info!(

@@ -33,6 +33,7 @@ pub enum RegoError {
 pub struct RegoPolicy {
     allow: Arc<CompiledPolicy>,
     reasons: Option<Arc<CompiledPolicy>>,
+    tier: Option<Arc<CompiledPolicy>>,
 }
 
 impl std::fmt::Debug for RegoPolicy {
@@ -48,6 +49,8 @@ pub struct Verdict {
     pub allowed: bool,
     /// The `reasons` rule's strings (evaluated on denial only).
     pub reasons: Vec<String>,
+    /// The `tier` rule's string: a rate-limit tier chosen by the policy (evaluated on allow).
+    pub tier: Option<String>,
 }
 
 fn engine(
@@ -124,7 +127,25 @@ impl RegoPolicy {
         Ok(RegoPolicy {
             allow: compile_rule(allow)?,
             reasons: reasons.map(compile_rule).transpose()?,
+            tier: None,
         })
+    }
+
+    /// Also evaluates `rule` (e.g. `data.api.authz.tier`) on allowed requests; a string result
+    /// names the rate-limit tier for the request.
+    pub fn with_tier_rule(
+        mut self,
+        modules: &[(String, String)],
+        data: Option<&serde_json::Value>,
+        rule: &str,
+        limit: Duration,
+    ) -> Result<Self, RegoError> {
+        let mut engine = engine(modules, data, limit)?;
+        let compiled = engine
+            .compile_with_entrypoint(&rule.into())
+            .map_err(|e| RegoError::Compile(format!("{rule}: {e}")))?;
+        self.tier = Some(Arc::new(compiled));
+        Ok(self)
     }
 
     /// Evaluates the policy for `input`.
@@ -136,15 +157,23 @@ impl RegoPolicy {
             .eval_with_input(input.clone())
             .map_err(|e| RegoError::Eval(e.to_string()))?
             == Value::Bool(true);
+        let eval = |rule: &CompiledPolicy| {
+            rule.eval_with_input(input.clone())
+                .map_err(|e| RegoError::Eval(e.to_string()))
+        };
         let reasons = match (&self.reasons, allowed) {
-            (Some(rule), false) => strings(
-                &rule
-                    .eval_with_input(input)
-                    .map_err(|e| RegoError::Eval(e.to_string()))?,
-            ),
+            (Some(rule), false) => strings(&eval(rule)?),
             _ => Vec::new(),
         };
-        Ok(Verdict { allowed, reasons })
+        let tier = match (&self.tier, allowed) {
+            (Some(rule), true) => eval(rule)?.as_string().ok().map(|s| s.to_string()),
+            _ => None,
+        };
+        Ok(Verdict {
+            allowed,
+            reasons,
+            tier,
+        })
     }
 }
 
@@ -187,6 +216,8 @@ reasons contains msg if {
     not allow
     msg := sprintf("%s may not %s %s", [input.token.subject, input.request.method, input.request.path])
 }
+
+tier := "premium" if "admin" in input.token.roles
 "#;
 
     fn input(roles: &[&str], method: &str, path: &str) -> serde_json::Value {
