@@ -264,8 +264,9 @@ pub async fn spawn_upstream(addr: SocketAddr) -> std::io::Result<SocketAddr> {
     Ok(bound)
 }
 
-/// Serves HTTP/1.1 and HTTP/2 on `listener` with `handler`, in the background.
-fn serve<F, Fut>(listener: TcpListener, handler: F)
+/// Serves HTTP/1.1 and HTTP/2 on `listener` with `handler`, in the background (the demo's
+/// servers; the test suite's upstreams use it too).
+pub fn serve<F, Fut>(listener: TcpListener, handler: F)
 where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,

@@ -128,50 +128,19 @@ async fn permissions_hierarchy_and_wildcards() {
 #[tokio::test]
 async fn scopes_all_and_any() {
     let gw = gateway().await;
-    assert_eq!(
-        call(
-            &gw,
-            "GET",
-            "/scoped-all",
-            &token(&[], "agents:read agents:write", None),
-            &[]
-        )
-        .await,
-        200
-    );
-    assert_eq!(
-        call(
-            &gw,
-            "GET",
-            "/scoped-all",
-            &token(&[], "agents:read", None),
-            &[]
-        )
-        .await,
-        403
-    );
-    assert_eq!(
-        call(
-            &gw,
-            "GET",
-            "/scoped-any",
-            &token(&[], "agents:write", None),
-            &[]
-        )
-        .await,
-        200
-    );
-    assert_eq!(
-        call(
-            &gw,
-            "GET",
-            "/scoped-any",
-            &token(&[], "agents:read", None),
-            &[]
-        )
-        .await,
-        403
-    );
+    let cases = [
+        ("/scoped-all", "agents:read agents:write", 200),
+        ("/scoped-all", "agents:read", 403),
+        ("/scoped-any", "agents:write", 200),
+        ("/scoped-any", "agents:read", 403),
+    ];
+    for (path, scope, expected) in cases {
+        assert_eq!(
+            call(&gw, "GET", path, &token(&[], scope, None), &[]).await,
+            expected,
+            "{path} {scope}"
+        );
+    }
 }
 
 #[tokio::test]

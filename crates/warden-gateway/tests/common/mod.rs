@@ -10,11 +10,9 @@ use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioExecutor;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
@@ -71,26 +69,7 @@ pub async fn upstream() -> Upstream {
     upstream
 }
 
-/// Serves HTTP/1.1 and HTTP/2 on `listener` with `handler`, in the background.
-pub fn serve<F, Fut>(listener: TcpListener, handler: F)
-where
-    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
-{
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let handler = handler.clone();
-            tokio::spawn(async move {
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service_fn(handler))
-                    .await;
-            });
-        }
-    });
-}
+pub use warden_gateway::demo::serve;
 
 async fn handle(state: Upstream, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let (parts, incoming) = req.into_parts();
