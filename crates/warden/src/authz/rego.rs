@@ -280,4 +280,21 @@ tier := "premium" if "admin" in input.token.roles
         let text = err.to_string();
         assert!(text.contains("broken.rego"), "{text}");
     }
+
+    #[test]
+    fn data_documents_are_visible_to_policies() {
+        let policy = "package api.authz\nimport rego.v1\ndefault allow := false\nallow if input.token.subject in data.operators\n";
+        let data = serde_json::json!({ "operators": ["alice"] });
+        let compiled = RegoPolicy::compile(
+            &[("ops.rego".into(), policy.into())],
+            Some(&data),
+            "data.api.authz.allow",
+            None,
+            Duration::from_millis(100),
+        )
+        .expect("compiles");
+        let who = |subject: &str| serde_json::json!({ "token": { "subject": subject } });
+        assert!(compiled.evaluate(&who("alice")).expect("eval").allowed);
+        assert!(!compiled.evaluate(&who("mallory")).expect("eval").allowed);
+    }
 }
