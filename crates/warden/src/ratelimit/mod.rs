@@ -1,4 +1,7 @@
-//! Rate limiting (DESIGN.md §2 steps 9 and 13). This module holds the algorithms; the stores
-//! (in-process and Redis) and the layer build on them.
+//! Rate limiting (DESIGN.md §2 steps 9 and 13): the algorithms as pure functions, the store
+//! interface every backend implements, and the in-process store. The Redis store and the layer
+//! that builds keys and sets `RateLimit` headers build on these.
 
 pub mod algorithm;
+pub mod memory;
+pub mod store;

@@ -1,0 +1,156 @@
+//! The in-process store: sharded maps of per-key state, idle keys swept.
+//!
+//! Keys are hashed to 64 bits with a per-store random SipHash key (so clients cannot aim
+//! collisions at someone else's counter) and spread over shards, each behind its own mutex held
+//! only for the arithmetic of one decision (never across an await). Idle keys — those whose
+//! state no longer constrains anything — are removed by [`MemoryStore::sweep`], which the gateway
+//! runs periodically; memory is therefore bounded by the keys active within a period.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, Mutex};
+use std::time::UNIX_EPOCH;
+
+use futures_util::future::BoxFuture;
+
+use super::algorithm::{Quota, State, Verdict, decide};
+use super::store::{RateLimitStore, StoreError};
+use crate::clock::Clock;
+
+const SHARDS: usize = 64;
+
+#[derive(Debug)]
+struct Entry {
+    state: State,
+    /// When the state stops mattering (nanoseconds): after this the key may be dropped.
+    idle_at: u64,
+}
+
+/// Rate-limit state in this process.
+#[derive(Debug)]
+pub struct MemoryStore {
+    shards: Vec<Mutex<HashMap<u64, Entry>>>,
+    hasher: RandomState,
+    clock: Arc<dyn Clock>,
+}
+
+impl MemoryStore {
+    /// An empty store reading time from `clock`.
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        MemoryStore {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+            clock,
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.clock
+            .now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+            .unwrap_or(0)
+    }
+
+    /// Decides synchronously (the lock is held only for the arithmetic).
+    pub fn decide(&self, key: &str, quota: &Quota, cost: u64) -> Verdict {
+        let hash = self.hasher.hash_one(key);
+        let now = self.now();
+        let shard = &self.shards[(hash as usize) % SHARDS];
+        let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = map.entry(hash).or_insert_with(|| Entry {
+            state: State::default(),
+            idle_at: now,
+        });
+        let verdict = decide(&mut entry.state, now, quota, cost);
+        let horizon = u64::try_from(quota.per.as_nanos()).unwrap_or(u64::MAX);
+        let reset = u64::try_from(verdict.reset_after.as_nanos()).unwrap_or(u64::MAX);
+        entry.idle_at = now.saturating_add(horizon.max(reset));
+        verdict
+    }
+
+    /// Drops keys whose state no longer matters; returns how many remain.
+    pub fn sweep(&self) -> usize {
+        let now = self.now();
+        self.shards
+            .iter()
+            .map(|shard| {
+                let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
+                map.retain(|_, entry| entry.idle_at > now);
+                map.len()
+            })
+            .sum()
+    }
+
+    /// Keys currently held.
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|shard| shard.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
+    }
+
+    /// Whether no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl RateLimitStore for MemoryStore {
+    fn hit<'a>(
+        &'a self,
+        key: &'a str,
+        quota: &'a Quota,
+        cost: u64,
+    ) -> BoxFuture<'a, Result<Verdict, StoreError>> {
+        Box::pin(std::future::ready(Ok(self.decide(key, quota, cost))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::ratelimit::algorithm::Algorithm;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn keys_are_independent_and_idle_keys_are_swept() {
+        let clock = Arc::new(ManualClock::starting_now());
+        let store = MemoryStore::new(clock.clone());
+        let quota = Quota::new(2, Duration::from_secs(1), Algorithm::SlidingWindowLog);
+        for key in ["alice", "bob"] {
+            assert!(store.hit(key, &quota, 1).await.expect("hit").allowed);
+            assert!(store.hit(key, &quota, 1).await.expect("hit").allowed);
+            let third = store.hit(key, &quota, 1).await.expect("hit");
+            assert!(!third.allowed);
+            assert!(third.retry_after.is_some());
+        }
+        assert_eq!(store.len(), 2);
+        assert_eq!(store.sweep(), 2, "active keys stay");
+        clock.advance(Duration::from_secs(2));
+        assert_eq!(store.sweep(), 0, "idle keys go");
+        assert!(store.hit("alice", &quota, 1).await.expect("hit").allowed);
+    }
+
+    #[test]
+    fn concurrent_hits_never_over_admit() {
+        let store = Arc::new(MemoryStore::new(Arc::new(ManualClock::starting_now())));
+        let quota = Quota::new(100, Duration::from_secs(60), Algorithm::FixedWindow);
+        let admitted: usize = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    let store = store.clone();
+                    let quota = quota.clone();
+                    scope.spawn(move || {
+                        (0..100)
+                            .filter(|_| store.decide("shared", &quota, 1).allowed)
+                            .count()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("thread")).sum()
+        });
+        assert_eq!(admitted, 100);
+    }
+}
