@@ -104,7 +104,13 @@ impl Gateway {
             chain.push(Arc::new(keys.clone()));
             refreshers.push(spawn_usage_flusher(keys.clone(), *touch_interval));
         }
-        let auth = Auth { chain, clock };
+        let store = Arc::new(warden::ratelimit::memory::MemoryStore::new(clock.clone()));
+        refreshers.push(spawn_sweeper(store.clone()));
+        let auth = Auth {
+            chain,
+            store,
+            clock,
+        };
         let listener = bind(config.server.listen).await?;
         let admin_listener = bind(config.server.admin_listen).await?;
         let addr = listener.local_addr().map_err(|source| ServerError::Bind {
@@ -351,6 +357,17 @@ fn spawn_usage_flusher(
             if let Err(error) = keys.flush_usage().await {
                 tracing::warn!(error = %error, "could not record API key usage");
             }
+        }
+    })
+}
+
+/// Drops idle rate-limit keys every 10 seconds (memory stays bounded by active keys).
+fn spawn_sweeper(store: Arc<warden::ratelimit::memory::MemoryStore>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            let active = store.sweep();
+            metrics::gauge!("warden_ratelimit_active_keys").set(active as f64);
         }
     })
 }

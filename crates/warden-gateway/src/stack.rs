@@ -13,7 +13,9 @@
 //! Per-route stack: head limits and streamed body limit, authentication (unless the route is
 //! `auth: none`), authorization (permissions, minimum role, scopes, tenant binding), RFC 9470
 //! step-up where configured (after authorization: no re-authentication prompt for a caller who
-//! may not use the route anyway), then the proxy.
+//! may not use the route anyway), the route's rate limit (after authorization, so forbidden
+//! calls spend no quota), then the proxy. A pre-authentication limit by client IP, when
+//! configured, runs first of all.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -30,9 +32,13 @@ use warden::clock::{Clock, SystemClock};
 use warden::headers::SecurityHeadersLayer;
 use warden::identity_headers::StripIdentityHeadersLayer;
 use warden::limit::{BodyLimitLayer, HeadLimits};
+use warden::ratelimit::layer::RateLimitLayer;
+use warden::ratelimit::memory::MemoryStore;
+use warden::ratelimit::store::RateLimitStore;
 use warden::request_id::RequestIdLayer;
 use warden::timeout::TimeoutLayer;
 
+use crate::config::ratelimit::RouteLimit;
 use crate::config::{Config, CorsConfig};
 use crate::observe::ObserveLayer;
 use crate::proxy::Proxy;
@@ -53,21 +59,25 @@ pub enum StackError {
     NoAuthenticator(String),
 }
 
-/// The authenticators every protected route chains, and the clock they share.
+/// What route stacks share at run time: the authenticators, the rate-limit store, the clock.
 #[derive(Clone, Debug)]
 pub struct Auth {
-    /// Authenticators in order (JWT, later API keys).
+    /// Authenticators in order (JWT, API keys).
     pub chain: Vec<Arc<dyn Authenticator>>,
+    /// Rate-limit state.
+    pub store: Arc<dyn RateLimitStore>,
     /// Injected time.
     pub clock: Arc<dyn Clock>,
 }
 
 impl Auth {
-    /// No authenticators (every route must be public).
+    /// No authenticators (every route must be public), an in-memory rate-limit store.
     pub fn none() -> Self {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         Auth {
             chain: Vec::new(),
-            clock: Arc::new(SystemClock),
+            store: Arc::new(MemoryStore::new(clock.clone())),
+            clock,
         }
     }
 }
@@ -135,11 +145,28 @@ fn build_router(
                 route.requirements.clone(),
             ))
         });
+        let limits_config = &config.rate_limits;
+        let pre_auth = limits_config
+            .pre_auth
+            .clone()
+            .filter(|_| !matches!(route.rate_limit, RouteLimit::Off))
+            .map(|limit| RateLimitLayer::new(auth.store.clone(), limit, limits_config.on_error));
+        let route_limit = match &route.rate_limit {
+            RouteLimit::Off => None,
+            RouteLimit::Custom(limit) => Some(limit.clone()),
+            RouteLimit::Inherit => limits_config.default.clone(),
+        }
+        .map(|limit| {
+            RateLimitLayer::new(auth.store.clone(), limit, limits_config.on_error)
+                .with_tiers(limits_config.tiers.clone())
+        });
         let service = ServiceBuilder::new()
+            .option_layer(pre_auth)
             .layer(BodyLimitLayer::new(limits))
             .option_layer(authn)
             .option_layer(authz)
             .option_layer(step_up)
+            .option_layer(route_limit)
             .service(leaf());
         let service: RouteService = BoxCloneSyncService::new(service);
         builder.route(&route.name, &route.path, &route.methods, service);

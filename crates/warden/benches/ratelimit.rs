@@ -13,7 +13,11 @@ use warden::ratelimit::memory::MemoryStore;
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("ratelimit_memory");
     for keys in [10_000usize, 1_000_000] {
-        for algorithm in [Algorithm::FixedWindow, Algorithm::TokenBucket, Algorithm::SlidingWindowCounter] {
+        for algorithm in [
+            Algorithm::FixedWindow,
+            Algorithm::TokenBucket,
+            Algorithm::SlidingWindowCounter,
+        ] {
             let store = MemoryStore::new(Arc::new(SystemClock));
             let quota = Quota::new(1_000_000, Duration::from_secs(60), algorithm);
             let names: Vec<String> = (0..keys).map(|i| format!("identity:user-{i}")).collect();

@@ -57,6 +57,8 @@ pub enum RejectionKind {
     AuthUnavailable,
     /// Authenticated, but not allowed to do this (403).
     Forbidden,
+    /// A rate limit is exhausted (429).
+    TooManyRequests,
     /// No route matches the canonical path.
     NotFound,
     /// A route matches the path but not the method.
@@ -91,6 +93,7 @@ impl RejectionKind {
             RejectionKind::StepUpRequired => "step_up_required",
             RejectionKind::AuthUnavailable => "auth_unavailable",
             RejectionKind::Forbidden => "forbidden",
+            RejectionKind::TooManyRequests => "rate_limited",
             RejectionKind::NotFound => "not_found",
             RejectionKind::MethodNotAllowed => "method_not_allowed",
             RejectionKind::PayloadTooLarge => "payload_too_large",
@@ -114,6 +117,7 @@ impl RejectionKind {
             | RejectionKind::StepUpRequired => StatusCode::UNAUTHORIZED,
             RejectionKind::AuthUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             RejectionKind::Forbidden => StatusCode::FORBIDDEN,
+            RejectionKind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             RejectionKind::NotFound => StatusCode::NOT_FOUND,
             RejectionKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             RejectionKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -138,6 +142,7 @@ impl RejectionKind {
             RejectionKind::StepUpRequired => "Stronger authentication required",
             RejectionKind::AuthUnavailable => "Authentication temporarily unavailable",
             RejectionKind::Forbidden => "Forbidden",
+            RejectionKind::TooManyRequests => "Too many requests",
             RejectionKind::NotFound => "Not found",
             RejectionKind::MethodNotAllowed => "Method not allowed",
             RejectionKind::PayloadTooLarge => "Request body too large",
@@ -162,6 +167,7 @@ impl RejectionKind {
             RejectionKind::StepUpRequired => "urn:warden:problem:step-up-required",
             RejectionKind::AuthUnavailable => "urn:warden:problem:auth-unavailable",
             RejectionKind::Forbidden => "urn:warden:problem:forbidden",
+            RejectionKind::TooManyRequests => "urn:warden:problem:rate-limited",
             RejectionKind::NotFound => "urn:warden:problem:not-found",
             RejectionKind::MethodNotAllowed => "urn:warden:problem:method-not-allowed",
             RejectionKind::PayloadTooLarge => "urn:warden:problem:payload-too-large",

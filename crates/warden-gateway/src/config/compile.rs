@@ -28,6 +28,8 @@ pub struct Config {
     pub auth: super::auth::AuthConfig,
     /// Roles and their permissions (hierarchy folded in).
     pub roles: std::sync::Arc<warden::authz::rbac::RoleTable>,
+    /// Rate limits.
+    pub rate_limits: super::ratelimit::RateLimitsConfig,
     /// CORS, if any origin is allowed.
     pub cors: Option<CorsConfig>,
     /// Security response headers.
@@ -141,6 +143,8 @@ pub struct RouteConfig {
     pub forward_credentials: bool,
     /// Authorization requirements (empty: any authenticated identity, by explicit choice).
     pub requirements: Vec<warden::authz::Requirement>,
+    /// Rate limit.
+    pub rate_limit: super::ratelimit::RouteLimit,
 }
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -292,6 +296,7 @@ pub fn compile_parsed(parsed: Parsed) -> Result<Config, ConfigErrors> {
     let auth = super::auth::compile_auth(&mut c, &raw.auth, server.environment);
     let roles = compile_roles(&mut c, &raw.authz);
     let policy = compile_policy(&mut c, raw.authz.policy.as_ref());
+    let rate_limits = super::ratelimit::compile_rate_limits(&mut c, &raw.rate_limits);
     let routes = compile_routes(
         &mut c,
         &raw.routes,
@@ -306,6 +311,7 @@ pub fn compile_parsed(parsed: Parsed) -> Result<Config, ConfigErrors> {
             upstream,
             auth,
             roles: std::sync::Arc::new(roles),
+            rate_limits,
             cors,
             headers,
             routes,
@@ -1006,6 +1012,12 @@ fn compile_routes(
             step_up,
             forward_credentials: route.forward_credentials.unwrap_or(false),
             requirements,
+            rate_limit: super::ratelimit::compile_route_limit(
+                c,
+                i,
+                route.name.as_deref().unwrap_or(&route.path),
+                route.rate_limit.as_ref(),
+            ),
         });
     }
     routes

@@ -318,6 +318,7 @@ fn extract_sections(root: Value, errors: &mut Vec<ConfigError>) -> RawConfig {
         upstream: section(&mut map, "upstream", errors),
         auth: section(&mut map, "auth", errors).unwrap_or_default(),
         authz: section(&mut map, "authz", errors).unwrap_or_default(),
+        rate_limits: section(&mut map, "rate_limits", errors).unwrap_or_default(),
         cors: section(&mut map, "cors", errors).unwrap_or_default(),
         headers: section(&mut map, "headers", errors).unwrap_or_default(),
         routes: Vec::new(),
@@ -337,7 +338,7 @@ fn extract_sections(root: Value, errors: &mut Vec<ConfigError>) -> RawConfig {
     for key in map.keys() {
         errors.push(ConfigError::new(
             key.clone(),
-            "unknown section (expected server, upstream, auth, authz, cors, headers or routes)",
+            "unknown section (expected server, upstream, auth, authz, rate_limits, cors, headers or routes)",
         ));
     }
     raw

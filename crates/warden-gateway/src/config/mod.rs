@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod compile;
 pub mod load;
+pub mod ratelimit;
 pub mod raw;
 
 use std::fmt;

@@ -31,6 +31,8 @@ pub struct RawConfig {
     pub auth: RawAuth,
     /// Roles and permissions.
     pub authz: RawAuthz,
+    /// Rate limits.
+    pub rate_limits: RawRateLimits,
     /// CORS policy.
     pub cors: RawCors,
     /// Security response headers.
@@ -132,6 +134,58 @@ pub struct RawApiKeys {
     pub touch_interval: Option<Scalar>,
     /// How long a lookup waits for a database lock held elsewhere (default 5s).
     pub busy_timeout: Option<Scalar>,
+}
+
+/// `rate_limits:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRateLimits {
+    /// `memory` (default).
+    pub store: Option<String>,
+    /// `fail_closed` (default) or `fail_open`.
+    pub on_store_error: Option<String>,
+    /// Limit by client IP applied before authentication on every route.
+    pub pre_auth: Option<RawLimit>,
+    /// Limit for routes that set none.
+    pub default: Option<RawLimit>,
+    /// Named tiers, chosen by role or by the policy's `tier`.
+    pub tiers: BTreeMap<String, RawLimit>,
+}
+
+/// One limit.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLimit {
+    /// Units per period.
+    pub limit: Option<u64>,
+    /// The period.
+    pub per: Option<Scalar>,
+    /// `fixed_window`, `sliding_window` (log), `sliding_window_counter`, `token_bucket`, `leaky_bucket`.
+    pub algorithm: Option<String>,
+    /// `ip`, `identity`, `api_key`, `tenant`, `route`, `header:NAME`, or several joined by `+`.
+    pub key: Option<String>,
+    /// Bucket capacity (token/leaky bucket).
+    pub burst: Option<u64>,
+    /// `shape` delays instead of refusing (leaky bucket), up to `max_delay`.
+    pub mode: Option<String>,
+    /// Longest shaping delay.
+    pub max_delay: Option<Scalar>,
+    /// Count and log only.
+    pub shadow: Option<bool>,
+    /// Send `RateLimit` headers (default true).
+    pub headers: Option<bool>,
+    /// Tiers only: roles that select the tier.
+    pub roles: Vec<String>,
+}
+
+/// `routes[].rate_limit`: a limit, or `off`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawRouteLimit {
+    /// `off` / `false`.
+    Switch(Switch),
+    /// A limit.
+    Limit(RawLimit),
 }
 
 /// `authz:`
@@ -392,6 +446,9 @@ pub struct RawRoute {
     /// `enforce` (default when `authz.policy` is set), `shadow` (evaluate and log only) or `off`.
     #[serde(default)]
     pub policy: Option<Switch>,
+    /// This route's rate limit, or `off` (default: `rate_limits.default`).
+    #[serde(default)]
+    pub rate_limit: Option<RawRouteLimit>,
     /// `authenticated`: any authenticated identity may call the route (an explicit choice:
     /// without it, a protected route must name a requirement).
     #[serde(default)]

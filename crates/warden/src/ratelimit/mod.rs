@@ -3,5 +3,6 @@
 //! that builds keys and sets `RateLimit` headers build on these.
 
 pub mod algorithm;
+pub mod layer;
 pub mod memory;
 pub mod store;

@@ -1,0 +1,212 @@
+//! `rate_limits:` and `routes[].rate_limit`, compiled into [`Limit`]s.
+
+use std::time::Duration;
+
+use http::HeaderName;
+use warden::ratelimit::algorithm::{Algorithm, Quota};
+use warden::ratelimit::layer::{KeyPart, Limit, OnStoreError};
+
+use super::compile::Compiler;
+use super::raw::{RawLimit, RawRateLimits, RawRouteLimit};
+
+/// Compiled `rate_limits:`.
+#[derive(Clone, Debug, Default)]
+pub struct RateLimitsConfig {
+    /// Store failure policy.
+    pub on_error: OnStoreError,
+    /// Per-IP limit before authentication.
+    pub pre_auth: Option<Limit>,
+    /// Limit for routes that set none.
+    pub default: Option<Limit>,
+    /// Tiers `(name, roles, limit)`.
+    pub tiers: Vec<(String, Vec<String>, Limit)>,
+}
+
+/// A route's limit.
+#[derive(Clone, Debug)]
+pub enum RouteLimit {
+    /// `rate_limits.default`.
+    Inherit,
+    /// No limit (health checks).
+    Off,
+    /// Its own limit.
+    Custom(Limit),
+}
+
+pub(super) fn compile_rate_limits(c: &mut Compiler, raw: &RawRateLimits) -> RateLimitsConfig {
+    match raw.store.as_deref() {
+        None | Some("memory") => {}
+        Some(other) => c.error(
+            "rate_limits.store",
+            format!("unsupported store {other:?}: this version keeps rate limits in memory (store: memory)"),
+        ),
+    }
+    let on_error = match raw.on_store_error.as_deref() {
+        None | Some("fail_closed") => OnStoreError::FailClosed,
+        Some("fail_open") => OnStoreError::FailOpen,
+        Some(other) => {
+            c.error(
+                "rate_limits.on_store_error",
+                format!("expected fail_closed or fail_open, got {other:?}"),
+            );
+            OnStoreError::FailClosed
+        }
+    };
+    let pre_auth = raw
+        .pre_auth
+        .as_ref()
+        .and_then(|l| compile_limit(c, "rate_limits.pre_auth", "pre_auth", l, "ip"));
+    if let Some(limit) = &pre_auth
+        && limit.key != [KeyPart::ClientIp]
+    {
+        c.error(
+            "rate_limits.pre_auth.key",
+            "before authentication only the client IP is known: key: ip",
+        );
+    }
+    let default = raw
+        .default
+        .as_ref()
+        .and_then(|l| compile_limit(c, "rate_limits.default", "default", l, "identity"));
+    let tiers = raw
+        .tiers
+        .iter()
+        .filter_map(|(name, l)| {
+            let path = format!("rate_limits.tiers.{name}");
+            compile_limit(c, &path, name, l, "identity")
+                .map(|limit| (name.clone(), l.roles.clone(), limit))
+        })
+        .collect();
+    RateLimitsConfig {
+        on_error,
+        pre_auth,
+        default,
+        tiers,
+    }
+}
+
+pub(super) fn compile_route_limit(
+    c: &mut Compiler,
+    i: usize,
+    name: &str,
+    raw: Option<&RawRouteLimit>,
+) -> RouteLimit {
+    match raw {
+        None => RouteLimit::Inherit,
+        Some(RawRouteLimit::Switch(switch)) => match switch.as_word() {
+            "off" => RouteLimit::Off,
+            other => {
+                c.error(
+                    format!("routes[{i}].rate_limit"),
+                    format!("expected a limit or off, got {other:?}"),
+                );
+                RouteLimit::Inherit
+            }
+        },
+        Some(RawRouteLimit::Limit(limit)) => compile_limit(
+            c,
+            &format!("routes[{i}].rate_limit"),
+            name,
+            limit,
+            "identity",
+        )
+        .map_or(RouteLimit::Inherit, RouteLimit::Custom),
+    }
+}
+
+fn compile_limit(
+    c: &mut Compiler,
+    path: &str,
+    name: &str,
+    raw: &RawLimit,
+    default_key: &str,
+) -> Option<Limit> {
+    let before = c.errors.len();
+    let at = |field: &str| format!("{path}.{field}");
+    let limit = raw.limit.unwrap_or_else(|| {
+        c.error(at("limit"), "required: units per period");
+        1
+    });
+    let per = c.duration(&at("per"), raw.per.as_ref(), Duration::from_secs(60));
+    let algorithm = match raw.algorithm.as_deref() {
+        None | Some("sliding_window") | Some("sliding_window_log") => Algorithm::SlidingWindowLog,
+        Some("fixed_window") => Algorithm::FixedWindow,
+        Some("sliding_window_counter") => Algorithm::SlidingWindowCounter,
+        Some("token_bucket") | Some("gcra") => Algorithm::TokenBucket,
+        Some("leaky_bucket") => Algorithm::LeakyBucket,
+        Some(other) => {
+            c.error(
+                at("algorithm"),
+                format!("expected fixed_window, sliding_window, sliding_window_counter, token_bucket or leaky_bucket, got {other:?}"),
+            );
+            Algorithm::SlidingWindowLog
+        }
+    };
+    let max_delay = match raw.mode.as_deref() {
+        None | Some("limit") => None,
+        Some("shape") => {
+            if algorithm != Algorithm::LeakyBucket {
+                c.error(at("mode"), "shape works with algorithm: leaky_bucket");
+            }
+            Some(c.duration(
+                &at("max_delay"),
+                raw.max_delay.as_ref(),
+                Duration::from_millis(500),
+            ))
+        }
+        Some(other) => {
+            c.error(
+                at("mode"),
+                format!("expected limit or shape, got {other:?}"),
+            );
+            None
+        }
+    };
+    let quota = Quota {
+        limit,
+        per,
+        algorithm,
+        burst: raw.burst,
+        max_delay,
+    };
+    if let Err(e) = quota.validate() {
+        c.error(path.to_owned(), e.to_string());
+    }
+    let key = compile_key(c, &at("key"), raw.key.as_deref().unwrap_or(default_key));
+    if c.errors.len() > before {
+        return None;
+    }
+    Some(Limit {
+        name: name.to_owned(),
+        quota,
+        key,
+        shadow: raw.shadow.unwrap_or(false),
+        headers: raw.headers.unwrap_or(true),
+    })
+}
+
+fn compile_key(c: &mut Compiler, path: &str, text: &str) -> Vec<KeyPart> {
+    text.split('+')
+        .map(str::trim)
+        .filter_map(|part| match part {
+            "ip" => Some(KeyPart::ClientIp),
+            "identity" | "subject" => Some(KeyPart::Subject),
+            "api_key" => Some(KeyPart::ApiKey),
+            "tenant" => Some(KeyPart::Tenant),
+            "route" => Some(KeyPart::Route),
+            other => match other.strip_prefix("header:") {
+                Some(name) => HeaderName::from_bytes(name.as_bytes())
+                    .map(KeyPart::Header)
+                    .map_err(|_| c.error(path.to_owned(), format!("invalid header name {name:?}")))
+                    .ok(),
+                None => {
+                    c.error(
+                        path.to_owned(),
+                        format!("unknown key part {other:?} (ip, identity, api_key, tenant, route, header:NAME; join with +)"),
+                    );
+                    None
+                }
+            },
+        })
+        .collect()
+}
