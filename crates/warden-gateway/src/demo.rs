@@ -243,6 +243,11 @@ curl -s -X POST {g}/api/v1/agents/run -H 'Authorization: Bearer {token}' -H 'X-W
 # 5. Body limits count streamed bytes (chunked too): 413
 head -c 100000 /dev/zero | curl -i -X POST {g}/api/v1/agents/run -H 'Authorization: Bearer {token}' -H 'Transfer-Encoding: chunked' --data-binary @-
 
+# 5b. Rate limits: agent runs are limited to 5 per minute per caller; the 6th is 429 with
+#     Retry-After and RateLimit headers
+for i in 1 2 3 4 5 6; do curl -s -o /dev/null -w '%{{http_code}} ' -X POST {g}/api/v1/agents/run -H 'Authorization: Bearer {admin_token}' -d '{{}}'; done; echo
+curl -i -X POST {g}/api/v1/agents/run -H 'Authorization: Bearer {admin_token}' -d '{{}}'
+
 # 6. CORS: allowed origin preflight, then a disallowed origin gets no CORS headers
 curl -i -X OPTIONS {g}/api/v1/agents/run -H 'Origin: https://app.example.com' -H 'Access-Control-Request-Method: POST'
 curl -i {g}/api/v1/agents -H 'Origin: https://evil.example'

@@ -145,6 +145,25 @@ async fn the_demo_serves_the_quickstart_and_its_examples_behave_as_printed() {
     .await;
     reply.assert_problem(413);
 
+    // The printed rate-limit example: the admin's 6th run in a minute is refused.
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let reply = send(
+            &client(),
+            request("POST", &format!("{base}/api/v1/agents/run"))
+                .header("authorization", format!("Bearer {admin_mfa}"))
+                .body(warden::body::full("{}"))
+                .expect("request"),
+        )
+        .await;
+        statuses.push(reply.status.as_u16());
+        if reply.status == 429 {
+            assert!(reply.header("retry-after").is_some());
+            assert!(reply.header("ratelimit").is_some());
+        }
+    }
+    assert_eq!(statuses, vec![200, 200, 200, 200, 200, 429], "{statuses:?}");
+
     let metrics = get(&format!("http://{admin}/metrics")).await;
     assert!(metrics.text().contains("warden_requests_total"));
 
