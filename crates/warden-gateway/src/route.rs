@@ -116,8 +116,7 @@ impl Service<Request<Body>> for Router {
 
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
         match self.dispatch(&mut req) {
-            // No async block here: it would capture the boxed service's generic future types and
-            // trip rustc's higher-ranked lifetime inference; mapping the future avoids that.
+            // The matched route travels back on the response for metrics and logs.
             Ok((route, service)) => Box::pin(service.oneshot(req).map(move |result| {
                 result.map(|mut response| {
                     response.extensions_mut().insert(route);

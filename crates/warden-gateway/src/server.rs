@@ -12,9 +12,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use std::convert::Infallible;
-
-use futures_util::future::BoxFuture;
 use http::Request;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -297,10 +294,7 @@ fn serve_connection(
     let hyper_service = service_fn(move |req: Request<Incoming>| {
         let mut req = req.map(body::boxed);
         req.extensions_mut().insert(PeerAddr(peer));
-        // Boxed to erase the stack's future type (see route.rs on lifetime inference).
-        let future: BoxFuture<'static, Result<http::Response<body::Body>, Infallible>> =
-            Box::pin(service.clone().oneshot(req));
-        future
+        service.clone().oneshot(req)
     });
     let connection = builder
         .serve_connection(TokioIo::new(stream), hyper_service)

@@ -72,6 +72,30 @@ fn der_from_pem(text: &[u8]) -> Result<Vec<u8>, TokenError> {
         .map_err(|_| TokenError::Key("invalid PEM base64".into()))
 }
 
+/// Signing algorithm, JWK curve name and coordinate size of an ES* algorithm (P-384 for ES384,
+/// P-256 otherwise).
+fn ec_params(
+    alg: Algorithm,
+) -> (
+    &'static aws_lc_rs::signature::EcdsaSigningAlgorithm,
+    &'static str,
+    usize,
+) {
+    if alg == Algorithm::ES384 {
+        (
+            &aws_lc_rs::signature::ECDSA_P384_SHA384_FIXED_SIGNING,
+            "P-384",
+            48,
+        )
+    } else {
+        (
+            &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            "P-256",
+            32,
+        )
+    }
+}
+
 fn b64(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
@@ -94,20 +118,15 @@ impl SigningKey {
                 let der: aws_lc_rs::encoding::Pkcs8V1Der<'static> = pair.as_der().map_err(key)?;
                 der.as_ref().to_vec()
             }
-            Algorithm::ES256 => aws_lc_rs::signature::EcdsaKeyPair::generate_pkcs8(
-                &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
-                &SystemRandom::new(),
-            )
-            .map_err(key)?
-            .as_ref()
-            .to_vec(),
-            Algorithm::ES384 => aws_lc_rs::signature::EcdsaKeyPair::generate_pkcs8(
-                &aws_lc_rs::signature::ECDSA_P384_SHA384_FIXED_SIGNING,
-                &SystemRandom::new(),
-            )
-            .map_err(key)?
-            .as_ref()
-            .to_vec(),
+            Algorithm::ES256 | Algorithm::ES384 => {
+                aws_lc_rs::signature::EcdsaKeyPair::generate_pkcs8(
+                    ec_params(alg).0,
+                    &SystemRandom::new(),
+                )
+                .map_err(key)?
+                .as_ref()
+                .to_vec()
+            }
             Algorithm::EdDSA => {
                 aws_lc_rs::signature::Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
                     .map_err(key)?
@@ -162,19 +181,7 @@ impl SigningKey {
                 })
             }
             Algorithm::ES256 | Algorithm::ES384 => {
-                let (signing, crv, size) = if alg == Algorithm::ES256 {
-                    (
-                        &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
-                        "P-256",
-                        32,
-                    )
-                } else {
-                    (
-                        &aws_lc_rs::signature::ECDSA_P384_SHA384_FIXED_SIGNING,
-                        "P-384",
-                        48,
-                    )
-                };
+                let (signing, crv, size) = ec_params(alg);
                 let pair = aws_lc_rs::signature::EcdsaKeyPair::from_pkcs8(signing, der)
                     .map_err(rejected)?;
                 let point = pair.public_key().as_ref();

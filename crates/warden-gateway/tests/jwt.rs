@@ -604,7 +604,7 @@ async fn step_up_demands_acr_and_a_recent_authentication() {
 }
 
 #[tokio::test]
-async fn repeated_tokens_keep_working_and_expiry_is_rechecked() {
+async fn repeated_tokens_keep_working_from_the_cache() {
     let gw = gateway().await;
     let token = keys().ed.mint(&claims()).expect("mint");
     for _ in 0..20 {

@@ -151,7 +151,7 @@ async fn pre_auth_limits_by_ip_stop_floods_before_authentication() {
 
 #[test]
 fn bad_limits_are_config_errors() {
-    let routes = "routes:\n  - { path: /a, authorize: authenticated, rate_limit: { limit: 0, per: 1m } }\n  - { path: /b, authorize: authenticated, rate_limit: { limit: 20000, per: 1m, algorithm: sliding_window } }\n  - { path: /c, authorize: authenticated, rate_limit: { limit: 5, key: cookie } }\n  - { path: /d, authorize: authenticated, rate_limit: { limit: 5, algorithm: magic } }\n";
+    let routes = "routes:\n  - { path: /a, authorize: authenticated, rate_limit: { limit: 0, per: 1m } }\n  - { path: /b, authorize: authenticated, rate_limit: { limit: 20000, per: 1m, algorithm: sliding_window } }\n  - { path: /c, authorize: authenticated, rate_limit: { limit: 5, key: cookie } }\n  - { path: /d, authorize: authenticated, rate_limit: { limit: 5, algorithm: magic } }\n  - { path: /e, authorize: authenticated, rate_limit: { limit: 5, key: \"header:Authorization\" } }\n";
     let head = YAML.split("routes:").next().expect("head");
     let errors = config_with_env(
         &format!("{head}{routes}"),
@@ -165,6 +165,7 @@ fn bad_limits_are_config_errors() {
         "routes[1].rate_limit",
         "routes[2].rate_limit.key",
         "routes[3].rate_limit.algorithm",
+        "routes[4].rate_limit.key: Authorization carries credentials",
     ] {
         assert!(errors.contains(expected), "missing {expected} in\n{errors}");
     }

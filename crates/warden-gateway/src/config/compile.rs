@@ -159,6 +159,24 @@ pub(super) struct Compiler {
 }
 
 impl Compiler {
+    /// `text` quoted for an error message, unless it came from a secret reference: a value that
+    /// fails validation must not print the secret it resolved to.
+    pub(super) fn quoted(&self, path: &str, text: &str) -> String {
+        if self.secret_paths.iter().any(|p| p == path) {
+            "[the value of a secret reference]".to_owned()
+        } else {
+            format!("{text:?}")
+        }
+    }
+
+    fn shown(&self, path: &str, value: Option<&Scalar>) -> String {
+        match value {
+            Some(Scalar::Int(n)) => n.to_string(),
+            Some(Scalar::Text(t)) => self.quoted(path, t),
+            None => "nothing".into(),
+        }
+    }
+
     /// Whether a problem is already reported at `path` (so follow-on checks stay quiet).
     pub(super) fn has_error(&self, path: &str) -> bool {
         self.errors.iter().any(|e| e.path == path)
@@ -173,7 +191,10 @@ impl Compiler {
         text.parse().unwrap_or_else(|_| {
             self.error(
                 path,
-                format!("expected an address like 127.0.0.1:8080, got {text:?}"),
+                format!(
+                    "expected an address like 127.0.0.1:8080, got {}",
+                    self.quoted(path, text)
+                ),
             );
             SocketAddr::from(([127, 0, 0, 1], 0))
         })
@@ -197,7 +218,7 @@ impl Compiler {
                     path,
                     format!(
                         "expected a positive duration like 30s, 5m or 1h, got {}",
-                        show(value)
+                        self.shown(path, value)
                     ),
                 );
                 default
@@ -222,7 +243,7 @@ impl Compiler {
                     path,
                     format!(
                         "expected a positive size like 16KiB or 10MiB, got {}",
-                        show(value)
+                        self.shown(path, value)
                     ),
                 );
                 default
@@ -249,14 +270,6 @@ impl Compiler {
                 None
             }
         }
-    }
-}
-
-fn show(value: Option<&Scalar>) -> String {
-    match value {
-        Some(Scalar::Int(n)) => n.to_string(),
-        Some(Scalar::Text(t)) => format!("{t:?}"),
-        None => "nothing".into(),
     }
 }
 
@@ -338,11 +351,15 @@ fn compile_server(c: &mut Compiler, raw: &RawServer) -> Server {
         let parsed = text
             .parse::<IpNet>()
             .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from));
+        let path = format!("server.trusted_proxies[{i}]");
         match parsed {
             Ok(net) => networks.push(net.trunc()),
             Err(_) => c.error(
-                format!("server.trusted_proxies[{i}]"),
-                format!("expected an address or CIDR network like 10.0.0.0/8, got {text:?}"),
+                path.clone(),
+                format!(
+                    "expected an address or CIDR network like 10.0.0.0/8, got {}",
+                    c.quoted(&path, text)
+                ),
             ),
         }
     }
@@ -455,8 +472,8 @@ fn compile_upstream(c: &mut Compiler, raw: Option<&RawUpstream>) -> Upstream {
             c.error(
                 "upstream.url",
                 format!(
-                    "expected a URL like http://127.0.0.1:8000, got {:?}",
-                    raw.url
+                    "expected a URL like http://127.0.0.1:8000, got {}",
+                    c.quoted("upstream.url", &raw.url)
                 ),
             );
             return fallback();
@@ -466,8 +483,8 @@ fn compile_upstream(c: &mut Compiler, raw: Option<&RawUpstream>) -> Upstream {
         c.error(
             "upstream.url",
             format!(
-                "expected an absolute URL like http://127.0.0.1:8000, got {:?}",
-                raw.url
+                "expected an absolute URL like http://127.0.0.1:8000, got {}",
+                c.quoted("upstream.url", &raw.url)
             ),
         );
         return fallback();
@@ -525,10 +542,15 @@ fn compile_cors(c: &mut Compiler, raw: &RawCors, env: Environment) -> Option<Cor
         }
         match parse_origin(origin) {
             Some(value) => origins.push(value),
-            None => c.error(
-                path,
-                format!("expected an exact origin like https://app.example.com (scheme, host, optional port; no path), got {origin:?}"),
-            ),
+            None => {
+                let shown = c.quoted(&path, origin);
+                c.error(
+                    path,
+                    format!(
+                        "expected an exact origin like https://app.example.com (scheme, host, optional port; no path), got {shown}"
+                    ),
+                );
+            }
         }
     }
     if any_origin && !origins.is_empty() {
@@ -1160,5 +1182,26 @@ routes:
             "{errors}"
         );
         assert!(errors.contains("do not mix HMAC"), "{errors}");
+    }
+
+    #[test]
+    fn invalid_values_from_secret_references_are_not_echoed() {
+        let env = vec![
+            ("LISTEN".to_owned(), "s3cr3t-not-an-address".to_owned()),
+            ("UP".to_owned(), "s3cr3t url".to_owned()),
+        ];
+        let yaml = "server: { listen: '${env:LISTEN}', timeouts: { request: '${env:LISTEN}' } }\nupstream: { url: '${env:UP}' }\nroutes: [{ path: /a, auth: none }]\n";
+        let parsed = parse_raw(yaml, Format::Yaml, &env, &[]).expect("parse");
+        let errors = compile_parsed(parsed).expect_err("invalid").to_string();
+        assert!(
+            errors.contains("server.listen")
+                && errors.contains("upstream.url")
+                && errors.contains("server.timeouts.request"),
+            "{errors}"
+        );
+        assert!(
+            !errors.contains("s3cr3t"),
+            "a secret reached the error text: {errors}"
+        );
     }
 }

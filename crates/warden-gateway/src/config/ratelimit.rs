@@ -185,6 +185,13 @@ fn compile_limit(
     })
 }
 
+const CREDENTIAL_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "x-api-key",
+];
+
 fn compile_key(c: &mut Compiler, path: &str, text: &str) -> Vec<KeyPart> {
     text.split('+')
         .map(str::trim)
@@ -195,6 +202,15 @@ fn compile_key(c: &mut Compiler, path: &str, text: &str) -> Vec<KeyPart> {
             "tenant" => Some(KeyPart::Tenant),
             "route" => Some(KeyPart::Route),
             other => match other.strip_prefix("header:") {
+                // Keys come from vetted values: a raw credential would be counted before it is
+                // verified (and kept in memory); use identity or api_key instead.
+                Some(name) if CREDENTIAL_HEADERS.iter().any(|h| name.eq_ignore_ascii_case(h)) => {
+                    c.error(
+                        path.to_owned(),
+                        format!("{name} carries credentials; key by identity or api_key instead"),
+                    );
+                    None
+                }
                 Some(name) => HeaderName::from_bytes(name.as_bytes())
                     .map(KeyPart::Header)
                     .map_err(|_| c.error(path.to_owned(), format!("invalid header name {name:?}")))
