@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the build and the test suite need, where it is missing. Idempotent; safe to run
-# on a developer machine or a fresh CI machine. Later features add their system packages here
-# (for example redis-server for the shared rate-limit store tests).
+# on a developer machine or a fresh CI machine.
 set -euo pipefail
 
 need_component() {
@@ -22,6 +21,8 @@ need_component clippy clippy
 # System packages the tests use, by Debian package name.
 packages=()
 command -v python3 >/dev/null 2>&1 || packages+=(python3 python3-pip)
+# The shared rate-limit store tests start their own redis-server on a loopback port.
+command -v redis-server >/dev/null 2>&1 || packages+=(redis-server)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

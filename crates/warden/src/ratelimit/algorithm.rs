@@ -1,8 +1,11 @@
 //! Rate-limit algorithms as pure functions of (state, now, quota, cost).
 //!
-//! Every store (in memory now, Redis next) keeps only a [`State`] per key and calls [`decide`];
-//! the same arithmetic therefore governs one machine and a fleet. Time is integer nanoseconds
-//! since an arbitrary epoch (the store's clock), so there is no floating-point drift.
+//! The in-process store keeps a [`State`] per key and calls [`decide`]; the Redis store runs the
+//! same arithmetic, transcribed into one Lua script per algorithm, and the conformance tests
+//! replay random request sequences through both and require identical verdicts. Time is integer
+//! microseconds since the Unix epoch (the store's clock): no floating-point drift, and every
+//! value stays below 2^53, so Redis's Lua (whose numbers are doubles) computes exactly the same
+//! integers.
 //!
 //! | algorithm | promise (property-tested) | memory per key |
 //! |---|---|---|
@@ -67,7 +70,21 @@ pub enum QuotaError {
     /// `burst` is zero.
     #[error("burst must be at least 1")]
     ZeroBurst,
+    /// The period is longer than [`MAX_PERIOD`].
+    #[error("the period must be at most 366 days")]
+    PeriodTooLong,
+    /// The state would need integers beyond 2^53 microseconds (not exact in the Redis store).
+    #[error(
+        "limit × period (or burst × interval) is too large to count exactly; use a shorter period or a smaller limit"
+    )]
+    TooLarge,
 }
+
+/// Longest period a quota may use.
+pub const MAX_PERIOD: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// Integers the algorithms produce stay below this (exact in a double, as Redis's Lua uses).
+const EXACT: u128 = 1 << 53;
 
 impl Quota {
     /// A quota with the defaults for `algorithm`.
@@ -95,18 +112,33 @@ impl Quota {
         if self.burst == Some(0) {
             return Err(QuotaError::ZeroBurst);
         }
+        if self.per > MAX_PERIOD {
+            return Err(QuotaError::PeriodTooLong);
+        }
+        let period = u128::from(self.period_us());
+        let product = match self.algorithm {
+            // The previous window's count is weighted by a fraction of the period.
+            Algorithm::SlidingWindowCounter => u128::from(self.limit) * period,
+            Algorithm::TokenBucket | Algorithm::LeakyBucket => {
+                u128::from(self.interval_us()) * u128::from(self.capacity())
+            }
+            Algorithm::FixedWindow | Algorithm::SlidingWindowLog => 0,
+        };
+        if product >= EXACT || u128::from(self.limit) >= EXACT {
+            return Err(QuotaError::TooLarge);
+        }
         Ok(())
     }
 
-    fn period_ns(&self) -> u64 {
-        u64::try_from(self.per.as_nanos())
+    fn period_us(&self) -> u64 {
+        u64::try_from(self.per.as_micros())
             .unwrap_or(u64::MAX)
             .max(1)
     }
 
-    /// Nanoseconds per unit (GCRA emission interval), at least 1.
-    fn interval_ns(&self) -> u64 {
-        (self.period_ns() / self.limit.max(1)).max(1)
+    /// Microseconds per unit (GCRA emission interval), at least 1.
+    fn interval_us(&self) -> u64 {
+        (self.period_us() / self.limit.max(1)).max(1)
     }
 
     fn capacity(&self) -> u64 {
@@ -159,11 +191,21 @@ pub struct Verdict {
     pub delay: Option<Duration>,
 }
 
-fn ns(value: u64) -> Duration {
-    Duration::from_nanos(value)
+/// How long a key's state still matters after a decision: stores may forget it after this (the
+/// memory store's sweep, the Redis key's TTL). The sliding counter needs its window until the
+/// end of the next one, where it still weighs as the previous window.
+pub fn keep_for(quota: &Quota, verdict: &Verdict) -> Duration {
+    match quota.algorithm {
+        Algorithm::SlidingWindowCounter => quota.per.saturating_mul(2),
+        _ => quota.per.max(verdict.reset_after),
+    }
 }
 
-/// Decides whether `cost` units may pass at `now` (nanoseconds), updating `state`.
+fn us(value: u64) -> Duration {
+    Duration::from_micros(value)
+}
+
+/// Decides whether `cost` units may pass at `now` (microseconds), updating `state`.
 pub fn decide(state: &mut State, now: u64, quota: &Quota, cost: u64) -> Verdict {
     match quota.algorithm {
         Algorithm::FixedWindow => fixed(state, now, quota, cost),
@@ -174,13 +216,13 @@ pub fn decide(state: &mut State, now: u64, quota: &Quota, cost: u64) -> Verdict 
 }
 
 fn fixed(state: &mut State, now: u64, quota: &Quota, cost: u64) -> Verdict {
-    let period = quota.period_ns();
+    let period = quota.period_us();
     let window = now - now % period;
     let count = match state {
         State::Fixed { window: w, count } if *w == window => *count,
         _ => 0,
     };
-    let reset_after = ns(window + period - now);
+    let reset_after = us(window + period - now);
     let allowed = count.saturating_add(cost) <= quota.limit;
     let count = if allowed { count + cost } else { count };
     *state = State::Fixed { window, count };
@@ -195,7 +237,7 @@ fn fixed(state: &mut State, now: u64, quota: &Quota, cost: u64) -> Verdict {
 }
 
 fn log(state: &mut State, now: u64, quota: &Quota, cost: u64) -> Verdict {
-    let period = quota.period_ns();
+    let period = quota.period_us();
     let mut entries = match std::mem::take(state) {
         State::Log(entries) => entries,
         _ => VecDeque::new(),
@@ -217,11 +259,11 @@ fn log(state: &mut State, now: u64, quota: &Quota, cost: u64) -> Verdict {
         let index = usize::try_from(needed.saturating_sub(1)).unwrap_or(usize::MAX);
         entries
             .get(index)
-            .map_or(ns(period), |&t| ns(t + period - now))
+            .map_or(us(period), |&t| us(t + period - now))
     });
     let reset_after = entries
         .back()
-        .map_or(Duration::ZERO, |&t| ns(t + period - now));
+        .map_or(Duration::ZERO, |&t| us(t + period - now));
     *state = State::Log(entries);
     Verdict {
         allowed,
@@ -234,7 +276,7 @@ fn log(state: &mut State, now: u64, quota: &Quota, cost: u64) -> Verdict {
 }
 
 fn counter(state: &mut State, now: u64, quota: &Quota, cost: u64) -> Verdict {
-    let period = quota.period_ns();
+    let period = quota.period_us();
     let window = now - now % period;
     let (current, previous) = match *state {
         State::Counter {
@@ -261,7 +303,7 @@ fn counter(state: &mut State, now: u64, quota: &Quota, cost: u64) -> Verdict {
         current,
         previous,
     };
-    let reset_after = ns(window + period - now);
+    let reset_after = us(window + period - now);
     Verdict {
         allowed,
         limit: quota.limit,
@@ -275,7 +317,7 @@ fn counter(state: &mut State, now: u64, quota: &Quota, cost: u64) -> Verdict {
 }
 
 fn gcra(state: &mut State, now: u64, quota: &Quota, cost: u64) -> Verdict {
-    let interval = quota.interval_ns();
+    let interval = quota.interval_us();
     let capacity = quota.capacity();
     // Tolerance: how far ahead of `now` the schedule may run (burst - 1 intervals).
     let tolerance = interval.saturating_mul(capacity - 1);
@@ -290,11 +332,11 @@ fn gcra(state: &mut State, now: u64, quota: &Quota, cost: u64) -> Verdict {
     let shaping = quota.algorithm == Algorithm::LeakyBucket && quota.max_delay.is_some();
     let max_delay = quota
         .max_delay
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
     let (allowed, delay) = if allow_at <= now {
         (true, None)
     } else if shaping && allow_at - now <= max_delay {
-        (true, Some(ns(allow_at - now)))
+        (true, Some(us(allow_at - now)))
     } else {
         (false, None)
     };
@@ -306,8 +348,8 @@ fn gcra(state: &mut State, now: u64, quota: &Quota, cost: u64) -> Verdict {
         allowed,
         limit: capacity,
         remaining: remaining.min(capacity),
-        reset_after: ns(backlog),
-        retry_after: (!allowed).then(|| ns(allow_at - now)),
+        reset_after: us(backlog),
+        retry_after: (!allowed).then(|| us(allow_at - now)),
         delay,
     }
 }
@@ -317,7 +359,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const SEC: u64 = 1_000_000_000;
+    const SEC: u64 = 1_000_000;
 
     fn run(quota: &Quota, times: &[u64]) -> Vec<u64> {
         let mut state = State::default();
@@ -410,6 +452,32 @@ mod tests {
             .validate(),
             Err(QuotaError::LogTooLarge(_))
         ));
+        let day = Duration::from_secs(24 * 3600);
+        assert_eq!(
+            Quota::new(1, MAX_PERIOD + day, Algorithm::FixedWindow).validate(),
+            Err(QuotaError::PeriodTooLong)
+        );
+        assert_eq!(
+            Quota::new(200_000, day, Algorithm::SlidingWindowCounter).validate(),
+            Err(QuotaError::TooLarge)
+        );
+        assert_eq!(
+            Quota::new(100_000, day, Algorithm::SlidingWindowCounter).validate(),
+            Ok(())
+        );
+        let mut huge_burst = Quota::new(1, day, Algorithm::TokenBucket);
+        huge_burst.burst = Some(1_000_000);
+        assert_eq!(huge_burst.validate(), Err(QuotaError::TooLarge));
+    }
+
+    #[test]
+    fn counter_state_is_kept_until_the_next_window_ends() {
+        let quota = Quota::new(10, Duration::from_secs(1), Algorithm::SlidingWindowCounter);
+        let mut state = State::default();
+        let verdict = decide(&mut state, SEC / 2, &quota, 1);
+        assert_eq!(keep_for(&quota, &verdict), Duration::from_secs(2));
+        let fixed = Quota::new(10, Duration::from_secs(1), Algorithm::FixedWindow);
+        assert_eq!(keep_for(&fixed, &verdict), Duration::from_secs(1));
     }
 
     /// Arrival times: sorted, within a few periods, with bursts at equal times.

@@ -13,7 +13,7 @@ use std::time::UNIX_EPOCH;
 
 use futures_util::future::BoxFuture;
 
-use super::algorithm::{Quota, State, Verdict, decide};
+use super::algorithm::{Quota, State, Verdict, decide, keep_for};
 use super::store::{RateLimitStore, StoreError};
 use crate::clock::Clock;
 
@@ -22,7 +22,7 @@ const SHARDS: usize = 64;
 #[derive(Debug)]
 struct Entry {
     state: State,
-    /// When the state stops mattering (nanoseconds): after this the key may be dropped.
+    /// When the state stops mattering (microseconds): after this the key may be dropped.
     idle_at: u64,
 }
 
@@ -48,7 +48,7 @@ impl MemoryStore {
         self.clock
             .now()
             .duration_since(UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+            .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
             .unwrap_or(0)
     }
 
@@ -63,9 +63,8 @@ impl MemoryStore {
             idle_at: now,
         });
         let verdict = decide(&mut entry.state, now, quota, cost);
-        let horizon = u64::try_from(quota.per.as_nanos()).unwrap_or(u64::MAX);
-        let reset = u64::try_from(verdict.reset_after.as_nanos()).unwrap_or(u64::MAX);
-        entry.idle_at = now.saturating_add(horizon.max(reset));
+        let keep = u64::try_from(keep_for(quota, &verdict).as_micros()).unwrap_or(u64::MAX);
+        entry.idle_at = now.saturating_add(keep);
         verdict
     }
 
