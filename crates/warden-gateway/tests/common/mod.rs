@@ -20,6 +20,8 @@ use warden::body::{self, Body};
 use warden_gateway::config::{self, Config, ConfigErrors, compile, load};
 use warden_gateway::server::Gateway;
 
+pub mod redis_server;
+
 /// What the upstream received.
 #[derive(Clone, Debug)]
 pub struct Seen {

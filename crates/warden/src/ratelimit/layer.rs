@@ -17,7 +17,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use tower::{Layer, Service};
 
 use super::algorithm::{Quota, Verdict};
-use super::store::RateLimitStore;
+use super::store::{RateLimitStore, StoreError};
 use crate::body::Body;
 use crate::client_ip::{ClientIp, PeerAddr};
 use crate::identity::{AuthMethod, Identity};
@@ -193,7 +193,12 @@ where
             let verdict = match layer.store.hit(&key, &limit.quota, 1).await {
                 Ok(verdict) => verdict,
                 Err(error) => {
-                    tracing::error!(target: "warden::ratelimit", error = %error, "rate-limit store failed");
+                    // An open circuit was logged once when it opened; don't repeat it per request.
+                    if matches!(error, StoreError::CircuitOpen) {
+                        tracing::debug!(target: "warden::ratelimit", error = %error, "rate-limit store unavailable");
+                    } else {
+                        tracing::error!(target: "warden::ratelimit", error = %error, "rate-limit store failed");
+                    }
                     if layer.on_error == OnStoreError::FailOpen {
                         return inner.call(Request::from_parts(parts, body)).await;
                     }

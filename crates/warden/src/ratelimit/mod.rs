@@ -1,8 +1,13 @@
 //! Rate limiting (DESIGN.md §2 steps 9 and 13): the algorithms as pure functions, the store
-//! interface every backend implements, and the in-process store. The Redis store and the layer
-//! that builds keys and sets `RateLimit` headers build on these.
+//! interface every backend implements, the in-process and Redis stores (with a circuit breaker
+//! and a local fallback for the latter), and the layer that builds keys and sets `RateLimit`
+//! headers.
 
 pub mod algorithm;
+pub mod breaker;
+pub mod fallback;
 pub mod layer;
 pub mod memory;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod store;

@@ -11,6 +11,9 @@ pub enum StoreError {
     /// The backend (Redis) failed or timed out.
     #[error("rate-limit store: {0}")]
     Backend(String),
+    /// The circuit breaker is open: the backend was failing, so it was not asked.
+    #[error("rate-limit store: circuit open (the store was failing)")]
+    CircuitOpen,
 }
 
 /// Keeps per-key state and decides.

@@ -1,0 +1,383 @@
+//! The shared store: rate-limit state in Redis, so several gateway instances enforce one quota.
+//!
+//! Each decision is one `EVALSHA` of the algorithm's Lua script (the arithmetic of
+//! [`algorithm`](super::algorithm), transcribed; `lua/`), atomic on the server, which reads its
+//! own clock (`TIME`) so instances with skewed clocks agree. Scripts are sent by hash and loaded
+//! again when the server answers `NOSCRIPT` (after a restart or `SCRIPT FLUSH`). Keys are
+//! `prefix{digest}:algorithm`: the digest (SHA-256 of Warden's key, truncated to 128 bits) keeps
+//! client IPs and subjects out of Redis and bounds the key length, the braces make the key its
+//! own cluster hash slot, and every key carries a TTL of the time its state still matters.
+//!
+//! One multiplexed connection (reconnecting by itself) carries all decisions, each bounded by the
+//! response timeout. A circuit breaker stops asking a failing server and probes until it is back.
+//! Keys found over their limit are remembered in-process until they could pass again, so a
+//! client hammering a closed limit costs no round trip.
+
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::digest;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use futures_util::future::BoxFuture;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::algorithm::{Algorithm, Quota, Verdict};
+use super::breaker::{Breaker, BreakerSettings, Position};
+use super::store::{RateLimitStore, StoreError};
+
+macro_rules! script {
+    ($file:literal) => {
+        concat!(include_str!("lua/prelude.lua"), include_str!($file))
+    };
+}
+
+const FIXED_WINDOW: &str = script!("lua/fixed_window.lua");
+const SLIDING_WINDOW_LOG: &str = script!("lua/sliding_window_log.lua");
+const SLIDING_WINDOW_COUNTER: &str = script!("lua/sliding_window_counter.lua");
+const GCRA: &str = script!("lua/gcra.lua");
+
+/// Connection and behaviour of the Redis store.
+#[derive(Clone, Debug)]
+pub struct RedisSettings {
+    /// `redis://[user:password@]host:port[/db]` or `rediss://…` (TLS).
+    pub url: String,
+    /// Longest wait for one decision.
+    pub timeout: Duration,
+    /// Longest wait for a connection.
+    pub connect_timeout: Duration,
+    /// Prefix of every key Warden writes.
+    pub key_prefix: String,
+    /// When to stop asking a failing server.
+    pub breaker: BreakerSettings,
+    /// Keys remembered as over their limit (0: no local cache).
+    pub over_limit_cache: u64,
+}
+
+impl RedisSettings {
+    /// Defaults for `url`: 50 ms per decision, 1 s to connect, `warden:rl:` keys.
+    pub fn new(url: impl Into<String>) -> Self {
+        RedisSettings {
+            url: url.into(),
+            timeout: Duration::from_millis(50),
+            connect_timeout: Duration::from_secs(1),
+            key_prefix: "warden:rl:".to_owned(),
+            breaker: BreakerSettings::default(),
+            over_limit_cache: 100_000,
+        }
+    }
+}
+
+/// A refusal remembered until the key could pass again.
+#[derive(Clone, Debug)]
+struct Refused {
+    /// When a request of `cost` could pass.
+    until: Instant,
+    /// When the quota is full again.
+    reset: Instant,
+    limit: u64,
+    cost: u64,
+}
+
+struct RefusalExpiry;
+
+impl moka::Expiry<String, Refused> for RefusalExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        value: &Refused,
+        created_at: Instant,
+    ) -> Option<Duration> {
+        Some(value.until.saturating_duration_since(created_at))
+    }
+}
+
+struct Scripts {
+    fixed: redis::Script,
+    log: redis::Script,
+    counter: redis::Script,
+    gcra: redis::Script,
+}
+
+/// Rate-limit state in Redis (see the module docs).
+pub struct RedisStore {
+    connection: ConnectionManager,
+    scripts: Scripts,
+    prefix: String,
+    timeout: Duration,
+    breaker: Breaker,
+    over_limit: Option<moka::sync::Cache<String, Refused>>,
+    endpoint: String,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("endpoint", &self.endpoint)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the Redis store could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("redis store {endpoint}: {message}")]
+pub struct RedisSetupError {
+    endpoint: String,
+    message: String,
+}
+
+impl RedisStore {
+    /// A store for `settings.url`. The connection is made on first use and remade whenever it
+    /// drops, so the gateway starts (and recovers) while Redis is down; [`RedisStore::ping`]
+    /// checks it now. Must be called inside a Tokio runtime.
+    pub fn connect(settings: &RedisSettings) -> Result<Self, RedisSetupError> {
+        let endpoint = redact(&settings.url);
+        let error = |e: redis::RedisError| RedisSetupError {
+            endpoint: endpoint.clone(),
+            message: e.to_string(),
+        };
+        let client = redis::Client::open(settings.url.as_str()).map_err(error)?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(settings.timeout))
+            .set_connection_timeout(Some(settings.connect_timeout))
+            // Reconnection is retried in the background; requests meanwhile fail fast and the
+            // breaker, not the connection, decides when to try again.
+            .set_number_of_retries(2)
+            .set_max_delay(settings.connect_timeout);
+        let connection = ConnectionManager::new_lazy_with_config(client, config).map_err(error)?;
+        let over_limit = (settings.over_limit_cache > 0).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(settings.over_limit_cache)
+                .expire_after(RefusalExpiry)
+                .build()
+        });
+        Ok(RedisStore {
+            connection,
+            scripts: Scripts {
+                fixed: redis::Script::new(FIXED_WINDOW),
+                log: redis::Script::new(SLIDING_WINDOW_LOG),
+                counter: redis::Script::new(SLIDING_WINDOW_COUNTER),
+                gcra: redis::Script::new(GCRA),
+            },
+            prefix: settings.key_prefix.clone(),
+            timeout: settings.timeout,
+            breaker: Breaker::new("redis", settings.breaker.clone()),
+            over_limit,
+            endpoint,
+        })
+    }
+
+    /// `host:port` of the server, without credentials (for logs).
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The circuit breaker's position.
+    pub fn breaker_position(&self) -> Position {
+        self.breaker.position()
+    }
+
+    /// Checks the server answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut connection = self.connection.clone();
+        let reply: Result<String, _> = tokio::time::timeout(
+            self.timeout.max(Duration::from_secs(1)),
+            redis::cmd("PING").query_async(&mut connection),
+        )
+        .await
+        .map_err(|_| StoreError::Backend("ping timed out".to_owned()))?;
+        reply
+            .map(drop)
+            .map_err(|e| StoreError::Backend(e.to_string()))
+    }
+
+    /// The Redis key for Warden's `key` under `quota`.
+    pub fn redis_key(&self, key: &str, quota: &Quota) -> String {
+        let hash = digest::digest(&digest::SHA256, key.as_bytes());
+        let tag = match quota.algorithm {
+            Algorithm::FixedWindow => "fw",
+            Algorithm::SlidingWindowLog => "swl",
+            Algorithm::SlidingWindowCounter => "swc",
+            Algorithm::TokenBucket | Algorithm::LeakyBucket => "gcra",
+        };
+        let mut out = String::with_capacity(self.prefix.len() + 32);
+        out.push_str(&self.prefix);
+        out.push('{');
+        URL_SAFE_NO_PAD.encode_string(&hash.as_ref()[..16], &mut out);
+        out.push_str("}:");
+        out.push_str(tag);
+        out
+    }
+
+    /// Decides at a caller-supplied time (microseconds since the Unix epoch) instead of the
+    /// server's clock, bypassing the breaker and the over-limit cache. For conformance tests
+    /// and replays; the gateway never uses it.
+    pub async fn hit_at(
+        &self,
+        key: &str,
+        quota: &Quota,
+        cost: u64,
+        now_us: u64,
+    ) -> Result<Verdict, StoreError> {
+        let redis_key = self.redis_key(key, quota);
+        self.eval(&redis_key, quota, cost, &now_us.to_string())
+            .await
+    }
+
+    async fn decide(&self, key: &str, quota: &Quota, cost: u64) -> Result<Verdict, StoreError> {
+        let redis_key = self.redis_key(key, quota);
+        if let Some(verdict) = self.remembered(&redis_key, cost) {
+            metrics::counter!("warden_ratelimit_over_limit_cache_hits_total").increment(1);
+            return Ok(verdict);
+        }
+        if !self.breaker.admit() {
+            return Err(StoreError::CircuitOpen);
+        }
+        let result = self.eval(&redis_key, quota, cost, "").await;
+        match &result {
+            Ok(verdict) => {
+                self.breaker.success();
+                self.remember(redis_key, cost, verdict);
+            }
+            Err(error) => {
+                metrics::counter!("warden_ratelimit_store_errors_total").increment(1);
+                tracing::debug!(target: "warden::ratelimit", %error, endpoint = %self.endpoint, "redis decision failed");
+                self.breaker.failure();
+            }
+        }
+        result
+    }
+
+    async fn eval(
+        &self,
+        redis_key: &str,
+        quota: &Quota,
+        cost: u64,
+        now: &str,
+    ) -> Result<Verdict, StoreError> {
+        let script = match quota.algorithm {
+            Algorithm::FixedWindow => &self.scripts.fixed,
+            Algorithm::SlidingWindowLog => &self.scripts.log,
+            Algorithm::SlidingWindowCounter => &self.scripts.counter,
+            Algorithm::TokenBucket | Algorithm::LeakyBucket => &self.scripts.gcra,
+        };
+        let max_delay = match (quota.algorithm, quota.max_delay) {
+            (Algorithm::LeakyBucket, Some(delay)) => micros(delay) as i64,
+            _ => -1,
+        };
+        let mut invocation = script.key(redis_key);
+        invocation
+            .arg(now)
+            .arg(quota.limit)
+            .arg(micros(quota.per).max(1))
+            .arg(cost)
+            .arg(quota.burst.unwrap_or(quota.limit).max(1))
+            .arg(max_delay);
+        let mut connection = self.connection.clone();
+        // The connection enforces the response timeout; this bounds a reload after NOSCRIPT too.
+        let reply: Vec<i64> =
+            tokio::time::timeout(self.timeout * 3, invocation.invoke_async(&mut connection))
+                .await
+                .map_err(|_| StoreError::Backend("timed out".to_owned()))?
+                .map_err(|e| StoreError::Backend(e.to_string()))?;
+        verdict(&reply)
+    }
+
+    fn remembered(&self, redis_key: &str, cost: u64) -> Option<Verdict> {
+        let cache = self.over_limit.as_ref()?;
+        let refused = cache.get(redis_key)?;
+        let now = Instant::now();
+        (refused.until > now && cost >= refused.cost).then(|| Verdict {
+            allowed: false,
+            limit: refused.limit,
+            remaining: 0,
+            reset_after: refused.reset.saturating_duration_since(now),
+            retry_after: Some(refused.until.saturating_duration_since(now)),
+            delay: None,
+        })
+    }
+
+    fn remember(&self, redis_key: String, cost: u64, verdict: &Verdict) {
+        let (Some(cache), Some(retry)) = (&self.over_limit, verdict.retry_after) else {
+            return;
+        };
+        if verdict.allowed || retry.is_zero() {
+            return;
+        }
+        let now = Instant::now();
+        cache.insert(
+            redis_key,
+            Refused {
+                until: now + retry,
+                reset: now + verdict.reset_after,
+                limit: verdict.limit,
+                cost,
+            },
+        );
+    }
+}
+
+impl RateLimitStore for RedisStore {
+    fn hit<'a>(
+        &'a self,
+        key: &'a str,
+        quota: &'a Quota,
+        cost: u64,
+    ) -> BoxFuture<'a, Result<Verdict, StoreError>> {
+        Box::pin(self.decide(key, quota, cost))
+    }
+}
+
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+}
+
+fn verdict(reply: &[i64]) -> Result<Verdict, StoreError> {
+    let &[allowed, limit, remaining, reset, retry, delay] = reply else {
+        return Err(StoreError::Backend(format!(
+            "unexpected script reply of {} values",
+            reply.len()
+        )));
+    };
+    let duration = |us: i64| u64::try_from(us).ok().map(Duration::from_micros);
+    Ok(Verdict {
+        allowed: allowed == 1,
+        limit: u64::try_from(limit).unwrap_or(0),
+        remaining: u64::try_from(remaining).unwrap_or(0),
+        reset_after: duration(reset).unwrap_or_default(),
+        retry_after: duration(retry),
+        delay: duration(delay),
+    })
+}
+
+/// `scheme://host:port/db` of a Redis URL, without user or password.
+fn redact(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("redis", url));
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    format!("{scheme}://{rest}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_never_reach_the_endpoint_label() {
+        assert_eq!(
+            redact("redis://user:s3cret@10.0.0.5:6379/2"),
+            "redis://10.0.0.5:6379/2"
+        );
+        assert_eq!(redact("rediss://:p@ss@cache:6380"), "rediss://cache:6380");
+        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+    }
+
+    #[test]
+    fn replies_map_to_verdicts() {
+        let v = verdict(&[0, 10, 0, 1_500_000, 250_000, -1]).expect("verdict");
+        assert!(!v.allowed);
+        assert_eq!(v.retry_after, Some(Duration::from_millis(250)));
+        assert_eq!(v.reset_after, Duration::from_millis(1500));
+        assert_eq!(v.delay, None);
+        assert!(verdict(&[1, 2, 3]).is_err());
+    }
+}
