@@ -56,6 +56,9 @@ pub enum ServerError {
     /// A provider configured `startup: wait` got no keys in time.
     #[error("provider {0}: no signing keys after {1:?} (key server unreachable?)")]
     KeysUnavailable(String, Duration),
+    /// The rate-limit store could not be set up.
+    #[error("{0}")]
+    RateLimitStore(String),
 }
 
 /// A running gateway.
@@ -101,8 +104,9 @@ impl Gateway {
             chain.push(Arc::new(keys.clone()));
             refreshers.push(spawn_usage_flusher(keys.clone(), *touch_interval));
         }
-        let store = Arc::new(warden::ratelimit::memory::MemoryStore::new(clock.clone()));
-        refreshers.push(spawn_sweeper(store.clone()));
+        let memory = Arc::new(warden::ratelimit::memory::MemoryStore::new(clock.clone()));
+        refreshers.push(spawn_sweeper(memory.clone()));
+        let store = rate_limit_store(&config, memory).await?;
         let auth = Auth {
             chain,
             store,
@@ -352,6 +356,37 @@ fn spawn_usage_flusher(
                 tracing::warn!(error = %error, "could not record API key usage");
             }
         }
+    })
+}
+
+/// The configured rate-limit store. A Redis server that does not answer at start is not fatal:
+/// decisions follow `on_store_error` until it does (the connection retries by itself).
+async fn rate_limit_store(
+    config: &Config,
+    memory: Arc<warden::ratelimit::memory::MemoryStore>,
+) -> Result<Arc<dyn warden::ratelimit::store::RateLimitStore>, ServerError> {
+    use crate::config::ratelimit::{StoreConfig, StoreFailure};
+    let StoreConfig::Redis(settings) = &config.rate_limits.store else {
+        return Ok(memory);
+    };
+    let redis = Arc::new(
+        warden::ratelimit::redis::RedisStore::connect(settings)
+            .map_err(|e| ServerError::RateLimitStore(e.to_string()))?,
+    );
+    match redis.ping().await {
+        Ok(()) => tracing::info!(endpoint = redis.endpoint(), "rate-limit store connected"),
+        Err(error) => tracing::error!(
+            endpoint = redis.endpoint(),
+            %error,
+            on_store_error = ?config.rate_limits.on_error,
+            "rate-limit store unreachable at start; decisions follow on_store_error until it answers"
+        ),
+    }
+    Ok(match config.rate_limits.on_error {
+        StoreFailure::Local => Arc::new(warden::ratelimit::fallback::LocalFallback::new(
+            redis, memory,
+        )),
+        StoreFailure::FailClosed | StoreFailure::FailOpen => redis,
     })
 }
 

@@ -150,15 +150,25 @@ fn build_router(
             .pre_auth
             .clone()
             .filter(|_| !matches!(route.rate_limit, RouteLimit::Off))
-            .map(|limit| RateLimitLayer::new(auth.store.clone(), limit, limits_config.on_error));
+            .map(|limit| {
+                RateLimitLayer::new(
+                    auth.store.clone(),
+                    limit,
+                    limits_config.on_error.layer_policy(),
+                )
+            });
         let route_limit = match &route.rate_limit {
             RouteLimit::Off => None,
             RouteLimit::Custom(limit) => Some(limit.clone()),
             RouteLimit::Inherit => limits_config.default.clone(),
         }
         .map(|limit| {
-            RateLimitLayer::new(auth.store.clone(), limit, limits_config.on_error)
-                .with_tiers(limits_config.tiers.clone())
+            RateLimitLayer::new(
+                auth.store.clone(),
+                limit,
+                limits_config.on_error.layer_policy(),
+            )
+            .with_tiers(limits_config.tiers.clone())
         });
         let service = ServiceBuilder::new()
             .option_layer(pre_auth)

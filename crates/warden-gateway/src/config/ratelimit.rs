@@ -4,16 +4,53 @@ use std::time::Duration;
 
 use http::HeaderName;
 use warden::ratelimit::algorithm::{Algorithm, Quota};
+use warden::ratelimit::breaker::BreakerSettings;
 use warden::ratelimit::layer::{KeyPart, Limit, OnStoreError};
+use warden::ratelimit::redis::RedisSettings;
 
 use super::compile::Compiler;
-use super::raw::{RawLimit, RawRateLimits, RawRouteLimit};
+use super::raw::{RawLimit, RawRateLimits, RawRedis, RawRouteLimit};
+
+/// Where rate-limit state lives.
+#[derive(Clone, Debug, Default)]
+pub enum StoreConfig {
+    /// In this process (default).
+    #[default]
+    Memory,
+    /// In Redis, shared by every instance.
+    Redis(RedisSettings),
+}
+
+/// What happens to a request when the store cannot decide.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StoreFailure {
+    /// 503 (default).
+    #[default]
+    FailClosed,
+    /// Let it through unlimited.
+    FailOpen,
+    /// Decide in this process instead.
+    Local,
+}
+
+impl StoreFailure {
+    /// What the layer does with an error that reaches it (with `Local` the store has already
+    /// fallen back, so nothing should; if it does, refuse).
+    pub fn layer_policy(self) -> OnStoreError {
+        match self {
+            StoreFailure::FailOpen => OnStoreError::FailOpen,
+            StoreFailure::FailClosed | StoreFailure::Local => OnStoreError::FailClosed,
+        }
+    }
+}
 
 /// Compiled `rate_limits:`.
 #[derive(Clone, Debug, Default)]
 pub struct RateLimitsConfig {
+    /// The store.
+    pub store: StoreConfig,
     /// Store failure policy.
-    pub on_error: OnStoreError,
+    pub on_error: StoreFailure,
     /// Per-IP limit before authentication.
     pub pre_auth: Option<Limit>,
     /// Limit for routes that set none.
@@ -34,22 +71,17 @@ pub enum RouteLimit {
 }
 
 pub(super) fn compile_rate_limits(c: &mut Compiler, raw: &RawRateLimits) -> RateLimitsConfig {
-    match raw.store.as_deref() {
-        None | Some("memory") => {}
-        Some(other) => c.error(
-            "rate_limits.store",
-            format!("unsupported store {other:?}: this version keeps rate limits in memory (store: memory)"),
-        ),
-    }
+    let store = compile_store(c, raw);
     let on_error = match raw.on_store_error.as_deref() {
-        None | Some("fail_closed") => OnStoreError::FailClosed,
-        Some("fail_open") => OnStoreError::FailOpen,
+        None | Some("fail_closed") => StoreFailure::FailClosed,
+        Some("fail_open") => StoreFailure::FailOpen,
+        Some("local") => StoreFailure::Local,
         Some(other) => {
             c.error(
                 "rate_limits.on_store_error",
-                format!("expected fail_closed or fail_open, got {other:?}"),
+                format!("expected fail_closed, fail_open or local, got {other:?}"),
             );
-            OnStoreError::FailClosed
+            StoreFailure::FailClosed
         }
     };
     let pre_auth = raw
@@ -78,11 +110,80 @@ pub(super) fn compile_rate_limits(c: &mut Compiler, raw: &RawRateLimits) -> Rate
         })
         .collect();
     RateLimitsConfig {
+        store,
         on_error,
         pre_auth,
         default,
         tiers,
     }
+}
+
+fn compile_store(c: &mut Compiler, raw: &RawRateLimits) -> StoreConfig {
+    let path = "rate_limits.store";
+    let url = match raw.store.as_deref().map(str::trim) {
+        None | Some("memory") => {
+            if raw.redis.is_some() {
+                c.error(
+                    "rate_limits.redis",
+                    "applies to a Redis store only (store: redis://host:6379)",
+                );
+            }
+            return StoreConfig::Memory;
+        }
+        Some(url) => url,
+    };
+    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        c.error(
+            path,
+            format!(
+                "expected memory, redis://host:port or rediss://host:port, got {}",
+                c.quoted(path, url)
+            ),
+        );
+        return StoreConfig::Memory;
+    }
+    if let Err(problem) = RedisSettings::check_url(url) {
+        // The message names the problem, never the URL (it may hold a password).
+        c.error(path, format!("invalid Redis URL: {problem}"));
+        return StoreConfig::Memory;
+    }
+    let mut settings = RedisSettings::new(url);
+    let defaults = RawRedis::default();
+    let tuning = raw.redis.as_ref().unwrap_or(&defaults);
+    let at = |field: &str| format!("rate_limits.redis.{field}");
+    settings.timeout = c.duration(&at("timeout"), tuning.timeout.as_ref(), settings.timeout);
+    settings.connect_timeout = c.duration(
+        &at("connect_timeout"),
+        tuning.connect_timeout.as_ref(),
+        settings.connect_timeout,
+    );
+    if let Some(prefix) = &tuning.key_prefix {
+        settings.key_prefix = prefix.clone();
+    }
+    if let Some(entries) = tuning.over_limit_cache {
+        settings.over_limit_cache = entries;
+    }
+    let defaults = BreakerSettings::default();
+    settings.breaker = BreakerSettings {
+        failures: match tuning.breaker.failures {
+            Some(0) => {
+                c.error(at("breaker.failures"), "must be at least 1");
+                defaults.failures
+            }
+            other => other.unwrap_or(defaults.failures),
+        },
+        open_for: c.duration(
+            &at("breaker.open_for"),
+            tuning.breaker.open_for.as_ref(),
+            defaults.open_for,
+        ),
+        max_open_for: c.duration(
+            &at("breaker.max_open_for"),
+            tuning.breaker.max_open_for.as_ref(),
+            defaults.max_open_for,
+        ),
+    };
+    StoreConfig::Redis(settings)
 }
 
 pub(super) fn compile_route_limit(

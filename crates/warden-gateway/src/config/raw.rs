@@ -140,16 +140,46 @@ pub struct RawApiKeys {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawRateLimits {
-    /// `memory` (default).
+    /// `memory` (default), or a `redis://` / `rediss://` URL.
     pub store: Option<String>,
-    /// `fail_closed` (default) or `fail_open`.
+    /// `fail_closed` (default), `fail_open` or `local`.
     pub on_store_error: Option<String>,
+    /// Redis store tuning.
+    pub redis: Option<RawRedis>,
     /// Limit by client IP applied before authentication on every route.
     pub pre_auth: Option<RawLimit>,
     /// Limit for routes that set none.
     pub default: Option<RawLimit>,
     /// Named tiers, chosen by role or by the policy's `tier`.
     pub tiers: BTreeMap<String, RawLimit>,
+}
+
+/// `rate_limits.redis:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRedis {
+    /// Longest wait for one decision.
+    pub timeout: Option<Scalar>,
+    /// Longest wait for a connection.
+    pub connect_timeout: Option<Scalar>,
+    /// Prefix of Warden's keys.
+    pub key_prefix: Option<String>,
+    /// Keys remembered locally as over their limit (0 turns the cache off).
+    pub over_limit_cache: Option<u64>,
+    /// Circuit breaker.
+    pub breaker: RawBreaker,
+}
+
+/// `rate_limits.redis.breaker:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawBreaker {
+    /// Consecutive failures that open it.
+    pub failures: Option<u32>,
+    /// First open time.
+    pub open_for: Option<Scalar>,
+    /// Ceiling of the doubling open time.
+    pub max_open_for: Option<Scalar>,
 }
 
 /// One limit.

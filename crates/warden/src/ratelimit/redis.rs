@@ -67,6 +67,25 @@ impl RedisSettings {
     }
 }
 
+impl RedisSettings {
+    /// Checks a Redis URL parses (scheme, host, port, database) without connecting. The error
+    /// never contains the URL, which may hold a password.
+    pub fn check_url(url: &str) -> Result<(), String> {
+        use redis::IntoConnectionInfo as _;
+        // The url crate names the broken part (port, host, …) without quoting the input.
+        let parsed = url::Url::parse(url).map_err(|e| e.to_string())?;
+        if parsed.host_str().is_none_or(str::is_empty) {
+            return Err("no host".to_owned());
+        }
+        url.into_connection_info().map(drop).map_err(|e| {
+            e.detail().map_or_else(
+                || "invalid database number or option (redis://host:port/DB)".to_owned(),
+                str::to_owned,
+            )
+        })
+    }
+}
+
 /// A refusal remembered until the key could pass again.
 #[derive(Clone, Debug)]
 struct Refused {
