@@ -94,12 +94,15 @@ async fn conformance(store: Arc<dyn RateLimitStore>, run: &str) {
         // Concurrent hits on one key never over-admit.
         let q = quota(50, minute, algorithm);
         let key = format!("{run}:concurrent:{algorithm:?}");
-        let hits = (0..200).map(|_| {
-            let store = store.clone();
-            let key = key.clone();
-            let q = q.clone();
-            tokio::spawn(async move { store.hit(&key, &q, 1).await.expect("hit").allowed })
-        });
+        // Collected first, so all 200 are in flight before any is awaited.
+        let hits: Vec<_> = (0..200)
+            .map(|_| {
+                let store = store.clone();
+                let key = key.clone();
+                let q = q.clone();
+                tokio::spawn(async move { store.hit(&key, &q, 1).await.expect("hit").allowed })
+            })
+            .collect();
         let mut admitted = 0;
         for hit in hits {
             admitted += usize::from(hit.await.expect("task"));

@@ -1,4 +1,7 @@
-//! In-memory rate-limit decision cost with 10k and 1M active keys, per algorithm family.
+//! Rate-limit decision cost: in memory with 10k and 1M active keys per algorithm family, and
+//! through a local `redis-server` (started on a free loopback port when the binary is present):
+//! one decision at a time (latency) and 256 in flight on the one multiplexed connection
+//! (throughput: decisions per second from one instance).
 #![allow(missing_docs)]
 
 use std::hint::black_box;
@@ -36,5 +39,110 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+/// A throwaway redis-server on a free loopback port, killed on drop.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_redis() -> Option<(Server, String)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .ok()?
+        .local_addr()
+        .ok()?
+        .port();
+    let child = std::process::Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let server = Server(child);
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some((server, format!("redis://127.0.0.1:{port}")));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+fn bench_redis(c: &mut Criterion) {
+    use warden::ratelimit::redis::{RedisSettings, RedisStore};
+    use warden::ratelimit::store::RateLimitStore;
+
+    let Some((_server, url)) = start_redis() else {
+        eprintln!("redis-server not found: skipping the Redis store benchmarks");
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut settings = RedisSettings::new(url);
+    settings.timeout = Duration::from_secs(2);
+    // Every key stays under its limit: each decision is a real round trip.
+    settings.over_limit_cache = 0;
+    let store = Arc::new(
+        runtime
+            .block_on(async { RedisStore::connect(&settings) })
+            .expect("store"),
+    );
+    let mut group = c.benchmark_group("ratelimit_redis");
+    for algorithm in [
+        Algorithm::FixedWindow,
+        Algorithm::TokenBucket,
+        Algorithm::SlidingWindowLog,
+    ] {
+        let quota = Quota::new(1_000_000_000, Duration::from_secs(60), algorithm);
+        let quota = if algorithm == Algorithm::SlidingWindowLog {
+            Quota::new(10_000, Duration::from_millis(100), algorithm)
+        } else {
+            quota
+        };
+        let mut i = 0u64;
+        group.bench_function(format!("{algorithm:?}/one_at_a_time"), |b| {
+            b.to_async(&runtime).iter(|| {
+                i = (i + 1) % 10_000;
+                let key = format!("bench:user-{i}");
+                let store = store.clone();
+                let quota = quota.clone();
+                async move { black_box(store.hit(&key, &quota, 1).await.expect("decision")) }
+            })
+        });
+        const IN_FLIGHT: u64 = 256;
+        group.throughput(criterion::Throughput::Elements(IN_FLIGHT));
+        group.bench_function(format!("{algorithm:?}/{IN_FLIGHT}_in_flight"), |b| {
+            b.iter_custom(|batches| {
+                runtime.block_on(async {
+                    let start = std::time::Instant::now();
+                    for _ in 0..batches {
+                        let decisions: Vec<_> = (0..IN_FLIGHT)
+                            .map(|k| {
+                                let store = store.clone();
+                                let quota = quota.clone();
+                                tokio::spawn(async move {
+                                    let key = format!("bench:user-{k}");
+                                    store.hit(&key, &quota, 1).await.expect("decision").allowed
+                                })
+                            })
+                            .collect();
+                        for decision in decisions {
+                            black_box(decision.await.expect("task"));
+                        }
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+        group.throughput(criterion::Throughput::Elements(1));
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, bench_redis);
 criterion_main!(benches);
