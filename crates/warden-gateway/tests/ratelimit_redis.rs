@@ -244,3 +244,53 @@ fn store_configuration_errors_are_precise_and_never_echo_credentials() {
     )
     .expect("a TLS Redis URL with credentials and a database is valid");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_with_a_private_ca_and_a_client_certificate() {
+    let dir = temp_dir("redis-tls");
+    let redis = RedisServer::start_tls(&dir);
+    let url = format!("rediss://127.0.0.1:{}", redis.addr.port());
+    let config = |tls: &str| {
+        format!(
+            r#"
+rate_limits:
+  store: {url}
+  redis: {{ timeout: 1s, connect_timeout: 1s, tls: {tls} }}
+routes:
+  - {{ path: /limited, auth: none, rate_limit: {{ limit: 2, per: 1h, key: ip }} }}
+"#
+        )
+    };
+    let d = dir.display();
+    let gw = spawn(&config(&format!(
+        "{{ ca_file: {d}/ca.crt, cert_file: {d}/client.crt, key_file: {d}/client.key }}"
+    )))
+    .await;
+    assert_eq!(status(&gw).await.status, 200);
+    assert_eq!(status(&gw).await.status, 200);
+    status(&gw).await.assert_problem(429);
+
+    // Without the client certificate the server refuses the handshake: fail closed.
+    let gw = spawn(&config(&format!("{{ ca_file: {d}/ca.crt }}"))).await;
+    status(&gw).await.assert_problem(503);
+    // Without the private CA the server's certificate is not trusted: fail closed.
+    let gw = spawn(&config(&format!(
+        "{{ cert_file: {d}/client.crt, key_file: {d}/client.key }}"
+    )))
+    .await;
+    status(&gw).await.assert_problem(503);
+
+    // Configuration mistakes are caught before start.
+    let e = config_for(
+        &config(&format!("{{ cert_file: {d}/client.crt }}")),
+        "http://127.0.0.1:9",
+    )
+    .expect_err("cert without key");
+    assert!(e.to_string().contains("key_file"), "{e}");
+    let e = config_for(
+        &config(&format!("{{ ca_file: {d}/client.ext }}")),
+        "http://127.0.0.1:9",
+    )
+    .expect_err("not PEM");
+    assert!(e.to_string().contains("not a PEM file"), "{e}");
+}

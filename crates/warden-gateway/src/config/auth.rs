@@ -196,7 +196,7 @@ impl AuthConfig {
     }
 }
 
-fn resolve(base: Option<&Path>, file: &str) -> PathBuf {
+pub(super) fn resolve(base: Option<&Path>, file: &str) -> PathBuf {
     let path = Path::new(file);
     match base {
         Some(base) if path.is_relative() => base.join(path),

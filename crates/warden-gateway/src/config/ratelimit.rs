@@ -6,8 +6,9 @@ use http::HeaderName;
 use warden::ratelimit::algorithm::{Algorithm, Quota};
 use warden::ratelimit::breaker::BreakerSettings;
 use warden::ratelimit::layer::{KeyPart, Limit, OnStoreError};
-use warden::ratelimit::redis::RedisSettings;
+use warden::ratelimit::redis::{RedisSettings, RedisTls};
 
+use super::auth::resolve;
 use super::compile::Compiler;
 use super::raw::{RawLimit, RawRateLimits, RawRedis, RawRouteLimit};
 
@@ -183,7 +184,54 @@ fn compile_store(c: &mut Compiler, raw: &RawRateLimits) -> StoreConfig {
             defaults.max_open_for,
         ),
     };
+    settings.tls = compile_redis_tls(c, url, tuning);
     StoreConfig::Redis(settings)
+}
+
+fn compile_redis_tls(c: &mut Compiler, url: &str, tuning: &RawRedis) -> RedisTls {
+    let raw = &tuning.tls;
+    let at = |field: &str| format!("rate_limits.redis.tls.{field}");
+    if (raw.ca_file.is_some() || raw.cert_file.is_some() || raw.key_file.is_some())
+        && !url.starts_with("rediss://")
+    {
+        c.error(
+            "rate_limits.redis.tls",
+            "TLS settings need a rediss:// store URL",
+        );
+        return RedisTls::default();
+    }
+    let mut read = |field: &str, file: &Option<String>| {
+        let file = file.as_deref()?;
+        let path = resolve(c.base_dir.as_deref(), file);
+        match std::fs::read(&path) {
+            Ok(pem) if pem.windows(10).any(|w| w == b"-----BEGIN") => Some(pem),
+            Ok(_) => {
+                c.error(at(field), format!("{} is not a PEM file", path.display()));
+                None
+            }
+            Err(e) => {
+                c.error(at(field), format!("cannot read {}: {e}", path.display()));
+                None
+            }
+        }
+    };
+    let ca_pem = read("ca_file", &raw.ca_file);
+    let cert = read("cert_file", &raw.cert_file);
+    let key = read("key_file", &raw.key_file);
+    let client = match (cert, key) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        _ => {
+            if !c.has_error(&at("cert_file")) && !c.has_error(&at("key_file")) {
+                c.error(
+                    "rate_limits.redis.tls",
+                    "cert_file and key_file go together (mutual TLS)",
+                );
+            }
+            None
+        }
+    };
+    RedisTls { ca_pem, client }
 }
 
 pub(super) fn compile_route_limit(

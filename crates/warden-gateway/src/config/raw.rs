@@ -168,6 +168,20 @@ pub struct RawRedis {
     pub over_limit_cache: Option<u64>,
     /// Circuit breaker.
     pub breaker: RawBreaker,
+    /// TLS material for `rediss://`.
+    pub tls: RawRedisTls,
+}
+
+/// `rate_limits.redis.tls:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRedisTls {
+    /// PEM CA certificates to trust instead of the system roots.
+    pub ca_file: Option<String>,
+    /// PEM client certificate chain (mutual TLS).
+    pub cert_file: Option<String>,
+    /// PEM client private key (mutual TLS).
+    pub key_file: Option<String>,
 }
 
 /// `rate_limits.redis.breaker:`

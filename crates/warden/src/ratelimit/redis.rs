@@ -51,6 +51,28 @@ pub struct RedisSettings {
     pub breaker: BreakerSettings,
     /// Keys remembered as over their limit (0: no local cache).
     pub over_limit_cache: u64,
+    /// TLS trust and client identity for `rediss://` (default: the system's roots, no client
+    /// certificate).
+    pub tls: RedisTls,
+}
+
+/// PEM material for `rediss://`.
+#[derive(Clone, Default)]
+pub struct RedisTls {
+    /// CA certificates to trust instead of the system's roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Client certificate chain and private key, for servers that require mutual TLS.
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for RedisTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the private key.
+        f.debug_struct("RedisTls")
+            .field("custom_ca", &self.ca_pem.is_some())
+            .field("client_certificate", &self.client.is_some())
+            .finish()
+    }
 }
 
 impl RedisSettings {
@@ -63,6 +85,7 @@ impl RedisSettings {
             key_prefix: "warden:rl:".to_owned(),
             breaker: BreakerSettings::default(),
             over_limit_cache: 100_000,
+            tls: RedisTls::default(),
         }
     }
 }
@@ -155,7 +178,25 @@ impl RedisStore {
             endpoint: endpoint.clone(),
             message: e.to_string(),
         };
-        let client = redis::Client::open(settings.url.as_str()).map_err(error)?;
+        let tls = &settings.tls;
+        let client = if tls.ca_pem.is_some() || tls.client.is_some() {
+            redis::Client::build_with_tls(
+                settings.url.as_str(),
+                redis::TlsCertificates {
+                    client_tls: tls
+                        .client
+                        .as_ref()
+                        .map(|(cert, key)| redis::ClientTlsConfig {
+                            client_cert: cert.clone(),
+                            client_key: key.clone(),
+                        }),
+                    root_cert: tls.ca_pem.clone(),
+                },
+            )
+        } else {
+            redis::Client::open(settings.url.as_str())
+        }
+        .map_err(error)?;
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(settings.timeout))
             .set_connection_timeout(Some(settings.connect_timeout))
