@@ -13,6 +13,7 @@ use tower::util::BoxCloneSyncService;
 use warden::body::{self, Body};
 use warden::client_ip::PeerAddr;
 use warden_gateway::config::{compile, load};
+use warden_gateway::token::{SigningKey, jwks, now_unix};
 
 const CONFIG: &str = r#"
 upstream: { url: "http://127.0.0.1:9" }
@@ -64,5 +65,92 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+/// The full pipeline: RS256 JWT (served from the verified-token cache after the first request,
+/// and verified every time with the cache off), RBAC, a per-identity memory rate limit, CORS and
+/// security headers, in front of the same in-place leaf.
+fn bench_full(c: &mut Criterion) {
+    let dir = std::env::temp_dir().join(format!("warden-pipeline-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let key = SigningKey::generate(jsonwebtoken::Algorithm::RS256, Some("k1".into())).expect("key");
+    let jwks_path = dir.join("jwks.json");
+    std::fs::write(
+        &jwks_path,
+        serde_json::to_vec(&jwks(&[&key])).expect("json"),
+    )
+    .expect("write");
+    let now = now_unix();
+    let token = key
+        .mint(&serde_json::json!({
+            "iss": "https://idp.bench", "aud": "api", "sub": "alice", "iat": now, "exp": now + 86_400,
+            "roles": ["viewer"],
+        }))
+        .expect("mint");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let peer = PeerAddr("127.0.0.1:40000".parse().expect("addr"));
+    warden_gateway::admin::metrics_handle();
+    let mut group = c.benchmark_group("pipeline");
+    for (name, cache) in [("full_jwt_cached", 100_000), ("full_jwt_uncached", 0)] {
+        let config = format!(
+            r#"
+upstream: {{ url: "http://127.0.0.1:9" }}
+auth:
+  token_cache: {cache}
+  jwt:
+    - {{ name: bench, issuer: https://idp.bench, audiences: [api], jwks_file: "{}", algorithms: [RS256] }}
+authz:
+  roles: {{ viewer: ["agents:read"] }}
+rate_limits:
+  default: {{ limit: 1000000000, per: 1m, key: identity, algorithm: token_bucket }}
+cors: {{ origins: [https://app.example.com] }}
+routes:
+  - {{ path: "/api/v1/agents/{{agent_id}}", methods: [GET], permission: "agents:read" }}
+"#,
+            jwks_path.display()
+        );
+        let parsed =
+            load::parse_raw(&config, load::Format::Yaml, &Vec::new(), &[]).expect("config");
+        let config = compile::compile_parsed(parsed).expect("config");
+        let clock: std::sync::Arc<dyn warden::clock::Clock> =
+            std::sync::Arc::new(warden::clock::SystemClock);
+        let built = config.auth.build(clock.clone()).expect("auth");
+        let jwt = built.jwt.expect("jwt");
+        let auth = warden_gateway::stack::Auth {
+            chain: vec![std::sync::Arc::new(jwt)],
+            store: std::sync::Arc::new(warden::ratelimit::memory::MemoryStore::new(clock.clone())),
+            clock,
+        };
+        let service = warden_gateway::stack::build_with_leaf(&config, &auth, || {
+            BoxCloneSyncService::new(tower::service_fn(|_req: Request<Body>| async {
+                Ok::<_, Infallible>(Response::new(body::full(&b"{\"ok\":true}"[..])))
+            }))
+        })
+        .expect("stack");
+        let bearer = format!("Bearer {token}");
+        group.bench_function(name, |b| {
+            b.to_async(&runtime).iter(|| {
+                let mut req = Request::builder()
+                    .uri("/api/v1/agents/42")
+                    .header("host", "gateway.local")
+                    .header("authorization", &bearer)
+                    .header("origin", "https://app.example.com")
+                    .body(body::empty())
+                    .expect("request");
+                req.extensions_mut().insert(peer);
+                let svc = service.clone();
+                async move {
+                    let status = svc.oneshot(req).await.expect("infallible").status();
+                    assert_eq!(status, 200);
+                    status
+                }
+            })
+        });
+    }
+    group.finish();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+criterion_group!(benches, bench, bench_full);
 criterion_main!(benches);
