@@ -122,12 +122,46 @@ pub enum OnStoreError {
     FailOpen,
 }
 
+/// A limit with the header values that never change for it, built once (the per-request
+/// work is then only the two numbers that do change).
+#[derive(Debug)]
+struct Prepared {
+    limit: Limit,
+    /// `RateLimit-Policy: "name";q=…;w=…`.
+    policy: Option<HeaderValue>,
+    /// `X-RateLimit-Limit`.
+    quota: HeaderValue,
+}
+
+impl Prepared {
+    fn new(limit: Limit) -> Self {
+        // The limit the algorithm reports: the bucket capacity for token and leaky buckets.
+        let reported = match limit.quota.algorithm {
+            super::algorithm::Algorithm::TokenBucket | super::algorithm::Algorithm::LeakyBucket => {
+                limit.quota.burst.unwrap_or(limit.quota.limit).max(1)
+            }
+            _ => limit.quota.limit,
+        };
+        let policy = HeaderValue::from_str(&format!(
+            "\"{}\";q={reported};w={}",
+            limit.name,
+            ceil_secs(limit.quota.per)
+        ))
+        .ok();
+        Prepared {
+            policy,
+            quota: HeaderValue::from(reported),
+            limit,
+        }
+    }
+}
+
 /// Layer applying one [`Limit`] (or a tier chosen per request).
 #[derive(Clone, Debug)]
 pub struct RateLimitLayer {
     store: Arc<dyn RateLimitStore>,
-    limit: Arc<Limit>,
-    tiers: Arc<Vec<(String, Vec<String>, Limit)>>,
+    limit: Arc<Prepared>,
+    tiers: Arc<Vec<(String, Vec<String>, Prepared)>>,
     on_error: OnStoreError,
 }
 
@@ -136,7 +170,7 @@ impl RateLimitLayer {
     pub fn new(store: Arc<dyn RateLimitStore>, limit: Limit, on_error: OnStoreError) -> Self {
         RateLimitLayer {
             store,
-            limit: Arc::new(limit),
+            limit: Arc::new(Prepared::new(limit)),
             tiers: Arc::new(Vec::new()),
             on_error,
         }
@@ -145,7 +179,12 @@ impl RateLimitLayer {
     /// Tiers `(name, roles, limit)`: a policy-chosen tier (`RateLimitTier`) or the first tier
     /// whose roles the identity holds replaces the base limit.
     pub fn with_tiers(mut self, tiers: Vec<(String, Vec<String>, Limit)>) -> Self {
-        self.tiers = Arc::new(tiers);
+        self.tiers = Arc::new(
+            tiers
+                .into_iter()
+                .map(|(name, roles, limit)| (name, roles, Prepared::new(limit)))
+                .collect(),
+        );
         self
     }
 }
@@ -187,7 +226,8 @@ where
         let layer = self.layer.clone();
         Box::pin(async move {
             let (parts, body) = req.into_parts();
-            let limit = layer.choose(&parts);
+            let prepared = layer.choose(&parts);
+            let limit = &prepared.limit;
             let key = limit.key(&parts);
             let request_id = parts.extensions.get::<RequestId>().cloned();
             let verdict = match layer.store.hit(&key, &limit.quota, 1).await {
@@ -219,7 +259,7 @@ where
                             HeaderValue::from(ceil_secs(retry)),
                         );
                     }
-                    set_headers(response.headers_mut(), limit, &verdict);
+                    set_headers(response.headers_mut(), prepared, &verdict);
                     return Ok(response);
                 }
             }
@@ -227,14 +267,14 @@ where
                 tokio::time::sleep(delay).await;
             }
             let mut response = inner.call(Request::from_parts(parts, body)).await?;
-            set_headers(response.headers_mut(), limit, &verdict);
+            set_headers(response.headers_mut(), prepared, &verdict);
             Ok(response)
         })
     }
 }
 
 impl RateLimitLayer {
-    fn choose(&self, parts: &http::request::Parts) -> &Limit {
+    fn choose(&self, parts: &http::request::Parts) -> &Prepared {
         if self.tiers.is_empty() {
             return &self.limit;
         }
@@ -252,7 +292,7 @@ impl RateLimitLayer {
             .find(|(name, tier_roles, _)| {
                 chosen == Some(name.as_str()) || tier_roles.iter().any(|r| roles.contains(r))
             })
-            .map_or(&self.limit, |(_, _, limit)| limit)
+            .map_or(&self.limit, |(_, _, prepared)| prepared)
     }
 }
 
@@ -260,24 +300,37 @@ fn ceil_secs(duration: Duration) -> u64 {
     duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
 }
 
-fn set_headers(headers: &mut HeaderMap, limit: &Limit, verdict: &Verdict) {
-    if !limit.headers {
+fn set_headers(headers: &mut HeaderMap, prepared: &Prepared, verdict: &Verdict) {
+    if !prepared.limit.headers {
         return;
     }
-    let window = ceil_secs(limit.quota.per);
     let reset = ceil_secs(verdict.reset_after);
-    let name = &limit.name;
-    let policy = format!("\"{name}\";q={};w={window}", verdict.limit);
-    let current = format!("\"{name}\";r={};t={reset}", verdict.remaining);
-    for (header, value) in [
-        ("ratelimit-policy", policy),
-        ("ratelimit", current),
-        ("x-ratelimit-limit", verdict.limit.to_string()),
-        ("x-ratelimit-remaining", verdict.remaining.to_string()),
-        ("x-ratelimit-reset", reset.to_string()),
-    ] {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.insert(HeaderName::from_static(header), value);
-        }
+    // `"name";r=…;t=…`: the one value that needs formatting per request.
+    let name = &prepared.limit.name;
+    let mut numbers = itoa::Buffer::new();
+    let mut current = String::with_capacity(name.len() + 32);
+    current.push('"');
+    current.push_str(name);
+    current.push_str("\";r=");
+    current.push_str(numbers.format(verdict.remaining));
+    current.push_str(";t=");
+    current.push_str(numbers.format(reset));
+    if let Some(policy) = &prepared.policy {
+        headers.insert(HeaderName::from_static("ratelimit-policy"), policy.clone());
     }
+    if let Ok(value) = HeaderValue::from_str(&current) {
+        headers.insert(HeaderName::from_static("ratelimit"), value);
+    }
+    headers.insert(
+        HeaderName::from_static("x-ratelimit-limit"),
+        prepared.quota.clone(),
+    );
+    headers.insert(
+        HeaderName::from_static("x-ratelimit-remaining"),
+        HeaderValue::from(verdict.remaining),
+    );
+    headers.insert(
+        HeaderName::from_static("x-ratelimit-reset"),
+        HeaderValue::from(reset),
+    );
 }
