@@ -17,7 +17,11 @@ packages=()
 command -v wrk >/dev/null 2>&1 || packages+=(wrk)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || packages+=(nginx-light)
 command -v redis-server >/dev/null 2>&1 || packages+=(redis-server)
-command -v python3 >/dev/null 2>&1 || packages+=(python3 python3-venv)
+if ! command -v python3 >/dev/null 2>&1; then
+  packages+=(python3 python3-venv)
+elif ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+  packages+=(python3-venv)
+fi
 command -v node >/dev/null 2>&1 || packages+=(nodejs npm)
 if [ "${#packages[@]}" -gt 0 ]; then
   echo "installing ${packages[*]}"
