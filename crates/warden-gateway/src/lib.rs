@@ -20,6 +20,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod logbuf;
 pub mod observe;
 pub mod proxy;
 pub mod route;

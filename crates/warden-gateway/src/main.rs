@@ -59,13 +59,22 @@ fn check(path: &std::path::Path) -> ExitCode {
 }
 
 async fn serve(path: &std::path::Path) -> anyhow::Result<()> {
+    let log = warden_gateway::logbuf::BufferedStdout::start();
     tracing_subscriber::fmt()
         .json()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_current_span(false)
+        .with_writer(log.clone())
         .init();
+    let result = serve_logged(path).await;
+    // Lines still in the buffer go out before the process exits.
+    log.flush();
+    result
+}
+
+async fn serve_logged(path: &std::path::Path) -> anyhow::Result<()> {
     let config = load_config(path)?;
     let gateway = Gateway::start(config).await?;
     let handle = gateway.shutdown_handle();
