@@ -234,7 +234,7 @@ def scenarios(setup: Setup):
         conf = conf.replace("@PREFIX@", str(prefix)).replace("@LISTEN@", f"127.0.0.1:{port}")
         conf = conf.replace("@UPSTREAM@", f"127.0.0.1:{setup.upstream_port}")
         (prefix / "nginx.conf").write_text(conf)
-        binary = "nginx" if subprocess.run(["which", "nginx"], capture_output=True).returncode == 0 else "/usr/sbin/nginx"
+        binary = "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else "nginx"
         return start([binary, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-e", str(prefix / "error.log")]), port
 
     def fastapi():
@@ -310,20 +310,22 @@ def run_scenario(name, starter, headers, args) -> dict:
 
 def versions() -> dict:
     def out(cmd):
+        """First line a command prints about itself (some print to stderr)."""
         try:
-            return subprocess.run(cmd, capture_output=True, text=True, check=False).stdout.strip() or \
-                subprocess.run(cmd, capture_output=True, text=True, check=False).stderr.strip()
+            done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         except OSError:
             return "not found"
+        text = (done.stdout.strip() or done.stderr.strip()).splitlines()
+        return text[0] if text else "unknown"
 
-    nginx = out(["/usr/sbin/nginx", "-v"]) or out(["nginx", "-v"])
+    nginx = "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else "nginx"
     return {
         "machine": f"{os.cpu_count()} CPUs, {platform.machine()}, {platform.platform()}",
         "cpu": next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
                      if l.startswith("model name")), "unknown"),
         "rustc": out(["rustc", "--version"]),
-        "wrk": out(["wrk", "--version"]).splitlines()[0] if out(["wrk", "--version"]) else "wrk",
-        "nginx": nginx,
+        "wrk": out(["wrk", "--version"]),
+        "nginx": out([nginx, "-v"]),
         "python": sys.version.split()[0],
         "node": out(["node", "--version"]),
         "redis": out(["redis-server", "--version"]),

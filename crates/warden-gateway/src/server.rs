@@ -369,6 +369,11 @@ async fn rate_limit_store(
     let StoreConfig::Redis(settings) = &config.rate_limits.store else {
         return Ok(memory);
     };
+    if settings.is_plaintext_remote() {
+        tracing::warn!(
+            "rate_limits.store uses redis:// to a remote host: traffic and any password travel unencrypted; use rediss://"
+        );
+    }
     let redis = Arc::new(
         warden::ratelimit::redis::RedisStore::connect(settings)
             .map_err(|e| ServerError::RateLimitStore(e.to_string()))?,

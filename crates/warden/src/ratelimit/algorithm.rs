@@ -130,7 +130,8 @@ impl Quota {
         Ok(())
     }
 
-    fn period_us(&self) -> u64 {
+    /// The period in microseconds, at least 1.
+    pub fn period_us(&self) -> u64 {
         u64::try_from(self.per.as_micros())
             .unwrap_or(u64::MAX)
             .max(1)
@@ -141,8 +142,28 @@ impl Quota {
         (self.period_us() / self.limit.max(1)).max(1)
     }
 
-    fn capacity(&self) -> u64 {
+    /// Bucket capacity of token and leaky buckets: `burst`, else `limit`.
+    pub fn capacity(&self) -> u64 {
         self.burst.unwrap_or(self.limit).max(1)
+    }
+
+    /// The limit verdicts report (`RateLimit-Limit`): the capacity for buckets, else `limit`.
+    pub fn reported_limit(&self) -> u64 {
+        match self.algorithm {
+            Algorithm::TokenBucket | Algorithm::LeakyBucket => self.capacity(),
+            _ => self.limit,
+        }
+    }
+
+    /// The longest shaping delay in microseconds, when this quota shapes (a leaky bucket with
+    /// `max_delay`) rather than refuses.
+    pub fn shaping_delay_us(&self) -> Option<u64> {
+        match (self.algorithm, self.max_delay) {
+            (Algorithm::LeakyBucket, Some(delay)) => {
+                Some(u64::try_from(delay.as_micros()).unwrap_or(u64::MAX))
+            }
+            _ => None,
+        }
     }
 }
 
@@ -329,13 +350,12 @@ fn gcra(state: &mut State, now: u64, quota: &Quota, cost: u64) -> Verdict {
     let new_tat = tat.saturating_add(increment);
     // Earliest time the request conforms.
     let allow_at = new_tat.saturating_sub(interval).saturating_sub(tolerance);
-    let shaping = quota.algorithm == Algorithm::LeakyBucket && quota.max_delay.is_some();
-    let max_delay = quota
-        .max_delay
-        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
     let (allowed, delay) = if allow_at <= now {
         (true, None)
-    } else if shaping && allow_at - now <= max_delay {
+    } else if quota
+        .shaping_delay_us()
+        .is_some_and(|max_delay| allow_at - now <= max_delay)
+    {
         (true, Some(us(allow_at - now)))
     } else {
         (false, None)
@@ -468,6 +488,22 @@ mod tests {
         let mut huge_burst = Quota::new(1, day, Algorithm::TokenBucket);
         huge_burst.burst = Some(1_000_000);
         assert_eq!(huge_burst.validate(), Err(QuotaError::TooLarge));
+    }
+
+    #[test]
+    fn the_reported_limit_is_the_one_verdicts_carry() {
+        for algorithm in [
+            Algorithm::FixedWindow,
+            Algorithm::SlidingWindowLog,
+            Algorithm::SlidingWindowCounter,
+            Algorithm::TokenBucket,
+            Algorithm::LeakyBucket,
+        ] {
+            let mut quota = Quota::new(10, Duration::from_secs(1), algorithm);
+            quota.burst = Some(4);
+            let verdict = decide(&mut State::default(), SEC, &quota, 1);
+            assert_eq!(quota.reported_limit(), verdict.limit, "{algorithm:?}");
+        }
     }
 
     #[test]

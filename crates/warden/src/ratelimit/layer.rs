@@ -135,13 +135,7 @@ struct Prepared {
 
 impl Prepared {
     fn new(limit: Limit) -> Self {
-        // The limit the algorithm reports: the bucket capacity for token and leaky buckets.
-        let reported = match limit.quota.algorithm {
-            super::algorithm::Algorithm::TokenBucket | super::algorithm::Algorithm::LeakyBucket => {
-                limit.quota.burst.unwrap_or(limit.quota.limit).max(1)
-            }
-            _ => limit.quota.limit,
-        };
+        let reported = limit.quota.reported_limit();
         let policy = HeaderValue::from_str(&format!(
             "\"{}\";q={reported};w={}",
             limit.name,

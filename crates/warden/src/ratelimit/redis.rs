@@ -91,6 +91,26 @@ impl RedisSettings {
 }
 
 impl RedisSettings {
+    /// Whether the URL sends rate-limit traffic (and any password) unencrypted to a host other
+    /// than this machine: `redis://` to a non-loopback address.
+    pub fn is_plaintext_remote(&self) -> bool {
+        let Ok(parsed) = url::Url::parse(&self.url) else {
+            return false;
+        };
+        if parsed.scheme() != "redis" {
+            return false;
+        }
+        // `redis` is not a scheme the URL standard knows, so hosts come back as opaque text.
+        let Some(host) = parsed.host_str() else {
+            return false;
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => !ip.is_loopback(),
+            Err(_) => !host.eq_ignore_ascii_case("localhost"),
+        }
+    }
+
     /// Checks a Redis URL parses (scheme, host, port, database) without connecting. The error
     /// never contains the URL, which may hold a password.
     pub fn check_url(url: &str) -> Result<(), String> {
@@ -321,17 +341,16 @@ impl RedisStore {
             Algorithm::SlidingWindowCounter => &self.scripts.counter,
             Algorithm::TokenBucket | Algorithm::LeakyBucket => &self.scripts.gcra,
         };
-        let max_delay = match (quota.algorithm, quota.max_delay) {
-            (Algorithm::LeakyBucket, Some(delay)) => micros(delay) as i64,
-            _ => -1,
-        };
+        let max_delay = quota
+            .shaping_delay_us()
+            .map_or(-1, |us| i64::try_from(us).unwrap_or(i64::MAX));
         let mut invocation = script.key(redis_key);
         invocation
             .arg(now)
             .arg(quota.limit)
-            .arg(micros(quota.per).max(1))
+            .arg(quota.period_us())
             .arg(cost)
-            .arg(quota.burst.unwrap_or(quota.limit).max(1))
+            .arg(quota.capacity())
             .arg(max_delay);
         let mut connection = self.connection.clone();
         // The connection enforces the response timeout; this bounds a reload after NOSCRIPT too.
@@ -388,10 +407,6 @@ impl RateLimitStore for RedisStore {
     }
 }
 
-fn micros(duration: Duration) -> u64 {
-    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
-}
-
 fn verdict(reply: &[i64]) -> Result<Verdict, StoreError> {
     let &[allowed, limit, remaining, reset, retry, delay] = reply else {
         return Err(StoreError::Backend(format!(
@@ -429,6 +444,17 @@ mod tests {
         );
         assert_eq!(redact("rediss://:p@ss@cache:6380"), "rediss://cache:6380");
         assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+    }
+
+    #[test]
+    fn plaintext_to_a_remote_host_is_recognized() {
+        let remote = |url: &str| RedisSettings::new(url).is_plaintext_remote();
+        assert!(remote("redis://cache.internal:6379"));
+        assert!(remote("redis://:pw@10.0.0.5:6379/1"));
+        assert!(!remote("rediss://cache.internal:6380"));
+        assert!(!remote("redis://127.0.0.1:6379"));
+        assert!(!remote("redis://[::1]:6379"));
+        assert!(!remote("redis://localhost:6379"));
     }
 
     #[test]
