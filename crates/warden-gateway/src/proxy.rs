@@ -1,25 +1,36 @@
-//! The upstream leg: header hygiene, forwarding headers, streaming, failure mapping.
+//! The upstream leg: header hygiene, forwarding headers, a bounded pool, failure mapping.
 //!
 //! The last step of every route. Before forwarding, hop-by-hop headers and every header the
 //! client named in `Connection` are removed, *then* the gateway sets its own headers, so
 //! `Connection` can never remove a header the gateway sets (and the request id, already set, is
 //! protected explicitly). The client's `Host`, `Forwarded` and `X-Forwarded-*` are replaced by
-//! values the gateway vouches for. Bodies stream both ways without buffering; a body-limit
-//! breach aborts the upstream request and answers 413; connection failures answer 502 and
-//! timeouts 504, with the cause logged and never sent to the client.
+//! values the gateway vouches for, and rewrite and client-address headers (`X-Original-URL`,
+//! `X-Real-IP`, `X-Forwarded-Prefix`...; [`StripHeaders`]) are never forwarded.
+//!
+//! The upstream is protected like an Envoy cluster: at most `upstream.max_connections` requests
+//! in flight (one connection each: the upstream leg is HTTP/1.1), at most `max_pending` waiting
+//! for one, and the connector itself never holds more than `max_connections` connections; past
+//! that the answer is 503, never an exhausted descriptor table. Bodies up to `request_buffer`
+//! are read whole before a connection is taken (a slow client then holds none, as with nginx's
+//! request buffering); larger ones stream. A body-limit breach answers 413, a client pausing
+//! past `body_read` 408, a client's broken body 400 (logged as the client's fault); connection
+//! failures answer 502 and timeouts 504, with the cause logged and never sent to the client.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri, Version};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use warden::body::{self, Body};
 use warden::client_ip::{ClientIp, PeerAddr};
 use warden::identity::Identity;
-use warden::limit::is_length_limit_error;
+use warden::limit::client_body_failure;
 use warden::rejection::{Outcome, Rejection, RejectionKind};
 use warden::request_id::{RequestId, X_REQUEST_ID};
 
@@ -38,6 +49,95 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
+/// Rewrite and client-address headers stripped by default: classic authorization bypasses on
+/// IIS, Symfony and Zend (`X-Original-URL`, `X-Rewrite-URL`), addresses a framework may believe,
+/// and every `X-Forwarded-*` (`-Port` and `-Prefix` drive URL generation in Spring, Django and
+/// Starlette; the gateway sets its own `-For`, `-Proto` and `-Host` after stripping).
+pub const DEFAULT_STRIP_HEADERS: &[&str] = &[
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-uri",
+    "x-override-url",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-real-ip",
+    "true-client-ip",
+    "x-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-cluster-client-ip",
+    "x-originating-ip",
+    "x-remote-ip",
+    "x-remote-addr",
+    "client-ip",
+    "x-forwarded-*",
+    "x-forwarded",
+    "forwarded-for",
+];
+
+/// Request headers never forwarded: exact names and prefixes (`name*`), compared in any case
+/// and with `_` read as `-` (WSGI and CGI fold one into the other).
+#[derive(Clone, Debug)]
+pub struct StripHeaders {
+    exact: Vec<String>,
+    prefixes: Vec<String>,
+}
+
+impl Default for StripHeaders {
+    fn default() -> Self {
+        StripHeaders::new(DEFAULT_STRIP_HEADERS)
+    }
+}
+
+impl StripHeaders {
+    /// From entries like `x-real-ip` or `x-forwarded-*`.
+    pub fn new(entries: &[&str]) -> Self {
+        let fold = |text: &str| text.to_ascii_lowercase().replace('_', "-");
+        let mut strip = StripHeaders {
+            exact: Vec::new(),
+            prefixes: Vec::new(),
+        };
+        for entry in entries {
+            match entry.strip_suffix('*') {
+                Some(prefix) => strip.prefixes.push(fold(prefix)),
+                None => strip.exact.push(fold(entry)),
+            }
+        }
+        strip
+    }
+
+    fn matches(&self, name: &str) -> bool {
+        // Header names are already lowercase; only `_` needs folding.
+        let folded = |other: &str| {
+            name.len() >= other.len()
+                && name
+                    .bytes()
+                    .zip(other.bytes())
+                    .all(|(n, o)| n == o || (n == b'_' && o == b'-'))
+        };
+        self.exact
+            .iter()
+            .any(|e| e.len() == name.len() && folded(e))
+            || self.prefixes.iter().any(|p| folded(p))
+    }
+
+    /// Removes every matching header.
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        if self.exact.is_empty() && self.prefixes.is_empty() {
+            return;
+        }
+        let doomed: Vec<HeaderName> = headers
+            .keys()
+            .filter(|name| self.matches(name.as_str()))
+            .cloned()
+            .collect();
+        for name in doomed {
+            headers.remove(name);
+        }
+    }
+}
+
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -45,11 +145,16 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 /// Forwards requests to the configured upstream through a pooled client.
 #[derive(Clone, Debug)]
 pub struct Proxy {
-    client: Client<HttpConnector, Body>,
+    client: Client<CountingConnector, Body>,
     upstream: Upstream,
     response_timeout: Duration,
+    pending_timeout: Duration,
     scheme: &'static str,
     identity_headers: IdentityHeaders,
+    trusted_proxies: warden::client_ip::TrustedProxies,
+    trust_forwarded_proto: bool,
+    in_flight: Arc<Semaphore>,
+    pending: Arc<AtomicUsize>,
 }
 
 /// The headers that tell the upstream who is calling, under the configured prefix.
@@ -101,23 +206,55 @@ impl Proxy {
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.server.timeouts.upstream_connect));
         connector.enforce_http(true);
+        let max = config.upstream.max_connections;
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(256)
-            .build(connector);
+            .pool_max_idle_per_host(max.min(256))
+            .build(CountingConnector::new(connector, max));
         Proxy {
             client,
             upstream: config.upstream.clone(),
             response_timeout: config.server.timeouts.upstream_response,
+            pending_timeout: config.server.timeouts.upstream_connect,
             scheme,
             identity_headers: IdentityHeaders::new(config.upstream.identity_prefix.as_str()),
+            trusted_proxies: config.server.trusted_proxies.clone(),
+            trust_forwarded_proto: config.server.trust_forwarded_proto,
+            in_flight: Arc::new(Semaphore::new(max.clamp(1, Semaphore::MAX_PERMITS))),
+            pending: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// A slot for one request toward the upstream: at once, after a bounded wait in the
+    /// pending queue, or `None` (503) when the queue is full or the wait runs out.
+    async fn upstream_slot(&self) -> Option<OwnedSemaphorePermit> {
+        if let Ok(permit) = self.in_flight.clone().try_acquire_owned() {
+            return Some(permit);
+        }
+        if self.pending.fetch_add(1, Ordering::SeqCst) >= self.upstream.max_pending {
+            self.pending.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        let waited =
+            tokio::time::timeout(self.pending_timeout, self.in_flight.clone().acquire_owned())
+                .await;
+        self.pending.fetch_sub(1, Ordering::SeqCst);
+        waited.ok().and_then(Result::ok)
     }
 
     /// Forwards `req` (whose path is already canonical) and relays the response.
     pub async fn forward(&self, req: Request<Body>) -> Response<Body> {
         let (mut parts, body) = req.into_parts();
         let request_id = parts.extensions.get::<RequestId>().cloned();
+        let id = request_id.as_ref().map(RequestId::as_str);
+        let body = match self.buffer(&parts, body).await {
+            Ok(body) => body,
+            Err(error) => {
+                let kind = client_body_failure(error.as_ref()).unwrap_or(RejectionKind::BadRequest);
+                tracing::info!(request_id = id, error = %error, "request body failed before forwarding (client)");
+                return Rejection::new(kind).into_response(request_id.as_ref());
+            }
+        };
         let uri = match self.upstream_uri(&parts.uri) {
             Ok(uri) => uri,
             Err(_) => {
@@ -132,12 +269,17 @@ impl Proxy {
         let headers = &mut parts.headers;
         headers.remove(header::HOST);
         headers.remove(header::FORWARDED);
+        // Believed only when configured, and only from a trusted proxy.
         let trusted_proto = headers
             .remove(&X_FORWARDED_PROTO)
             .filter(|v| v == "https" || v == "http")
-            .filter(|_| client_ip.is_some_and(|c| c.forwarded));
+            .filter(|_| {
+                self.trust_forwarded_proto
+                    && peer.is_some_and(|p| self.trusted_proxies.is_trusted(p.0.ip()))
+            });
         headers.remove(&X_FORWARDED_HOST);
         headers.remove(&X_FORWARDED_FOR);
+        self.upstream.strip_headers.apply(headers);
         if let Some(value) = forwarded_for(client_ip, peer) {
             headers.insert(X_FORWARDED_FOR.clone(), value);
         }
@@ -157,22 +299,38 @@ impl Proxy {
         parts.version = Version::HTTP_11;
         let upstream_req = Request::from_parts(parts, body);
 
+        let Some(slot) = self.upstream_slot().await else {
+            tracing::warn!(
+                request_id = id,
+                max_connections = self.upstream.max_connections,
+                max_pending = self.upstream.max_pending,
+                "upstream connection limit reached: shedding"
+            );
+            metrics::counter!("warden_upstream_shed_total").increment(1);
+            return Rejection::new(RejectionKind::Overloaded).into_response(request_id.as_ref());
+        };
         let sent =
             tokio::time::timeout(self.response_timeout, self.client.request(upstream_req)).await;
-        let id = request_id.as_ref().map(RequestId::as_str);
         match sent {
             Ok(Ok(response)) => {
                 let (mut parts, incoming) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers, &[]);
                 parts.extensions.insert(Outcome::Forwarded);
-                Response::from_parts(parts, body::boxed(incoming))
+                // The connection stays in use until the response body is read.
+                Response::from_parts(parts, body::with_guard(body::boxed(incoming), slot))
             }
-            Ok(Err(error)) if is_length_limit_error(&error) => {
+            Ok(Err(error)) if client_body_failure(&error).is_some() => {
+                let kind = client_body_failure(&error).unwrap_or(RejectionKind::BadRequest);
                 tracing::info!(
                     request_id = id,
-                    "request body exceeded the limit while streaming"
+                    error = %error_chain(&error),
+                    "request body failed while streaming (client)"
                 );
-                Rejection::new(RejectionKind::PayloadTooLarge).into_response(request_id.as_ref())
+                Rejection::new(kind).into_response(request_id.as_ref())
+            }
+            Ok(Err(error)) if warden::limit::caused_by::<Saturated>(&error) => {
+                tracing::warn!(request_id = id, "upstream connector at max_connections: shedding");
+                Rejection::new(RejectionKind::Overloaded).into_response(request_id.as_ref())
             }
             Ok(Err(error)) => {
                 let kind = if is_timeout(&error) {
@@ -188,6 +346,22 @@ impl Proxy {
                 Rejection::new(RejectionKind::GatewayTimeout).into_response(request_id.as_ref())
             }
         }
+    }
+
+    /// Reads small bodies whole before an upstream connection is taken.
+    async fn buffer(
+        &self,
+        parts: &http::request::Parts,
+        body: Body,
+    ) -> Result<Body, warden::body::BoxError> {
+        use http_body::Body as _;
+        let max = self.upstream.request_buffer;
+        let declared_large = body.size_hint().lower() > max as u64;
+        if max == 0 || body.is_end_stream() || declared_large {
+            return Ok(body);
+        }
+        let _ = parts;
+        warden::body::buffer_up_to(body, max).await
     }
 
     fn upstream_uri(&self, incoming: &Uri) -> Result<Uri, http::Error> {
@@ -225,13 +399,132 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, protected: &[&HeaderName]) {
     }
 }
 
+/// The host the client asked for: an absolute-form target's (or HTTP/2 `:authority`'s)
+/// authority wins over `Host` (RFC 9112 §3.2.2); both were validated before routing.
 fn original_host(parts: &http::request::Parts) -> Option<HeaderValue> {
-    parts.headers.get(header::HOST).cloned().or_else(|| {
-        parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    })
+    parts
+        .uri
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        .or_else(|| parts.headers.get(header::HOST).cloned())
+}
+
+/// The connector refused: `upstream.max_connections` connections are open.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream connection limit reached")]
+struct Saturated;
+
+/// An `HttpConnector` that never holds more than `max` connections open at once.
+#[derive(Clone, Debug)]
+struct CountingConnector {
+    inner: HttpConnector,
+    live: Arc<Semaphore>,
+}
+
+impl CountingConnector {
+    fn new(inner: HttpConnector, max: usize) -> Self {
+        CountingConnector {
+            inner,
+            live: Arc::new(Semaphore::new(max.clamp(1, Semaphore::MAX_PERMITS))),
+        }
+    }
+}
+
+impl tower::Service<Uri> for CountingConnector {
+    type Response = Counted;
+    type Error = warden::body::BoxError;
+    type Future = futures_util::future::BoxFuture<'static, Result<Counted, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let permit = self.live.clone().try_acquire_owned();
+        let connecting = self.inner.call(uri);
+        Box::pin(async move {
+            let permit = permit.map_err(|_| Box::new(Saturated) as warden::body::BoxError)?;
+            let io = connecting.await?;
+            let gauge = metrics::gauge!("warden_upstream_connections");
+            gauge.increment(1.0);
+            Ok(Counted {
+                io,
+                _permit: permit,
+                gauge,
+            })
+        })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An upstream connection holding its place under the connector's cap.
+    struct Counted {
+        #[pin]
+        io: TokioIo<tokio::net::TcpStream>,
+        _permit: OwnedSemaphorePermit,
+        gauge: metrics::Gauge,
+    }
+
+    impl PinnedDrop for Counted {
+        fn drop(this: Pin<&mut Self>) {
+            this.gauge.decrement(1.0);
+        }
+    }
+}
+
+impl hyper_util::client::legacy::connect::Connection for Counted {
+    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
+        self.io.connected()
+    }
+}
+
+impl hyper::rt::Read for Counted {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.project().io.poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for Counted {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.project().io.poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.project().io.poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.project().io.poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.project().io.poll_write_vectored(cx, bufs)
+    }
 }
 
 /// `client` alone, or `client, peer` when a trusted proxy vouched for the client.

@@ -132,6 +132,11 @@ impl Service<Request<Body>> for Router {
 }
 
 impl Router {
+    /// Whether some route serves `path` (after canonicalization), whatever the method.
+    pub fn has_path(&self, path: &str) -> bool {
+        canonicalize(path).is_ok_and(|p| self.inner.table.at(&p).is_ok())
+    }
+
     fn dispatch(&self, req: &mut Request<Body>) -> Result<(MatchedRoute, RouteService), Rejection> {
         let canonical = match canonicalize(req.uri().path()) {
             Ok(path) => path,

@@ -2,22 +2,27 @@
 //!
 //! Outside the tower stack. Each accepted connection holds a permit of a semaphore sized by
 //! `max_connections` (the loop stops accepting while none is free, so excess clients wait in the
-//! kernel backlog instead of exhausting memory). HTTP/1.1 gets a header-read timeout (a
-//! slow-headers client cannot hold a connection) and a read-buffer cap; HTTP/2 a header-list cap.
-//! Shutdown stops accepting at once, marks the gateway not ready, and lets in-flight requests
-//! finish for up to `shutdown_grace`.
+//! kernel backlog instead of exhausting memory), and a slot of the optional per-address cap.
+//! Every connection runs under a supervisor that bounds it in time from accept: a request head
+//! within `header_read` (hyper's own timer starts only once it has sniffed the protocol), no
+//! request in flight for at most `idle` (HTTP/2 connections without streams too), a drain after
+//! `max_connection_age`. Near `max_connections` idle connections are shed first (their idle
+//! allowance drops to one second, as Envoy's overload manager reduces timeouts). Request bodies
+//! get the `body_read` idle timeout here. HTTP/1.1 has a read-buffer cap, HTTP/2 a header-list
+//! cap and at most `max_concurrent_streams` streams. Shutdown stops accepting at once, marks the
+//! gateway not ready, and lets in-flight requests finish for up to `shutdown_grace`.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use http::Request;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
@@ -25,6 +30,7 @@ use tower::ServiceExt;
 use warden::body;
 use warden::canonical::MAX_PATH_LEN;
 use warden::client_ip::PeerAddr;
+use warden::limit::ClientBody;
 
 use crate::admin::{self, Readiness};
 use crate::config::Config;
@@ -219,6 +225,8 @@ fn connection_builder(config: &Config) -> auto::Builder<TokioExecutor> {
     builder
         .http1()
         .timer(TokioTimer::new())
+        // Runs whenever hyper waits for a request head, including between keep-alive requests;
+        // the supervisor below covers the time before hyper sees the first byte.
         .header_read_timeout(config.server.timeouts.header_read)
         .max_buf_size(buffer)
         .max_headers(limits.max_headers.saturating_mul(2).max(8));
@@ -230,10 +238,119 @@ fn connection_builder(config: &Config) -> auto::Builder<TokioExecutor> {
         .max_header_list_size(
             u32::try_from(limits.max_header_bytes + 32 * limits.max_headers).unwrap_or(u32::MAX),
         )
-        .max_concurrent_streams(256)
-        .keep_alive_interval(Duration::from_secs(30));
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(20));
     builder
 }
+
+/// Open client connections, shared by the accept loop and every connection's supervisor.
+#[derive(Debug)]
+struct Connections {
+    open: AtomicUsize,
+    /// From this many open connections on, idle ones are shed (90% of `max_connections`).
+    pressure_at: usize,
+    /// `true` while under pressure; supervisors of idle connections watch it.
+    pressure: watch::Sender<bool>,
+    per_ip: Option<(usize, Mutex<HashMap<IpAddr, usize>>)>,
+    all_closed: tokio::sync::Notify,
+}
+
+impl Connections {
+    fn new(config: &Config) -> Self {
+        let limits = &config.server.limits;
+        Connections {
+            open: AtomicUsize::new(0),
+            pressure_at: (limits.max_connections - limits.max_connections / 10).max(1),
+            pressure: watch::Sender::new(false),
+            per_ip: limits
+                .max_connections_per_ip
+                .map(|max| (max, Mutex::new(HashMap::new()))),
+            all_closed: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Counts a new connection from `ip`; `None` when that address is at its cap.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<ConnectionSlot> {
+        if let Some((max, counts)) = &self.per_ip {
+            let mut counts = counts.lock().unwrap_or_else(|e| e.into_inner());
+            let count = counts.entry(ip).or_insert(0);
+            if *count >= *max {
+                return None;
+            }
+            *count += 1;
+        }
+        let open = self.open.fetch_add(1, Ordering::SeqCst) + 1;
+        if open >= self.pressure_at {
+            self.pressure.send_if_modified(|p| !std::mem::replace(p, true));
+        }
+        Some(ConnectionSlot {
+            connections: self.clone(),
+            ip,
+        })
+    }
+}
+
+/// One open connection's place in [`Connections`]; released on drop.
+#[derive(Debug)]
+struct ConnectionSlot {
+    connections: Arc<Connections>,
+    ip: IpAddr,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let c = &self.connections;
+        if let Some((_, counts)) = &c.per_ip {
+            let mut counts = counts.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(count) = counts.get_mut(&self.ip) {
+                *count -= 1;
+                if *count == 0 {
+                    counts.remove(&self.ip);
+                }
+            }
+        }
+        let open = c.open.fetch_sub(1, Ordering::SeqCst) - 1;
+        if open < c.pressure_at {
+            c.pressure.send_if_modified(|p| std::mem::replace(p, false));
+        }
+        if open == 0 {
+            c.all_closed.notify_waiters();
+        }
+    }
+}
+
+/// Requests in flight on one connection (HTTP/2 streams, or the one HTTP/1.1 exchange).
+#[derive(Debug, Default)]
+struct Activity {
+    active: AtomicUsize,
+    /// Requests seen so far (the first one ends the from-accept head deadline).
+    seen: AtomicUsize,
+    changed: tokio::sync::Notify,
+}
+
+/// Marks a request in flight until its response body is done.
+struct ActiveRequest(Arc<Activity>);
+
+impl ActiveRequest {
+    fn start(activity: &Arc<Activity>) -> Self {
+        activity.active.fetch_add(1, Ordering::SeqCst);
+        activity.seen.fetch_add(1, Ordering::SeqCst);
+        activity.changed.notify_one();
+        ActiveRequest(activity.clone())
+    }
+}
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        if self.0.active.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.changed.notify_one();
+        }
+    }
+}
+
+/// How long idle connections may stay when the gateway is near `max_connections`.
+const IDLE_UNDER_PRESSURE: Duration = Duration::from_secs(1);
 
 async fn accept_loop(
     listener: TcpListener,
@@ -244,16 +361,24 @@ async fn accept_loop(
 ) {
     let builder = Arc::new(connection_builder(&config));
     let permits = Arc::new(Semaphore::new(config.server.limits.max_connections));
-    let graceful = GracefulShutdown::new();
+    let connections = Arc::new(Connections::new(&config));
+    let timeouts = config.server.timeouts;
     readiness.serving.store(true, Ordering::SeqCst);
 
     loop {
-        let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            _ = shutdown.changed() => break,
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                // Full: idle connections are shed first (their supervisors watch this).
+                connections.pressure.send_if_modified(|p| !std::mem::replace(p, true));
+                tokio::select! {
+                    permit = permits.clone().acquire_owned() => match permit {
+                        Ok(p) => p,
+                        Err(_) => break,
+                    },
+                    _ = shutdown.changed() => break,
+                }
+            }
         };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -267,52 +392,160 @@ async fn accept_loop(
             },
             _ = shutdown.changed() => break,
         };
-        serve_connection(&builder, &graceful, stream, peer, service.clone(), permit);
+        let Some(slot) = connections.admit(peer.ip()) else {
+            tracing::debug!(%peer, "connection refused: per-address connection cap");
+            metrics::counter!("warden_connections_refused_total", "reason" => "per_ip").increment(1);
+            continue;
+        };
+        let connection = Supervised {
+            builder: builder.clone(),
+            service: service.clone(),
+            timeouts,
+            pressure: connections.pressure.subscribe(),
+            shutdown: shutdown.clone(),
+        };
+        tokio::spawn(connection.run(stream, peer, (permit, slot)));
     }
 
     drop(listener);
     readiness.serving.store(false, Ordering::SeqCst);
-    let grace = config.server.timeouts.shutdown_grace;
+    let grace = timeouts.shutdown_grace;
     tracing::info!(
-        open = graceful.count(),
+        open = connections.open.load(Ordering::SeqCst),
         ?grace,
         "shutting down: draining connections"
     );
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let drained = async {
+        loop {
+            let notified = connections.all_closed.notified();
+            if connections.open.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    };
+    if tokio::time::timeout(grace, drained).await.is_err() {
         tracing::warn!("shutdown grace period elapsed with requests still in flight");
     }
 }
 
-fn serve_connection(
-    builder: &Arc<auto::Builder<TokioExecutor>>,
-    graceful: &GracefulShutdown,
-    stream: TcpStream,
-    peer: SocketAddr,
+/// One connection and the timers hyper does not run for it.
+struct Supervised {
+    builder: Arc<auto::Builder<TokioExecutor>>,
     service: GatewayService,
-    permit: tokio::sync::OwnedSemaphorePermit,
-) {
-    let _ = stream.set_nodelay(true);
-    let hyper_service = service_fn(move |req: Request<Incoming>| {
-        let mut req = req.map(body::boxed);
-        req.extensions_mut().insert(PeerAddr(peer));
-        service.clone().oneshot(req)
-    });
-    let connection = builder
-        .serve_connection(TokioIo::new(stream), hyper_service)
-        .into_owned();
-    let connection = graceful.watch(connection);
-    let gauge = metrics::gauge!(names::OPEN_CONNECTIONS);
-    gauge.increment(1.0);
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            tracing::debug!(%peer, error = %error, "connection ended with an error");
+    timeouts: crate::config::Timeouts,
+    pressure: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Supervised {
+    /// Serves the connection until it ends, closing it when:
+    /// - no request head arrived within `header_read` of accept (silent sockets, a partial
+    ///   HTTP/2 preface, an HTTP/2 connection that opens no stream);
+    /// - no request has been in flight for `idle` (1 s while near `max_connections`);
+    /// - it is older than `max_connection_age` (drained: GOAWAY or close after the response);
+    /// - the gateway shuts down (drained).
+    ///
+    /// A drain that does not finish within `shutdown_grace` ends the connection.
+    async fn run<G: Send + 'static>(mut self, stream: TcpStream, peer: SocketAddr, guard: G) {
+        let _ = stream.set_nodelay(true);
+        let activity = Arc::new(Activity::default());
+        let service = self.service.clone();
+        let body_read = self.timeouts.body_read;
+        let tracked = activity.clone();
+        let hyper_service = service_fn(move |req: Request<Incoming>| {
+            let active = ActiveRequest::start(&tracked);
+            let mut req = req.map(|b| body::boxed(ClientBody::new(b, body_read)));
+            req.extensions_mut().insert(PeerAddr(peer));
+            let response = service.clone().oneshot(req);
+            async move {
+                let response = response.await?;
+                Ok::<_, std::convert::Infallible>(response.map(|b| body::with_guard(b, active)))
+            }
+        });
+        let connection = self
+            .builder
+            .serve_connection(TokioIo::new(stream), hyper_service)
+            .into_owned();
+        tokio::pin!(connection);
+        let gauge = metrics::gauge!(names::OPEN_CONNECTIONS);
+        gauge.increment(1.0);
+
+        let accepted = Instant::now();
+        let age_deadline = accepted + self.timeouts.max_connection_age;
+        let mut idle_since = accepted;
+        let mut was_active = false;
+        let mut pressure_open = true;
+        let mut draining: Option<Instant> = None;
+        loop {
+            let active = activity.active.load(Ordering::SeqCst);
+            if active == 0 && was_active {
+                idle_since = Instant::now();
+            }
+            was_active = active > 0;
+            let deadline = match draining {
+                Some(drain_deadline) => drain_deadline,
+                None if active > 0 => age_deadline,
+                None => {
+                    let under_pressure = *self.pressure.borrow();
+                    let first = activity.seen.load(Ordering::SeqCst) == 0;
+                    let mut allowed = if first {
+                        self.timeouts.header_read
+                    } else {
+                        self.timeouts.idle
+                    };
+                    if under_pressure {
+                        allowed = allowed.min(IDLE_UNDER_PRESSURE);
+                    }
+                    age_deadline.min(idle_since + allowed)
+                }
+            };
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(error) = result {
+                        tracing::debug!(%peer, error = %error, "connection ended with an error");
+                    }
+                    break;
+                }
+                _ = activity.changed.notified() => {}
+                changed = self.pressure.changed(), if draining.is_none() && pressure_open => {
+                    pressure_open = changed.is_ok();
+                }
+                _ = self.shutdown.changed(), if draining.is_none() => {
+                    connection.as_mut().graceful_shutdown();
+                    draining = Some(Instant::now() + self.timeouts.shutdown_grace);
+                }
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    if draining.is_some() {
+                        tracing::debug!(%peer, "drain did not finish in time: closing");
+                        break;
+                    }
+                    let now = Instant::now();
+                    if now >= age_deadline {
+                        tracing::debug!(%peer, "connection reached max_connection_age: draining");
+                        connection.as_mut().graceful_shutdown();
+                        draining = Some(now + self.timeouts.shutdown_grace);
+                    } else if activity.active.load(Ordering::SeqCst) == 0 {
+                        let silent = activity.seen.load(Ordering::SeqCst) == 0;
+                        tracing::debug!(%peer, silent, "idle connection closed");
+                        metrics::counter!(
+                            "warden_connections_closed_idle_total",
+                            "before_first_request" => if silent { "true" } else { "false" }
+                        )
+                        .increment(1);
+                        if silent {
+                            // Nothing was asked: no answer is owed. Close at once.
+                            break;
+                        }
+                        connection.as_mut().graceful_shutdown();
+                        draining = Some(now + IDLE_UNDER_PRESSURE.max(Duration::from_secs(2)));
+                    }
+                }
+            }
         }
         gauge.decrement(1.0);
-        drop(permit);
-    });
+        drop(guard);
+    }
 }
 
 /// Marks the upstream up or down by opening a TCP connection every two seconds.

@@ -4,18 +4,21 @@
 //! 1. strip client-sent identity headers (before anything else can read them);
 //! 2. request id (every later log line, rejection and the upstream cite it);
 //! 3. access log and metrics (see the final status of everything below);
-//! 4. CORS (preflights answered before any auth; rejections below carry CORS headers);
-//! 5. security headers (on forwarded and rejected responses alike);
-//! 6. catch panic (under CORS and headers, so even a 500 carries them);
-//! 7. overall request timeout;
-//! 8. router: canonical path, client IP, route match (404/405).
+//! 4. requests in flight capped (`max_requests`; a shed request is still logged);
+//! 5. CORS (real preflights to routed paths answered before any auth; rejections below carry
+//!    CORS headers); any other `OPTIONS` goes past it to the router (404/405, or the route);
+//! 6. security headers (on forwarded and rejected responses alike);
+//! 7. catch panic (under CORS and headers, so even a 500 carries them);
+//! 8. overall request timeout;
+//! 9. request-head conformance: Host, transfer codings, field whitespace, HTTP/2 cookies;
+//! 10. router: canonical path, client IP, route match (404/405).
 //!
 //! Per-route stack: head limits and streamed body limit, authentication (unless the route is
 //! `auth: none`), authorization (permissions, minimum role, scopes, tenant binding), RFC 9470
 //! step-up where configured (after authorization: no re-authentication prompt for a caller who
 //! may not use the route anyway), the route's rate limit (after authorization, so forbidden
-//! calls spend no quota), then the proxy. A pre-authentication limit by client IP, when
-//! configured, runs first of all.
+//! calls spend no quota), credentials stripped (unless `forward_credentials`), then the proxy.
+//! A pre-authentication limit by client IP, when configured, runs first of all.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -32,6 +35,9 @@ use warden::clock::{Clock, SystemClock};
 use warden::headers::SecurityHeadersLayer;
 use warden::identity_headers::StripIdentityHeadersLayer;
 use warden::limit::{BodyLimitLayer, HeadLimits};
+use warden::overload::InFlightLimitLayer;
+use warden::request_head::RequestHeadLayer;
+use tower::Layer;
 use warden::ratelimit::layer::RateLimitLayer;
 use warden::ratelimit::memory::MemoryStore;
 use warden::ratelimit::store::RateLimitStore;
@@ -41,7 +47,7 @@ use warden::timeout::TimeoutLayer;
 use crate::config::ratelimit::RouteLimit;
 use crate::config::{Config, CorsConfig};
 use crate::observe::ObserveLayer;
-use crate::proxy::Proxy;
+use crate::proxy::{Proxy, StripHeaders};
 use crate::route::{RouteService, Router, RouterBuilder};
 
 /// The complete gateway service for one listener.
@@ -102,18 +108,68 @@ pub fn build_with_leaf(
     leaf: impl Fn() -> RouteService,
 ) -> Result<GatewayService, StackError> {
     let router = build_router(config, auth, leaf)?;
+    let inner = ServiceBuilder::new()
+        .layer(SecurityHeadersLayer::new(config.headers.clone()))
+        .layer(CatchPanicLayer)
+        .layer(TimeoutLayer::new(config.server.timeouts.request))
+        .layer(RequestHeadLayer::new().with_hosts(config.server.hosts.clone()))
+        .service(router.clone());
+    let inner = BoxCloneSyncService::new(inner);
+    let dispatch: RouteService = match config.cors.as_ref() {
+        Some(cors) => BoxCloneSyncService::new(PreflightGate {
+            cors: BoxCloneSyncService::new(cors_layer(cors).layer(inner.clone())),
+            plain: inner,
+            router,
+        }),
+        None => inner,
+    };
     let service = ServiceBuilder::new()
         .layer(StripIdentityHeadersLayer::new(
             config.upstream.identity_prefix.clone(),
         ))
         .layer(RequestIdLayer)
         .layer(ObserveLayer)
-        .option_layer(config.cors.as_ref().map(cors_layer))
-        .layer(SecurityHeadersLayer::new(config.headers.clone()))
-        .layer(CatchPanicLayer)
-        .layer(TimeoutLayer::new(config.server.timeouts.request))
-        .service(router);
+        .layer(InFlightLimitLayer::new(config.server.limits.max_requests))
+        .service(dispatch);
     Ok(BoxCloneSyncService::new(service))
+}
+
+/// Sends only real CORS preflights (`OPTIONS` with `Origin` and
+/// `Access-Control-Request-Method`) for routed paths through the CORS layer, which answers
+/// every `OPTIONS` itself; any other `OPTIONS` is routed like any request (404, 405 or a route
+/// that allows it), so the gateway does not answer 200 for paths and requests it does not serve.
+#[derive(Clone, Debug)]
+struct PreflightGate {
+    cors: RouteService,
+    plain: RouteService,
+    router: Router,
+}
+
+impl tower::Service<Request<Body>> for PreflightGate {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = tower::util::Oneshot<RouteService, Request<Body>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        use tower::ServiceExt;
+        let headers = req.headers();
+        let through_cors = req.method() != http::Method::OPTIONS
+            || (headers.contains_key(http::header::ORIGIN)
+                && headers.contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD)
+                && self.router.has_path(req.uri().path()));
+        if through_cors {
+            self.cors.clone().oneshot(req)
+        } else {
+            self.plain.clone().oneshot(req)
+        }
+    }
 }
 
 fn build_router(
@@ -170,6 +226,15 @@ fn build_router(
             )
             .with_tiers(limits_config.tiers.clone())
         });
+        // Credentials never reach the upstream unless the route says so, public routes
+        // included, in any spelling a framework might fold into the real header.
+        let strip_credentials = (!route.forward_credentials).then(|| {
+            let strip = credential_headers(config);
+            tower::util::MapRequestLayer::new(move |mut req: Request<Body>| {
+                strip.apply(req.headers_mut());
+                req
+            })
+        });
         let service = ServiceBuilder::new()
             .option_layer(pre_auth)
             .layer(BodyLimitLayer::new(limits))
@@ -177,11 +242,26 @@ fn build_router(
             .option_layer(authz)
             .option_layer(step_up)
             .option_layer(route_limit)
+            .option_layer(strip_credentials)
             .service(leaf());
         let service: RouteService = BoxCloneSyncService::new(service);
         builder.route(&route.name, &route.path, &route.methods, service);
     }
     Ok(builder.build(config.server.trusted_proxies.clone())?)
+}
+
+/// `Authorization`, `Proxy-Authorization` and the API-key header (`_` spellings included).
+fn credential_headers(config: &Config) -> Arc<StripHeaders> {
+    let api_key = config
+        .auth
+        .api_keys
+        .as_ref()
+        .map_or("x-api-key", |k| k.settings.header.as_str());
+    Arc::new(StripHeaders::new(&[
+        "authorization",
+        "proxy-authorization",
+        api_key,
+    ]))
 }
 
 fn cors_layer(cors: &CorsConfig) -> CorsLayer {

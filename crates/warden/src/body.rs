@@ -79,3 +79,103 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 pub fn empty() -> Body {
     Body::new(Empty::<Bytes>::new())
 }
+
+pin_project_lite::pin_project! {
+    /// A body that holds `guard` until it is dropped: a permit or counter that must live as
+    /// long as the body streams (an upstream connection slot, a request in flight).
+    pub struct Guarded<G> {
+        #[pin]
+        inner: Body,
+        guard: G,
+    }
+}
+
+impl<G> http_body::Body for Guarded<G> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// `body`, holding `guard` until the body is dropped (fully sent or abandoned).
+pub fn with_guard<G: Send + 'static>(body: Body, guard: G) -> Body {
+    Body::new(Guarded { inner: body, guard })
+}
+
+pin_project_lite::pin_project! {
+    /// Frames already read, replayed before the rest of the body (request buffering).
+    pub struct Replay {
+        frames: std::collections::VecDeque<Frame<Bytes>>,
+        #[pin]
+        rest: Body,
+    }
+}
+
+impl http_body::Body for Replay {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        match this.frames.pop_front() {
+            Some(frame) => Poll::Ready(Some(Ok(frame))),
+            None => this.rest.poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.frames.is_empty() && self.rest.is_end_stream()
+    }
+}
+
+/// Reads `body` until it ends or more than `max` bytes arrived. `Ok(full)` when it ended
+/// within `max` (a complete in-memory body); otherwise the frames read so far replay before
+/// the rest. Errors are the body's own (a limit breach, a client timeout).
+pub async fn buffer_up_to(mut body: Body, max: usize) -> Result<Body, BoxError> {
+    let mut frames = std::collections::VecDeque::new();
+    let mut bytes = 0usize;
+    while bytes <= max {
+        match body.frame().await {
+            Some(frame) => {
+                let frame = frame?;
+                if let Some(data) = frame.data_ref() {
+                    bytes += data.len();
+                }
+                frames.push_back(frame);
+            }
+            None => {
+                // Complete: one data frame (and trailers, if any) from memory.
+                let mut data = bytes::BytesMut::with_capacity(bytes);
+                let mut trailers = None;
+                for frame in frames {
+                    match frame.into_data() {
+                        Ok(chunk) => data.extend_from_slice(&chunk),
+                        Err(frame) => trailers = frame.into_trailers().ok(),
+                    }
+                }
+                let full = Full::new(data.freeze());
+                return Ok(match trailers {
+                    None => Body::new(full),
+                    Some(t) => Body::new(full.with_trailers(std::future::ready(Some(Ok(t))))),
+                });
+            }
+        }
+    }
+    Ok(Body::new(Replay { frames, rest: body }))
+}

@@ -4,11 +4,15 @@
 //! one path differently (the gateway routes `/public/..%2fadmin` as public, the upstream serves
 //! `/admin`). Warden removes the ambiguity instead of guessing: it decodes percent-encoded
 //! *unreserved* characters (RFC 3986 §2.3), keeps every other escape in upper-case hex, resolves
-//! dot-segments (§5.2.4), merges repeated slashes, and **rejects** what has no single safe
-//! reading: encoded `/` or `\`, raw `\`, double encoding (`%25` followed by hex), control bytes
-//! and NUL, invalid or overlong UTF-8, `;` path parameters (raw or encoded), fragments, and
-//! dot-segments that would climb above the root. Letter case is preserved (`/ADMIN` is not
-//! `/admin`). The result is what every later layer and the upstream see.
+//! dot-segments (§5.2.4), merges repeated slashes, percent-encodes every byte RFC 3986 does not
+//! allow raw in a path segment (space, `"`, `<`, `>`, `[`, `]`, `^`, `` ` ``, `{`, `|`, `}` and
+//! non-ASCII; the same on the fast and the slow path), and **rejects** what has no single safe
+//! reading: encoded `/` or `\`, raw `\`, double encoding (a `%` and two hex digits anywhere in the
+//! *decoded* path, however the digits themselves were written: `%25%32%66` is refused like
+//! `%252f`), control bytes and NUL, invalid or overlong UTF-8, `;` path parameters (raw or
+//! encoded), fragments, and dot-segments that would climb above the root. Letter case is
+//! preserved (`/ADMIN` is not `/admin`). The function is idempotent: the canonical form of a
+//! canonical path is itself. The result is what every later layer and the upstream see.
 
 use std::borrow::Cow;
 
@@ -34,7 +38,7 @@ pub enum PathError {
     /// A raw backslash, which some servers treat as a separator.
     #[error("backslash in path")]
     Backslash,
-    /// `%25` followed by hex digits: a second decoding pass would change the path.
+    /// The decoded path holds `%` and two hex digits: a second decoding pass would change it.
     #[error("double percent-encoding")]
     DoubleEncoding,
     /// NUL, C0 control bytes or DEL, raw or encoded.
@@ -80,14 +84,23 @@ fn is_canonical(bytes: &[u8]) -> bool {
                 }
                 segment_start = i + 1;
             }
-            b'%' | b';' | b'\\' | b'#' => return false,
-            b if !(0x21..0x7f).contains(&b) => return false,
+            b if !is_plain_byte(b) => return false,
             _ => {}
         }
     }
     let last = &bytes[segment_start..];
     // A trailing empty segment ("/a/") is canonical; "/" alone too.
     last.is_empty() && bytes.len() == segment_start || is_plain_segment(last)
+}
+
+/// Bytes a canonical path carries raw: RFC 3986 `pchar` without `%` (escapes take the slow
+/// path) and without `;` (refused): unreserved, sub-delims other than `;`, `:` and `@`.
+fn is_plain_byte(b: u8) -> bool {
+    is_unreserved(b)
+        || matches!(
+            b,
+            b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b'=' | b':' | b'@'
+        )
 }
 
 fn is_plain_segment(segment: &[u8]) -> bool {
@@ -113,9 +126,6 @@ fn canonicalize_slow(bytes: &[u8]) -> Result<String, PathError> {
                     match value {
                         b'/' | b'\\' => return Err(PathError::EncodedSeparator),
                         b';' => return Err(PathError::PathParameter),
-                        b'%' if hex_pair(raw.get(i + 3..i + 5)).is_ok() => {
-                            return Err(PathError::DoubleEncoding);
-                        }
                         v if v < 0x20 || v == 0x7f => return Err(PathError::ControlCharacter),
                         v if is_unreserved(v) => segment.push(char::from(v)),
                         v => push_escape(&mut segment, v),
@@ -127,14 +137,13 @@ fn canonicalize_slow(bytes: &[u8]) -> Result<String, PathError> {
                 b'\\' => return Err(PathError::Backslash),
                 b'#' => return Err(PathError::Fragment),
                 b if b < 0x20 || b == 0x7f => return Err(PathError::ControlCharacter),
-                // Raw bytes that need escaping in a canonical URI path (space, non-ASCII...).
-                b if b == b' ' || b == b'"' || b >= 0x80 => {
-                    push_escape(&mut segment, b);
-                    decoded.push(b);
-                    i += 1;
-                }
                 b => {
-                    segment.push(char::from(b));
+                    if is_plain_byte(b) {
+                        segment.push(char::from(b));
+                    } else {
+                        // Not allowed raw in a URI path (space, `"`, `{`, `|`, non-ASCII...).
+                        push_escape(&mut segment, b);
+                    }
                     decoded.push(b);
                     i += 1;
                 }
@@ -161,6 +170,14 @@ fn canonicalize_slow(bytes: &[u8]) -> Result<String, PathError> {
 
     if std::str::from_utf8(&decoded).is_err() {
         return Err(PathError::InvalidUtf8);
+    }
+    // Whatever spelled them (`%25` + `2f`, `%25%32%66`, `%25%32f`), a `%` and two hex digits in
+    // the decoded path are an escape that an upstream decoding once more would act on.
+    if decoded
+        .windows(3)
+        .any(|w| w[0] == b'%' && hex_value(w[1]).is_some() && hex_value(w[2]).is_some())
+    {
+        return Err(PathError::DoubleEncoding);
     }
     if out.is_empty() || trailing_slash {
         out.push('/');
@@ -254,6 +271,25 @@ mod tests {
         ("/a%3Fb", Ok("/a%3Fb")),
         ("/a%2523", Err(DoubleEncoding)),
         ("/100%25", Ok("/100%25")),
+        // Double encoding through encoded hex digits.
+        ("/a%25%32%66b", Err(DoubleEncoding)),
+        ("/a%25%32%46b", Err(DoubleEncoding)),
+        ("/%25%32%65%25%32%65/admin", Err(DoubleEncoding)),
+        ("/a%25%35%63b", Err(DoubleEncoding)),
+        ("/admin%25%30%30", Err(DoubleEncoding)),
+        ("/a%25%32fb", Err(DoubleEncoding)),
+        ("/a%252%66b", Err(DoubleEncoding)),
+        ("/a%25%3266", Err(DoubleEncoding)),
+        ("/a%25/2f", Ok("/a%25/2f")),
+        ("/a%25zz", Ok("/a%25zz")),
+        // Bytes not allowed raw in a path are escaped, on the fast path as on the slow one.
+        ("/a\"b", Ok("/a%22b")),
+        ("//a\"b", Ok("/a%22b")),
+        ("/{x}", Ok("/%7Bx%7D")),
+        ("/a|b", Ok("/a%7Cb")),
+        ("/a%7cb", Ok("/a%7Cb")),
+        ("/a[0]^`<>", Ok("/a%5B0%5D%5E%60%3C%3E")),
+        ("/a:b@c!$&'()*+,=", Ok("/a:b@c!$&'()*+,=")),
         ("/api/v1/agents/42", Ok("/api/v1/agents/42")),
     ];
 
@@ -310,6 +346,15 @@ mod tests {
                 Just("%2e".to_owned()),
                 Just("%2F".to_owned()),
                 Just("%25".to_owned()),
+                Just("%32".to_owned()),
+                Just("%66".to_owned()),
+                Just("%35%63".to_owned()),
+                Just("%30%30".to_owned()),
+                Just("2f".to_owned()),
+                Just("\"".to_owned()),
+                Just("{".to_owned()),
+                Just("}".to_owned()),
+                Just("|".to_owned()),
                 Just("%c0%ae".to_owned()),
                 Just("%c3%a9".to_owned()),
                 "[a-zA-Z0-9_~-]{1,4}",
@@ -317,6 +362,31 @@ mod tests {
                 any::<char>().prop_map(String::from),
             ];
             proptest::collection::vec(piece, 0..24).prop_map(|parts| format!("/{}", parts.concat()))
+        }
+
+        fn percent_decode_once(text: &str) -> Vec<u8> {
+            let bytes = text.as_bytes();
+            let mut out = Vec::with_capacity(bytes.len());
+            let mut i = 0;
+            while i < bytes.len() {
+                match (bytes[i], hex_pair(bytes.get(i + 1..i + 3))) {
+                    (b'%', Ok(v)) => {
+                        out.push(v);
+                        i += 3;
+                    }
+                    (b, _) => {
+                        out.push(b);
+                        i += 1;
+                    }
+                }
+            }
+            out
+        }
+
+        fn has_escape(bytes: &[u8]) -> bool {
+            bytes
+                .windows(3)
+                .any(|w| w[0] == b'%' && hex_value(w[1]).is_some() && hex_value(w[2]).is_some())
         }
 
         proptest! {
@@ -333,6 +403,9 @@ mod tests {
                     prop_assert!(!upper.contains("%2F") && !upper.contains("%5C") && !upper.contains("%2E"));
                     let again = canonicalize(&canonical);
                     prop_assert!(matches!(again, Ok(p) if p == canonical), "{canonical}");
+                    // One more decoding pass (a double-decoding upstream) yields no escape.
+                    let decoded_once = percent_decode_once(&canonical);
+                    prop_assert!(!has_escape(&decoded_once), "{path} -> {canonical}");
                 }
             }
 

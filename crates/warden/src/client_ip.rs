@@ -1,10 +1,15 @@
 //! The client's address, believing forwarding headers only from trusted proxies.
 //!
 //! Resolved in the global stack right after canonicalization, before routing; rate-limit keys,
-//! audit records and the `X-Forwarded-For` sent upstream use it. `X-Forwarded-For` and RFC 7239
-//! `Forwarded` are read only when the TCP peer is in `trusted_proxies`; the chain is walked from
-//! right to left, skipping trusted hops, and the first untrusted address is the client. Anything
-//! a hop did not vouch for (an unparsable or obfuscated entry) stops the walk at the last address
+//! audit records and the `X-Forwarded-For` sent upstream use it. Exactly one header is believed:
+//! the one the trusted proxies write ([`ClientIpHeader`]: `X-Forwarded-For` by default, RFC 7239
+//! `Forwarded` or a single-address header such as `X-Real-IP` only when chosen). A header that is
+//! not named is never read: nginx, HAProxy and the cloud load balancers neither write nor strip
+//! `Forwarded`, so a client's own copy would arrive through them intact. The header is read only
+//! when the TCP peer is in `trusted_proxies`. The chain is walked from right to left, skipping
+//! trusted hops, and the first untrusted address is the client; or, with a fixed hop count
+//! (Envoy's `xff_num_trusted_hops`), the client is that many entries from the right. Anything a
+//! hop did not vouch for (an unparsable or obfuscated entry) stops the walk at the last address
 //! that a trusted hop did vouch for, so a forged entry can never be chosen.
 
 use std::net::{IpAddr, SocketAddr};
@@ -26,16 +31,49 @@ pub struct ClientIp {
     pub forwarded: bool,
 }
 
-/// Networks whose forwarding headers are believed.
+/// The one header the trusted proxies write.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClientIpHeader {
+    /// `X-Forwarded-For`, every line read as one list (the default).
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded` (`for=` nodes).
+    Forwarded,
+    /// A header holding exactly one address (`X-Real-IP`, `True-Client-IP`...), written by the
+    /// proxy in front; the proxy must overwrite any client copy.
+    Single(http::HeaderName),
+}
+
+/// Networks whose forwarding header is believed, and which header that is.
 #[derive(Clone, Debug, Default)]
 pub struct TrustedProxies {
     networks: Vec<IpNet>,
+    header: ClientIpHeader,
+    hops: Option<usize>,
 }
 
 impl TrustedProxies {
-    /// Trusts the given networks. An empty list trusts nobody (the default).
+    /// Trusts the given networks' `X-Forwarded-For`. An empty list trusts nobody (the default).
     pub fn new(networks: Vec<IpNet>) -> Self {
-        TrustedProxies { networks }
+        TrustedProxies {
+            networks,
+            header: ClientIpHeader::default(),
+            hops: None,
+        }
+    }
+
+    /// Believes `header` instead of `X-Forwarded-For`.
+    pub fn with_header(mut self, header: ClientIpHeader) -> Self {
+        self.header = header;
+        self
+    }
+
+    /// Takes the client as the entry `hops` places from the right of the list (1: the
+    /// rightmost, written by the one proxy in front), instead of skipping trusted networks.
+    pub fn with_trusted_hops(mut self, hops: usize) -> Self {
+        self.hops = Some(hops.max(1));
+        self
     }
 
     /// Whether `ip` is a trusted proxy. IPv4-mapped IPv6 peers match IPv4 networks.
@@ -44,10 +82,8 @@ impl TrustedProxies {
         self.networks.iter().any(|net| net.contains(&ip))
     }
 
-    /// Resolves the client address of a request from `peer` with `headers`.
-    ///
-    /// `Forwarded` is preferred when present; otherwise every `X-Forwarded-For` line is read as
-    /// one list, in order.
+    /// Resolves the client address of a request from `peer` with `headers`, reading only the
+    /// configured header.
     pub fn resolve(&self, peer: IpAddr, headers: &HeaderMap) -> ClientIp {
         let peer = canonical_ip(peer);
         if !self.is_trusted(peer) {
@@ -56,12 +92,24 @@ impl TrustedProxies {
                 forwarded: false,
             };
         }
-        let hops = if headers.contains_key(FORWARDED) {
-            forwarded_hops(headers)
-        } else {
-            x_forwarded_for_hops(headers)
+        let hops = match &self.header {
+            ClientIpHeader::XForwardedFor => x_forwarded_for_hops(headers),
+            ClientIpHeader::Forwarded => forwarded_hops(headers),
+            ClientIpHeader::Single(name) => single_hop(headers, name),
         };
         let mut client = peer;
+        if let Some(n) = self.hops {
+            // The proxies in front append one entry each; what lies further left is the
+            // client's own text. Fewer entries than hops: all were written by proxies.
+            let index = hops.len().saturating_sub(n);
+            if let Some(Some(ip)) = hops.get(index) {
+                client = canonical_ip(*ip);
+            }
+            return ClientIp {
+                ip: client,
+                forwarded: client != peer,
+            };
+        }
         for hop in hops.iter().rev() {
             match hop {
                 Some(ip) => {
@@ -99,6 +147,16 @@ pub fn x_forwarded_for_hops(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
         .flat_map(|value| value.to_str().unwrap_or("\u{0}").split(','))
         .map(|entry| parse_node(entry.trim()))
         .collect()
+}
+
+/// The one address of a single-address header; several lines or fields vouch for nothing.
+fn single_hop(headers: &HeaderMap, name: &http::HeaderName) -> Vec<Option<IpAddr>> {
+    let mut values = headers.get_all(name).iter();
+    match (values.next(), values.next()) {
+        (Some(value), None) => vec![value.to_str().ok().and_then(|v| parse_node(v.trim()))],
+        (None, _) => Vec::new(),
+        (Some(_), Some(_)) => vec![None],
+    }
 }
 
 /// Every RFC 7239 `for=` node, left to right; `None` for `unknown`, obfuscated or bad nodes.
@@ -230,33 +288,84 @@ mod tests {
         assert_eq!(proxies().resolve(ip("10.0.0.2"), &h).ip, ip("10.3.3.3"));
     }
 
+    fn forwarded_proxies() -> TrustedProxies {
+        proxies().with_header(ClientIpHeader::Forwarded)
+    }
+
     #[test]
-    fn forwarded_header_is_preferred_and_parsed() {
+    fn only_the_named_header_is_believed() {
+        // Behind a proxy that writes only X-Forwarded-For, a client's Forwarded is ignored.
         let h = headers(&[
-            ("x-forwarded-for", "9.9.9.9"),
+            ("x-forwarded-for", "198.51.100.7"),
+            ("forwarded", "for=6.6.6.6"),
+        ]);
+        assert_eq!(proxies().resolve(ip("10.0.0.2"), &h).ip, ip("198.51.100.7"));
+        let h = headers(&[("forwarded", "for=6.6.6.6")]);
+        assert_eq!(proxies().resolve(ip("10.0.0.2"), &h).ip, ip("10.0.0.2"));
+        // And the other way round.
+        let h = headers(&[
+            ("x-forwarded-for", "6.6.6.6"),
             (
                 "forwarded",
                 "for=192.0.2.43;proto=https, for=\"[2001:db8:cafe::17]:4711\";by=10.0.0.1",
             ),
         ]);
         assert_eq!(
-            proxies().resolve(ip("10.0.0.2"), &h).ip,
+            forwarded_proxies().resolve(ip("10.0.0.2"), &h).ip,
             ip("2001:db8:cafe::17")
         );
     }
 
     #[test]
+    fn single_address_headers_take_one_value_only() {
+        let real_ip = proxies().with_header(ClientIpHeader::Single(http::HeaderName::from_static(
+            "x-real-ip",
+        )));
+        let h = headers(&[("x-real-ip", "198.51.100.7"), ("x-forwarded-for", "6.6.6.6")]);
+        assert_eq!(real_ip.resolve(ip("10.0.0.2"), &h).ip, ip("198.51.100.7"));
+        let h = headers(&[("x-real-ip", "198.51.100.7"), ("x-real-ip", "6.6.6.6")]);
+        assert_eq!(real_ip.resolve(ip("10.0.0.2"), &h).ip, ip("10.0.0.2"));
+        let h = headers(&[("x-real-ip", "198.51.100.7, 6.6.6.6")]);
+        assert_eq!(real_ip.resolve(ip("10.0.0.2"), &h).ip, ip("10.0.0.2"));
+    }
+
+    #[test]
+    fn a_fixed_hop_count_takes_that_entry_from_the_right() {
+        let one = proxies().with_trusted_hops(1);
+        let h = headers(&[("x-forwarded-for", "6.6.6.6, 203.0.113.9")]);
+        assert_eq!(one.resolve(ip("10.0.0.2"), &h).ip, ip("203.0.113.9"));
+        let two = proxies().with_trusted_hops(2);
+        let h = headers(&[("x-forwarded-for", "6.6.6.6, 203.0.113.9, 192.0.2.1")]);
+        assert_eq!(two.resolve(ip("10.0.0.2"), &h).ip, ip("203.0.113.9"));
+        // A garbage entry where the client should be vouches for nothing: the peer.
+        let h = headers(&[("x-forwarded-for", "6.6.6.6, junk, 192.0.2.1")]);
+        assert_eq!(two.resolve(ip("10.0.0.2"), &h).ip, ip("10.0.0.2"));
+        // Untrusted peers are never read.
+        let h = headers(&[("x-forwarded-for", "203.0.113.9")]);
+        assert_eq!(one.resolve(ip("192.0.2.50"), &h).ip, ip("192.0.2.50"));
+    }
+
+    #[test]
     fn forwarded_unknown_and_obfuscated_nodes_stop_the_walk() {
         let h = headers(&[("forwarded", "for=1.2.3.4, for=unknown, for=10.5.5.5")]);
-        assert_eq!(proxies().resolve(ip("10.0.0.2"), &h).ip, ip("10.5.5.5"));
+        assert_eq!(
+            forwarded_proxies().resolve(ip("10.0.0.2"), &h).ip,
+            ip("10.5.5.5")
+        );
         let h = headers(&[("forwarded", "for=_hidden")]);
-        assert_eq!(proxies().resolve(ip("10.0.0.2"), &h).ip, ip("10.0.0.2"));
+        assert_eq!(
+            forwarded_proxies().resolve(ip("10.0.0.2"), &h).ip,
+            ip("10.0.0.2")
+        );
     }
 
     #[test]
     fn forwarded_quoted_commas_do_not_split() {
         let h = headers(&[("forwarded", "for=\"1.2.3.4\";host=\"a,b\"")]);
-        assert_eq!(proxies().resolve(ip("10.0.0.2"), &h).ip, ip("1.2.3.4"));
+        assert_eq!(
+            forwarded_proxies().resolve(ip("10.0.0.2"), &h).ip,
+            ip("1.2.3.4")
+        );
     }
 
     #[test]

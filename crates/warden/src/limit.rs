@@ -7,28 +7,142 @@
 //! bytes as they flow. When the cap is crossed the body yields a [`LengthLimitError`]; the proxy
 //! sees it in the upstream error's source chain, aborts the upstream request (so nothing partial
 //! is forwarded as if complete) and answers 413.
+//!
+//! [`ClientBody`] wraps every request body where the connection is accepted: it ends a body
+//! whose client pauses longer than `body_read` between two pieces ([`BodyReadTimeout`], 408),
+//! and tags the client's own transport errors (a malformed chunk, a hang-up mid-body) as
+//! [`ClientBodyError`], so the proxy answers them as client errors (400) instead of blaming the
+//! upstream with a 502.
 
+use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use http::{Request, Response, header};
+use http_body::Frame;
 use http_body_util::Limited;
 use tower::{Layer, Service};
 
-use crate::body::{self, Body};
+use crate::body::{self, Body, BoxError};
 use crate::rejection::{Rejection, RejectionKind};
 
 pub use http_body_util::LengthLimitError;
 
-/// Whether `error` or anything in its source chain is a body-limit breach.
-pub fn is_length_limit_error(error: &(dyn std::error::Error + 'static)) -> bool {
+/// Whether `error` or anything in its source chain is a `T`.
+pub fn caused_by<T: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut current = Some(error);
     while let Some(err) = current {
-        if err.is::<LengthLimitError>() {
+        if err.is::<T>() {
             return true;
         }
         current = err.source();
     }
     false
+}
+
+/// Whether `error` or anything in its source chain is a body-limit breach.
+pub fn is_length_limit_error(error: &(dyn std::error::Error + 'static)) -> bool {
+    caused_by::<LengthLimitError>(error)
+}
+
+/// The rejection for a request body that failed while it was read or forwarded, or `None`
+/// when the failure was not the client's (the upstream's, then).
+pub fn client_body_failure(error: &(dyn std::error::Error + 'static)) -> Option<RejectionKind> {
+    if caused_by::<LengthLimitError>(error) {
+        Some(RejectionKind::PayloadTooLarge)
+    } else if caused_by::<BodyReadTimeout>(error) {
+        Some(RejectionKind::BodyTimeout)
+    } else if caused_by::<ClientBodyError>(error) {
+        Some(RejectionKind::BadRequest)
+    } else {
+        None
+    }
+}
+
+/// The client paused longer than the body-read timeout between two pieces of its body.
+#[derive(Debug, thiserror::Error)]
+#[error("the client sent no body data within {0:?}")]
+pub struct BodyReadTimeout(pub Duration);
+
+/// The client's body failed in transport (malformed chunked coding, reset, hang-up).
+#[derive(Debug, thiserror::Error)]
+#[error("client body: {0}")]
+pub struct ClientBodyError(#[source] pub BoxError);
+
+pin_project_lite::pin_project! {
+    /// A request body as the client sends it, with an idle timeout between frames.
+    pub struct ClientBody<B> {
+        #[pin]
+        inner: B,
+        idle: Duration,
+        // Created on the first wait: bodies that arrive at once never allocate a timer.
+        sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+        // Whether `sleep` counts the current wait (re-armed when the next wait begins, so
+        // time the gateway spent not polling, e.g. under upstream backpressure, never counts).
+        armed: bool,
+    }
+}
+
+impl<B> ClientBody<B> {
+    /// Wraps `inner`; a pause longer than `idle` between frames ends it with an error.
+    pub fn new(inner: B, idle: Duration) -> Self {
+        ClientBody {
+            inner,
+            idle,
+            sleep: None,
+            armed: false,
+        }
+    }
+}
+
+impl<B> http_body::Body for ClientBody<B>
+where
+    B: http_body::Body,
+    B::Error: Into<BoxError>,
+{
+    type Data = B::Data;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                *this.armed = false;
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(error))) => {
+                Poll::Ready(Some(Err(Box::new(ClientBodyError(error.into())))))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                let deadline = tokio::time::Instant::now() + *this.idle;
+                let sleep = this
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if !*this.armed {
+                    sleep.as_mut().reset(deadline);
+                    *this.armed = true;
+                }
+                match sleep.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        Poll::Ready(Some(Err(Box::new(BodyReadTimeout(*this.idle)))))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Limits on the request head, checked before anything else in a route.
@@ -168,6 +282,72 @@ mod tests {
             limits().check(&req).expect_err("size").kind(),
             RejectionKind::HeadersTooLarge
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_body_ends_after_the_idle_timeout_and_errors_are_classified() {
+        let (mut tx, rx) = futures_channel_body();
+        let body = ClientBody::new(rx, Duration::from_secs(15));
+        let reader = tokio::spawn(async move { body.collect().await });
+        tx.send(Ok(Frame::data(bytes::Bytes::from_static(b"x"))))
+            .await
+            .expect("send");
+        tokio::time::sleep(Duration::from_secs(14)).await;
+        tx.send(Ok(Frame::data(bytes::Bytes::from_static(b"y"))))
+            .await
+            .expect("send");
+        // 14 s, then 14 s again: each pause is under the limit.
+        tokio::time::sleep(Duration::from_secs(14)).await;
+        assert!(!reader.is_finished());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let err = reader.await.expect("join").expect_err("timed out");
+        assert_eq!(
+            client_body_failure(err.as_ref()),
+            Some(RejectionKind::BodyTimeout)
+        );
+        drop(tx);
+
+        let failing = ClientBody::new(
+            http_body_util::StreamBody::new(futures_util::stream::iter(vec![Err::<
+                Frame<bytes::Bytes>,
+                std::io::Error,
+            >(
+                std::io::Error::other("invalid chunk size"),
+            )])),
+            Duration::from_secs(1),
+        );
+        let err = failing.collect().await.expect_err("client error");
+        assert_eq!(
+            client_body_failure(err.as_ref()),
+            Some(RejectionKind::BadRequest)
+        );
+        let other = std::io::Error::other("connection refused");
+        assert_eq!(client_body_failure(&other), None);
+    }
+
+    type FrameResult = Result<Frame<bytes::Bytes>, std::io::Error>;
+
+    fn futures_channel_body() -> (
+        tokio::sync::mpsc::Sender<FrameResult>,
+        http_body_util::StreamBody<tokio_stream_shim::Receiver>,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        (tx, http_body_util::StreamBody::new(tokio_stream_shim::Receiver(rx)))
+    }
+
+    mod tokio_stream_shim {
+        use super::FrameResult;
+        use std::pin::Pin;
+        use std::task::{Context, Poll};
+
+        pub struct Receiver(pub tokio::sync::mpsc::Receiver<FrameResult>);
+
+        impl futures_util::Stream for Receiver {
+            type Item = FrameResult;
+            fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+                self.0.poll_recv(cx)
+            }
+        }
     }
 
     #[tokio::test]

@@ -71,6 +71,12 @@ pub enum RejectionKind {
     UnsupportedMediaType,
     /// The gateway did not produce a response within the overall request timeout.
     RequestTimeout,
+    /// The client paused longer than `body_read` between two pieces of its body (408).
+    BodyTimeout,
+    /// A transfer coding the gateway does not implement (501).
+    NotImplemented,
+    /// Too many requests in flight, at the gateway or toward the upstream (503).
+    Overloaded,
     /// The upstream could not be reached or returned an invalid response.
     BadGateway,
     /// The upstream did not answer in time.
@@ -100,6 +106,9 @@ impl RejectionKind {
             RejectionKind::HeadersTooLarge => "headers_too_large",
             RejectionKind::UnsupportedMediaType => "unsupported_media_type",
             RejectionKind::RequestTimeout => "request_timeout",
+            RejectionKind::BodyTimeout => "body_timeout",
+            RejectionKind::NotImplemented => "not_implemented",
+            RejectionKind::Overloaded => "overloaded",
             RejectionKind::BadGateway => "bad_gateway",
             RejectionKind::GatewayTimeout => "gateway_timeout",
             RejectionKind::Unavailable => "unavailable",
@@ -127,6 +136,9 @@ impl RejectionKind {
                 StatusCode::GATEWAY_TIMEOUT
             }
             RejectionKind::BadGateway => StatusCode::BAD_GATEWAY,
+            RejectionKind::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            RejectionKind::NotImplemented => StatusCode::NOT_IMPLEMENTED,
+            RejectionKind::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             RejectionKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             RejectionKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -149,6 +161,9 @@ impl RejectionKind {
             RejectionKind::HeadersTooLarge => "Request headers too large",
             RejectionKind::UnsupportedMediaType => "Unsupported media type",
             RejectionKind::RequestTimeout => "Request timed out",
+            RejectionKind::BodyTimeout => "Request body timed out",
+            RejectionKind::NotImplemented => "Not implemented",
+            RejectionKind::Overloaded => "Overloaded",
             RejectionKind::BadGateway => "Bad gateway",
             RejectionKind::GatewayTimeout => "Upstream timed out",
             RejectionKind::Unavailable => "Service unavailable",
@@ -174,6 +189,9 @@ impl RejectionKind {
             RejectionKind::HeadersTooLarge => "urn:warden:problem:headers-too-large",
             RejectionKind::UnsupportedMediaType => "urn:warden:problem:unsupported-media-type",
             RejectionKind::RequestTimeout => "urn:warden:problem:request-timeout",
+            RejectionKind::BodyTimeout => "urn:warden:problem:body-timeout",
+            RejectionKind::NotImplemented => "urn:warden:problem:not-implemented",
+            RejectionKind::Overloaded => "urn:warden:problem:overloaded",
             RejectionKind::BadGateway => "urn:warden:problem:bad-gateway",
             RejectionKind::GatewayTimeout => "urn:warden:problem:gateway-timeout",
             RejectionKind::Unavailable => "urn:warden:problem:unavailable",

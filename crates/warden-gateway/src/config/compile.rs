@@ -56,8 +56,12 @@ pub struct Server {
     pub admin_listen: SocketAddr,
     /// Production or development.
     pub environment: Environment,
-    /// Proxies whose forwarding headers are believed.
+    /// Proxies whose forwarding header is believed (and which header).
     pub trusted_proxies: TrustedProxies,
+    /// Believe `X-Forwarded-Proto` from trusted proxies.
+    pub trust_forwarded_proto: bool,
+    /// Host names served, lowercase without port (empty: any).
+    pub hosts: Vec<String>,
     /// Limits.
     pub limits: Limits,
     /// Timeouts.
@@ -75,13 +79,25 @@ pub struct Limits {
     pub max_headers: usize,
     /// Most concurrent client connections (default 10,000).
     pub max_connections: usize,
+    /// Most connections from one peer address (default: no cap).
+    pub max_connections_per_ip: Option<usize>,
+    /// Most concurrent streams per HTTP/2 connection (default 100).
+    pub max_concurrent_streams: u32,
+    /// Most requests in flight across all connections (default 10,000).
+    pub max_requests: usize,
 }
 
 /// `server.timeouts:`
 #[derive(Clone, Copy, Debug)]
 pub struct Timeouts {
-    /// Request head must arrive within (default 10 s).
+    /// Request head must arrive within, from accept (default 10 s).
     pub header_read: Duration,
+    /// Longest pause between two reads of a request body (default 15 s).
+    pub body_read: Duration,
+    /// A connection with no request in flight closes after (default 60 s).
+    pub idle: Duration,
+    /// A connection is drained after (default 1 h).
+    pub max_connection_age: Duration,
     /// Response head must be ready within (default 60 s).
     pub request: Duration,
     /// Upstream TCP connect (default 5 s).
@@ -103,6 +119,14 @@ pub struct Upstream {
     pub base_path: String,
     /// Prefix of gateway-owned identity headers.
     pub identity_prefix: IdentityPrefix,
+    /// Most requests in flight to the upstream (default 1024).
+    pub max_connections: usize,
+    /// Most requests waiting for an upstream connection (default 1024).
+    pub max_pending: usize,
+    /// Bodies up to this many bytes are read whole before the upstream request (0: off).
+    pub request_buffer: usize,
+    /// Request headers never forwarded.
+    pub strip_headers: crate::proxy::StripHeaders,
 }
 
 /// `cors:`
@@ -253,7 +277,10 @@ impl Compiler {
 
     pub(super) fn header_name(&mut self, path: &str, name: &str) -> Option<HeaderName> {
         HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| self.error(path, format!("invalid header name {name:?}")))
+            .map_err(|_| {
+                let shown = self.quoted(path, name);
+                self.error(path, format!("invalid header name {shown}"))
+            })
             .ok()
     }
 
@@ -386,6 +413,17 @@ fn compile_server(c: &mut Compiler, raw: &RawServer) -> Server {
             l.max_connections,
             10_000,
         ),
+        max_connections_per_ip: l.max_connections_per_ip.map(|n| {
+            positive(c, "server.limits.max_connections_per_ip", Some(n), 1)
+        }),
+        max_concurrent_streams: u32::try_from(positive(
+            c,
+            "server.limits.max_concurrent_streams",
+            l.max_concurrent_streams,
+            100,
+        ))
+        .unwrap_or(u32::MAX),
+        max_requests: positive(c, "server.limits.max_requests", l.max_requests, 10_000),
     };
     let t = &raw.timeouts;
     let timeouts = Timeouts {
@@ -393,6 +431,13 @@ fn compile_server(c: &mut Compiler, raw: &RawServer) -> Server {
             "server.timeouts.header_read",
             t.header_read.as_ref(),
             secs(10),
+        ),
+        body_read: c.duration("server.timeouts.body_read", t.body_read.as_ref(), secs(15)),
+        idle: c.duration("server.timeouts.idle", t.idle.as_ref(), secs(60)),
+        max_connection_age: c.duration(
+            "server.timeouts.max_connection_age",
+            t.max_connection_age.as_ref(),
+            secs(3600),
         ),
         request: c.duration("server.timeouts.request", t.request.as_ref(), secs(60)),
         upstream_connect: c.duration(
@@ -419,10 +464,52 @@ fn compile_server(c: &mut Compiler, raw: &RawServer) -> Server {
             DEFAULT_ADMIN_LISTEN,
         ),
         environment,
-        trusted_proxies: TrustedProxies::new(networks),
+        trusted_proxies: compile_client_ip(c, raw, networks),
+        trust_forwarded_proto: raw.trust_forwarded_proto.unwrap_or(false),
+        hosts: compile_hosts(c, &raw.hosts),
         limits,
         timeouts,
     }
+}
+
+fn compile_client_ip(c: &mut Compiler, raw: &RawServer, networks: Vec<IpNet>) -> TrustedProxies {
+    use warden::client_ip::ClientIpHeader;
+    let path = "server.client_ip_header";
+    let header = match raw.client_ip_header.as_deref().map(str::to_ascii_lowercase) {
+        None => ClientIpHeader::XForwardedFor,
+        Some(name) if name == "x-forwarded-for" => ClientIpHeader::XForwardedFor,
+        Some(name) if name == "forwarded" => ClientIpHeader::Forwarded,
+        Some(name) => match c.header_name(path, &name) {
+            Some(name) => ClientIpHeader::Single(name),
+            None => ClientIpHeader::XForwardedFor,
+        },
+    };
+    let mut proxies = TrustedProxies::new(networks).with_header(header);
+    match raw.trusted_hops {
+        None => {}
+        Some(0) => c.error("server.trusted_hops", "must be at least 1"),
+        Some(n) => proxies = proxies.with_trusted_hops(usize::try_from(n).unwrap_or(usize::MAX)),
+    }
+    proxies
+}
+
+/// `server.hosts`: names (or IP literals) without port, compared case-insensitively.
+fn compile_hosts(c: &mut Compiler, raw: &[String]) -> Vec<String> {
+    let mut hosts = Vec::new();
+    for (i, host) in raw.iter().enumerate() {
+        let path = format!("server.hosts[{i}]");
+        let lower = host.to_ascii_lowercase();
+        if matches!(warden::request_head::split_authority(&lower), Some((_, None))) {
+            hosts.push(lower);
+        } else {
+            let shown = c.quoted(&path, host);
+            c.error(
+                path,
+                format!("expected a host name like api.example.com (no port), got {shown}"),
+            );
+        }
+    }
+    hosts
 }
 
 fn secs(n: u64) -> Duration {
@@ -445,17 +532,40 @@ fn compile_upstream(c: &mut Compiler, raw: Option<&RawUpstream>) -> Upstream {
         .and_then(|r| r.identity_headers.as_deref())
         .unwrap_or("X-Warden-");
     let identity_prefix = IdentityPrefix::new(prefix_text).unwrap_or_else(|| {
+        let shown = c.quoted("upstream.identity_headers", prefix_text);
         c.error(
             "upstream.identity_headers",
-            format!("expected a header-name prefix like X-Warden-, got {prefix_text:?}"),
+            format!("expected a header-name prefix like X-Warden-, got {shown}"),
         );
         IdentityPrefix::new("X-Warden-").expect("constant prefix is valid")
     });
+    let max_connections = positive(
+        c,
+        "upstream.max_connections",
+        raw.and_then(|r| r.max_connections),
+        1024,
+    );
+    let max_pending = positive(
+        c,
+        "upstream.max_pending",
+        raw.and_then(|r| r.max_pending),
+        1024,
+    );
+    let request_buffer = match raw.and_then(|r| r.request_buffer.as_ref()) {
+        Some(Scalar::Int(0)) => 0,
+        value => c.size("upstream.request_buffer", value, 64 * 1024),
+    };
+    let request_buffer = usize::try_from(request_buffer).unwrap_or(usize::MAX);
+    let strip_headers = compile_strip_headers(c, raw.and_then(|r| r.strip_headers.as_deref()));
     let fallback = || Upstream {
         scheme: http::uri::Scheme::HTTP,
         authority: http::uri::Authority::from_static("127.0.0.1:80"),
         base_path: String::new(),
         identity_prefix: identity_prefix.clone(),
+        max_connections,
+        max_pending,
+        request_buffer,
+        strip_headers: strip_headers.clone(),
     };
     let Some(raw) = raw else {
         if !c.upstream_failed {
@@ -509,7 +619,26 @@ fn compile_upstream(c: &mut Compiler, raw: Option<&RawUpstream>) -> Upstream {
         authority: authority.clone(),
         base_path: uri.path().trim_end_matches('/').to_owned(),
         identity_prefix,
+        max_connections,
+        max_pending,
+        request_buffer,
+        strip_headers,
     }
+}
+
+fn compile_strip_headers(c: &mut Compiler, raw: Option<&[String]>) -> crate::proxy::StripHeaders {
+    let Some(list) = raw else {
+        return crate::proxy::StripHeaders::default();
+    };
+    let mut entries = Vec::new();
+    for (i, entry) in list.iter().enumerate() {
+        let path = format!("upstream.strip_headers[{i}]");
+        let name = entry.strip_suffix('*').unwrap_or(entry);
+        if c.header_name(&path, name).is_some() {
+            entries.push(entry.as_str());
+        }
+    }
+    crate::proxy::StripHeaders::new(&entries)
 }
 
 fn compile_cors(c: &mut Compiler, raw: &RawCors, env: Environment) -> Option<CorsConfig> {
@@ -788,6 +917,21 @@ fn compile_policy(
 }
 
 /// Parameter names of a route template (`{id}`, `{*rest}`).
+/// The template with each whole-segment parameter replaced by a plain segment.
+fn template_probe(template: &str) -> String {
+    template
+        .split('/')
+        .map(|segment| {
+            if segment.len() > 2 && segment.starts_with('{') && segment.ends_with('}') {
+                "p"
+            } else {
+                segment
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 fn template_params(template: &str) -> Vec<&str> {
     template
         .split('/')
@@ -892,8 +1036,10 @@ fn compile_routes(
     }
     for (i, route) in raw.iter().enumerate() {
         let at = |field: &str| format!("routes[{i}].{field}");
+        // Parameters (`{id}`, `{*rest}`) stand for one canonical segment each.
+        let probe = template_probe(&route.path);
         let template_ok = route.path.starts_with('/')
-            && warden::canonical::canonicalize(&route.path).is_ok_and(|p| p == route.path);
+            && warden::canonical::canonicalize(&probe).is_ok_and(|p| p == probe);
         if !template_ok {
             c.error(
                 at("path"),

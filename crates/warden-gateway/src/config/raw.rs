@@ -51,8 +51,18 @@ pub struct RawServer {
     pub admin_listen: Option<String>,
     /// `production` (default) or `development`.
     pub environment: Option<String>,
-    /// Networks whose forwarding headers are believed.
+    /// Networks whose forwarding header is believed.
     pub trusted_proxies: Vec<String>,
+    /// The one header the trusted proxies write: `x-forwarded-for` (default), `forwarded`, or
+    /// a single-address header such as `x-real-ip`.
+    pub client_ip_header: Option<String>,
+    /// The client is this many entries from the right of that header (instead of skipping
+    /// trusted networks).
+    pub trusted_hops: Option<u64>,
+    /// Believe `X-Forwarded-Proto` from trusted proxies (default false).
+    pub trust_forwarded_proto: Option<bool>,
+    /// Host names served (default: any); other hosts get 404.
+    pub hosts: Vec<String>,
     /// Size and count limits.
     pub limits: RawLimits,
     /// Timeouts.
@@ -71,14 +81,26 @@ pub struct RawLimits {
     pub max_headers: Option<u64>,
     /// Most open client connections.
     pub max_connections: Option<u64>,
+    /// Most open connections from one peer address (default: no cap).
+    pub max_connections_per_ip: Option<u64>,
+    /// Most concurrent streams on one HTTP/2 connection (default 100).
+    pub max_concurrent_streams: Option<u64>,
+    /// Most requests in flight across all connections (default 10,000).
+    pub max_requests: Option<u64>,
 }
 
 /// `server.timeouts:`
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawTimeouts {
-    /// Time for a client to send its request head.
+    /// Time for a client to send its request head, from accept.
     pub header_read: Option<Scalar>,
+    /// Longest wait between two reads of a request body.
+    pub body_read: Option<Scalar>,
+    /// A connection with no request in flight is closed after this long.
+    pub idle: Option<Scalar>,
+    /// A connection is drained after this long, however busy.
+    pub max_connection_age: Option<Scalar>,
     /// Time from request to response head, end to end.
     pub request: Option<Scalar>,
     /// Time to open an upstream connection.
@@ -98,6 +120,20 @@ pub struct RawUpstream {
     /// Prefix of gateway-owned identity headers.
     #[serde(default)]
     pub identity_headers: Option<String>,
+    /// Most requests in flight to the upstream, each on its own connection (default 1024).
+    #[serde(default)]
+    pub max_connections: Option<u64>,
+    /// Most requests waiting for an upstream connection (default 1024).
+    #[serde(default)]
+    pub max_pending: Option<u64>,
+    /// Bodies up to this size are read whole before the upstream request opens (default
+    /// 64KiB; 0 streams every body).
+    #[serde(default)]
+    pub request_buffer: Option<Scalar>,
+    /// Request headers never forwarded (default: rewrite and client-address headers; a
+    /// trailing `*` matches a prefix).
+    #[serde(default)]
+    pub strip_headers: Option<Vec<String>>,
 }
 
 /// `auth:`
