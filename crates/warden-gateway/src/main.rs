@@ -214,6 +214,23 @@ fn keys(path: &std::path::Path, command: KeysCommand) -> anyhow::Result<()> {
                 }
                 None => None,
             };
+            // These travel upstream as header values: refuse what an upstream would read
+            // differently (surrounding spaces, non-ASCII, list separators).
+            let safe = warden::identity::is_header_safe;
+            if tenant.as_deref().is_some_and(|t| !safe(t)) {
+                anyhow::bail!(
+                    "--tenant: printable ASCII without leading or trailing spaces, please"
+                );
+            }
+            if roles
+                .iter()
+                .chain(&scopes)
+                .any(|v| !safe(v) || v.contains([',', ' ']))
+            {
+                anyhow::bail!(
+                    "--roles/--scopes: printable ASCII without spaces or commas, please"
+                );
+            }
             let new = NewKey {
                 name,
                 tenant,

@@ -9,6 +9,19 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+/// Whether `text` may be an identity value (subject, tenant, role, scope): it travels upstream
+/// in a header, and upstreams trim and re-encode header values, so what the gateway checked
+/// must be exactly what the upstream reads. Non-empty printable ASCII (`0x20..=0x7E`) with no
+/// space at either end: `"acme "` would merge into `acme` upstream while the gateway's own
+/// tenant checks treat them as different, and non-ASCII has no single header spelling.
+pub fn is_header_safe(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    !bytes.is_empty()
+        && bytes.iter().all(|b| (0x20..=0x7e).contains(b))
+        && bytes.first() != Some(&b' ')
+        && bytes.last() != Some(&b' ')
+}
+
 /// How the identity was established.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]

@@ -286,7 +286,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_silent_body_ends_after_the_idle_timeout_and_errors_are_classified() {
-        let (mut tx, rx) = futures_channel_body();
+        let (tx, rx) = futures_channel_body();
         let body = ClientBody::new(rx, Duration::from_secs(15));
         let reader = tokio::spawn(async move { body.collect().await });
         tx.send(Ok(Frame::data(bytes::Bytes::from_static(b"x"))))

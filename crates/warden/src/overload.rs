@@ -88,22 +88,14 @@ where
 }
 
 pin_project_lite::pin_project! {
-    /// Response future of [`InFlightLimit`].
+    /// Response future of [`InFlightLimit`] (its fields are private in all but name).
     #[project = Projection]
+    #[allow(missing_docs)]
     pub enum ResponseFuture<F> {
         /// Admitted: the permit moves into the response body.
-        Admitted {
-            /// The inner service's future.
-            #[pin]
-            inner: F,
-            /// Held until the response body is done.
-            permit: Option<OwnedSemaphorePermit>,
-        },
+        Admitted { #[pin] inner: F, permit: Option<OwnedSemaphorePermit> },
         /// Shed: the 503.
-        Shed {
-            /// The rejection, until polled.
-            response: Option<Response<Body>>,
-        },
+        Shed { response: Option<Response<Body>> },
     }
 }
 

@@ -333,6 +333,17 @@ impl Inner {
         }
         let now = self.clock.unix_seconds() as i64;
         record.active_at(now).map_err(AuthnError::Invalid)?;
+        // Written by an operator, but still what the upstream will read in a header.
+        if record.tenant.as_deref().is_some_and(|t| !crate::identity::is_header_safe(t))
+            || record
+                .roles
+                .iter()
+                .chain(&record.scopes)
+                .any(|v| !crate::identity::is_header_safe(v) || v.contains([',', ' ']))
+        {
+            tracing::warn!(key = %record.id, "API key record holds an identity value unsafe for headers");
+            return Err(AuthnError::Invalid(InvalidReason::WrongClaimType("tenant")));
+        }
         self.used
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -548,11 +548,9 @@ fn claim<'a>(claims: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
     Some(current)
 }
 
-/// Identity values travel upstream in headers: no control characters, and list items must not
-/// contain the list separator.
-fn header_safe(text: &str) -> bool {
-    !text.is_empty() && !text.chars().any(char::is_control)
-}
+/// Identity values travel upstream in headers ([`crate::identity::is_header_safe`]); list
+/// items must not contain the list separator either.
+use crate::identity::is_header_safe as header_safe;
 
 fn string_list(
     value: Option<&Value>,

@@ -2,6 +2,11 @@
 //! parameter only when configured. Two *different* tokens in one request are refused (which one
 //! would the upstream believe?). After authentication every configured source is removed from
 //! the request unless credentials are to be forwarded.
+//!
+//! Query parameters are matched the way an upstream framework will read them: names are
+//! percent-decoded (`access%5Ftoken` is `access_token`) and both `&` and `;` separate pairs
+//! (older Python, Java and Perl stacks split on `;`), so no spelling of the parameter can slip
+//! a second token past the count or survive the strip.
 
 use http::header::{AUTHORIZATION, COOKIE};
 use http::request::Parts;
@@ -128,13 +133,26 @@ fn cookies<'a>(parts: &'a Parts, name: &'a str) -> impl Iterator<Item = &'a str>
         .map(|(_, v)| v.trim_matches('"'))
 }
 
+/// Query pairs, split on `&` and `;`.
+fn query_pairs(query: &str) -> impl Iterator<Item = &str> {
+    query.split(['&', ';']).filter(|pair| !pair.is_empty())
+}
+
+/// Whether a raw `name=value` pair's name, percent-decoded, is `name`.
+fn pair_named(pair: &str, name: &str) -> bool {
+    let raw_name = pair.split_once('=').map_or(pair, |(n, _)| n);
+    if !raw_name.contains(['%', '+']) {
+        return raw_name == name;
+    }
+    form_urlencoded::parse(raw_name.as_bytes())
+        .next()
+        .is_some_and(|(decoded, _)| decoded == name)
+}
+
 fn query_values<'a>(uri: &'a Uri, name: &'a str) -> impl Iterator<Item = &'a str> {
-    uri.query()
-        .unwrap_or("")
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .filter(move |(n, _)| *n == name)
-        .map(|(_, v)| v)
+    query_pairs(uri.query().unwrap_or(""))
+        .filter(move |pair| pair_named(pair, name))
+        .map(|pair| pair.split_once('=').map_or("", |(_, v)| v))
 }
 
 fn strip_cookie(parts: &mut Parts, name: &str) {
@@ -158,15 +176,20 @@ fn strip_query(parts: &mut Parts, name: &str) {
     let Some(query) = parts.uri.query() else {
         return;
     };
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|pair| pair.split_once('=').map_or(*pair, |(n, _)| n) != name)
-        .collect();
+    // Drop matching pairs and keep every other byte as sent (separators included).
+    let mut kept = String::with_capacity(query.len());
+    for piece in query.split_inclusive(['&', ';']) {
+        let pair = piece.strip_suffix(['&', ';']).unwrap_or(piece);
+        if !pair_named(pair, name) {
+            kept.push_str(piece);
+        }
+    }
+    let kept = kept.trim_end_matches(['&', ';']);
     let path = parts.uri.path();
     let target = if kept.is_empty() {
         path.to_owned()
     } else {
-        format!("{path}?{}", kept.join("&"))
+        format!("{path}?{kept}")
     };
     let mut uri_parts = parts.uri.clone().into_parts();
     if let Ok(path_and_query) = target.parse() {
@@ -260,5 +283,32 @@ mod tests {
         assert!(req.headers.get("authorization").is_none());
         assert_eq!(req.headers["cookie"], "a=1; b=2");
         assert_eq!(req.uri, "/x?a=1&b=2");
+    }
+
+    #[test]
+    fn encoded_names_and_semicolons_count_and_are_stripped() {
+        let sources = all_sources();
+        for uri in [
+            "/?access_token=t1&access%5Ftoken=t2",
+            "/?access_token=t1;access_token=t2",
+            "/?access%5ftoken=t2&access_token=t1",
+            "/?%61ccess_token=t2&access_token=t1",
+        ] {
+            assert!(
+                matches!(sources.extract(&parts(uri, &[])), Err(AuthnError::Ambiguous(_))),
+                "{uri}"
+            );
+        }
+        let found = sources
+            .extract(&parts("/?a=1;access%5Ftoken=t9", &[]))
+            .expect("ok")
+            .expect("token");
+        assert_eq!(found.token, "t9");
+        let mut req = parts("/x?a=1;access%5Ftoken=t1&b=2&access_token", &[]);
+        sources.strip(&mut req);
+        assert_eq!(req.uri, "/x?a=1;b=2");
+        let mut req = parts("/x?filter=a;b&access_token=t1", &[]);
+        sources.strip(&mut req);
+        assert_eq!(req.uri, "/x?filter=a;b");
     }
 }

@@ -59,6 +59,11 @@ pub struct Limit {
 }
 
 impl Limit {
+    /// The key: `rl:NAME` then `|tag:value` per part, each value escaped (`%`, `|` and every
+    /// byte outside printable ASCII as `%XX`), so no value can imitate another part or a
+    /// separator. A part the request lacks has its own marker (`|h!`, `|tenant!`): every such
+    /// request shares that one documented bucket. Without an identity, subject and API-key
+    /// parts key by client IP under the tag `anon`, never to be confused with a subject.
     fn key(&self, parts: &http::request::Parts) -> String {
         let identity = parts.extensions.get::<Arc<Identity>>();
         let ip = parts
@@ -66,48 +71,100 @@ impl Limit {
             .get::<ClientIp>()
             .map(|c| c.ip)
             .or_else(|| parts.extensions.get::<PeerAddr>().map(|p| p.0.ip()));
-        let mut key = format!("rl:{}", self.name);
+        let mut key = String::with_capacity(64);
+        key.push_str("rl:");
+        push_escaped(&mut key, self.name.as_bytes());
+        let ip_text = |key: &mut String, tag: &str| match ip {
+            Some(ip) => {
+                use std::fmt::Write;
+                let _ = write!(key, "|{tag}:{ip}");
+            }
+            None => {
+                key.push('|');
+                key.push_str(tag);
+                key.push('!');
+            }
+        };
         for part in &self.key {
-            key.push(':');
-            match part {
-                KeyPart::ClientIp => key.push_str(&ip.map(|ip| ip.to_string()).unwrap_or_default()),
+            let value: Option<&[u8]> = match part {
+                KeyPart::ClientIp => {
+                    ip_text(&mut key, "ip");
+                    continue;
+                }
                 KeyPart::Subject => match identity {
-                    Some(who) => key.push_str(&who.subject),
-                    // No identity (a public route): the client is the best key there is.
-                    None => key.push_str(&format!(
-                        "ip={}",
-                        ip.map(|ip| ip.to_string()).unwrap_or_default()
-                    )),
+                    Some(who) => {
+                        key.push_str("|sub:");
+                        Some(who.subject.as_bytes())
+                    }
+                    None => {
+                        ip_text(&mut key, "anon");
+                        continue;
+                    }
                 },
                 KeyPart::ApiKey => match identity {
                     Some(who) if who.method == AuthMethod::ApiKey => {
-                        key.push_str(who.key_id.as_deref().unwrap_or(&who.subject))
+                        key.push_str("|key:");
+                        Some(who.key_id.as_deref().unwrap_or(&who.subject).as_bytes())
                     }
-                    Some(who) => key.push_str(&who.subject),
-                    None => key.push_str(&format!(
-                        "ip={}",
-                        ip.map(|ip| ip.to_string()).unwrap_or_default()
-                    )),
+                    Some(who) => {
+                        key.push_str("|sub:");
+                        Some(who.subject.as_bytes())
+                    }
+                    None => {
+                        ip_text(&mut key, "anon");
+                        continue;
+                    }
                 },
-                KeyPart::Tenant => {
-                    key.push_str(identity.and_then(|w| w.tenant.as_deref()).unwrap_or("-"))
-                }
-                KeyPart::Header(name) => key.push_str(
-                    parts
-                        .headers
-                        .get(name)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("-"),
-                ),
-                KeyPart::Route => key.push_str(
-                    parts
-                        .extensions
-                        .get::<MatchedRoute>()
-                        .map_or("-", |r| &r.name),
-                ),
+                KeyPart::Tenant => match identity.and_then(|w| w.tenant.as_deref()) {
+                    Some(tenant) => {
+                        key.push_str("|tenant:");
+                        Some(tenant.as_bytes())
+                    }
+                    None => {
+                        key.push_str("|tenant!");
+                        None
+                    }
+                },
+                KeyPart::Header(name) => match parts.headers.get(name) {
+                    Some(value) => {
+                        key.push_str("|h:");
+                        Some(value.as_bytes())
+                    }
+                    None => {
+                        key.push_str("|h!");
+                        None
+                    }
+                },
+                KeyPart::Route => match parts.extensions.get::<MatchedRoute>() {
+                    Some(route) => {
+                        key.push_str("|route:");
+                        Some(route.name.as_bytes())
+                    }
+                    None => {
+                        key.push_str("|route!");
+                        None
+                    }
+                },
+            };
+            if let Some(value) = value {
+                push_escaped(&mut key, value);
             }
         }
         key
+    }
+}
+
+/// Appends `bytes` with `%`, `|` and everything outside printable ASCII as `%XX`.
+fn push_escaped(out: &mut String, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in bytes {
+        if (0x21..0x7f).contains(&b) && b != b'%' && b != b'|' {
+            out.push(char::from(b));
+        } else {
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
     }
 }
 
@@ -294,6 +351,10 @@ fn ceil_secs(duration: Duration) -> u64 {
     duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
 }
 
+/// Reports this limit on a response. `RateLimit-Policy` and `RateLimit` are lists: a limit
+/// whose item is already there (a layer nearer the upstream) keeps it, and this one appends
+/// its own. The single-valued `X-RateLimit-*` headers report the most restrictive limit: the
+/// one with the fewest remaining, which on a 429 is always the refusing one.
 fn set_headers(headers: &mut HeaderMap, prepared: &Prepared, verdict: &Verdict) {
     if !prepared.limit.headers {
         return;
@@ -310,21 +371,146 @@ fn set_headers(headers: &mut HeaderMap, prepared: &Prepared, verdict: &Verdict) 
     current.push_str(";t=");
     current.push_str(numbers.format(reset));
     if let Some(policy) = &prepared.policy {
-        headers.insert(HeaderName::from_static("ratelimit-policy"), policy.clone());
+        append_item(headers, &RATELIMIT_POLICY, policy.as_bytes());
     }
-    if let Ok(value) = HeaderValue::from_str(&current) {
-        headers.insert(HeaderName::from_static("ratelimit"), value);
+    append_item(headers, &RATELIMIT, current.as_bytes());
+    let more_restrictive = headers
+        .get(&X_RATELIMIT_REMAINING)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_none_or(|theirs| verdict.remaining < theirs);
+    if more_restrictive {
+        headers.insert(X_RATELIMIT_LIMIT, prepared.quota.clone());
+        headers.insert(X_RATELIMIT_REMAINING, HeaderValue::from(verdict.remaining));
+        headers.insert(X_RATELIMIT_RESET, HeaderValue::from(reset));
     }
-    headers.insert(
-        HeaderName::from_static("x-ratelimit-limit"),
-        prepared.quota.clone(),
-    );
-    headers.insert(
-        HeaderName::from_static("x-ratelimit-remaining"),
-        HeaderValue::from(verdict.remaining),
-    );
-    headers.insert(
-        HeaderName::from_static("x-ratelimit-reset"),
-        HeaderValue::from(reset),
-    );
+}
+
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+
+/// Appends `item` to a structured-field list header (`a, b`), or sets it.
+fn append_item(headers: &mut HeaderMap, name: &HeaderName, item: &[u8]) {
+    let value = match headers.get(name) {
+        Some(existing) => {
+            let mut joined = Vec::with_capacity(existing.len() + 2 + item.len());
+            joined.extend_from_slice(existing.as_bytes());
+            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(item);
+            HeaderValue::from_bytes(&joined)
+        }
+        None => HeaderValue::from_bytes(item),
+    };
+    if let Ok(value) = value {
+        headers.insert(name.clone(), value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ratelimit::algorithm::{Algorithm, Quota};
+
+    fn limit(key: Vec<KeyPart>) -> Limit {
+        Limit {
+            name: "l".into(),
+            quota: Quota::new(10, Duration::from_secs(60), Algorithm::FixedWindow),
+            key,
+            shadow: false,
+            headers: true,
+        }
+    }
+
+    fn parts(headers: &[(&str, &[u8])], identity: Option<Identity>) -> http::request::Parts {
+        let mut builder = Request::builder();
+        for (n, v) in headers {
+            builder = builder.header(*n, HeaderValue::from_bytes(v).expect("value"));
+        }
+        let (mut parts, ()) = builder.body(()).expect("request").into_parts();
+        parts.extensions.insert(ClientIp {
+            ip: "1.2.3.4".parse().expect("ip"),
+            forwarded: false,
+        });
+        if let Some(identity) = identity {
+            parts.extensions.insert(Arc::new(identity));
+        }
+        parts
+    }
+
+    fn subject(name: &str) -> Identity {
+        Identity::new(
+            name,
+            AuthMethod::Jwt,
+            crate::identity::CredentialSource::AuthorizationHeader,
+        )
+    }
+
+    #[test]
+    fn keys_cannot_collide_across_parts_or_spellings() {
+        let header = limit(vec![KeyPart::Header(HeaderName::from_static("x-client"))]);
+        let missing = header.key(&parts(&[], None));
+        let dash = header.key(&parts(&[("x-client", b"-")], None));
+        let latin1 = header.key(&parts(&[("x-client", b"caf\xe9")], None));
+        let latin1_other = header.key(&parts(&[("x-client", b"caf\xe8")], None));
+        let pipe = header.key(&parts(&[("x-client", b"a|h:b")], None));
+        let all = [&missing, &dash, &latin1, &latin1_other, &pipe];
+        for (i, a) in all.iter().enumerate() {
+            for b in &all[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        assert_eq!(missing, "rl:l|h!");
+        assert_eq!(latin1, "rl:l|h:caf%E9");
+
+        let by_subject = limit(vec![KeyPart::Subject]);
+        let anonymous = by_subject.key(&parts(&[], None));
+        let spoof = by_subject.key(&parts(&[], Some(subject("ip=1.2.3.4"))));
+        let spoof2 = by_subject.key(&parts(&[], Some(subject("anon:1.2.3.4"))));
+        assert_eq!(anonymous, "rl:l|anon:1.2.3.4");
+        assert_ne!(anonymous, spoof);
+        assert_ne!(anonymous, spoof2);
+        let two = limit(vec![KeyPart::Subject, KeyPart::Tenant]);
+        let mut a = subject("a|tenant:b");
+        a.tenant = None;
+        let mut b = subject("a");
+        b.tenant = Some("b".into());
+        assert_ne!(two.key(&parts(&[], Some(a))), two.key(&parts(&[], Some(b))));
+    }
+
+    #[test]
+    fn the_most_restrictive_limit_is_reported_and_lists_carry_both() {
+        let mut headers = HeaderMap::new();
+        let verdict = |remaining| Verdict {
+            allowed: remaining > 0,
+            limit: 10,
+            remaining,
+            reset_after: Duration::from_secs(30),
+            retry_after: None,
+            delay: None,
+        };
+        let inner = Prepared::new(Limit {
+            name: "route".into(),
+            ..limit(vec![])
+        });
+        let outer = Prepared::new(Limit {
+            name: "pre_auth".into(),
+            ..limit(vec![])
+        });
+        set_headers(&mut headers, &inner, &verdict(0));
+        set_headers(&mut headers, &outer, &verdict(864));
+        assert_eq!(headers[&X_RATELIMIT_REMAINING], "0");
+        assert_eq!(
+            headers[&RATELIMIT],
+            "\"route\";r=0;t=30, \"pre_auth\";r=864;t=30"
+        );
+        assert!(
+            headers[&RATELIMIT_POLICY]
+                .to_str()
+                .expect("ascii")
+                .starts_with("\"route\";q=10")
+        );
+    }
 }
