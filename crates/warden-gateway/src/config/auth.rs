@@ -451,7 +451,7 @@ fn compile_provider(
         }
     } else if let Some(file) = &raw.jwks_file {
         let path = resolve(c.base_dir.as_deref(), file);
-        match std::fs::read(&path) {
+        match super::load::read_file(&path, super::load::MAX_CONFIG_FILE) {
             Ok(bytes) => match KeySet::from_jwks(&bytes, true) {
                 Ok((set, skipped)) => {
                     for reason in skipped {
@@ -593,7 +593,7 @@ fn compile_remote(
     }
     if let Some(file) = j.and_then(|j| j.ca_file.as_ref()) {
         let path = resolve(c.base_dir.as_deref(), file);
-        match std::fs::read(&path) {
+        match super::load::read_file(&path, super::load::MAX_CONFIG_FILE) {
             Ok(pem) => settings.ca_pem = Some(pem),
             Err(e) => c.error(
                 at("ca_file"),

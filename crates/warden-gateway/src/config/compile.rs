@@ -187,7 +187,7 @@ impl Compiler {
     /// fails validation must not print the secret it resolved to.
     pub(super) fn quoted(&self, path: &str, text: &str) -> String {
         if self.secret_paths.iter().any(|p| p == path) {
-            "[the value of a secret reference]".to_owned()
+            super::load::HIDDEN.to_owned()
         } else {
             format!("{text:?}")
         }
@@ -306,6 +306,7 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigErrors> {
         raw,
         errors: Vec::new(),
         secret_paths: Vec::new(),
+        secret_values: Vec::new(),
         base_dir: None,
     })
 }
@@ -316,6 +317,7 @@ pub fn compile_parsed(parsed: Parsed) -> Result<Config, ConfigErrors> {
         raw,
         errors,
         secret_paths,
+        secret_values,
         base_dir,
     } = parsed;
     // A section that failed to deserialize was left at its default; do not also report it
@@ -357,7 +359,9 @@ pub fn compile_parsed(parsed: Parsed) -> Result<Config, ConfigErrors> {
             routes,
         })
     } else {
-        Err(ConfigErrors(c.errors))
+        let mut errors = c.errors;
+        super::load::scrub(&mut errors, &secret_values);
+        Err(ConfigErrors(errors))
     }
 }
 
@@ -846,7 +850,7 @@ fn compile_policy(
     let mut modules = Vec::new();
     for file in files {
         let path = resolve(c, file);
-        match std::fs::read_to_string(&path) {
+        match super::load::read_text(&path, super::load::MAX_CONFIG_FILE) {
             Ok(source) => modules.push((path.display().to_string(), source)),
             Err(e) => c.error(
                 "authz.policy.file",
@@ -856,7 +860,7 @@ fn compile_policy(
     }
     let data = raw.data.as_ref().and_then(|file| {
         let path = resolve(c, file);
-        match std::fs::read(&path).map(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes))
+        match super::load::read_file(&path, super::load::MAX_CONFIG_FILE).map(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes))
         {
             Ok(Ok(value)) => Some(value),
             Ok(Err(e)) => {

@@ -50,6 +50,47 @@ impl Environment for Vec<(String, String)> {
     }
 }
 
+/// Largest secret a `${file:…}` reference reads.
+pub const MAX_SECRET_FILE: u64 = 64 * 1024;
+/// Largest file the configuration names (itself, JWKS, policies, CA bundles).
+pub const MAX_CONFIG_FILE: u64 = 4 * 1024 * 1024;
+
+/// Reads a file the configuration names, safely against hostile paths: it must be a regular
+/// file (a FIFO, a device like `/dev/zero` or a directory is refused without blocking: the open
+/// itself is non-blocking) of at most `max` bytes. `warden check` runs on submitted configs in
+/// CI, so no path may hang it or exhaust its memory.
+pub fn read_file(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = options.open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    if meta.len() > max {
+        return Err(std::io::Error::other(format!("larger than {max} bytes")));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    // The size can grow between the check and the read: never read past the cap.
+    file.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(std::io::Error::other(format!("larger than {max} bytes")));
+    }
+    Ok(bytes)
+}
+
+/// [`read_file`] as UTF-8 text.
+pub fn read_text(path: &Path, max: u64) -> std::io::Result<String> {
+    String::from_utf8(read_file(path, max)?)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
+}
+
 /// Reads and parses `path`, applies `overrides` (dotted keys, applied after the environment,
 /// used by `warden demo`) and returns the raw configuration.
 pub fn load_raw(
@@ -57,7 +98,7 @@ pub fn load_raw(
     env: &dyn Environment,
     overrides: &[(&str, Value)],
 ) -> Result<Parsed, ConfigErrors> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let text = read_text(path, MAX_CONFIG_FILE).map_err(|e| {
         ConfigErrors::one(path.display().to_string(), format!("cannot read file: {e}"))
     })?;
     let format = Format::from_path(path)?;
@@ -118,21 +159,51 @@ pub fn parse_raw(
         set_dotted(&mut merged, key, value.clone());
     }
     let mut errors = Vec::new();
-    let mut secret_paths = Vec::new();
+    let mut secrets = Secrets::default();
     resolve_secrets(
         &mut merged,
         &mut String::new(),
         env,
         &mut errors,
-        &mut secret_paths,
+        &mut secrets,
     );
     let raw = extract_sections(merged, &mut errors);
     Ok(Parsed {
         raw,
         errors,
-        secret_paths,
+        secret_paths: secrets.paths,
+        secret_values: secrets.values,
         base_dir: None,
     })
+}
+
+#[derive(Default)]
+struct Secrets {
+    paths: Vec<String>,
+    values: Vec<String>,
+}
+
+/// What every error message shows in place of a value that came from a secret reference.
+pub const HIDDEN: &str = "[the value of a secret reference]";
+
+/// Hides every resolved secret in `errors`, whatever message (structural or semantic) might
+/// have quoted it: the last line of defence behind [`super::compile`]'s quoting helper.
+pub fn scrub(errors: &mut [ConfigError], secrets: &[String]) {
+    for error in errors {
+        for secret in secrets {
+            // Very short values would mangle unrelated words; those are hidden when quoted.
+            if secret.chars().count() >= 4 {
+                if error.message.contains(secret.as_str()) {
+                    error.message = error.message.replace(secret.as_str(), HIDDEN);
+                }
+            } else {
+                let quoted = format!("{secret:?}");
+                if error.message.contains(&quoted) {
+                    error.message = error.message.replace(&quoted, HIDDEN);
+                }
+            }
+        }
+    }
 }
 
 /// A parsed file: the raw configuration of every section that deserialized, and the
@@ -146,6 +217,8 @@ pub struct Parsed {
     pub errors: Vec<ConfigError>,
     /// Paths whose value came from a `${env:…}` / `${file:…}` reference (secrets must).
     pub secret_paths: Vec<String>,
+    /// The values those references resolved to (never shown in an error).
+    pub secret_values: Vec<String>,
     /// Directory that relative file paths in the configuration are resolved against.
     pub base_dir: Option<std::path::PathBuf>,
 }
@@ -156,7 +229,9 @@ impl Parsed {
         if self.errors.is_empty() {
             Ok(self.raw)
         } else {
-            Err(ConfigErrors(self.errors))
+            let mut errors = self.errors;
+            scrub(&mut errors, &self.secret_values);
+            Err(ConfigErrors(errors))
         }
     }
 }
@@ -232,13 +307,13 @@ fn resolve_secrets(
     path: &mut String,
     env: &dyn Environment,
     errors: &mut Vec<ConfigError>,
-    secret_paths: &mut Vec<String>,
+    secrets: &mut Secrets,
 ) {
     match value {
-        Value::String(text) if text.contains("${") => match substitute(text, env) {
+        Value::String(text) if text.contains("${") => match substitute(text, env, &mut secrets.values) {
             Ok(resolved) => {
                 *text = resolved;
-                secret_paths.push(path.clone());
+                secrets.paths.push(path.clone());
             }
             Err(message) => errors.push(ConfigError::new(path.clone(), message)),
         },
@@ -246,7 +321,7 @@ fn resolve_secrets(
             for (i, item) in items.iter_mut().enumerate() {
                 let len = path.len();
                 path.push_str(&format!("[{i}]"));
-                resolve_secrets(item, path, env, errors, secret_paths);
+                resolve_secrets(item, path, env, errors, secrets);
                 path.truncate(len);
             }
         }
@@ -257,7 +332,7 @@ fn resolve_secrets(
                     path.push('.');
                 }
                 path.push_str(key);
-                resolve_secrets(item, path, env, errors, secret_paths);
+                resolve_secrets(item, path, env, errors, secrets);
                 path.truncate(len);
             }
         }
@@ -265,7 +340,11 @@ fn resolve_secrets(
     }
 }
 
-fn substitute(text: &str, env: &dyn Environment) -> Result<String, String> {
+fn substitute(
+    text: &str,
+    env: &dyn Environment,
+    values: &mut Vec<String>,
+) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find("${") {
@@ -290,7 +369,7 @@ fn substitute(text: &str, env: &dyn Environment) -> Result<String, String> {
                 }
             }
         } else if let Some(file) = reference.strip_prefix("file:") {
-            let content = std::fs::read_to_string(file)
+            let content = read_text(Path::new(file), MAX_SECRET_FILE)
                 .map_err(|e| format!("${{file:{file}}}: cannot read secret file: {e}"))?;
             let trimmed = content.trim_end_matches(['\n', '\r']);
             if trimmed.is_empty() {
@@ -303,6 +382,7 @@ fn substitute(text: &str, env: &dyn Environment) -> Result<String, String> {
             ));
         };
         out.push_str(&value);
+        values.push(value);
         rest = &after[end + 1..];
     }
     out.push_str(rest);

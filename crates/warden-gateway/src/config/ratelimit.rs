@@ -203,7 +203,7 @@ fn compile_redis_tls(c: &mut Compiler, url: &str, tuning: &RawRedis) -> RedisTls
     let mut read = |field: &str, file: &Option<String>| {
         let file = file.as_deref()?;
         let path = resolve(c.base_dir.as_deref(), file);
-        match std::fs::read(&path) {
+        match super::load::read_file(&path, super::load::MAX_CONFIG_FILE) {
             Ok(pem) if pem.windows(10).any(|w| w == b"-----BEGIN") => Some(pem),
             Ok(_) => {
                 c.error(at(field), format!("{} is not a PEM file", path.display()));
