@@ -227,9 +227,7 @@ fn keys(path: &std::path::Path, command: KeysCommand) -> anyhow::Result<()> {
                 .chain(&scopes)
                 .any(|v| !safe(v) || v.contains([',', ' ']))
             {
-                anyhow::bail!(
-                    "--roles/--scopes: printable ASCII without spaces or commas, please"
-                );
+                anyhow::bail!("--roles/--scopes: printable ASCII without spaces or commas, please");
             }
             let new = NewKey {
                 name,

@@ -329,7 +329,10 @@ impl Proxy {
                 Rejection::new(kind).into_response(request_id.as_ref())
             }
             Ok(Err(error)) if warden::limit::caused_by::<Saturated>(&error) => {
-                tracing::warn!(request_id = id, "upstream connector at max_connections: shedding");
+                tracing::warn!(
+                    request_id = id,
+                    "upstream connector at max_connections: shedding"
+                );
                 Rejection::new(RejectionKind::Overloaded).into_response(request_id.as_ref())
             }
             Ok(Err(error)) => {

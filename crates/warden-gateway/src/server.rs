@@ -282,7 +282,8 @@ impl Connections {
         }
         let open = self.open.fetch_add(1, Ordering::SeqCst) + 1;
         if open >= self.pressure_at {
-            self.pressure.send_if_modified(|p| !std::mem::replace(p, true));
+            self.pressure
+                .send_if_modified(|p| !std::mem::replace(p, true));
         }
         Some(ConnectionSlot {
             connections: self.clone(),
@@ -370,7 +371,9 @@ async fn accept_loop(
             Ok(permit) => permit,
             Err(_) => {
                 // Full: idle connections are shed first (their supervisors watch this).
-                connections.pressure.send_if_modified(|p| !std::mem::replace(p, true));
+                connections
+                    .pressure
+                    .send_if_modified(|p| !std::mem::replace(p, true));
                 tokio::select! {
                     permit = permits.clone().acquire_owned() => match permit {
                         Ok(p) => p,
@@ -394,7 +397,8 @@ async fn accept_loop(
         };
         let Some(slot) = connections.admit(peer.ip()) else {
             tracing::debug!(%peer, "connection refused: per-address connection cap");
-            metrics::counter!("warden_connections_refused_total", "reason" => "per_ip").increment(1);
+            metrics::counter!("warden_connections_refused_total", "reason" => "per_ip")
+                .increment(1);
             continue;
         };
         let connection = Supervised {

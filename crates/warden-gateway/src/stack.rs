@@ -24,6 +24,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use http::{Request, Response};
+use tower::Layer;
 use tower::ServiceBuilder;
 use tower::util::BoxCloneSyncService;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -36,11 +37,10 @@ use warden::headers::SecurityHeadersLayer;
 use warden::identity_headers::StripIdentityHeadersLayer;
 use warden::limit::{BodyLimitLayer, HeadLimits};
 use warden::overload::InFlightLimitLayer;
-use warden::request_head::RequestHeadLayer;
-use tower::Layer;
 use warden::ratelimit::layer::RateLimitLayer;
 use warden::ratelimit::memory::MemoryStore;
 use warden::ratelimit::store::RateLimitStore;
+use warden::request_head::RequestHeadLayer;
 use warden::request_id::RequestIdLayer;
 use warden::timeout::TimeoutLayer;
 
@@ -305,6 +305,7 @@ mod tests {
         .expect("stack");
         let req = Request::builder()
             .uri("/boom")
+            .header("host", "gw.test")
             .header("origin", "https://app.example.com")
             .body(body::empty())
             .expect("request");

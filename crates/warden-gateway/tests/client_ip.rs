@@ -46,8 +46,19 @@ async fn a_trusted_proxy_vouches_for_the_client_right_to_left() {
     )
     .await;
     assert_eq!(got, "203.0.113.7, 127.0.0.1");
+    // Forwarded is read only where the proxies are said to write it.
     let got = forwarded_for(
         &gw,
+        &[("forwarded", "for=6.6.6.6, for=\"[2001:db8::7]:443\"")],
+    )
+    .await;
+    assert_eq!(got, "127.0.0.1");
+    let rfc7239 = spawn(&format!(
+        "server: {{ trusted_proxies: [127.0.0.0/8, 10.0.0.0/8], client_ip_header: forwarded }}\n{BASIC}"
+    ))
+    .await;
+    let got = forwarded_for(
+        &rfc7239,
         &[("forwarded", "for=6.6.6.6, for=\"[2001:db8::7]:443\"")],
     )
     .await;
@@ -62,7 +73,8 @@ async fn a_trusted_proxy_vouches_for_the_client_right_to_left() {
 
 #[tokio::test]
 async fn a_trusted_proxy_may_set_the_original_scheme() {
-    let yaml = format!("server: {{ trusted_proxies: [127.0.0.1] }}\n{BASIC}");
+    let yaml =
+        format!("server: {{ trusted_proxies: [127.0.0.1], trust_forwarded_proto: true }}\n{BASIC}");
     let gw = spawn(&yaml).await;
     forwarded_for(
         &gw,

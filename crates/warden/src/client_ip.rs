@@ -321,7 +321,10 @@ mod tests {
         let real_ip = proxies().with_header(ClientIpHeader::Single(http::HeaderName::from_static(
             "x-real-ip",
         )));
-        let h = headers(&[("x-real-ip", "198.51.100.7"), ("x-forwarded-for", "6.6.6.6")]);
+        let h = headers(&[
+            ("x-real-ip", "198.51.100.7"),
+            ("x-forwarded-for", "6.6.6.6"),
+        ]);
         assert_eq!(real_ip.resolve(ip("10.0.0.2"), &h).ip, ip("198.51.100.7"));
         let h = headers(&[("x-real-ip", "198.51.100.7"), ("x-real-ip", "6.6.6.6")]);
         assert_eq!(real_ip.resolve(ip("10.0.0.2"), &h).ip, ip("10.0.0.2"));

@@ -29,7 +29,9 @@ use crate::rejection::{Rejection, RejectionKind};
 pub use http_body_util::LengthLimitError;
 
 /// Whether `error` or anything in its source chain is a `T`.
-pub fn caused_by<T: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
+pub fn caused_by<T: std::error::Error + 'static>(
+    error: &(dyn std::error::Error + 'static),
+) -> bool {
     let mut current = Some(error);
     while let Some(err) = current {
         if err.is::<T>() {
@@ -332,7 +334,10 @@ mod tests {
         http_body_util::StreamBody<tokio_stream_shim::Receiver>,
     ) {
         let (tx, rx) = tokio::sync::mpsc::channel(4);
-        (tx, http_body_util::StreamBody::new(tokio_stream_shim::Receiver(rx)))
+        (
+            tx,
+            http_body_util::StreamBody::new(tokio_stream_shim::Receiver(rx)),
+        )
     }
 
     mod tokio_stream_shim {
@@ -344,7 +349,10 @@ mod tests {
 
         impl futures_util::Stream for Receiver {
             type Item = FrameResult;
-            fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            fn poll_next(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+            ) -> Poll<Option<Self::Item>> {
                 self.0.poll_recv(cx)
             }
         }

@@ -150,10 +150,7 @@ mod tests {
             .expect("ok");
         assert_eq!(second.status(), 503);
         first.into_body().collect().await.expect("body");
-        let third = svc
-            .oneshot(Request::new(body::empty()))
-            .await
-            .expect("ok");
+        let third = svc.oneshot(Request::new(body::empty())).await.expect("ok");
         assert_eq!(third.status(), 200);
     }
 }

@@ -250,10 +250,7 @@ mod tests {
         ] {
             assert!(split_authority(bad).is_none(), "{bad}");
         }
-        assert_eq!(
-            split_authority("[::1]:8080"),
-            Some(("[::1]", Some(8080)))
-        );
+        assert_eq!(split_authority("[::1]:8080"), Some(("[::1]", Some(8080))));
     }
 
     fn req(version: Version, uri: &str, headers: &[(&str, &str)]) -> Request<Body> {
@@ -303,7 +300,11 @@ mod tests {
         assert_eq!(
             kind(
                 &only,
-                req(h11, "http://evil.example.com/", &[("host", "api.example.com")])
+                req(
+                    h11,
+                    "http://evil.example.com/",
+                    &[("host", "api.example.com")]
+                )
             ),
             Some(RejectionKind::NotFound)
         );
@@ -312,11 +313,21 @@ mod tests {
     #[test]
     fn transfer_codings_other_than_chunked_are_501() {
         let layer = RequestHeadLayer::new();
-        let with = |te: &str| req(Version::HTTP_11, "/", &[("host", "a"), ("transfer-encoding", te)]);
+        let with = |te: &str| {
+            req(
+                Version::HTTP_11,
+                "/",
+                &[("host", "a"), ("transfer-encoding", te)],
+            )
+        };
         assert_eq!(kind(&layer, with("chunked")), None);
         assert_eq!(kind(&layer, with("Chunked")), None);
         for te in ["gzip, chunked", "identity", "chunked, chunked", "gzip"] {
-            assert_eq!(kind(&layer, with(te)), Some(RejectionKind::NotImplemented), "{te}");
+            assert_eq!(
+                kind(&layer, with(te)),
+                Some(RejectionKind::NotImplemented),
+                "{te}"
+            );
         }
     }
 

@@ -417,9 +417,9 @@ fn compile_server(c: &mut Compiler, raw: &RawServer) -> Server {
             l.max_connections,
             10_000,
         ),
-        max_connections_per_ip: l.max_connections_per_ip.map(|n| {
-            positive(c, "server.limits.max_connections_per_ip", Some(n), 1)
-        }),
+        max_connections_per_ip: l
+            .max_connections_per_ip
+            .map(|n| positive(c, "server.limits.max_connections_per_ip", Some(n), 1)),
         max_concurrent_streams: u32::try_from(positive(
             c,
             "server.limits.max_concurrent_streams",
@@ -503,7 +503,10 @@ fn compile_hosts(c: &mut Compiler, raw: &[String]) -> Vec<String> {
     for (i, host) in raw.iter().enumerate() {
         let path = format!("server.hosts[{i}]");
         let lower = host.to_ascii_lowercase();
-        if matches!(warden::request_head::split_authority(&lower), Some((_, None))) {
+        if matches!(
+            warden::request_head::split_authority(&lower),
+            Some((_, None))
+        ) {
             hosts.push(lower);
         } else {
             let shown = c.quoted(&path, host);
@@ -860,7 +863,8 @@ fn compile_policy(
     }
     let data = raw.data.as_ref().and_then(|file| {
         let path = resolve(c, file);
-        match super::load::read_file(&path, super::load::MAX_CONFIG_FILE).map(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes))
+        match super::load::read_file(&path, super::load::MAX_CONFIG_FILE)
+            .map(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes))
         {
             Ok(Ok(value)) => Some(value),
             Ok(Err(e)) => {

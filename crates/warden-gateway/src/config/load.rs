@@ -310,13 +310,15 @@ fn resolve_secrets(
     secrets: &mut Secrets,
 ) {
     match value {
-        Value::String(text) if text.contains("${") => match substitute(text, env, &mut secrets.values) {
-            Ok(resolved) => {
-                *text = resolved;
-                secrets.paths.push(path.clone());
+        Value::String(text) if text.contains("${") => {
+            match substitute(text, env, &mut secrets.values) {
+                Ok(resolved) => {
+                    *text = resolved;
+                    secrets.paths.push(path.clone());
+                }
+                Err(message) => errors.push(ConfigError::new(path.clone(), message)),
             }
-            Err(message) => errors.push(ConfigError::new(path.clone(), message)),
-        },
+        }
         Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
                 let len = path.len();

@@ -334,7 +334,10 @@ impl Inner {
         let now = self.clock.unix_seconds() as i64;
         record.active_at(now).map_err(AuthnError::Invalid)?;
         // Written by an operator, but still what the upstream will read in a header.
-        if record.tenant.as_deref().is_some_and(|t| !crate::identity::is_header_safe(t))
+        if record
+            .tenant
+            .as_deref()
+            .is_some_and(|t| !crate::identity::is_header_safe(t))
             || record
                 .roles
                 .iter()

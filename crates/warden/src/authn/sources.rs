@@ -295,7 +295,10 @@ mod tests {
             "/?%61ccess_token=t2&access_token=t1",
         ] {
             assert!(
-                matches!(sources.extract(&parts(uri, &[])), Err(AuthnError::Ambiguous(_))),
+                matches!(
+                    sources.extract(&parts(uri, &[])),
+                    Err(AuthnError::Ambiguous(_))
+                ),
                 "{uri}"
             );
         }
