@@ -42,7 +42,7 @@ fn get_raw(path: &str, host: &str) -> Vec<u8> {
 #[tokio::test]
 async fn silent_connections_are_closed_and_a_real_client_is_served_past_them() {
     let yaml = format!(
-        "server: {{ limits: {{ max_connections: 20 }}, timeouts: {{ header_read: 3s }} }}\n{BASIC}"
+        "server: {{ limits: {{ max_connections: 20 }}, timeouts: {{ header_read: 10s }} }}\n{BASIC}"
     );
     let gw = spawn(&yaml).await;
     // More silent sockets than max_connections: half say nothing, half a preface prefix.
@@ -62,8 +62,12 @@ async fn silent_connections_are_closed_and_a_real_client_is_served_past_them() {
     .await
     .expect("the real client is served while silent sockets wait");
     assert_eq!(raw_status(&reply), 200, "{reply}");
-    // Shed under pressure: well before every silent socket ran out its header_read.
-    assert!(started.elapsed() < Duration::from_secs(15));
+    // Shed under pressure (1 s each near the cap), long before header_read (10 s) ran out.
+    assert!(
+        started.elapsed() < Duration::from_secs(7),
+        "{:?}",
+        started.elapsed()
+    );
     // Every silent socket is closed without an answer.
     for stream in &mut silent {
         assert!(closed_within(stream, Duration::from_secs(10)).await);

@@ -612,3 +612,80 @@ async fn repeated_tokens_keep_working_from_the_cache() {
     }
     assert_eq!(gw.upstream.requests().len(), 20);
 }
+
+#[tokio::test]
+async fn identity_values_an_upstream_would_read_differently_are_refused() {
+    let gw = gateway().await;
+    let k = keys();
+    for (what, patch) in [
+        ("subject with a trailing space", json!({ "sub": "admin " })),
+        ("subject with a leading space", json!({ "sub": " admin" })),
+        ("non-ASCII subject", json!({ "sub": "\u{e4}dmin" })),
+        (
+            "tenant with a trailing space",
+            json!({ "tenant_id": "acme " }),
+        ),
+        (
+            "tenant with a leading tab",
+            json!({ "tenant_id": "\tacme" }),
+        ),
+        ("non-ASCII tenant", json!({ "tenant_id": "acm\u{e9}" })),
+        ("non-ASCII role", json!({ "roles": ["\u{e4}dmin"] })),
+    ] {
+        let token = k.rsa.mint(&with(claims(), patch)).expect("mint");
+        assert_rejected(&call(&gw, "/private", &token).await, what);
+    }
+    assert!(gw.upstream.requests().is_empty());
+    // Inner spaces are kept as they are (nothing to trim).
+    let token = k
+        .rsa
+        .mint(&with(claims(), json!({ "sub": "alice smith" })))
+        .expect("mint");
+    assert_eq!(call(&gw, "/private", &token).await.status, 200);
+    assert_eq!(
+        gw.upstream.last().headers["x-warden-subject"],
+        "alice smith"
+    );
+}
+
+#[tokio::test]
+async fn a_second_token_cannot_hide_behind_an_encoded_query_name() {
+    let yaml = r#"
+auth:
+  token_sources: { header: true, query: access_token }
+  jwt:
+    - name: shared-secret
+      issuer: https://hmac.test
+      audiences: [agents]
+      secret: ${env:TEST_JWT_SECRET}
+      algorithms: [HS256]
+routes:
+  - { path: /private, authorize: authenticated }
+"#;
+    let upstream = upstream().await;
+    let config = config_with_env(yaml, &upstream.url(), &[("TEST_JWT_SECRET", HMAC_SECRET)])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let gw = spawn_config(config, upstream).await;
+    let k = keys();
+    let hmac_claims = || with(claims(), json!({ "iss": "https://hmac.test" }));
+    let alice = k.hmac.mint(&hmac_claims()).expect("mint");
+    let mallory = k
+        .hmac
+        .mint(&with(hmac_claims(), json!({ "sub": "mallory" })))
+        .expect("mint");
+    for query in [
+        format!("access_token={alice}&access%5Ftoken={mallory}"),
+        format!("access_token={alice};access_token={mallory}"),
+        format!("%61ccess_token={mallory}&access_token={alice}"),
+    ] {
+        let reply = get(&gw.url(&format!("/private?{query}"))).await;
+        reply.assert_problem(400);
+    }
+    assert!(gw.upstream.requests().is_empty());
+    // One token under an encoded name is read, and stripped before forwarding.
+    let reply = get(&gw.url(&format!("/private?a=1;access%5Ftoken={alice}&b=2"))).await;
+    assert_eq!(reply.status, 200);
+    let seen = gw.upstream.last();
+    assert_eq!(seen.uri, "/private?a=1;b=2");
+    assert_eq!(seen.headers["x-warden-subject"], "alice");
+}
