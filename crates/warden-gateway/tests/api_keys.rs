@@ -418,3 +418,24 @@ async fn store_failures_answer_503_and_unusable_stores_stop_startup() {
     let err = Gateway::start(config).await.expect_err("refuses to start");
     assert!(err.to_string().contains("API key store"), "{err}");
 }
+
+#[test]
+fn identity_values_an_upstream_would_read_differently_are_refused_at_creation() {
+    let setup = Setup::new("");
+    for args in [
+        &["create", "--name", "k", "--tenant", "acme "][..],
+        &["create", "--name", "k", "--tenant", " acme"],
+        &["create", "--name", "k", "--tenant", "acm\u{e9}"],
+        &["create", "--name", "k", "--roles", "admin ,user"],
+        &["create", "--name", "k", "--scopes", "read\u{e9}"],
+    ] {
+        let output = setup.keys(args);
+        assert!(!output.status.success(), "{args:?} was accepted");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("printable ASCII"), "{stderr}");
+    }
+    // Nothing was written.
+    let listed = setup.keys(&["list"]);
+    assert!(!String::from_utf8_lossy(&listed.stdout).contains("key_"));
+    let (_, _) = setup.create(&["--name", "ok", "--tenant", "acme"]);
+}

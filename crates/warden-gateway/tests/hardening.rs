@@ -794,3 +794,31 @@ routes:
         );
     }
 }
+
+#[tokio::test]
+async fn a_client_that_hangs_up_mid_body_is_a_client_error_not_a_502() {
+    for yaml in [
+        BASIC.to_owned(),
+        format!("upstream: {{ request_buffer: 0 }}\n{BASIC}"),
+    ] {
+        let gw = spawn(&yaml).await;
+        let mut stream = TcpStream::connect(gw.addr()).await.expect("connect");
+        stream
+            .write_all(
+                b"POST /echo HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 100\r\n\r\nonly-part",
+            )
+            .await
+            .expect("write");
+        // Half-close: the body ends early, the client can still read the answer.
+        stream.shutdown().await.expect("shutdown");
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await;
+        let text = String::from_utf8_lossy(&out);
+        assert_eq!(raw_status(&text), 400, "{text}");
+        let metrics = get(&gw.admin_url("/metrics")).await.text();
+        assert!(
+            !metrics.contains("outcome=\"bad_gateway\""),
+            "counted as an upstream failure: {metrics}"
+        );
+    }
+}
