@@ -114,14 +114,13 @@ pub fn build_with_leaf(
         .layer(TimeoutLayer::new(config.server.timeouts.request))
         .layer(RequestHeadLayer::new().with_hosts(config.server.hosts.clone()))
         .service(router.clone());
-    let inner = BoxCloneSyncService::new(inner);
-    let dispatch: RouteService = match config.cors.as_ref() {
-        Some(cors) => BoxCloneSyncService::new(PreflightGate {
-            cors: BoxCloneSyncService::new(cors_layer(cors).layer(inner.clone())),
+    let dispatch = match config.cors.as_ref() {
+        Some(cors) => tower::util::Either::Left(PreflightGate {
+            cors: cors_layer(cors).layer(inner.clone()),
             plain: inner,
             router,
         }),
-        None => inner,
+        None => tower::util::Either::Right(inner),
     };
     let service = ServiceBuilder::new()
         .layer(StripIdentityHeadersLayer::new(
@@ -139,35 +138,40 @@ pub fn build_with_leaf(
 /// every `OPTIONS` itself; any other `OPTIONS` is routed like any request (404, 405 or a route
 /// that allows it), so the gateway does not answer 200 for paths and requests it does not serve.
 #[derive(Clone, Debug)]
-struct PreflightGate {
-    cors: RouteService,
-    plain: RouteService,
+struct PreflightGate<C, P> {
+    cors: C,
+    plain: P,
     router: Router,
 }
 
-impl tower::Service<Request<Body>> for PreflightGate {
+impl<C, P> tower::Service<Request<Body>> for PreflightGate<C, P>
+where
+    C: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+    P: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+{
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = tower::util::Oneshot<RouteService, Request<Body>>;
+    type Future = futures_util::future::Either<C::Future, P::Future>;
 
     fn poll_ready(
         &mut self,
-        _cx: &mut std::task::Context<'_>,
+        cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Result<(), Infallible>> {
-        std::task::Poll::Ready(Ok(()))
+        // Both must be ready: which one serves is decided only by the request.
+        std::task::ready!(self.cors.poll_ready(cx))?;
+        self.plain.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        use tower::ServiceExt;
         let headers = req.headers();
         let through_cors = req.method() != http::Method::OPTIONS
             || (headers.contains_key(http::header::ORIGIN)
                 && headers.contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD)
                 && self.router.has_path(req.uri().path()));
         if through_cors {
-            self.cors.clone().oneshot(req)
+            futures_util::future::Either::Left(self.cors.call(req))
         } else {
-            self.plain.clone().oneshot(req)
+            futures_util::future::Either::Right(self.plain.call(req))
         }
     }
 }

@@ -371,9 +371,11 @@ fn set_headers(headers: &mut HeaderMap, prepared: &Prepared, verdict: &Verdict) 
     current.push_str(";t=");
     current.push_str(numbers.format(reset));
     if let Some(policy) = &prepared.policy {
-        append_item(headers, &RATELIMIT_POLICY, policy.as_bytes());
+        append_item(headers, &RATELIMIT_POLICY, policy.clone());
     }
-    append_item(headers, &RATELIMIT, current.as_bytes());
+    if let Ok(current) = HeaderValue::from_str(&current) {
+        append_item(headers, &RATELIMIT, current);
+    }
     let more_restrictive = headers
         .get(&X_RATELIMIT_REMAINING)
         .and_then(|v| v.to_str().ok())
@@ -392,19 +394,23 @@ const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit
 const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
 const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
 
-/// Appends `item` to a structured-field list header (`a, b`), or sets it.
-fn append_item(headers: &mut HeaderMap, name: &HeaderName, item: &[u8]) {
-    let value = match headers.get(name) {
+/// Appends `item` to a structured-field list header (`a, b`), or sets it (no copy then: the
+/// common case of one limit costs what it did before lists).
+fn append_item(headers: &mut HeaderMap, name: &HeaderName, item: HeaderValue) {
+    let joined = match headers.get(name) {
+        None => {
+            headers.insert(name.clone(), item);
+            return;
+        }
         Some(existing) => {
             let mut joined = Vec::with_capacity(existing.len() + 2 + item.len());
             joined.extend_from_slice(existing.as_bytes());
             joined.extend_from_slice(b", ");
-            joined.extend_from_slice(item);
-            HeaderValue::from_bytes(&joined)
+            joined.extend_from_slice(item.as_bytes());
+            joined
         }
-        None => HeaderValue::from_bytes(item),
     };
-    if let Ok(value) = value {
+    if let Ok(value) = HeaderValue::from_bytes(&joined) {
         headers.insert(name.clone(), value);
     }
 }
