@@ -247,7 +247,7 @@ impl Proxy {
         let (mut parts, body) = req.into_parts();
         let request_id = parts.extensions.get::<RequestId>().cloned();
         let id = request_id.as_ref().map(RequestId::as_str);
-        let body = match self.buffer(&parts, body).await {
+        let body = match self.buffer(body).await {
             Ok(body) => body,
             Err(error) => {
                 let kind = client_body_failure(error.as_ref()).unwrap_or(RejectionKind::BadRequest);
@@ -352,18 +352,13 @@ impl Proxy {
     }
 
     /// Reads small bodies whole before an upstream connection is taken.
-    async fn buffer(
-        &self,
-        parts: &http::request::Parts,
-        body: Body,
-    ) -> Result<Body, warden::body::BoxError> {
+    async fn buffer(&self, body: Body) -> Result<Body, warden::body::BoxError> {
         use http_body::Body as _;
         let max = self.upstream.request_buffer;
         let declared_large = body.size_hint().lower() > max as u64;
         if max == 0 || body.is_end_stream() || declared_large {
             return Ok(body);
         }
-        let _ = parts;
         warden::body::buffer_up_to(body, max).await
     }
 

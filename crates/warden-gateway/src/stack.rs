@@ -235,7 +235,14 @@ fn build_router(
         let strip_credentials = (!route.forward_credentials).then(|| {
             let strip = credential_headers(config);
             tower::util::MapRequestLayer::new(move |mut req: Request<Body>| {
-                strip.apply(req.headers_mut());
+                // A provider configured to forward its tokens keeps them (authn decided).
+                let forwarded_by_provider = req
+                    .extensions()
+                    .get::<Arc<warden::identity::Identity>>()
+                    .is_some_and(|who| who.forward_credentials);
+                if !forwarded_by_provider {
+                    strip.apply(req.headers_mut());
+                }
                 req
             })
         });

@@ -689,3 +689,32 @@ routes:
     assert_eq!(seen.uri, "/private?a=1;b=2");
     assert_eq!(seen.headers["x-warden-subject"], "alice");
 }
+
+#[tokio::test]
+async fn a_provider_that_forwards_its_tokens_keeps_them_and_others_are_stripped() {
+    let yaml = r#"
+auth:
+  jwt:
+    - name: shared-secret
+      issuer: https://hmac.test
+      audiences: [agents]
+      secret: ${env:TEST_JWT_SECRET}
+      algorithms: [HS256]
+      forward_credentials: true
+routes:
+  - { path: /private, authorize: authenticated }
+"#;
+    let upstream = upstream().await;
+    let config = config_with_env(yaml, &upstream.url(), &[("TEST_JWT_SECRET", HMAC_SECRET)])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let gw = spawn_config(config, upstream).await;
+    let token = keys()
+        .hmac
+        .mint(&with(claims(), json!({ "iss": "https://hmac.test" })))
+        .expect("mint");
+    assert_eq!(call(&gw, "/private", &token).await.status, 200);
+    assert_eq!(
+        gw.upstream.last().headers["authorization"],
+        format!("Bearer {token}").as_str()
+    );
+}

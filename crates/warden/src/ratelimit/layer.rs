@@ -91,18 +91,8 @@ impl Limit {
                     ip_text(&mut key, "ip");
                     continue;
                 }
-                KeyPart::Subject => match identity {
-                    Some(who) => {
-                        key.push_str("|sub:");
-                        Some(who.subject.as_bytes())
-                    }
-                    None => {
-                        ip_text(&mut key, "anon");
-                        continue;
-                    }
-                },
-                KeyPart::ApiKey => match identity {
-                    Some(who) if who.method == AuthMethod::ApiKey => {
+                KeyPart::Subject | KeyPart::ApiKey => match identity {
+                    Some(who) if *part == KeyPart::ApiKey && who.method == AuthMethod::ApiKey => {
                         key.push_str("|key:");
                         Some(who.key_id.as_deref().unwrap_or(&who.subject).as_bytes())
                     }
