@@ -1,11 +1,9 @@
 //! Limits and timeouts: body limits on streamed bytes, header limits, slow clients, connections.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use http_body_util::StreamBody;
 use hyper::body::Frame;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

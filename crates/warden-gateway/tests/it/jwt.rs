@@ -1,13 +1,11 @@
 //! JWT authentication through real sockets: valid tokens of every algorithm, identity
 //! propagation, and the attack corpus (each attack rejected, none reaching the upstream).
 
-mod common;
-
 use std::sync::OnceLock;
 
+use crate::common::*;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::*;
 use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 use warden_gateway::token::{SigningKey, jwks, now_unix};

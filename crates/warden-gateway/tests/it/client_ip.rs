@@ -1,8 +1,6 @@
 //! Client IP resolution and X-Forwarded-For: forwarding headers count only from trusted proxies.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 async fn forwarded_for(gw: &TestGateway, headers: &[(&str, &str)]) -> String {
     let mut builder = request("GET", &gw.url("/echo"));

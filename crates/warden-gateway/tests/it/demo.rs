@@ -1,12 +1,10 @@
 //! `warden demo` end to end: it starts, prints working commands, and its protections hold.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_demo_serves_the_quickstart_and_its_examples_behave_as_printed() {

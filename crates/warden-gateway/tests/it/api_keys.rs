@@ -1,14 +1,12 @@
 //! API keys through the CLI and the gateway: create, use, list, revoke, expire, rotate; checksum
 //! failures never reach the store; no plaintext at rest; concurrency; store failures are 503.
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use warden::clock::ManualClock;
 use warden_gateway::server::Gateway;
 

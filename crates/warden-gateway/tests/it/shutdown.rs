@@ -1,10 +1,8 @@
 //! Graceful shutdown: stop accepting, finish every in-flight request.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 #[tokio::test]
 async fn in_flight_requests_complete_and_new_connections_are_refused() {

@@ -2,12 +2,10 @@
 //! and restarted mid-test under each `on_store_error`, three gateway instances sharing one quota
 //! under 2,000 concurrent requests, and the store's configuration errors.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::redis_server::RedisServer;
-use common::*;
+use crate::common::redis_server::RedisServer;
+use crate::common::*;
 
 fn yaml(redis_url: &str, on_error: &str) -> String {
     format!(

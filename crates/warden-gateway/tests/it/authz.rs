@@ -1,9 +1,7 @@
 //! Authorization through real sockets: permissions (all/any), hierarchy, wildcards, minimum role,
 //! scopes, tenant binding by path and header, and attempts to smuggle authority.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use jsonwebtoken::Algorithm;
 use serde_json::json;
 use warden_gateway::token::{SigningKey, now_unix};

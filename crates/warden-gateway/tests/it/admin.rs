@@ -1,10 +1,8 @@
 //! The admin listener: liveness, readiness that tracks the upstream, Prometheus metrics.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 async fn wait_for_status(url: &str, status: u16) -> Reply {
     for _ in 0..100 {

@@ -1,9 +1,7 @@
 //! Rate limits through real sockets (in-memory store): 429 with Retry-After and problem+json,
 //! IETF and legacy headers, per-identity keys, pre-auth IP limits, tiers, shadow and off.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use jsonwebtoken::Algorithm;
 use serde_json::json;
 use warden_gateway::token::{SigningKey, now_unix};

@@ -1,9 +1,7 @@
 //! Routing and path canonicalization through real sockets (raw requests, so no client
 //! normalizes the path first).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 async fn raw_get(gw: &TestGateway, target: &str) -> String {
     raw(

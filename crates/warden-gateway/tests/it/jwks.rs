@@ -1,15 +1,13 @@
 //! Remote JWKS and OIDC discovery against a local key server: rotation, fetch-storm protection,
 //! serving stale keys while the server is down and 503 after, discovery checks, transport policy.
 
-mod common;
-
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use jsonwebtoken::Algorithm;

@@ -4,14 +4,12 @@
 //! field rules, OPTIONS outside preflights, credentials on public routes, merged rate-limit
 //! headers and hostile configuration files.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;

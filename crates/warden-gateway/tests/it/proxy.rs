@@ -1,11 +1,9 @@
 //! Reverse proxy behaviour through real sockets: forwarding, streaming, headers, failures.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use warden::body;

@@ -1,8 +1,6 @@
 //! CORS from configuration: exact origins, preflights before anything else, headers on errors.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 const CORS: &str = r#"
 cors:

@@ -1,8 +1,6 @@
 //! Client-sent identity headers (the gateway's `X-Warden-` namespace) never reach the upstream.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[tokio::test]
 async fn forged_identity_headers_in_every_spelling_are_stripped() {

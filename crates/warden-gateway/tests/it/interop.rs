@@ -2,19 +2,17 @@
 //! `scripts/install-test-deps.sh`): its tokens pass the gateway, and tokens `warden token` signs
 //! verify in PyJWT.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 use warden_gateway::token::{SigningKey, jwks, now_unix};
 
 fn script(name: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/interop")
+        .join("tests/it/interop")
         .join(name)
 }
 

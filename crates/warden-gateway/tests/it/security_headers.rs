@@ -1,8 +1,6 @@
 //! Security response headers on forwarded and rejected responses.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[tokio::test]
 async fn api_profile_is_the_default_and_fingerprints_are_removed() {

@@ -1,7 +1,5 @@
 //! The `warden` binary: `check` exit codes and messages, `serve` with SIGTERM and JSON logs.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -189,12 +187,12 @@ fn check_resolves_secret_references_and_environment_overrides() {
 }
 
 fn free_port() -> u16 {
-    common::unused_addr().port()
+    crate::common::unused_addr().port()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_logs_json_without_secrets_and_stops_cleanly_on_sigterm() {
-    let upstream = common::upstream().await;
+    let upstream = crate::common::upstream().await;
     let port = free_port();
     let admin = free_port();
     let key = warden_gateway::token::SigningKey::generate(
@@ -226,13 +224,13 @@ async fn serve_logs_json_without_secrets_and_stops_cleanly_on_sigterm() {
     let url = format!("http://127.0.0.1:{port}/echo?token=query-secret");
     let mut served = false;
     for _ in 0..100 {
-        let req = common::request("GET", &url)
+        let req = crate::common::request("GET", &url)
             .header("authorization", "Bearer header-secret-token")
             .header("cookie", "session=cookie-secret")
             .body(warden::body::empty())
             .expect("request");
         if let Ok(Ok(response)) =
-            tokio::time::timeout(Duration::from_secs(2), common::client().request(req)).await
+            tokio::time::timeout(Duration::from_secs(2), crate::common::client().request(req)).await
         {
             assert_eq!(response.status(), 200);
             served = true;
@@ -247,11 +245,14 @@ async fn serve_logs_json_without_secrets_and_stops_cleanly_on_sigterm() {
         .mint(&serde_json::json!({"iss": "https://idp.test", "aud": "other", "sub": "jwt-subject-marker", "exp": now + 60}))
         .expect("mint");
     for token in ["header-secret-token", forged.as_str()] {
-        let req = common::request("GET", &format!("http://127.0.0.1:{port}/private"))
+        let req = crate::common::request("GET", &format!("http://127.0.0.1:{port}/private"))
             .header("authorization", format!("Bearer {token}"))
             .body(warden::body::empty())
             .expect("request");
-        let response = common::client().request(req).await.expect("response");
+        let response = crate::common::client()
+            .request(req)
+            .await
+            .expect("response");
         assert_eq!(response.status(), 401);
     }
 

@@ -1,11 +1,9 @@
 //! Rego policies through real sockets: the shipped example policy (and its OPA-style tests),
 //! allow, deny with reasons kept from the client, errors and timeouts failing closed, shadow mode.
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use jsonwebtoken::Algorithm;
 use serde_json::json;
 use warden_gateway::token::{SigningKey, now_unix};
