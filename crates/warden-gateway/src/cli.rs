@@ -31,9 +31,10 @@ pub enum Command {
     Demo,
     /// Manage API keys in the configured store (keys are shown once, at creation).
     Keys {
-        /// The configuration naming the store and pepper.
-        #[arg(short, long, env = "WARDEN_CONFIG")]
-        config: PathBuf,
+        /// The configuration naming the store and pepper (before or after the subcommand:
+        /// `warden keys --config F list` and `warden keys list --config F` both work).
+        #[arg(short, long, env = "WARDEN_CONFIG", global = true)]
+        config: Option<PathBuf>,
         /// What to do.
         #[command(subcommand)]
         command: KeysCommand,

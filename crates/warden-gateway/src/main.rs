@@ -18,7 +18,12 @@ fn main() -> ExitCode {
         Command::Serve { config } => runtime().and_then(|rt| rt.block_on(serve(&config))),
         Command::Demo => runtime().and_then(|rt| rt.block_on(demo())),
         Command::Token { command } => token(*command),
-        Command::Keys { config, command } => keys(&config, command),
+        Command::Keys { config, command } => match config {
+            Some(config) => keys(&config, command),
+            None => Err(anyhow::anyhow!(
+                "warden keys needs --config FILE (or WARDEN_CONFIG)"
+            )),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

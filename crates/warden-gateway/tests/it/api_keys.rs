@@ -437,3 +437,34 @@ fn identity_values_an_upstream_would_read_differently_are_refused_at_creation() 
     assert!(!String::from_utf8_lossy(&listed.stdout).contains("key_"));
     let (_, _) = setup.create(&["--name", "ok", "--tenant", "acme"]);
 }
+
+#[test]
+fn config_is_accepted_before_and_after_the_subcommand() {
+    let setup = Setup::new("");
+    let after = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["keys", "create", "--name", "after", "--config"])
+        .arg(&setup.config)
+        .env("TEST_KEY_PEPPER", PEPPER)
+        .output()
+        .expect("run");
+    assert!(
+        after.status.success(),
+        "{}",
+        String::from_utf8_lossy(&after.stderr)
+    );
+    let listed = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["keys", "list", "-c"])
+        .arg(&setup.config)
+        .env("TEST_KEY_PEPPER", PEPPER)
+        .output()
+        .expect("run");
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("after"));
+    // Without it anywhere: a clear error, not a panic.
+    let missing = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["keys", "list"])
+        .env_remove("WARDEN_CONFIG")
+        .output()
+        .expect("run");
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("--config"));
+}
