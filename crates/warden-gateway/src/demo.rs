@@ -198,11 +198,12 @@ fn print_instructions(
   upstream  http://{upstream}   (embedded demo agent API, not exposed)
   admin     http://{admin}      (/healthz /readyz /metrics)
 
-Tokens (ES256, issuer {DEMO_ISSUER}) and an API key (tenant acme, role user):
-  TOKEN={token}
-  EXPIRED={expired}
-  ADMIN_MFA={admin_token}
-  API_KEY={api_key}
+Tokens (ES256, issuer {DEMO_ISSUER}) and an API key (tenant acme, role user); paste these
+four lines into your shell, the commands below use them:
+export TOKEN={token}
+export EXPIRED={expired}
+export ADMIN_MFA={admin_token}
+export API_KEY={api_key}
 Mint more: warden token mint --config examples/quickstart.yaml --key {key_file} --kid demo-1 --sub carol --roles user
 
 Try these (Ctrl-C stops the demo):
@@ -210,24 +211,24 @@ Try these (Ctrl-C stops the demo):
 # 1. No token: 401 with a WWW-Authenticate challenge; a valid token: 200, with security headers
 #    added, Server/X-Powered-By stripped and X-Request-Id set
 curl -i {g}/api/v1/agents
-curl -i {g}/api/v1/agents -H 'Authorization: Bearer {token}'
+curl -i {g}/api/v1/agents -H "Authorization: Bearer $TOKEN"
 
 # 1b. An expired token: 401 invalid_token (the reason is logged, never sent)
-curl -i {g}/api/v1/agents -H 'Authorization: Bearer {expired}'
+curl -i {g}/api/v1/agents -H "Authorization: Bearer $EXPIRED"
 
 # 1b'. Machine clients use API keys: only an HMAC digest is stored, a mistyped key is refused
 #      without a database lookup (manage them with `warden keys`)
-curl -i {g}/api/v1/agents -H 'X-API-Key: {api_key}'
+curl -i {g}/api/v1/agents -H "X-API-Key: $API_KEY"
 
 # 1c. Authorization: alice (role user) may read and run but not delete (403); the admin who just passed MFA
 #     may (DELETE also needs acr=mfa within 5 minutes, RFC 9470 step-up)
-curl -i -X DELETE {g}/api/v1/agents/42 -H 'Authorization: Bearer {token}'
-curl -i -X DELETE {g}/api/v1/agents/42 -H 'Authorization: Bearer {admin_token}'
+curl -i -X DELETE {g}/api/v1/agents/42 -H "Authorization: Bearer $TOKEN"
+curl -i -X DELETE {g}/api/v1/agents/42 -H "Authorization: Bearer $ADMIN_MFA"
 
 # 1d. Tenant isolation: alice (tenant acme) reads acme's agents, not globex's (403, and the
 #     answer is the same whether or not globex exists)
-curl -i {g}/api/v1/tenants/acme/agents -H 'Authorization: Bearer {token}'
-curl -i {g}/api/v1/tenants/globex/agents -H 'Authorization: Bearer {token}'
+curl -i {g}/api/v1/tenants/acme/agents -H "Authorization: Bearer $TOKEN"
+curl -i {g}/api/v1/tenants/globex/agents -H "Authorization: Bearer $TOKEN"
 
 # 2. Deny by default: unknown path 404, wrong method 405 with Allow (problem+json bodies)
 curl -i {g}/api/v1/admin
@@ -238,22 +239,22 @@ curl -i --path-as-is '{g}/api/v1/agents/..%2f..%2fadmin'
 curl -i --path-as-is '{g}/api/v1/agents/%2e%2e/agents'
 
 # 4. Forged identity headers never reach the upstream; it sees the token's identity instead
-curl -s -X POST {g}/api/v1/agents/run -H 'Authorization: Bearer {token}' -H 'X-Warden-Subject: admin' -H 'x_warden_roles: root' -d '{{"input":"hi"}}'
+curl -s -X POST {g}/api/v1/agents/run -H "Authorization: Bearer $TOKEN" -H 'X-Warden-Subject: admin' -H 'x_warden_roles: root' -d '{{"input":"hi"}}'
 
 # 5. Body limits count streamed bytes (chunked too): 413
-head -c 100000 /dev/zero | curl -i -X POST {g}/api/v1/agents/run -H 'Authorization: Bearer {token}' -H 'Transfer-Encoding: chunked' --data-binary @-
+head -c 100000 /dev/zero | curl -i -X POST {g}/api/v1/agents/run -H "Authorization: Bearer $TOKEN" -H 'Transfer-Encoding: chunked' --data-binary @-
 
 # 5b. Rate limits: agent runs are limited to 5 per minute per caller; the 6th is 429 with
 #     Retry-After and RateLimit headers
-for i in 1 2 3 4 5 6; do curl -s -o /dev/null -w '%{{http_code}} ' -X POST {g}/api/v1/agents/run -H 'Authorization: Bearer {admin_token}' -d '{{}}'; done; echo
-curl -i -X POST {g}/api/v1/agents/run -H 'Authorization: Bearer {admin_token}' -d '{{}}'
+for i in 1 2 3 4 5 6; do curl -s -o /dev/null -w '%{{http_code}} ' -X POST {g}/api/v1/agents/run -H "Authorization: Bearer $ADMIN_MFA" -d '{{}}'; done; echo
+curl -i -X POST {g}/api/v1/agents/run -H "Authorization: Bearer $ADMIN_MFA" -d '{{}}'
 
 # 6. CORS: allowed origin preflight, then a disallowed origin gets no CORS headers
 curl -i -X OPTIONS {g}/api/v1/agents/run -H 'Origin: https://app.example.com' -H 'Access-Control-Request-Method: POST'
 curl -i {g}/api/v1/agents -H 'Origin: https://evil.example'
 
 # 7. Server-sent events stream through event by event
-curl -N {g}/api/v1/agents/42/events -H 'Authorization: Bearer {token}'
+curl -N {g}/api/v1/agents/42/events -H "Authorization: Bearer $TOKEN"
 
 # 8. Metrics
 curl -s http://{admin}/metrics | grep warden_requests_total

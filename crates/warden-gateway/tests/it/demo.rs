@@ -39,11 +39,16 @@ async fn the_demo_serves_the_quickstart_and_its_examples_behave_as_printed() {
         banner.contains(&format!("curl -i {base}/api/v1/agents")),
         "{banner}"
     );
+    // Each token is printed once; the commands use the shell variables.
+    assert!(
+        banner.contains("-H \"Authorization: Bearer $TOKEN\""),
+        "{banner}"
+    );
 
     let printed = |name: &str| {
         banner
             .lines()
-            .find_map(|line| line.trim().strip_prefix(&format!("{name}=")))
+            .find_map(|line| line.trim().strip_prefix(&format!("export {name}=")))
             .unwrap_or_else(|| panic!("{name} not printed in {banner}"))
             .to_owned()
     };
