@@ -603,12 +603,42 @@ async fn step_up_demands_acr_and_a_recent_authentication() {
 
 #[tokio::test]
 async fn repeated_tokens_keep_working_from_the_cache() {
-    let gw = gateway().await;
-    let token = keys().ed.mint(&claims()).expect("mint");
+    // A provider name of its own: the metrics recorder is shared by the whole test binary.
+    let yaml = r#"
+auth:
+  jwt:
+    - name: cache-probe
+      issuer: https://hmac.test
+      audiences: [agents]
+      secret: ${env:TEST_JWT_SECRET}
+      algorithms: [HS256]
+routes:
+  - { path: /private, authorize: authenticated }
+"#;
+    let upstream = upstream().await;
+    let config = config_with_env(yaml, &upstream.url(), &[("TEST_JWT_SECRET", HMAC_SECRET)])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let gw = spawn_config(config, upstream).await;
+    let token = keys()
+        .hmac
+        .mint(&with(claims(), json!({ "iss": "https://hmac.test" })))
+        .expect("mint");
+    let series = "warden_jwt_verifications_total{provider=\"cache-probe\"}";
     for _ in 0..20 {
         assert_eq!(call(&gw, "/private", &token).await.status, 200);
     }
     assert_eq!(gw.upstream.requests().len(), 20);
+    // Verified once; the other 19 came from the cache.
+    assert_eq!(metric(&gw, series).await, 1.0);
+    let other = keys()
+        .hmac
+        .mint(&with(
+            claims(),
+            json!({ "iss": "https://hmac.test", "sub": "bob" }),
+        ))
+        .expect("mint");
+    assert_eq!(call(&gw, "/private", &other).await.status, 200);
+    assert_eq!(metric(&gw, series).await, 2.0);
 }
 
 #[tokio::test]

@@ -111,6 +111,8 @@ async fn tiers_shadow_off_and_header_opt_out() {
     call(&gw, "/limited", &vip).await.assert_problem(429);
 
     let dave = token("dave", &[]);
+    let shadow = "warden_ratelimit_shadow_exceeded_total{limit=\"/shadow\"}";
+    let before = metric(&gw, shadow).await;
     for _ in 0..3 {
         assert_eq!(
             call(&gw, "/shadow", &dave).await.status,
@@ -118,6 +120,8 @@ async fn tiers_shadow_off_and_header_opt_out() {
             "shadow limits never refuse"
         );
     }
+    // ...but they are evaluated: calls 2 and 3 were over the limit of 1.
+    assert_eq!(metric(&gw, shadow).await - before, 2.0);
     for _ in 0..20 {
         assert_eq!(get(&gw.url("/healthz")).await.status, 200);
     }

@@ -339,6 +339,9 @@ impl Inner {
 
         let checked = check_claims(provider, &claims, now)?;
         let identity = Arc::new(build_identity(provider, claims, kid, &checked, found)?);
+        // Full verifications (cache misses that passed): a cache that works keeps this flat.
+        metrics::counter!("warden_jwt_verifications_total", "provider" => provider.settings.name.clone())
+            .increment(1);
         self.cache.insert(
             digest,
             Cached {

@@ -290,6 +290,8 @@ where
             if !verdict.allowed {
                 if limit.shadow {
                     tracing::info!(target: "warden::ratelimit", limit = %limit.name, "shadow limit exceeded (not enforced)");
+                    metrics::counter!("warden_ratelimit_shadow_exceeded_total", "limit" => limit.name.clone())
+                        .increment(1);
                 } else {
                     tracing::info!(target: "warden::ratelimit", limit = %limit.name, "rate limit exceeded");
                     let mut response = Rejection::new(RejectionKind::TooManyRequests)

@@ -345,3 +345,16 @@ pub fn unused_addr() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr")
 }
+
+/// The value of the metric line that starts with `series` (name and labels) on `gw`'s admin
+/// listener, 0 when absent. The recorder is process-wide: give series unique labels.
+pub async fn metric(gw: &TestGateway, series: &str) -> f64 {
+    get(&gw.admin_url("/metrics"))
+        .await
+        .text()
+        .lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
