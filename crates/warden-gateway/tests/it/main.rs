@@ -10,6 +10,7 @@ mod cli;
 mod client_ip;
 mod cors;
 mod demo;
+mod golden;
 mod hardening;
 mod identity_headers;
 mod interop;
