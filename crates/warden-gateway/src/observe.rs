@@ -12,7 +12,7 @@ use std::time::Instant;
 use http::{Method, Request, Response};
 use tower::{Layer, Service};
 use warden::body::Body;
-use warden::client_ip::PeerAddr;
+use warden::client_ip::{ClientIp, PeerAddr};
 use warden::rejection::Outcome;
 use warden::request_id::RequestId;
 
@@ -66,7 +66,11 @@ where
             // A `Uri` clone shares its bytes: no allocation on the hot path.
             uri: req.uri().clone(),
             request_id: req.extensions().get::<RequestId>().cloned(),
-            peer: req.extensions().get::<PeerAddr>().copied(),
+            client: req
+                .extensions()
+                .get::<ClientIp>()
+                .map(|c| c.ip)
+                .or_else(|| req.extensions().get::<PeerAddr>().map(|p| p.0.ip())),
             preflight,
         };
         ResponseFuture {
@@ -81,7 +85,7 @@ struct Record {
     method: Method,
     uri: http::Uri,
     request_id: Option<RequestId>,
-    peer: Option<PeerAddr>,
+    client: Option<std::net::IpAddr>,
     preflight: bool,
 }
 
@@ -140,7 +144,7 @@ impl Record {
             route = %route,
             status,
             outcome,
-            client = self.peer.map(|p| p.0.ip().to_string()),
+            client = self.client.map(|ip| ip.to_string()),
             duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
             "request"
         );

@@ -1,7 +1,7 @@
 //! The route table: canonical path + method -> the route's prebuilt service stack.
 //!
 //! The router is the innermost global layer. It canonicalizes the path (400 on anything
-//! ambiguous), resolves the client IP, and dispatches with matchit. Deny by default: an unknown
+//! ambiguous) and dispatches with matchit. Deny by default: an unknown
 //! path is 404, a known path with another method is 405 with `Allow`. `HEAD` is served by a
 //! route that allows `GET`. Downstream layers and the upstream see only the canonical path.
 
@@ -16,7 +16,6 @@ use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceExt};
 use warden::body::Body;
 use warden::canonical::canonicalize;
-use warden::client_ip::{PeerAddr, TrustedProxies};
 use warden::rejection::{Rejection, RejectionKind};
 
 /// A route's complete per-route stack.
@@ -69,7 +68,7 @@ impl RouterBuilder {
     }
 
     /// Finishes the table. Fails on template conflicts (config compilation catches them first).
-    pub fn build(self, trusted_proxies: TrustedProxies) -> Result<Router, matchit::InsertError> {
+    pub fn build(self) -> Result<Router, matchit::InsertError> {
         let mut table = matchit::Router::new();
         let mut entries = Vec::with_capacity(self.paths.len());
         for (i, (template, mut entry)) in self.paths.into_iter().enumerate() {
@@ -83,11 +82,7 @@ impl RouterBuilder {
             entries.push(entry);
         }
         Ok(Router {
-            inner: Arc::new(Inner {
-                table,
-                entries,
-                trusted_proxies,
-            }),
+            inner: Arc::new(Inner { table, entries }),
         })
     }
 }
@@ -96,7 +91,6 @@ impl RouterBuilder {
 struct Inner {
     table: matchit::Router<usize>,
     entries: Vec<PathEntry>,
-    trusted_proxies: TrustedProxies,
 }
 
 /// Canonicalizes, resolves the client, and dispatches to route stacks.
@@ -152,11 +146,6 @@ impl Router {
         if let Some(path) = canonical_owned {
             let uri = rebuild_uri(req.uri(), &path).ok_or(RejectionKind::BadRequest)?;
             *req.uri_mut() = uri;
-        }
-
-        if let Some(PeerAddr(peer)) = req.extensions().get::<PeerAddr>().copied() {
-            let client = self.inner.trusted_proxies.resolve(peer.ip(), req.headers());
-            req.extensions_mut().insert(client);
         }
 
         let matched = self

@@ -3,15 +3,17 @@
 //! Global stack, outermost first:
 //! 1. strip client-sent identity headers (before anything else can read them);
 //! 2. request id (every later log line, rejection and the upstream cite it);
-//! 3. access log and metrics (see the final status of everything below);
-//! 4. requests in flight capped (`max_requests`; a shed request is still logged);
-//! 5. CORS (real preflights to routed paths answered before any auth; rejections below carry
+//! 3. client IP, resolved once from the one header the trusted proxies write (so the access log
+//!    below names the real client);
+//! 4. access log and metrics (see the final status of everything below);
+//! 5. requests in flight capped (`max_requests`; a shed request is still logged);
+//! 6. CORS (real preflights to routed paths answered before any auth; rejections below carry
 //!    CORS headers); any other `OPTIONS` goes past it to the router (404/405, or the route);
-//! 6. security headers (on forwarded and rejected responses alike);
-//! 7. catch panic (under CORS and headers, so even a 500 carries them);
-//! 8. overall request timeout;
-//! 9. request-head conformance: Host, transfer codings, field whitespace, HTTP/2 cookies;
-//! 10. router: canonical path, client IP, route match (404/405).
+//! 7. security headers (on forwarded and rejected responses alike);
+//! 8. catch panic (under CORS and headers, so even a 500 carries them);
+//! 9. overall request timeout;
+//! 10. request-head conformance: Host, transfer codings, field whitespace, HTTP/2 cookies;
+//! 11. router: canonical path, route match (404/405).
 //!
 //! Per-route stack: head limits and streamed body limit, authentication (unless the route is
 //! `auth: none`), authorization (permissions, minimum role, scopes, tenant binding), RFC 9470
@@ -32,6 +34,7 @@ use warden::authn::{Authenticator, AuthnLayer, StepUpLayer};
 use warden::authz::{AuthzLayer, RouteAuthorizer};
 use warden::body::Body;
 use warden::catch_panic::CatchPanicLayer;
+use warden::client_ip::ClientIpLayer;
 use warden::clock::{Clock, SystemClock};
 use warden::headers::SecurityHeadersLayer;
 use warden::identity_headers::StripIdentityHeadersLayer;
@@ -127,6 +130,8 @@ pub fn build_with_leaf(
             config.upstream.identity_prefix.clone(),
         ))
         .layer(RequestIdLayer)
+        // Resolved once, before the access log: every line names the real client.
+        .layer(ClientIpLayer::new(config.server.trusted_proxies.clone()))
         .layer(ObserveLayer)
         .layer(InFlightLimitLayer::new(config.server.limits.max_requests))
         .service(dispatch);
@@ -258,7 +263,7 @@ fn build_router(
         let service: RouteService = BoxCloneSyncService::new(service);
         builder.route(&route.name, &route.path, &route.methods, service);
     }
-    Ok(builder.build(config.server.trusted_proxies.clone())?)
+    Ok(builder.build()?)
 }
 
 /// `Authorization`, `Proxy-Authorization` and the API-key header (`_` spellings included).

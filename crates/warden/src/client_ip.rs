@@ -1,7 +1,8 @@
 //! The client's address, believing forwarding headers only from trusted proxies.
 //!
-//! Resolved in the global stack right after canonicalization, before routing; rate-limit keys,
-//! audit records and the `X-Forwarded-For` sent upstream use it. Exactly one header is believed:
+//! Resolved once, by [`ClientIpLayer`] in the global stack right under the request id, so the
+//! access log, rate-limit keys, audit records and the `X-Forwarded-For` sent upstream all name
+//! the same client (behind a load balancer: the real client, not the balancer). Exactly one header is believed:
 //! the one the trusted proxies write ([`ClientIpHeader`]: `X-Forwarded-For` by default, RFC 7239
 //! `Forwarded` or a single-address header such as `X-Real-IP` only when chosen). A header that is
 //! not named is never read: nginx, HAProxy and the cloud load balancers neither write nor strip
@@ -126,6 +127,62 @@ impl TrustedProxies {
             ip: client,
             forwarded: client != peer,
         }
+    }
+}
+
+/// Resolves the client once per request from [`PeerAddr`] and inserts [`ClientIp`].
+#[derive(Clone, Debug)]
+pub struct ClientIpLayer {
+    proxies: std::sync::Arc<TrustedProxies>,
+}
+
+impl ClientIpLayer {
+    /// Resolves with `proxies`.
+    pub fn new(proxies: TrustedProxies) -> Self {
+        ClientIpLayer {
+            proxies: std::sync::Arc::new(proxies),
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for ClientIpLayer {
+    type Service = ResolveClientIp<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        ResolveClientIp {
+            inner,
+            proxies: self.proxies.clone(),
+        }
+    }
+}
+
+/// Service produced by [`ClientIpLayer`].
+#[derive(Clone, Debug)]
+pub struct ResolveClientIp<S> {
+    inner: S,
+    proxies: std::sync::Arc<TrustedProxies>,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for ResolveClientIp<S>
+where
+    S: tower::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        if let Some(PeerAddr(peer)) = req.extensions().get::<PeerAddr>().copied() {
+            let client = self.proxies.resolve(peer.ip(), req.headers());
+            req.extensions_mut().insert(client);
+        }
+        self.inner.call(req)
     }
 }
 

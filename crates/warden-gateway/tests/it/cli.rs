@@ -207,7 +207,7 @@ async fn serve_logs_json_without_secrets_and_stops_cleanly_on_sigterm() {
     let path = temp_file(
         "serve.yaml",
         &format!(
-            "server: {{ listen: '127.0.0.1:{port}', admin_listen: '127.0.0.1:{admin}' }}\nupstream: {{ url: '{}' }}\n\
+            "server: {{ listen: '127.0.0.1:{port}', admin_listen: '127.0.0.1:{admin}', trusted_proxies: [127.0.0.1] }}\nupstream: {{ url: '{}' }}\n\
              auth: {{ jwt: [{{ name: idp, issuer: 'https://idp.test', audiences: [api], jwks_file: '{}', algorithms: [ES256] }}] }}\n\
              routes: [{{ path: /echo, auth: none }}, {{ path: /private, authorize: authenticated }}]\n",
             upstream.url(),
@@ -227,6 +227,8 @@ async fn serve_logs_json_without_secrets_and_stops_cleanly_on_sigterm() {
         let req = crate::common::request("GET", &url)
             .header("authorization", "Bearer header-secret-token")
             .header("cookie", "session=cookie-secret")
+            // Behind a trusted proxy: the log must name the client it vouches for.
+            .header("x-forwarded-for", "203.0.113.77")
             .body(warden::body::empty())
             .expect("request");
         if let Ok(Ok(response)) =
@@ -283,6 +285,7 @@ async fn serve_logs_json_without_secrets_and_stops_cleanly_on_sigterm() {
     assert!(!access.is_empty(), "no JSON access log line in {lines:?}");
     assert_eq!(access[0]["fields"]["status"], 200);
     assert_eq!(access[0]["fields"]["path"], "/echo");
+    assert_eq!(access[0]["fields"]["client"], "203.0.113.77");
     let all = lines.join("\n");
     let signature = forged.rsplit('.').next().expect("signature");
     for secret in [
