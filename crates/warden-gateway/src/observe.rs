@@ -16,7 +16,7 @@ use warden::client_ip::{ClientIp, PeerAddr};
 use warden::rejection::Outcome;
 use warden::request_id::RequestId;
 
-use crate::route::MatchedRoute;
+use warden::routing::RouteName;
 
 /// Metric names.
 pub mod names {
@@ -122,8 +122,8 @@ impl Record {
             None if self.preflight => Outcome::Preflight.as_str(),
             None => Outcome::Forwarded.as_str(),
         };
-        let route: metrics::SharedString = match response.extensions().get::<MatchedRoute>() {
-            Some(matched) => matched.name.clone().into(),
+        let route: metrics::SharedString = match response.extensions().get::<RouteName>() {
+            Some(RouteName(name)) => name.clone().into(),
             None => "unmatched".into(),
         };
         let status = response.status().as_u16();

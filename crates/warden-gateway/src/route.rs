@@ -110,13 +110,16 @@ impl Service<Request<Body>> for Router {
 
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
         match self.dispatch(&mut req) {
-            // The matched route travels back on the response for metrics and logs.
-            Ok((route, service)) => Box::pin(service.oneshot(req).map(move |result| {
-                result.map(|mut response| {
-                    response.extensions_mut().insert(route);
-                    response
-                })
-            })),
+            // The route's name travels back on the response for metrics and logs.
+            Ok((name, service)) => {
+                let name = warden::routing::RouteName(name);
+                Box::pin(service.oneshot(req).map(move |result| {
+                    result.map(|mut response| {
+                        response.extensions_mut().insert(name);
+                        response
+                    })
+                }))
+            }
             Err(rejection) => {
                 let response = rejection.into_response_for(req.extensions());
                 Box::pin(std::future::ready(Ok(response)))
@@ -131,7 +134,7 @@ impl Router {
         canonicalize(path).is_ok_and(|p| self.inner.table.at(&p).is_ok())
     }
 
-    fn dispatch(&self, req: &mut Request<Body>) -> Result<(MatchedRoute, RouteService), Rejection> {
+    fn dispatch(&self, req: &mut Request<Body>) -> Result<(Arc<str>, RouteService), Rejection> {
         let canonical = match canonicalize(req.uri().path()) {
             Ok(path) => path,
             Err(reason) => {
@@ -174,8 +177,9 @@ impl Router {
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .collect(),
         };
-        req.extensions_mut().insert(route.clone());
-        Ok((route, handler.service.clone()))
+        let name = route.name.clone();
+        req.extensions_mut().insert(route);
+        Ok((name, handler.service.clone()))
     }
 }
 

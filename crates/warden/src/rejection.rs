@@ -67,8 +67,6 @@ pub enum RejectionKind {
     PayloadTooLarge,
     /// Too many or too large request headers.
     HeadersTooLarge,
-    /// The request's content type is not accepted by the route.
-    UnsupportedMediaType,
     /// The gateway did not produce a response within the overall request timeout.
     RequestTimeout,
     /// The client paused longer than `body_read` between two pieces of its body (408).
@@ -104,7 +102,6 @@ impl RejectionKind {
             RejectionKind::MethodNotAllowed => "method_not_allowed",
             RejectionKind::PayloadTooLarge => "payload_too_large",
             RejectionKind::HeadersTooLarge => "headers_too_large",
-            RejectionKind::UnsupportedMediaType => "unsupported_media_type",
             RejectionKind::RequestTimeout => "request_timeout",
             RejectionKind::BodyTimeout => "body_timeout",
             RejectionKind::NotImplemented => "not_implemented",
@@ -131,7 +128,6 @@ impl RejectionKind {
             RejectionKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             RejectionKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             RejectionKind::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            RejectionKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             RejectionKind::RequestTimeout | RejectionKind::GatewayTimeout => {
                 StatusCode::GATEWAY_TIMEOUT
             }
@@ -159,7 +155,6 @@ impl RejectionKind {
             RejectionKind::MethodNotAllowed => "Method not allowed",
             RejectionKind::PayloadTooLarge => "Request body too large",
             RejectionKind::HeadersTooLarge => "Request headers too large",
-            RejectionKind::UnsupportedMediaType => "Unsupported media type",
             RejectionKind::RequestTimeout => "Request timed out",
             RejectionKind::BodyTimeout => "Request body timed out",
             RejectionKind::NotImplemented => "Not implemented",
@@ -187,7 +182,6 @@ impl RejectionKind {
             RejectionKind::MethodNotAllowed => "urn:warden:problem:method-not-allowed",
             RejectionKind::PayloadTooLarge => "urn:warden:problem:payload-too-large",
             RejectionKind::HeadersTooLarge => "urn:warden:problem:headers-too-large",
-            RejectionKind::UnsupportedMediaType => "urn:warden:problem:unsupported-media-type",
             RejectionKind::RequestTimeout => "urn:warden:problem:request-timeout",
             RejectionKind::BodyTimeout => "urn:warden:problem:body-timeout",
             RejectionKind::NotImplemented => "urn:warden:problem:not-implemented",

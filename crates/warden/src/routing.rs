@@ -3,8 +3,7 @@
 
 use std::sync::Arc;
 
-/// The matched route, in request extensions (for policy) and response extensions (for metrics
-/// and logs).
+/// The matched route, in request extensions (for policy, rate-limit keys and tenant checks).
 #[derive(Clone, Debug)]
 pub struct MatchedRoute {
     /// The route's name.
@@ -22,3 +21,8 @@ impl MatchedRoute {
             .map(|(_, v)| v.as_str())
     }
 }
+
+/// The matched route's name, in response extensions: all the access log and metrics need, so
+/// the parameters do not travel back with every response.
+#[derive(Clone, Debug)]
+pub struct RouteName(pub Arc<str>);

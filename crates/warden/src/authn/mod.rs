@@ -165,10 +165,6 @@ impl StepUp {
     }
 }
 
-/// What failed, kept in response extensions for the audit trail (never sent to the client).
-#[derive(Clone, Debug)]
-pub struct AuthnFailure(pub AuthnError);
-
 const CHALLENGE: &str = "Bearer realm=\"warden\"";
 const CHALLENGE_INVALID: &str = "Bearer realm=\"warden\", error=\"invalid_token\"";
 const CHALLENGE_REQUEST: &str = "Bearer realm=\"warden\", error=\"invalid_request\"";
@@ -253,14 +249,10 @@ where
             match authenticate(&layer, &mut parts).await {
                 Ok(()) => inner.call(Request::from_parts(parts, body)).await,
                 Err((rejection, failure)) => {
-                    if let Some(failure) = &failure {
-                        log_failure(request_id.as_ref(), &failure.0);
+                    if let Some(error) = &failure {
+                        log_failure(request_id.as_ref(), error);
                     }
-                    let mut response = rejection.into_response(request_id.as_ref());
-                    if let Some(failure) = failure {
-                        response.extensions_mut().insert(failure);
-                    }
-                    Ok(response)
+                    Ok(rejection.into_response(request_id.as_ref()))
                 }
             }
         })
@@ -270,7 +262,7 @@ where
 async fn authenticate(
     layer: &AuthnLayer,
     parts: &mut Parts,
-) -> Result<(), (Rejection, Option<AuthnFailure>)> {
+) -> Result<(), (Rejection, Option<AuthnError>)> {
     let mut accepted: Option<Arc<Identity>> = None;
     for authenticator in layer.chain.iter() {
         match authenticator.authenticate(parts).await {
@@ -280,12 +272,12 @@ async fn authenticate(
                 // which caller is this? Refuse rather than pick one.
                 Some(first) if first.subject != identity.subject => {
                     let error = AuthnError::Ambiguous("credentials for different subjects");
-                    return Err((rejection_for(&error), Some(AuthnFailure(error))));
+                    return Err((rejection_for(&error), Some(error)));
                 }
                 Some(_) => {}
             },
             Ok(None) => continue,
-            Err(error) => return Err((rejection_for(&error), Some(AuthnFailure(error)))),
+            Err(error) => return Err((rejection_for(&error), Some(error))),
         }
     }
     let Some(identity) = accepted else {

@@ -129,16 +129,6 @@ pub struct Grant {
     pub tier: Option<String>,
 }
 
-/// An allowed or denied decision with its cost, kept in response extensions for the audit
-/// trail (the client sees only 403 or the upstream's answer).
-#[derive(Clone, Debug)]
-pub struct Decision {
-    /// `None` when every requirement held; the denial otherwise.
-    pub denied: Option<Denied>,
-    /// Time spent deciding, in microseconds.
-    pub micros: u64,
-}
-
 /// A route's compiled requirements.
 #[derive(Clone, Debug)]
 pub struct RouteAuthorizer {
@@ -304,15 +294,13 @@ where
 {
     type Response = Response<Body>;
     type Error = S::Error;
-    type Future =
-        Either<std::future::Ready<Result<Response<Body>, S::Error>>, AllowedFuture<S::Future>>;
+    type Future = Either<std::future::Ready<Result<Response<Body>, S::Error>>, S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let started = std::time::Instant::now();
         let (mut parts, body) = req.into_parts();
         // Authentication runs first and always leaves an identity; without one, deny.
         let verdict = match parts.extensions.get::<Arc<Identity>>() {
@@ -327,14 +315,7 @@ where
                 if let Some(tier) = grant.tier {
                     parts.extensions.insert(RateLimitTier(tier));
                 }
-                let decision = Decision {
-                    denied: None,
-                    micros: elapsed_micros(started),
-                };
-                Either::Right(AllowedFuture {
-                    inner: self.inner.call(Request::from_parts(parts, body)),
-                    decision: Some(decision),
-                })
+                Either::Right(self.inner.call(Request::from_parts(parts, body)))
             }
             Err(denied) => {
                 let request_id = parts.extensions.get::<RequestId>();
@@ -345,45 +326,10 @@ where
                     reason = %denied.reason,
                     "request denied"
                 );
-                let micros = elapsed_micros(started);
-                let mut response =
-                    Rejection::new(RejectionKind::Forbidden).into_response(request_id);
-                response.extensions_mut().insert(Decision {
-                    denied: Some(denied),
-                    micros,
-                });
+                let response = Rejection::new(RejectionKind::Forbidden).into_response(request_id);
                 Either::Left(std::future::ready(Ok(response)))
             }
         }
-    }
-}
-
-fn elapsed_micros(started: std::time::Instant) -> u64 {
-    u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)
-}
-
-pin_project_lite::pin_project! {
-    /// Response future of an allowed request: puts the [`Decision`] into the upstream's response.
-    pub struct AllowedFuture<F> {
-        #[pin]
-        inner: F,
-        decision: Option<Decision>,
-    }
-}
-
-impl<F, E> std::future::Future for AllowedFuture<F>
-where
-    F: std::future::Future<Output = Result<Response<Body>, E>>,
-{
-    type Output = F::Output;
-
-    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let mut response = std::task::ready!(this.inner.poll(cx))?;
-        if let Some(decision) = this.decision.take() {
-            response.extensions_mut().insert(decision);
-        }
-        Poll::Ready(Ok(response))
     }
 }
 
@@ -526,22 +472,12 @@ mod tests {
             .await
             .expect("infallible");
         assert_eq!(allowed.status(), 200);
-        assert!(
-            allowed
-                .extensions()
-                .get::<Decision>()
-                .expect("decision")
-                .denied
-                .is_none()
-        );
         let denied = svc
             .clone()
             .oneshot(request(&["viewer"]))
             .await
             .expect("infallible");
         assert_eq!(denied.status(), 403);
-        let decision = denied.extensions().get::<Decision>().expect("decision");
-        assert_eq!(decision.denied.as_ref().expect("denied").rule, "permission");
         let anonymous = svc
             .oneshot(Request::new(crate::body::empty()))
             .await
