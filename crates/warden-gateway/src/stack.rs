@@ -109,11 +109,17 @@ pub fn build_with_leaf(
 ) -> Result<GatewayService, StackError> {
     let router = build_router(config, auth, leaf)?;
     let inner = ServiceBuilder::new()
+        // On forwarded and rejected responses alike (everything below answers through it).
         .layer(SecurityHeadersLayer::new(config.headers.clone()))
+        // Under CORS and the security headers, so even a 500 carries them.
         .layer(CatchPanicLayer)
+        // Bounds everything that can wait: authentication fetches, stores, the upstream.
         .layer(TimeoutLayer::new(config.server.timeouts.request))
+        // Before routing: a request for another host, or with a head an upstream could read
+        // differently, never reaches route matching.
         .layer(RequestHeadLayer::new().with_hosts(config.server.hosts.clone()))
         .service(router.clone());
+    // CORS over the rest, so 401/403/429 carry CORS headers; preflights answered before auth.
     let dispatch = match config.cors.as_ref() {
         Some(cors) => tower::util::Either::Left(PreflightGate {
             cors: cors_layer(cors).layer(inner.clone()),
@@ -123,13 +129,17 @@ pub fn build_with_leaf(
         None => tower::util::Either::Right(inner),
     };
     let service = ServiceBuilder::new()
+        // First of all: no layer may read a forged identity header.
         .layer(StripIdentityHeadersLayer::new(
             config.upstream.identity_prefix.clone(),
         ))
+        // Every later log line, rejection and the upstream cite this id.
         .layer(RequestIdLayer)
         // Resolved once, before the access log: every line names the real client.
         .layer(ClientIpLayer::new(config.server.trusted_proxies.clone()))
+        // Sees the final status of everything below, sheds included.
         .layer(ObserveLayer)
+        // Counts requests, not connections: HTTP/2 streams are bounded too.
         .layer(InFlightLimitLayer::new(config.server.limits.max_requests))
         .service(dispatch);
     Ok(BoxCloneSyncService::new(service))
@@ -246,11 +256,15 @@ fn build_router(
             })
         });
         let service = ServiceBuilder::new()
+            // Cheapest refusal first: a flood never reaches JWKS, the key store or policies.
             .option_layer(pre_auth)
+            // Head limits before any authentication work; the body is counted as it streams.
             .layer(BodyLimitLayer::new(limits))
             .option_layer(authn)
             .option_layer(authz)
+            // After authorization: no re-authentication prompt for a caller who may not pass.
             .option_layer(step_up)
+            // After authorization: forbidden calls spend no quota.
             .option_layer(route_limit)
             .option_layer(strip_credentials)
             .service(leaf());

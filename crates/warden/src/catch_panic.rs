@@ -1,8 +1,8 @@
 //! Turns a panic anywhere below into a 500 problem response instead of a dropped connection.
 //!
 //! A bug must never take the connection (and every other request multiplexed on it) down with
-//! it. Sits directly under the request-id layer so the 500 body still cites the request id.
-//! Unlike tower-http's `CatchPanic`, the handler here sees the request's extensions, which is
+//! it. Anywhere under the request-id layer, the 500 body still cites the request id (where the
+//! gateway puts it, and why, is said once, in its `stack.rs`). Unlike tower-http's `CatchPanic`, the handler here sees the request's extensions, which is
 //! what lets the rejection carry the id.
 
 use std::future::Future;

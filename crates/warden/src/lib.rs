@@ -4,15 +4,11 @@
 //! hyper or axum. The `warden` binary (crate `warden-gateway`) assembles these same layers
 //! behind a configuration file; this crate knows nothing of files or CLIs.
 //!
-//! Pipeline order (outermost first), as the gateway assembles it:
-//!
-//! 1. [`identity_headers`]: strip client-sent identity headers.
-//! 2. [`request_id`]: accept or generate `X-Request-Id`.
-//! 3. [`catch_panic`]: a bug answers 500, never drops the connection.
-//! 4. CORS (tower-http) and [`headers`] (security headers) on every response.
-//! 5. [`timeout`]: overall time to a response head.
-//! 6. [`canonical`] path and [`client_ip`], then routing (in the gateway).
-//! 7. Per route: [`limit`] (head and streamed body limits), then the proxy.
+//! The modules are the pipeline's steps: [`identity_headers`], [`request_id`], [`client_ip`],
+//! [`overload`], [`headers`], [`catch_panic`], [`timeout`], [`request_head`], [`canonical`],
+//! [`limit`], [`authn`], [`authz`], [`ratelimit`]. Their order, and the reason for each
+//! position, is written once, in the gateway's `stack.rs`; a Rust service can assemble the
+//! same layers in the same order.
 //!
 //! Every refusal is a [`rejection::Rejection`] rendered as RFC 9457 problem+json.
 //!

@@ -816,3 +816,74 @@ async fn a_client_that_hangs_up_mid_body_is_a_client_error_not_a_502() {
         assert_eq!(raw_status(&text), 400, "{text}");
     }
 }
+
+// === ordering claims of stack.rs ===
+
+#[tokio::test]
+async fn a_timeout_504_carries_cors_headers() {
+    let yaml = format!(
+        "server: {{ timeouts: {{ request: 1s }} }}\ncors: {{ origins: [https://app.example.com] }}\n{BASIC}"
+    );
+    let gw = spawn(&yaml).await;
+    let reply = send(
+        &client(),
+        request("GET", &gw.url("/slow/3000"))
+            .header("origin", "https://app.example.com")
+            .body(body::empty())
+            .expect("r"),
+    )
+    .await;
+    reply.assert_problem(504);
+    assert_eq!(
+        reply.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+}
+
+#[tokio::test]
+async fn a_request_over_a_head_limit_is_refused_before_any_authentication_work() {
+    const SECRET: &str = "ordering-test-hmac-secret-of-at-least-32-bytes";
+    let yaml = r#"
+server: { limits: { max_headers: 10 } }
+auth:
+  jwt:
+    - { name: order-probe, issuer: "https://order.test", audiences: [api], secret: "${env:ORDER_SECRET}", algorithms: [HS256] }
+routes:
+  - { path: /private, authorize: authenticated }
+"#;
+    let upstream = upstream().await;
+    let config = config_with_env(yaml, &upstream.url(), &[("ORDER_SECRET", SECRET)])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let gw = spawn_config(config, upstream).await;
+    let key = warden_gateway::token::SigningKey::from_secret(
+        SECRET.as_bytes(),
+        jsonwebtoken::Algorithm::HS256,
+        None,
+    )
+    .expect("key");
+    let now = warden_gateway::token::now_unix();
+    let token = key
+        .mint(&serde_json::json!({ "iss": "https://order.test", "aud": "api", "sub": "a", "exp": now + 600 }))
+        .expect("mint");
+    let series = "warden_jwt_verifications_total{provider=\"order-probe\"}";
+    let mut builder =
+        request("GET", &gw.url("/private")).header("authorization", format!("Bearer {token}"));
+    for i in 0..12 {
+        builder = builder.header(format!("x-filler-{i}"), "x");
+    }
+    send(&client(), builder.body(body::empty()).expect("r"))
+        .await
+        .assert_problem(431);
+    assert_eq!(metric(&gw, series).await, 0.0, "the token was verified");
+    // The same token within the limits is verified (the counter is live).
+    let ok = send(
+        &client(),
+        request("GET", &gw.url("/private"))
+            .header("authorization", format!("Bearer {token}"))
+            .body(body::empty())
+            .expect("r"),
+    )
+    .await;
+    assert_eq!(ok.status, 200);
+    assert_eq!(metric(&gw, series).await, 1.0);
+}
