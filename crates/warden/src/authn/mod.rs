@@ -382,3 +382,137 @@ fn log_failure(request_id: Option<&RequestId>, error: &AuthnError) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::{AuthMethod, CredentialSource};
+    use tower::ServiceExt;
+
+    /// Authenticates `header: subject`; strips that header.
+    #[derive(Debug)]
+    struct Fake {
+        header: &'static str,
+        fail: bool,
+    }
+
+    impl Authenticator for Fake {
+        fn authenticate<'a>(
+            &'a self,
+            req: &'a Parts,
+        ) -> BoxFuture<'a, Result<Option<Arc<Identity>>, AuthnError>> {
+            Box::pin(async move {
+                let Some(value) = req.headers.get(self.header) else {
+                    return Ok(None);
+                };
+                if self.fail {
+                    return Err(AuthnError::Invalid(InvalidReason::Malformed("fake")));
+                }
+                let subject = value.to_str().unwrap_or("?").to_owned();
+                Ok(Some(Arc::new(Identity::new(
+                    subject,
+                    AuthMethod::ApiKey,
+                    CredentialSource::AuthorizationHeader,
+                ))))
+            })
+        }
+
+        fn strip_credentials(&self, req: &mut Parts) {
+            req.headers.remove(self.header);
+        }
+    }
+
+    async fn run(
+        chain: Vec<Arc<dyn Authenticator>>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Vec<String>) {
+        let svc = tower::ServiceBuilder::new()
+            .layer(AuthnLayer::new(chain))
+            .service_fn(|req: Request<Body>| async move {
+                let seen: Vec<String> = req.headers().keys().map(|k| k.to_string()).collect();
+                let who = req
+                    .extensions()
+                    .get::<Arc<Identity>>()
+                    .map(|i| i.subject.clone());
+                let mut response = Response::new(crate::body::empty());
+                response.headers_mut().insert(
+                    "x-seen",
+                    HeaderValue::from_str(&seen.join(",")).expect("value"),
+                );
+                response.headers_mut().insert(
+                    "x-who",
+                    HeaderValue::from_str(&who.unwrap_or_default()).expect("value"),
+                );
+                Ok::<_, std::convert::Infallible>(response)
+            });
+        let mut builder = Request::builder();
+        for (n, v) in headers {
+            builder = builder.header(*n, *v);
+        }
+        let response = svc
+            .oneshot(builder.body(crate::body::empty()).expect("request"))
+            .await
+            .expect("infallible");
+        let seen = response
+            .headers()
+            .get("x-seen")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        (response.status().as_u16(), seen)
+    }
+
+    fn chain() -> Vec<Arc<dyn Authenticator>> {
+        vec![
+            Arc::new(Fake {
+                header: "x-a",
+                fail: false,
+            }),
+            Arc::new(Fake {
+                header: "x-b",
+                fail: false,
+            }),
+        ]
+    }
+
+    #[tokio::test]
+    async fn one_credential_passes_and_every_kind_is_stripped() {
+        let (status, seen) = run(chain(), &[("x-a", "alice"), ("x-other", "1")]).await;
+        assert_eq!(status, 200);
+        assert_eq!(seen, vec!["x-other"]);
+        // The same subject twice is one caller; both credentials are stripped.
+        let (status, seen) = run(chain(), &[("x-a", "alice"), ("x-b", "alice")]).await;
+        assert_eq!(status, 200);
+        assert!(seen.is_empty(), "{seen:?}");
+    }
+
+    #[tokio::test]
+    async fn credentials_for_two_subjects_are_ambiguous_and_nothing_passes() {
+        let (status, _) = run(chain(), &[("x-a", "alice"), ("x-b", "mallory")]).await;
+        assert_eq!(status, 400);
+    }
+
+    #[tokio::test]
+    async fn present_but_invalid_stops_the_chain_and_none_is_401() {
+        let failing: Vec<Arc<dyn Authenticator>> = vec![
+            Arc::new(Fake {
+                header: "x-a",
+                fail: true,
+            }),
+            Arc::new(Fake {
+                header: "x-b",
+                fail: false,
+            }),
+        ];
+        // A valid later credential does not rescue an invalid earlier one.
+        let (status, _) = run(failing, &[("x-a", "junk"), ("x-b", "alice")]).await;
+        assert_eq!(status, 401);
+        let (status, _) = run(chain(), &[]).await;
+        assert_eq!(status, 401);
+    }
+}

@@ -330,10 +330,13 @@ impl RateLimitLayer {
             .get::<Arc<Identity>>()
             .map(|w| w.roles.as_slice())
             .unwrap_or(&[]);
-        self.tiers
-            .iter()
-            .find(|(name, tier_roles, _)| {
-                chosen == Some(name.as_str()) || tier_roles.iter().any(|r| roles.contains(r))
+        // The policy's choice wins; only without one does the first tier by role apply.
+        let by_policy = chosen.and_then(|c| self.tiers.iter().find(|(name, _, _)| name == c));
+        by_policy
+            .or_else(|| {
+                self.tiers
+                    .iter()
+                    .find(|(_, tier_roles, _)| tier_roles.iter().any(|r| roles.contains(r)))
             })
             .map_or(&self.limit, |(_, _, prepared)| prepared)
     }
@@ -510,5 +513,36 @@ mod tests {
                 .expect("ascii")
                 .starts_with("\"route\";q=10")
         );
+    }
+
+    #[test]
+    fn a_tier_is_chosen_by_policy_first_then_by_role() {
+        let clock: Arc<dyn crate::clock::Clock> = Arc::new(crate::clock::SystemClock);
+        let store = Arc::new(crate::ratelimit::memory::MemoryStore::new(clock));
+        let named = |name: &str| Limit {
+            name: name.into(),
+            ..limit(vec![])
+        };
+        let layer =
+            RateLimitLayer::new(store, named("base"), OnStoreError::FailClosed).with_tiers(vec![
+                ("gold".into(), vec!["premium".into()], named("gold")),
+                ("bulk".into(), vec![], named("bulk")),
+            ]);
+        let mut premium = subject("p");
+        premium.roles = vec!["premium".into()];
+        assert_eq!(
+            layer.choose(&parts(&[], Some(subject("x")))).limit.name,
+            "base"
+        );
+        assert_eq!(
+            layer.choose(&parts(&[], Some(premium.clone()))).limit.name,
+            "gold"
+        );
+        let mut chosen = parts(&[], Some(premium));
+        chosen
+            .extensions
+            .insert(crate::authz::RateLimitTier("bulk".into()));
+        assert_eq!(layer.choose(&chosen).limit.name, "bulk");
+        assert_eq!(layer.choose(&parts(&[], None)).limit.name, "base");
     }
 }
