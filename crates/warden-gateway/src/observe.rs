@@ -12,7 +12,7 @@ use std::time::Instant;
 use http::{Method, Request, Response};
 use tower::{Layer, Service};
 use warden::body::Body;
-use warden::client_ip::{ClientIp, PeerAddr};
+use warden::client_ip::ClientIp;
 use warden::rejection::Outcome;
 use warden::request_id::RequestId;
 
@@ -66,11 +66,7 @@ where
             // A `Uri` clone shares its bytes: no allocation on the hot path.
             uri: req.uri().clone(),
             request_id: req.extensions().get::<RequestId>().cloned(),
-            client: req
-                .extensions()
-                .get::<ClientIp>()
-                .map(|c| c.ip)
-                .or_else(|| req.extensions().get::<PeerAddr>().map(|p| p.0.ip())),
+            client: req.extensions().get::<ClientIp>().map(|c| c.ip),
             preflight,
         };
         ResponseFuture {

@@ -28,7 +28,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use warden::body::{self, Body};
-use warden::client_ip::{ClientIp, PeerAddr};
+use warden::client_ip::ClientIp;
 use warden::identity::Identity;
 use warden::limit::client_body_failure;
 use warden::rejection::{Outcome, Rejection, RejectionKind};
@@ -151,7 +151,6 @@ pub struct Proxy {
     pending_timeout: Duration,
     scheme: &'static str,
     identity_headers: IdentityHeaders,
-    trusted_proxies: warden::client_ip::TrustedProxies,
     trust_forwarded_proto: bool,
     in_flight: Arc<Semaphore>,
     pending: Arc<AtomicUsize>,
@@ -218,7 +217,6 @@ impl Proxy {
             pending_timeout: config.server.timeouts.upstream_connect,
             scheme,
             identity_headers: IdentityHeaders::new(config.upstream.identity_prefix.as_str()),
-            trusted_proxies: config.server.trusted_proxies.clone(),
             trust_forwarded_proto: config.server.trust_forwarded_proto,
             in_flight: Arc::new(Semaphore::new(max.clamp(1, Semaphore::MAX_PERMITS))),
             pending: Arc::new(AtomicUsize::new(0)),
@@ -264,7 +262,6 @@ impl Proxy {
         };
         let forwarded_host = original_host(&parts);
         let client_ip = parts.extensions.get::<ClientIp>().copied();
-        let peer = parts.extensions.get::<PeerAddr>().copied();
         strip_hop_by_hop(&mut parts.headers, &[&X_REQUEST_ID]);
         let headers = &mut parts.headers;
         headers.remove(header::HOST);
@@ -273,14 +270,11 @@ impl Proxy {
         let trusted_proto = headers
             .remove(&X_FORWARDED_PROTO)
             .filter(|v| v == "https" || v == "http")
-            .filter(|_| {
-                self.trust_forwarded_proto
-                    && peer.is_some_and(|p| self.trusted_proxies.is_trusted(p.0.ip()))
-            });
+            .filter(|_| self.trust_forwarded_proto && client_ip.is_some_and(|c| c.trusted_peer));
         headers.remove(&X_FORWARDED_HOST);
         headers.remove(&X_FORWARDED_FOR);
         self.upstream.strip_headers.apply(headers);
-        if let Some(value) = forwarded_for(client_ip, peer) {
+        if let Some(value) = client_ip.and_then(forwarded_for) {
             headers.insert(X_FORWARDED_FOR.clone(), value);
         }
         headers.insert(
@@ -526,12 +520,11 @@ impl hyper::rt::Write for Counted {
 }
 
 /// `client` alone, or `client, peer` when a trusted proxy vouched for the client.
-fn forwarded_for(client: Option<ClientIp>, peer: Option<PeerAddr>) -> Option<HeaderValue> {
-    let text = match (client, peer) {
-        (Some(c), Some(p)) if c.forwarded => format!("{}, {}", c.ip, p.0.ip()),
-        (Some(c), _) => c.ip.to_string(),
-        (None, Some(p)) => p.0.ip().to_string(),
-        (None, None) => return None,
+fn forwarded_for(client: ClientIp) -> Option<HeaderValue> {
+    let text = if client.forwarded {
+        format!("{}, {}", client.ip, client.peer)
+    } else {
+        client.ip.to_string()
     };
     HeaderValue::from_str(&text).ok()
 }
@@ -610,23 +603,20 @@ mod tests {
 
     #[test]
     fn forwarded_for_lists_only_vouched_addresses() {
-        let peer = PeerAddr("10.0.0.1:5000".parse().expect("addr"));
+        let peer = "10.0.0.1".parse().expect("ip");
         let direct = ClientIp {
-            ip: "10.0.0.1".parse().expect("ip"),
+            ip: peer,
             forwarded: false,
+            peer,
+            trusted_peer: false,
         };
         let via = ClientIp {
             ip: "203.0.113.9".parse().expect("ip"),
             forwarded: true,
+            peer,
+            trusted_peer: true,
         };
-        assert_eq!(
-            forwarded_for(Some(direct), Some(peer)).expect("value"),
-            "10.0.0.1"
-        );
-        assert_eq!(
-            forwarded_for(Some(via), Some(peer)).expect("value"),
-            "203.0.113.9, 10.0.0.1"
-        );
-        assert!(forwarded_for(None, None).is_none());
+        assert_eq!(forwarded_for(direct).expect("value"), "10.0.0.1");
+        assert_eq!(forwarded_for(via).expect("value"), "203.0.113.9, 10.0.0.1");
     }
 }

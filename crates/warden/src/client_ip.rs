@@ -19,17 +19,22 @@ use http::HeaderMap;
 use http::header::FORWARDED;
 use ipnet::IpNet;
 
-/// The peer's TCP address, put into request extensions by the accept loop.
+/// The peer's TCP address, put into request extensions by the accept loop and replaced by
+/// [`ClientIp`] (which keeps the peer) in [`ClientIpLayer`]: one value travels, not two.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PeerAddr(pub SocketAddr);
 
-/// The resolved client address, put into request extensions before routing.
+/// The resolved client address, put into request extensions at the edge of the stack.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientIp {
     /// The client as far as trusted hops vouch.
     pub ip: IpAddr,
-    /// Whether the address came from forwarding headers (the peer was a trusted proxy).
+    /// Whether the address came from the forwarding header (the peer was a trusted proxy).
     pub forwarded: bool,
+    /// The TCP peer (IPv4-mapped addresses unmapped).
+    pub peer: IpAddr,
+    /// Whether the peer is a trusted proxy (its other forwarding claims may be believed).
+    pub trusted_peer: bool,
 }
 
 /// The one header the trusted proxies write.
@@ -91,6 +96,8 @@ impl TrustedProxies {
             return ClientIp {
                 ip: peer,
                 forwarded: false,
+                peer,
+                trusted_peer: false,
             };
         }
         let hops = match &self.header {
@@ -109,6 +116,8 @@ impl TrustedProxies {
             return ClientIp {
                 ip: client,
                 forwarded: client != peer,
+                peer,
+                trusted_peer: true,
             };
         }
         for hop in hops.iter().rev() {
@@ -126,6 +135,8 @@ impl TrustedProxies {
         ClientIp {
             ip: client,
             forwarded: client != peer,
+            peer,
+            trusted_peer: true,
         }
     }
 }
@@ -178,7 +189,7 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
-        if let Some(PeerAddr(peer)) = req.extensions().get::<PeerAddr>().copied() {
+        if let Some(PeerAddr(peer)) = req.extensions_mut().remove::<PeerAddr>() {
             let client = self.proxies.resolve(peer.ip(), req.headers());
             req.extensions_mut().insert(client);
         }
@@ -440,5 +451,34 @@ mod tests {
         let h = headers(&[("x-forwarded-for", "1.1.1.1")]);
         let got = TrustedProxies::default().resolve(ip("10.0.0.2"), &h);
         assert_eq!(got.ip, ip("10.0.0.2"));
+    }
+
+    #[tokio::test]
+    async fn the_layer_replaces_the_peer_with_one_resolved_value() {
+        use tower::ServiceExt;
+        let svc = tower::ServiceBuilder::new()
+            .layer(ClientIpLayer::new(proxies()))
+            .service_fn(|req: http::Request<()>| async move {
+                assert!(
+                    req.extensions().get::<PeerAddr>().is_none(),
+                    "two values travel"
+                );
+                Ok::<_, std::convert::Infallible>(
+                    req.extensions()
+                        .get::<ClientIp>()
+                        .copied()
+                        .expect("resolved"),
+                )
+            });
+        let mut req = http::Request::builder()
+            .header("x-forwarded-for", "198.51.100.7")
+            .body(())
+            .expect("request");
+        req.extensions_mut()
+            .insert(PeerAddr("10.0.0.2:4000".parse().expect("addr")));
+        let client = svc.oneshot(req).await.expect("infallible");
+        assert_eq!(client.ip, ip("198.51.100.7"));
+        assert_eq!(client.peer, ip("10.0.0.2"));
+        assert!(client.forwarded && client.trusted_peer);
     }
 }

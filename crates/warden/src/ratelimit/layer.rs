@@ -19,7 +19,7 @@ use tower::{Layer, Service};
 use super::algorithm::{Quota, Verdict};
 use super::store::{RateLimitStore, StoreError};
 use crate::body::Body;
-use crate::client_ip::{ClientIp, PeerAddr};
+use crate::client_ip::ClientIp;
 use crate::identity::{AuthMethod, Identity};
 use crate::rejection::{Rejection, RejectionKind};
 use crate::request_id::RequestId;
@@ -66,11 +66,7 @@ impl Limit {
     /// parts key by client IP under the tag `anon`, never to be confused with a subject.
     fn key(&self, parts: &http::request::Parts) -> String {
         let identity = parts.extensions.get::<Arc<Identity>>();
-        let ip = parts
-            .extensions
-            .get::<ClientIp>()
-            .map(|c| c.ip)
-            .or_else(|| parts.extensions.get::<PeerAddr>().map(|p| p.0.ip()));
+        let ip = parts.extensions.get::<ClientIp>().map(|c| c.ip);
         let mut key = String::with_capacity(64);
         key.push_str("rl:");
         push_escaped(&mut key, self.name.as_bytes());
@@ -431,9 +427,12 @@ mod tests {
             builder = builder.header(*n, HeaderValue::from_bytes(v).expect("value"));
         }
         let (mut parts, ()) = builder.body(()).expect("request").into_parts();
+        let ip = "1.2.3.4".parse().expect("ip");
         parts.extensions.insert(ClientIp {
-            ip: "1.2.3.4".parse().expect("ip"),
+            ip,
             forwarded: false,
+            peer: ip,
+            trusted_peer: false,
         });
         if let Some(identity) = identity {
             parts.extensions.insert(Arc::new(identity));
