@@ -10,12 +10,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_util::FutureExt;
-use futures_util::future::BoxFuture;
 use http::{HeaderValue, Method, Request, Response, Uri};
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceExt};
 use warden::body::Body;
 use warden::canonical::canonicalize;
+use warden::future::ResponseFuture;
 use warden::rejection::{Rejection, RejectionKind};
 
 /// A route's complete per-route stack.
@@ -102,7 +102,7 @@ pub struct Router {
 impl Service<Request<Body>> for Router {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
+    type Future = ResponseFuture<Infallible>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
@@ -113,7 +113,7 @@ impl Service<Request<Body>> for Router {
             // The route's name travels back on the response for metrics and logs.
             Ok((name, service)) => {
                 let name = warden::routing::RouteName(name);
-                Box::pin(service.oneshot(req).map(move |result| {
+                ResponseFuture::new(service.oneshot(req).map(move |result| {
                     result.map(|mut response| {
                         response.extensions_mut().insert(name);
                         response
@@ -122,7 +122,7 @@ impl Service<Request<Body>> for Router {
             }
             Err(rejection) => {
                 let response = rejection.into_response_for(req.extensions());
-                Box::pin(std::future::ready(Ok(response)))
+                ResponseFuture::new(std::future::ready(Ok(response)))
             }
         }
     }

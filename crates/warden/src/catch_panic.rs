@@ -5,9 +5,7 @@
 //! gateway puts it, and why, is said once, in its `stack.rs`). Unlike tower-http's `CatchPanic`, the handler here sees the request's extensions, which is
 //! what lets the rejection carry the id.
 
-use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use futures_util::FutureExt;
@@ -15,6 +13,7 @@ use http::{Request, Response};
 use tower::{Layer, Service};
 
 use crate::body::Body;
+use crate::future::ResponseFuture;
 use crate::rejection::{Rejection, RejectionKind};
 use crate::request_id::RequestId;
 
@@ -35,9 +34,6 @@ pub struct CatchPanic<S> {
     inner: S,
 }
 
-/// Boxed response future.
-pub type ResponseFuture<E> = Pin<Box<dyn Future<Output = Result<Response<Body>, E>> + Send>>;
-
 impl<S, B> Service<Request<B>> for CatchPanic<S>
 where
     S: Service<Request<B>, Response = Response<Body>>,
@@ -56,14 +52,14 @@ where
         let id = req.extensions().get::<RequestId>().cloned();
         let called = std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(req)));
         match called {
-            Ok(future) => Box::pin(
+            Ok(future) => ResponseFuture::new(
                 AssertUnwindSafe(future)
                     .catch_unwind()
                     .map(move |result| result.unwrap_or_else(|_| Ok(panic_response(id.as_ref())))),
             ),
             Err(_) => {
                 let response = panic_response(id.as_ref());
-                Box::pin(std::future::ready(Ok(response)))
+                ResponseFuture::new(std::future::ready(Ok(response)))
             }
         }
     }

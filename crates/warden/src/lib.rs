@@ -58,6 +58,7 @@ pub mod canonical;
 pub mod catch_panic;
 pub mod client_ip;
 pub mod clock;
+pub mod future;
 pub mod headers;
 pub mod identity;
 pub mod identity_headers;

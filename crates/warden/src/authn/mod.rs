@@ -7,7 +7,7 @@
 //! token and an API key for different callers are refused as ambiguous); when none recognizes
 //! any, the request is unauthenticated. The accepted
 //! [`Identity`] goes into request extensions as `Arc<Identity>` and the credential is removed
-//! from the request unless it is to be forwarded. [`StepUpLayer`] checks an RFC 9470 step-up
+//! from the request unless it is to be forwarded. [`StepUpLayer`] (in [`step_up`]) checks an RFC 9470 step-up
 //! requirement later, after authorization. Failures become 401 (with an RFC 6750 challenge), 400 for ambiguous credentials, or
 //! 503 when keys cannot be had; the precise reason is logged, never sent.
 
@@ -17,17 +17,17 @@ pub mod api_key_sqlite;
 pub mod jwt;
 pub mod keys;
 pub mod sources;
+pub mod step_up;
+
+pub use step_up::{StepUp, StepUpLayer, StepUpService};
 pub(crate) mod strict_json;
 
 #[cfg(feature = "jwks")]
 pub mod jwks;
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use http::request::Parts;
@@ -35,7 +35,7 @@ use http::{HeaderValue, Request, Response};
 use tower::{Layer, Service};
 
 use crate::body::Body;
-use crate::clock::Clock;
+use crate::future::ResponseFuture;
 use crate::identity::Identity;
 use crate::rejection::{Rejection, RejectionKind};
 use crate::request_id::RequestId;
@@ -124,47 +124,6 @@ pub enum InvalidReason {
     Revoked,
 }
 
-/// RFC 9470 step-up requirement of a route.
-#[derive(Clone, Debug, Default)]
-pub struct StepUp {
-    /// Acceptable `acr` values (empty: any).
-    pub acr: Vec<String>,
-    /// Longest time since the user authenticated (`auth_time`).
-    pub max_age: Option<Duration>,
-}
-
-impl StepUp {
-    fn satisfied_by(&self, identity: &Identity, now: f64) -> bool {
-        let acr_ok = self.acr.is_empty()
-            || identity
-                .acr
-                .as_ref()
-                .is_some_and(|acr| self.acr.iter().any(|wanted| wanted == acr));
-        let age_ok = match self.max_age {
-            None => true,
-            Some(max_age) => identity
-                .auth_time
-                .is_some_and(|t| now - (t as f64) <= max_age.as_secs_f64()),
-        };
-        acr_ok && age_ok
-    }
-
-    fn challenge(&self) -> HeaderValue {
-        let mut text = String::from(
-            "Bearer realm=\"warden\", error=\"insufficient_user_authentication\", \
-             error_description=\"A different authentication level is required\"",
-        );
-        if !self.acr.is_empty() {
-            text.push_str(&format!(", acr_values=\"{}\"", self.acr.join(" ")));
-        }
-        if let Some(max_age) = self.max_age {
-            text.push_str(&format!(", max_age={}", max_age.as_secs()));
-        }
-        HeaderValue::from_str(&text)
-            .unwrap_or_else(|_| HeaderValue::from_static("Bearer realm=\"warden\""))
-    }
-}
-
 const CHALLENGE: &str = "Bearer realm=\"warden\"";
 const CHALLENGE_INVALID: &str = "Bearer realm=\"warden\", error=\"invalid_token\"";
 const CHALLENGE_REQUEST: &str = "Bearer realm=\"warden\", error=\"invalid_request\"";
@@ -221,9 +180,6 @@ pub struct Authn<S> {
     layer: AuthnLayer,
 }
 
-/// Boxed response future of [`Authn`].
-pub type ResponseFuture<E> = Pin<Box<dyn Future<Output = Result<Response<Body>, E>> + Send>>;
-
 impl<S> Service<Request<Body>> for Authn<S>
 where
     S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
@@ -243,7 +199,7 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let layer = self.layer.clone();
-        Box::pin(async move {
+        ResponseFuture::new(async move {
             let (mut parts, body) = req.into_parts();
             let request_id = parts.extensions.get::<RequestId>().cloned();
             match authenticate(&layer, &mut parts).await {
@@ -295,77 +251,6 @@ async fn authenticate(
     }
     parts.extensions.insert(identity);
     Ok(())
-}
-
-/// Layer enforcing an RFC 9470 step-up requirement. It runs after authorization, so a caller
-/// who may not use the route at all gets 403 instead of a pointless request to re-authenticate.
-#[derive(Clone, Debug)]
-pub struct StepUpLayer {
-    requirement: Arc<StepUp>,
-    clock: Arc<dyn Clock>,
-}
-
-impl StepUpLayer {
-    /// Requires `requirement`, judged against `clock`.
-    pub fn new(requirement: StepUp, clock: Arc<dyn Clock>) -> Self {
-        StepUpLayer {
-            requirement: Arc::new(requirement),
-            clock,
-        }
-    }
-}
-
-impl<S> Layer<S> for StepUpLayer {
-    type Service = StepUpService<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        StepUpService {
-            inner,
-            layer: self.clone(),
-        }
-    }
-}
-
-/// Service produced by [`StepUpLayer`].
-#[derive(Clone, Debug)]
-pub struct StepUpService<S> {
-    inner: S,
-    layer: StepUpLayer,
-}
-
-impl<S> Service<Request<Body>> for StepUpService<S>
-where
-    S: Service<Request<Body>, Response = Response<Body>>,
-{
-    type Response = Response<Body>;
-    type Error = S::Error;
-    type Future = futures_util::future::Either<
-        std::future::Ready<Result<Response<Body>, S::Error>>,
-        S::Future,
-    >;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
-        use futures_util::future::Either;
-        let satisfied = req.extensions().get::<Arc<Identity>>().is_some_and(|who| {
-            self.layer
-                .requirement
-                .satisfied_by(who, self.layer.clock.unix_seconds())
-        });
-        if satisfied {
-            return Either::Right(self.inner.call(req));
-        }
-        if let Some(who) = req.extensions().get::<Arc<Identity>>() {
-            tracing::info!(subject = %who.subject, acr = ?who.acr, "step-up authentication required");
-        }
-        let rejection = Rejection::new(RejectionKind::StepUpRequired)
-            .with_challenge(self.layer.requirement.challenge());
-        Either::Left(std::future::ready(Ok(
-            rejection.into_response_for(req.extensions())
-        )))
-    }
 }
 
 fn log_failure(request_id: Option<&RequestId>, error: &AuthnError) {

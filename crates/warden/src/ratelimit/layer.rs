@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use tower::{Layer, Service};
 
@@ -20,6 +19,7 @@ use super::algorithm::{Quota, Verdict};
 use super::store::{RateLimitStore, StoreError};
 use crate::body::Body;
 use crate::client_ip::ClientIp;
+use crate::future::ResponseFuture;
 use crate::identity::{AuthMethod, Identity};
 use crate::rejection::{Rejection, RejectionKind};
 use crate::request_id::RequestId;
@@ -251,7 +251,7 @@ where
 {
     type Response = Response<Body>;
     type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Response<Body>, S::Error>>;
+    type Future = ResponseFuture<S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -261,7 +261,7 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let layer = self.layer.clone();
-        Box::pin(async move {
+        ResponseFuture::new(async move {
             let (parts, body) = req.into_parts();
             let prepared = layer.choose(&parts);
             let limit = &prepared.limit;
