@@ -86,111 +86,154 @@ pub enum RejectionKind {
 }
 
 impl RejectionKind {
+    /// Every fact about a kind, in one row: stable label, status, title, problem `type` URI
+    /// (a stable URN per kind; RFC 9457 §3.1.1 allows any URI).
+    fn facts(self) -> (&'static str, StatusCode, &'static str, &'static str) {
+        match self {
+            RejectionKind::InvalidPath => (
+                "invalid_path",
+                StatusCode::BAD_REQUEST,
+                "Invalid request path",
+                "urn:warden:problem:invalid-path",
+            ),
+            RejectionKind::BadRequest => (
+                "bad_request",
+                StatusCode::BAD_REQUEST,
+                "Bad request",
+                "urn:warden:problem:bad-request",
+            ),
+            RejectionKind::Unauthenticated => (
+                "unauthenticated",
+                StatusCode::UNAUTHORIZED,
+                "Authentication required",
+                "urn:warden:problem:unauthenticated",
+            ),
+            RejectionKind::InvalidCredentials => (
+                "invalid_credentials",
+                StatusCode::UNAUTHORIZED,
+                "Invalid credentials",
+                "urn:warden:problem:invalid-credentials",
+            ),
+            RejectionKind::InvalidAuthRequest => (
+                "invalid_auth_request",
+                StatusCode::BAD_REQUEST,
+                "Ambiguous credentials",
+                "urn:warden:problem:invalid-auth-request",
+            ),
+            RejectionKind::StepUpRequired => (
+                "step_up_required",
+                StatusCode::UNAUTHORIZED,
+                "Stronger authentication required",
+                "urn:warden:problem:step-up-required",
+            ),
+            RejectionKind::AuthUnavailable => (
+                "auth_unavailable",
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Authentication temporarily unavailable",
+                "urn:warden:problem:auth-unavailable",
+            ),
+            RejectionKind::Forbidden => (
+                "forbidden",
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                "urn:warden:problem:forbidden",
+            ),
+            RejectionKind::TooManyRequests => (
+                "rate_limited",
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many requests",
+                "urn:warden:problem:rate-limited",
+            ),
+            RejectionKind::NotFound => (
+                "not_found",
+                StatusCode::NOT_FOUND,
+                "Not found",
+                "urn:warden:problem:not-found",
+            ),
+            RejectionKind::MethodNotAllowed => (
+                "method_not_allowed",
+                StatusCode::METHOD_NOT_ALLOWED,
+                "Method not allowed",
+                "urn:warden:problem:method-not-allowed",
+            ),
+            RejectionKind::PayloadTooLarge => (
+                "payload_too_large",
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Request body too large",
+                "urn:warden:problem:payload-too-large",
+            ),
+            RejectionKind::HeadersTooLarge => (
+                "headers_too_large",
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "Request headers too large",
+                "urn:warden:problem:headers-too-large",
+            ),
+            RejectionKind::RequestTimeout => (
+                "request_timeout",
+                StatusCode::GATEWAY_TIMEOUT,
+                "Request timed out",
+                "urn:warden:problem:request-timeout",
+            ),
+            RejectionKind::BodyTimeout => (
+                "body_timeout",
+                StatusCode::REQUEST_TIMEOUT,
+                "Request body timed out",
+                "urn:warden:problem:body-timeout",
+            ),
+            RejectionKind::NotImplemented => (
+                "not_implemented",
+                StatusCode::NOT_IMPLEMENTED,
+                "Not implemented",
+                "urn:warden:problem:not-implemented",
+            ),
+            RejectionKind::Overloaded => (
+                "overloaded",
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Overloaded",
+                "urn:warden:problem:overloaded",
+            ),
+            RejectionKind::BadGateway => (
+                "bad_gateway",
+                StatusCode::BAD_GATEWAY,
+                "Bad gateway",
+                "urn:warden:problem:bad-gateway",
+            ),
+            RejectionKind::GatewayTimeout => (
+                "gateway_timeout",
+                StatusCode::GATEWAY_TIMEOUT,
+                "Upstream timed out",
+                "urn:warden:problem:gateway-timeout",
+            ),
+            RejectionKind::Unavailable => (
+                "unavailable",
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service unavailable",
+                "urn:warden:problem:unavailable",
+            ),
+            RejectionKind::Internal => (
+                "internal",
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal error",
+                "urn:warden:problem:internal",
+            ),
+        }
+    }
+
     /// A short, stable label for metrics and logs.
     pub fn as_str(self) -> &'static str {
-        match self {
-            RejectionKind::InvalidPath => "invalid_path",
-            RejectionKind::BadRequest => "bad_request",
-            RejectionKind::Unauthenticated => "unauthenticated",
-            RejectionKind::InvalidCredentials => "invalid_credentials",
-            RejectionKind::InvalidAuthRequest => "invalid_auth_request",
-            RejectionKind::StepUpRequired => "step_up_required",
-            RejectionKind::AuthUnavailable => "auth_unavailable",
-            RejectionKind::Forbidden => "forbidden",
-            RejectionKind::TooManyRequests => "rate_limited",
-            RejectionKind::NotFound => "not_found",
-            RejectionKind::MethodNotAllowed => "method_not_allowed",
-            RejectionKind::PayloadTooLarge => "payload_too_large",
-            RejectionKind::HeadersTooLarge => "headers_too_large",
-            RejectionKind::RequestTimeout => "request_timeout",
-            RejectionKind::BodyTimeout => "body_timeout",
-            RejectionKind::NotImplemented => "not_implemented",
-            RejectionKind::Overloaded => "overloaded",
-            RejectionKind::BadGateway => "bad_gateway",
-            RejectionKind::GatewayTimeout => "gateway_timeout",
-            RejectionKind::Unavailable => "unavailable",
-            RejectionKind::Internal => "internal",
-        }
+        self.facts().0
     }
 
     fn status(self) -> StatusCode {
-        match self {
-            RejectionKind::InvalidPath
-            | RejectionKind::BadRequest
-            | RejectionKind::InvalidAuthRequest => StatusCode::BAD_REQUEST,
-            RejectionKind::Unauthenticated
-            | RejectionKind::InvalidCredentials
-            | RejectionKind::StepUpRequired => StatusCode::UNAUTHORIZED,
-            RejectionKind::AuthUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            RejectionKind::Forbidden => StatusCode::FORBIDDEN,
-            RejectionKind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
-            RejectionKind::NotFound => StatusCode::NOT_FOUND,
-            RejectionKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            RejectionKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            RejectionKind::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            RejectionKind::RequestTimeout | RejectionKind::GatewayTimeout => {
-                StatusCode::GATEWAY_TIMEOUT
-            }
-            RejectionKind::BadGateway => StatusCode::BAD_GATEWAY,
-            RejectionKind::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            RejectionKind::NotImplemented => StatusCode::NOT_IMPLEMENTED,
-            RejectionKind::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
-            RejectionKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            RejectionKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        }
+        self.facts().1
     }
 
     fn title(self) -> &'static str {
-        match self {
-            RejectionKind::InvalidPath => "Invalid request path",
-            RejectionKind::BadRequest => "Bad request",
-            RejectionKind::Unauthenticated => "Authentication required",
-            RejectionKind::InvalidCredentials => "Invalid credentials",
-            RejectionKind::InvalidAuthRequest => "Ambiguous credentials",
-            RejectionKind::StepUpRequired => "Stronger authentication required",
-            RejectionKind::AuthUnavailable => "Authentication temporarily unavailable",
-            RejectionKind::Forbidden => "Forbidden",
-            RejectionKind::TooManyRequests => "Too many requests",
-            RejectionKind::NotFound => "Not found",
-            RejectionKind::MethodNotAllowed => "Method not allowed",
-            RejectionKind::PayloadTooLarge => "Request body too large",
-            RejectionKind::HeadersTooLarge => "Request headers too large",
-            RejectionKind::RequestTimeout => "Request timed out",
-            RejectionKind::BodyTimeout => "Request body timed out",
-            RejectionKind::NotImplemented => "Not implemented",
-            RejectionKind::Overloaded => "Overloaded",
-            RejectionKind::BadGateway => "Bad gateway",
-            RejectionKind::GatewayTimeout => "Upstream timed out",
-            RejectionKind::Unavailable => "Service unavailable",
-            RejectionKind::Internal => "Internal error",
-        }
+        self.facts().2
     }
 
-    /// The problem `type` URI: a stable URN per kind (RFC 9457 §3.1.1 allows any URI).
     fn type_uri(self) -> &'static str {
-        match self {
-            RejectionKind::InvalidPath => "urn:warden:problem:invalid-path",
-            RejectionKind::BadRequest => "urn:warden:problem:bad-request",
-            RejectionKind::Unauthenticated => "urn:warden:problem:unauthenticated",
-            RejectionKind::InvalidCredentials => "urn:warden:problem:invalid-credentials",
-            RejectionKind::InvalidAuthRequest => "urn:warden:problem:invalid-auth-request",
-            RejectionKind::StepUpRequired => "urn:warden:problem:step-up-required",
-            RejectionKind::AuthUnavailable => "urn:warden:problem:auth-unavailable",
-            RejectionKind::Forbidden => "urn:warden:problem:forbidden",
-            RejectionKind::TooManyRequests => "urn:warden:problem:rate-limited",
-            RejectionKind::NotFound => "urn:warden:problem:not-found",
-            RejectionKind::MethodNotAllowed => "urn:warden:problem:method-not-allowed",
-            RejectionKind::PayloadTooLarge => "urn:warden:problem:payload-too-large",
-            RejectionKind::HeadersTooLarge => "urn:warden:problem:headers-too-large",
-            RejectionKind::RequestTimeout => "urn:warden:problem:request-timeout",
-            RejectionKind::BodyTimeout => "urn:warden:problem:body-timeout",
-            RejectionKind::NotImplemented => "urn:warden:problem:not-implemented",
-            RejectionKind::Overloaded => "urn:warden:problem:overloaded",
-            RejectionKind::BadGateway => "urn:warden:problem:bad-gateway",
-            RejectionKind::GatewayTimeout => "urn:warden:problem:gateway-timeout",
-            RejectionKind::Unavailable => "urn:warden:problem:unavailable",
-            RejectionKind::Internal => "urn:warden:problem:internal",
-        }
+        self.facts().3
     }
 }
 
