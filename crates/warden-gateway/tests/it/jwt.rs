@@ -101,6 +101,21 @@ routes:
     spawn_config(config, upstream).await
 }
 
+/// A gateway with one HS256 provider `name` (issuer `https://hmac.test`) and one protected
+/// route `/private`; `provider` adds `, key: value` pairs to the provider, `auth` a line to `auth:`.
+async fn hmac_gateway(name: &str, provider: &str, auth: &str) -> TestGateway {
+    let yaml = format!(
+        "auth:\n  {auth}\n  jwt:\n    - {{ name: {name}, issuer: 'https://hmac.test', audiences: [agents], \
+         secret: '${{env:TEST_JWT_SECRET}}', algorithms: [HS256] {provider} }}\n\
+         routes:\n  - {{ path: /private, authorize: authenticated }}\n"
+    );
+    let yaml = yaml.as_str();
+    let upstream = upstream().await;
+    let config = config_with_env(yaml, &upstream.url(), &[("TEST_JWT_SECRET", HMAC_SECRET)])
+        .unwrap_or_else(|e| panic!("{e}"));
+    spawn_config(config, upstream).await
+}
+
 async fn call(gw: &TestGateway, path: &str, token: &str) -> Reply {
     send(
         &client(),
@@ -604,21 +619,7 @@ async fn step_up_demands_acr_and_a_recent_authentication() {
 #[tokio::test]
 async fn repeated_tokens_keep_working_from_the_cache() {
     // A provider name of its own: the metrics recorder is shared by the whole test binary.
-    let yaml = r#"
-auth:
-  jwt:
-    - name: cache-probe
-      issuer: https://hmac.test
-      audiences: [agents]
-      secret: ${env:TEST_JWT_SECRET}
-      algorithms: [HS256]
-routes:
-  - { path: /private, authorize: authenticated }
-"#;
-    let upstream = upstream().await;
-    let config = config_with_env(yaml, &upstream.url(), &[("TEST_JWT_SECRET", HMAC_SECRET)])
-        .unwrap_or_else(|e| panic!("{e}"));
-    let gw = spawn_config(config, upstream).await;
+    let gw = hmac_gateway("cache-probe", "", "").await;
     let token = keys()
         .hmac
         .mint(&with(claims(), json!({ "iss": "https://hmac.test" })))
@@ -678,22 +679,12 @@ async fn identity_values_an_upstream_would_read_differently_are_refused() {
 
 #[tokio::test]
 async fn a_second_token_cannot_hide_behind_an_encoded_query_name() {
-    let yaml = r#"
-auth:
-  token_sources: { header: true, query: access_token }
-  jwt:
-    - name: shared-secret
-      issuer: https://hmac.test
-      audiences: [agents]
-      secret: ${env:TEST_JWT_SECRET}
-      algorithms: [HS256]
-routes:
-  - { path: /private, authorize: authenticated }
-"#;
-    let upstream = upstream().await;
-    let config = config_with_env(yaml, &upstream.url(), &[("TEST_JWT_SECRET", HMAC_SECRET)])
-        .unwrap_or_else(|e| panic!("{e}"));
-    let gw = spawn_config(config, upstream).await;
+    let gw = hmac_gateway(
+        "shared-secret",
+        "",
+        "token_sources: { header: true, query: access_token }",
+    )
+    .await;
     let k = keys();
     let hmac_claims = || with(claims(), json!({ "iss": "https://hmac.test" }));
     let alice = k.hmac.mint(&hmac_claims()).expect("mint");
@@ -720,22 +711,7 @@ routes:
 
 #[tokio::test]
 async fn a_provider_that_forwards_its_tokens_keeps_them_and_others_are_stripped() {
-    let yaml = r#"
-auth:
-  jwt:
-    - name: shared-secret
-      issuer: https://hmac.test
-      audiences: [agents]
-      secret: ${env:TEST_JWT_SECRET}
-      algorithms: [HS256]
-      forward_credentials: true
-routes:
-  - { path: /private, authorize: authenticated }
-"#;
-    let upstream = upstream().await;
-    let config = config_with_env(yaml, &upstream.url(), &[("TEST_JWT_SECRET", HMAC_SECRET)])
-        .unwrap_or_else(|e| panic!("{e}"));
-    let gw = spawn_config(config, upstream).await;
+    let gw = hmac_gateway("shared-secret", ", forward_credentials: true", "").await;
     let token = keys()
         .hmac
         .mint(&with(claims(), json!({ "iss": "https://hmac.test" })))
