@@ -11,3 +11,11 @@ pub mod memory;
 #[cfg(feature = "redis")]
 pub mod redis;
 pub mod store;
+
+pub use algorithm::{Algorithm, Quota, Verdict};
+pub use fallback::LocalFallback;
+pub use layer::{KeyPart, Limit, OnStoreError, RateLimit, RateLimitLayer};
+pub use memory::MemoryStore;
+#[cfg(feature = "redis")]
+pub use redis::{RedisSettings, RedisStore};
+pub use store::{RateLimitStore, StoreError};
