@@ -229,14 +229,22 @@ impl Proxy {
         if let Ok(permit) = self.in_flight.clone().try_acquire_owned() {
             return Some(permit);
         }
+        // Counted out on drop: a waiter cancelled by the overall timeout or a vanished client
+        // must leave the queue too, or the queue would fill with ghosts.
+        struct Queued<'a>(&'a AtomicUsize);
+        impl Drop for Queued<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        let queued = Queued(&self.pending);
         if self.pending.fetch_add(1, Ordering::SeqCst) >= self.upstream.max_pending {
-            self.pending.fetch_sub(1, Ordering::SeqCst);
             return None;
         }
         let waited =
             tokio::time::timeout(self.pending_timeout, self.in_flight.clone().acquire_owned())
                 .await;
-        self.pending.fetch_sub(1, Ordering::SeqCst);
+        drop(queued);
         waited.ok().and_then(Result::ok)
     }
 
@@ -311,26 +319,17 @@ impl Proxy {
                 strip_hop_by_hop(&mut parts.headers, &[]);
                 parts.extensions.insert(Outcome::Forwarded);
                 // The connection stays in use until the response body is read.
-                Response::from_parts(parts, body::with_guard(body::boxed(incoming), slot))
-            }
-            Ok(Err(error)) if client_body_failure(&error).is_some() => {
-                let kind = client_body_failure(&error).unwrap_or(RejectionKind::BadRequest);
-                tracing::info!(
-                    request_id = id,
-                    error = %error_chain(&error),
-                    "request body failed while streaming (client)"
-                );
-                Rejection::new(kind).into_response(request_id.as_ref())
-            }
-            Ok(Err(error)) if warden::limit::caused_by::<Saturated>(&error) => {
-                tracing::warn!(
-                    request_id = id,
-                    "upstream connector at max_connections: shedding"
-                );
-                Rejection::new(RejectionKind::Overloaded).into_response(request_id.as_ref())
+                Response::from_parts(parts, body::with_guard(incoming, slot))
             }
             Ok(Err(error)) => {
-                let kind = if is_timeout(&error) {
+                if let Some(kind) = client_body_failure(&error) {
+                    tracing::info!(request_id = id, error = %error_chain(&error), "request body failed while streaming (client)");
+                    return Rejection::new(kind).into_response(request_id.as_ref());
+                }
+                // The connector's cap (the error chain says so), or the upstream itself.
+                let kind = if warden::limit::caused_by::<Saturated>(&error) {
+                    RejectionKind::Overloaded
+                } else if is_timeout(&error) {
                     RejectionKind::GatewayTimeout
                 } else {
                     RejectionKind::BadGateway

@@ -322,12 +322,33 @@ impl Drop for ConnectionSlot {
 }
 
 /// Requests in flight on one connection (HTTP/2 streams, or the one HTTP/1.1 exchange).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Activity {
+    accepted: Instant,
     active: AtomicUsize,
     /// Requests seen so far (the first one ends the from-accept head deadline).
     seen: AtomicUsize,
+    /// When the connection last became idle, in milliseconds after `accepted`. Written by the
+    /// request that ends last, so the supervisor never has to observe every transition (its
+    /// wake-ups coalesce: a request can start and end between two of them).
+    idle_since_ms: std::sync::atomic::AtomicU64,
     changed: tokio::sync::Notify,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            accepted: Instant::now(),
+            active: AtomicUsize::new(0),
+            seen: AtomicUsize::new(0),
+            idle_since_ms: std::sync::atomic::AtomicU64::new(0),
+            changed: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn idle_since(&self) -> Instant {
+        self.accepted + Duration::from_millis(self.idle_since_ms.load(Ordering::SeqCst))
+    }
 }
 
 /// Marks a request in flight until its response body is done.
@@ -344,8 +365,11 @@ impl ActiveRequest {
 
 impl Drop for ActiveRequest {
     fn drop(&mut self) {
-        if self.0.active.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.changed.notify_one();
+        let activity = &self.0;
+        if activity.active.fetch_sub(1, Ordering::SeqCst) == 1 {
+            let ms = u64::try_from(activity.accepted.elapsed().as_millis()).unwrap_or(u64::MAX);
+            activity.idle_since_ms.store(ms, Ordering::SeqCst);
+            activity.changed.notify_one();
         }
     }
 }
@@ -453,7 +477,7 @@ impl Supervised {
     /// A drain that does not finish within `shutdown_grace` ends the connection.
     async fn run<G: Send + 'static>(mut self, stream: TcpStream, peer: SocketAddr, guard: G) {
         let _ = stream.set_nodelay(true);
-        let activity = Arc::new(Activity::default());
+        let activity = Arc::new(Activity::new());
         let service = self.service.clone();
         let body_read = self.timeouts.body_read;
         let tracked = activity.clone();
@@ -475,18 +499,11 @@ impl Supervised {
         let gauge = metrics::gauge!(names::OPEN_CONNECTIONS);
         gauge.increment(1.0);
 
-        let accepted = Instant::now();
-        let age_deadline = accepted + self.timeouts.max_connection_age;
-        let mut idle_since = accepted;
-        let mut was_active = false;
+        let age_deadline = activity.accepted + self.timeouts.max_connection_age;
         let mut pressure_open = true;
         let mut draining: Option<Instant> = None;
         loop {
             let active = activity.active.load(Ordering::SeqCst);
-            if active == 0 && was_active {
-                idle_since = Instant::now();
-            }
-            was_active = active > 0;
             let deadline = match draining {
                 Some(drain_deadline) => drain_deadline,
                 None if active > 0 => age_deadline,
@@ -501,7 +518,7 @@ impl Supervised {
                     if under_pressure {
                         allowed = allowed.min(IDLE_UNDER_PRESSURE);
                     }
-                    age_deadline.min(idle_since + allowed)
+                    age_deadline.min(activity.idle_since() + allowed)
                 }
             };
             tokio::select! {

@@ -194,6 +194,7 @@ fn build_router(
     leaf: impl Fn() -> RouteService,
 ) -> Result<Router, StackError> {
     let mut builder = RouterBuilder::default();
+    let credentials = credential_headers(config);
     for route in &config.routes {
         let limits = HeadLimits {
             max_headers: config.server.limits.max_headers,
@@ -242,7 +243,7 @@ fn build_router(
         // Credentials never reach the upstream unless the route says so, public routes
         // included, in any spelling a framework might fold into the real header.
         let strip_credentials = (!route.forward_credentials).then(|| {
-            let strip = credential_headers(config);
+            let strip = credentials.clone();
             tower::util::MapRequestLayer::new(move |mut req: Request<Body>| {
                 // A provider configured to forward its tokens keeps them (authn decided).
                 let forwarded_by_provider = req

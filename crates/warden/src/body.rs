@@ -83,14 +83,18 @@ pub fn empty() -> Body {
 pin_project_lite::pin_project! {
     /// A body that holds `guard` until it is dropped: a permit or counter that must live as
     /// long as the body streams (an upstream connection slot, a request in flight).
-    pub struct Guarded<G> {
+    pub struct Guarded<B, G> {
         #[pin]
-        inner: Body,
+        inner: B,
         guard: G,
     }
 }
 
-impl<G> http_body::Body for Guarded<G> {
+impl<B, G> http_body::Body for Guarded<B, G>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
     type Data = Bytes;
     type Error = BoxError;
 
@@ -98,7 +102,10 @@ impl<G> http_body::Body for Guarded<G> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.project().inner.poll_frame(cx)
+        self.project()
+            .inner
+            .poll_frame(cx)
+            .map(|frame| frame.map(|f| f.map_err(Into::into)))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -110,8 +117,14 @@ impl<G> http_body::Body for Guarded<G> {
     }
 }
 
-/// `body`, holding `guard` until the body is dropped (fully sent or abandoned).
-pub fn with_guard<G: Send + 'static>(body: Body, guard: G) -> Body {
+/// `body`, holding `guard` until the body is dropped (fully sent or abandoned). Boxed once:
+/// pass an unboxed body (hyper's `Incoming`) where there is one.
+pub fn with_guard<B, G>(body: B, guard: G) -> Body
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+    G: Send + 'static,
+{
     Body::new(Guarded { inner: body, guard })
 }
 
@@ -160,16 +173,21 @@ pub async fn buffer_up_to(mut body: Body, max: usize) -> Result<Body, BoxError> 
                 frames.push_back(frame);
             }
             None => {
-                // Complete: one data frame (and trailers, if any) from memory.
-                let mut data = bytes::BytesMut::with_capacity(bytes);
+                // Complete: one data frame (and trailers, if any) from memory. A body that
+                // arrived in one piece is not copied.
+                let mut chunks = Vec::with_capacity(frames.len());
                 let mut trailers = None;
                 for frame in frames {
                     match frame.into_data() {
-                        Ok(chunk) => data.extend_from_slice(&chunk),
+                        Ok(chunk) => chunks.push(chunk),
                         Err(frame) => trailers = frame.into_trailers().ok(),
                     }
                 }
-                let full = Full::new(data.freeze());
+                let data = match chunks.len() {
+                    1 => chunks.pop().unwrap_or_default(),
+                    _ => chunks.concat().into(),
+                };
+                let full = Full::new(data);
                 return Ok(match trailers {
                     None => Body::new(full),
                     Some(t) => Body::new(full.with_trailers(std::future::ready(Some(Ok(t))))),

@@ -887,3 +887,56 @@ routes:
     assert_eq!(ok.status, 200);
     assert_eq!(metric(&gw, series).await, 1.0);
 }
+
+#[tokio::test]
+async fn a_waiter_cancelled_in_the_upstream_queue_leaves_it() {
+    let yaml = format!(
+        "server: {{ timeouts: {{ request: 1s, upstream_connect: 5s }} }}\nupstream: {{ max_connections: 1, max_pending: 1 }}\n{BASIC}"
+    );
+    let gw = spawn(&yaml).await;
+    // A holds the one upstream slot for as long as its streamed body is unread.
+    let stream = client()
+        .request(
+            request("GET", &gw.url("/sse"))
+                .body(body::empty())
+                .expect("r"),
+        )
+        .await
+        .expect("response");
+    assert_eq!(stream.status(), 200);
+    // B waits in the queue and is cancelled there by the overall timeout.
+    get(&gw.url("/echo")).await.assert_problem(504);
+    // C must be able to queue again (a leaked place would shed it at once), and is served
+    // when A lets go of the slot.
+    let c = tokio::spawn({
+        let url = gw.url("/echo");
+        async move { get(&url).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(stream);
+    assert_eq!(c.await.expect("join").status, 200);
+}
+
+#[tokio::test]
+async fn a_connection_in_steady_use_is_never_closed_as_idle() {
+    let yaml = format!("server: {{ timeouts: {{ idle: 1s }} }}\n{BASIC}");
+    let gw = spawn(&yaml).await;
+    let (mut send, task) = h2_connection(gw.addr()).await;
+    // Quick requests 400 ms apart for 3 s: idle is measured from the last one's end, however
+    // briefly each was in flight.
+    for _ in 0..8 {
+        let response = send
+            .send_request(h2_get(gw.addr(), "/echo"))
+            .await
+            .expect("still open");
+        assert_eq!(response.status(), 200);
+        response.into_body().collect().await.expect("body");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(!task.is_finished(), "closed while in use");
+    }
+    // Then left alone, it is closed.
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("closed once idle")
+        .expect("join");
+}
