@@ -230,7 +230,7 @@ fn keys(path: &std::path::Path, command: KeysCommand) -> anyhow::Result<()> {
             if roles
                 .iter()
                 .chain(&scopes)
-                .any(|v| !safe(v) || v.contains([',', ' ']))
+                .any(|v| !warden::identity::is_list_item_safe(v))
             {
                 anyhow::bail!("--roles/--scopes: printable ASCII without spaces or commas, please");
             }

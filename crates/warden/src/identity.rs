@@ -22,6 +22,12 @@ pub fn is_header_safe(text: &str) -> bool {
         && bytes.last() != Some(&b' ')
 }
 
+/// Whether `text` may be one item of an identity list (a role or a scope): header-safe, and
+/// without the separators the upstream headers use (`,` for roles, space for scopes).
+pub fn is_list_item_safe(text: &str) -> bool {
+    is_header_safe(text) && !text.contains([',', ' '])
+}
+
 /// How the identity was established.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]

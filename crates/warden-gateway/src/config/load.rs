@@ -191,15 +191,17 @@ pub const HIDDEN: &str = "[the value of a secret reference]";
 pub fn scrub(errors: &mut [ConfigError], secrets: &[String]) {
     for error in errors {
         for secret in secrets {
-            // Very short values would mangle unrelated words; those are hidden when quoted.
-            if secret.chars().count() >= 4 {
-                if error.message.contains(secret.as_str()) {
-                    error.message = error.message.replace(secret.as_str(), HIDDEN);
-                }
-            } else {
-                let quoted = format!("{secret:?}");
-                if error.message.contains(&quoted) {
-                    error.message = error.message.replace(&quoted, HIDDEN);
+            // A message may quote the value with `{:?}`, which escapes `"`, `\` and controls.
+            let quoted = format!("{secret:?}");
+            let escaped = &quoted[1..quoted.len() - 1];
+            if secret.chars().count() < 4 {
+                // Very short values would mangle unrelated words; hidden where quoted.
+                error.message = error.message.replace(&quoted, HIDDEN);
+                continue;
+            }
+            for form in [secret.as_str(), escaped] {
+                if error.message.contains(form) {
+                    error.message = error.message.replace(form, HIDDEN);
                 }
             }
         }

@@ -751,7 +751,7 @@ async fn secret_files_must_be_small_regular_files() {
 
 #[test]
 fn no_error_message_echoes_a_secret_reference() {
-    const SECRET: &str = "s3cr3t Value/with:odd%chars";
+    const SECRET: &str = "s3cr3t Value/with:odd%chars\"and\\back";
     let yaml = r#"
 server:
   listen: '${env:S}'
@@ -785,7 +785,13 @@ routes:
         .expect_err("invalid")
         .to_string();
     assert!(errors.lines().count() >= 10, "{errors}");
-    for fragment in ["s3cr3t", "odd%chars", "Value/with"] {
+    for fragment in [
+        "s3cr3t",
+        "odd%chars",
+        "Value/with",
+        "and\\back",
+        "and\\\\back",
+    ] {
         assert!(
             !errors.contains(fragment),
             "a secret reached the errors: {errors}"

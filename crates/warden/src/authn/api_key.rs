@@ -342,7 +342,7 @@ impl Inner {
                 .roles
                 .iter()
                 .chain(&record.scopes)
-                .any(|v| !crate::identity::is_header_safe(v) || v.contains([',', ' ']))
+                .any(|v| !crate::identity::is_list_item_safe(v))
         {
             tracing::warn!(key = %record.id, "API key record holds an identity value unsafe for headers");
             return Err(AuthnError::Invalid(InvalidReason::WrongClaimType("tenant")));

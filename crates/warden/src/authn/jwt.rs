@@ -551,9 +551,8 @@ fn claim<'a>(claims: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
     Some(current)
 }
 
-/// Identity values travel upstream in headers ([`crate::identity::is_header_safe`]); list
-/// items must not contain the list separator either.
-use crate::identity::is_header_safe as header_safe;
+// Identity values travel upstream in headers; list items must not hold the separators.
+use crate::identity::{is_header_safe as header_safe, is_list_item_safe};
 
 fn string_list(
     value: Option<&Value>,
@@ -572,10 +571,7 @@ fn string_list(
             .collect::<Result<_, _>>()?,
         Some(_) => return Err(wrong()),
     };
-    if items
-        .iter()
-        .any(|item| !header_safe(item) || item.contains(',') || item.contains(char::is_whitespace))
-    {
+    if items.iter().any(|item| !is_list_item_safe(item)) {
         return Err(wrong());
     }
     Ok(items)
