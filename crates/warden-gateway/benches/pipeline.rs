@@ -28,8 +28,8 @@ fn bench(c: &mut Criterion) {
     let config = compile::compile_parsed(parsed).expect("config");
     // As in `serve`: the Prometheus recorder is installed, so metrics cost what they cost.
     warden_gateway::admin::metrics_handle();
-    let auth = warden_gateway::stack::Auth::none();
-    let service = warden_gateway::stack::build_with_leaf(&config, &auth, || {
+    let shared = warden_gateway::stack::Shared::none();
+    let service = warden_gateway::stack::build_with_leaf(&config, &shared, || {
         BoxCloneSyncService::new(tower::service_fn(|_req: Request<Body>| async {
             Ok::<_, Infallible>(Response::new(body::full(&b"{\"ok\":true}"[..])))
         }))
@@ -115,14 +115,10 @@ routes:
         let config = compile::compile_parsed(parsed).expect("config");
         let clock: std::sync::Arc<dyn warden::clock::Clock> =
             std::sync::Arc::new(warden::clock::SystemClock);
-        let built = config.auth.build(clock.clone()).expect("auth");
-        let jwt = built.jwt.expect("jwt");
-        let auth = warden_gateway::stack::Auth {
-            chain: vec![std::sync::Arc::new(jwt)],
-            store: std::sync::Arc::new(warden::ratelimit::memory::MemoryStore::new(clock.clone())),
-            clock,
-        };
-        let service = warden_gateway::stack::build_with_leaf(&config, &auth, || {
+        let built = runtime
+            .block_on(warden_gateway::runtime::Runtime::build(&config, clock))
+            .expect("runtime");
+        let service = warden_gateway::stack::build_with_leaf(&config, &built.shared, || {
             BoxCloneSyncService::new(tower::service_fn(|_req: Request<Body>| async {
                 Ok::<_, Infallible>(Response::new(body::full(&b"{\"ok\":true}"[..])))
             }))

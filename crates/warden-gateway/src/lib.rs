@@ -24,6 +24,7 @@ pub mod logbuf;
 pub mod observe;
 pub mod proxy;
 pub mod route;
+pub mod runtime;
 pub mod server;
 pub mod stack;
 pub mod token;

@@ -34,11 +34,10 @@ use warden::limit::ClientBody;
 
 use crate::admin::{self, Readiness};
 use crate::config::Config;
-use crate::config::auth::{AuthBuildError, Startup};
 use crate::observe::names;
 use crate::proxy::Proxy;
-use crate::stack::{self, Auth, GatewayService, StackError};
-use warden::authn::Authenticator;
+use crate::runtime::{BuildError, Runtime};
+use crate::stack::{self, GatewayService, StackError};
 use warden::clock::{Clock, SystemClock};
 
 /// Errors starting the gateway.
@@ -56,15 +55,9 @@ pub enum ServerError {
     /// The service stack could not be assembled.
     #[error(transparent)]
     Stack(#[from] StackError),
-    /// The authenticators could not be built.
+    /// The configuration could not be brought to life (authenticators, stores, keys).
     #[error(transparent)]
-    Auth(#[from] AuthBuildError),
-    /// A provider configured `startup: wait` got no keys in time.
-    #[error("provider {0}: no signing keys after {1:?} (key server unreachable?)")]
-    KeysUnavailable(String, Duration),
-    /// The rate-limit store could not be set up.
-    #[error("{0}")]
-    RateLimitStore(String),
+    Build(#[from] BuildError),
 }
 
 /// A running gateway.
@@ -77,7 +70,7 @@ pub struct Gateway {
     readiness: Arc<Readiness>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
-    refreshers: Vec<JoinHandle<()>>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl Gateway {
@@ -91,33 +84,7 @@ impl Gateway {
         config: Config,
         clock: Arc<dyn Clock>,
     ) -> Result<Gateway, ServerError> {
-        let built = config.auth.build(clock.clone())?;
-        let mut refreshers = Vec::new();
-        for (name, source, startup, timeout) in &built.remote {
-            refreshers.push(source.spawn_refresh());
-            if *startup == Startup::Wait && !source.wait_ready(*timeout).await {
-                for handle in &refreshers {
-                    handle.abort();
-                }
-                return Err(ServerError::KeysUnavailable(name.clone(), *timeout));
-            }
-        }
-        let mut chain: Vec<Arc<dyn Authenticator>> = Vec::new();
-        if let Some(jwt) = &built.jwt {
-            chain.push(Arc::new(jwt.clone()));
-        }
-        if let Some((keys, touch_interval)) = &built.api_keys {
-            chain.push(Arc::new(keys.clone()));
-            refreshers.push(spawn_usage_flusher(keys.clone(), *touch_interval));
-        }
-        let memory = Arc::new(warden::ratelimit::memory::MemoryStore::new(clock.clone()));
-        refreshers.push(spawn_sweeper(memory.clone()));
-        let store = rate_limit_store(&config, memory).await?;
-        let auth = Auth {
-            chain,
-            store,
-            clock,
-        };
+        let runtime = Runtime::build(&config, clock).await?;
         let listener = bind(config.server.listen).await?;
         let admin_listener = bind(config.server.admin_listen).await?;
         let addr = listener.local_addr().map_err(|source| ServerError::Bind {
@@ -133,10 +100,10 @@ impl Gateway {
 
         // Install the metrics recorder before the first request can record anything.
         admin::metrics_handle();
-        let service = stack::build(&config, &auth, Proxy::new(&config, "http"))?;
+        let service = stack::build(&config, &runtime.shared, Proxy::new(&config, "http"))?;
         let readiness = Arc::new(Readiness::default());
-        if let Some(jwt) = built.jwt {
-            readiness.add_check(move || jwt.is_ready());
+        for check in runtime.ready_checks {
+            readiness.add_check(check);
         }
         let (shutdown, shutdown_rx) = watch::channel(false);
 
@@ -164,7 +131,7 @@ impl Gateway {
             readiness,
             shutdown,
             task,
-            refreshers,
+            tasks: runtime.tasks,
         })
     }
 
@@ -173,7 +140,7 @@ impl Gateway {
         self.readiness.shutting_down.store(true, Ordering::SeqCst);
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
-        for handle in self.refreshers {
+        for handle in self.tasks {
             handle.abort();
         }
     }
@@ -181,7 +148,7 @@ impl Gateway {
     /// Waits until the accept loop ends (after a shutdown).
     pub async fn wait(self) {
         let _ = self.task.await;
-        for handle in self.refreshers {
+        for handle in self.tasks {
             handle.abort();
         }
     }
@@ -596,66 +563,4 @@ async fn probe_upstream(
             _ = shutdown.changed() => return,
         }
     }
-}
-
-/// Writes API-key last-use times in batches.
-fn spawn_usage_flusher(
-    keys: warden::authn::api_key::ApiKeyAuthenticator,
-    every: Duration,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(every).await;
-            if let Err(error) = keys.flush_usage().await {
-                tracing::warn!(error = %error, "could not record API key usage");
-            }
-        }
-    })
-}
-
-/// The configured rate-limit store. A Redis server that does not answer at start is not fatal:
-/// decisions follow `on_store_error` until it does (the connection retries by itself).
-async fn rate_limit_store(
-    config: &Config,
-    memory: Arc<warden::ratelimit::memory::MemoryStore>,
-) -> Result<Arc<dyn warden::ratelimit::store::RateLimitStore>, ServerError> {
-    use crate::config::ratelimit::{StoreConfig, StoreFailure};
-    let StoreConfig::Redis(settings) = &config.rate_limits.store else {
-        return Ok(memory);
-    };
-    if settings.is_plaintext_remote() {
-        tracing::warn!(
-            "rate_limits.store uses redis:// to a remote host: traffic and any password travel unencrypted; use rediss://"
-        );
-    }
-    let redis = Arc::new(
-        warden::ratelimit::redis::RedisStore::connect(settings)
-            .map_err(|e| ServerError::RateLimitStore(e.to_string()))?,
-    );
-    match redis.ping().await {
-        Ok(()) => tracing::info!(endpoint = redis.endpoint(), "rate-limit store connected"),
-        Err(error) => tracing::error!(
-            endpoint = redis.endpoint(),
-            %error,
-            on_store_error = ?config.rate_limits.on_error,
-            "rate-limit store unreachable at start; decisions follow on_store_error until it answers"
-        ),
-    }
-    Ok(match config.rate_limits.on_error {
-        StoreFailure::Local => Arc::new(warden::ratelimit::fallback::LocalFallback::new(
-            redis, memory,
-        )),
-        StoreFailure::FailClosed | StoreFailure::FailOpen => redis,
-    })
-}
-
-/// Drops idle rate-limit keys every 10 seconds (memory stays bounded by active keys).
-fn spawn_sweeper(store: Arc<warden::ratelimit::memory::MemoryStore>) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_secs(10)).await;
-            let active = store.sweep();
-            metrics::gauge!("warden_ratelimit_active_keys").set(active as f64);
-        }
-    })
 }

@@ -47,7 +47,7 @@ use warden::request_head::RequestHeadLayer;
 use warden::request_id::RequestIdLayer;
 use warden::timeout::TimeoutLayer;
 
-use crate::config::ratelimit::RouteLimit;
+use crate::config::rate_limits::RouteLimit;
 use crate::config::{Config, CorsConfig};
 use crate::observe::ObserveLayer;
 use crate::proxy::{Proxy, StripHeaders};
@@ -67,7 +67,7 @@ pub enum StackError {
 
 /// What route stacks share at run time: the authenticators, the rate-limit store, the clock.
 #[derive(Clone, Debug)]
-pub struct Auth {
+pub struct Shared {
     /// Authenticators in order (JWT, API keys).
     pub chain: Vec<Arc<dyn Authenticator>>,
     /// Rate-limit state.
@@ -76,11 +76,11 @@ pub struct Auth {
     pub clock: Arc<dyn Clock>,
 }
 
-impl Auth {
+impl Shared {
     /// No authenticators (every route must be public), an in-memory rate-limit store.
     pub fn none() -> Self {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        Auth {
+        Shared {
             chain: Vec::new(),
             store: Arc::new(MemoryStore::new(clock.clone())),
             clock,
@@ -89,9 +89,9 @@ impl Auth {
 }
 
 /// Builds the global stack over the route table for `config`, forwarding through `proxy`.
-pub fn build(config: &Config, auth: &Auth, proxy: Proxy) -> Result<GatewayService, StackError> {
+pub fn build(config: &Config, shared: &Shared, proxy: Proxy) -> Result<GatewayService, StackError> {
     let proxy = Arc::new(proxy);
-    build_with_leaf(config, auth, move || {
+    build_with_leaf(config, shared, move || {
         let proxy = proxy.clone();
         BoxCloneSyncService::new(tower::service_fn(move |req: Request<Body>| {
             let proxy = proxy.clone();
@@ -104,10 +104,10 @@ pub fn build(config: &Config, auth: &Auth, proxy: Proxy) -> Result<GatewayServic
 /// (in-process benchmarks and tests of the pipeline without sockets).
 pub fn build_with_leaf(
     config: &Config,
-    auth: &Auth,
+    shared: &Shared,
     leaf: impl Fn() -> RouteService,
 ) -> Result<GatewayService, StackError> {
-    let router = build_router(config, auth, leaf)?;
+    let router = build_router(config, shared, leaf)?;
     let inner = ServiceBuilder::new()
         // On forwarded and rejected responses alike (everything below answers through it).
         .layer(SecurityHeadersLayer::new(config.headers.clone()))
@@ -190,7 +190,7 @@ where
 
 fn build_router(
     config: &Config,
-    auth: &Auth,
+    shared: &Shared,
     leaf: impl Fn() -> RouteService,
 ) -> Result<Router, StackError> {
     let mut builder = RouterBuilder::default();
@@ -202,13 +202,13 @@ fn build_router(
             max_body_bytes: route.max_body_bytes,
         };
         let authn = (!route.public).then(|| {
-            AuthnLayer::new(auth.chain.clone()).forward_credentials(route.forward_credentials)
+            AuthnLayer::new(shared.chain.clone()).forward_credentials(route.forward_credentials)
         });
         let step_up = route
             .step_up
             .clone()
             .filter(|_| !route.public)
-            .map(|requirement| StepUpLayer::new(requirement, auth.clock.clone()));
+            .map(|requirement| StepUpLayer::new(requirement, shared.clock.clone()));
         let authz = (!route.public && !route.requirements.is_empty()).then(|| {
             AuthzLayer::new(RouteAuthorizer::new(
                 config.roles.clone(),
@@ -222,7 +222,7 @@ fn build_router(
             .filter(|_| !matches!(route.rate_limit, RouteLimit::Off))
             .map(|limit| {
                 RateLimitLayer::new(
-                    auth.store.clone(),
+                    shared.store.clone(),
                     limit,
                     limits_config.on_error.layer_policy(),
                 )
@@ -234,7 +234,7 @@ fn build_router(
         }
         .map(|limit| {
             RateLimitLayer::new(
-                auth.store.clone(),
+                shared.store.clone(),
                 limit,
                 limits_config.on_error.layer_policy(),
             )
@@ -319,7 +319,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_route_answers_500_with_cors_security_headers_and_request_id() {
-        let service = build_with_leaf(&config(), &Auth::none(), || {
+        let service = build_with_leaf(&config(), &Shared::none(), || {
             BoxCloneSyncService::new(tower::service_fn(|_req: Request<Body>| async {
                 if true {
                     panic!("bug in a route");

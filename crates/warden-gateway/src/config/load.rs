@@ -14,14 +14,17 @@ use figment::providers::Serialized;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use super::raw::RawConfig;
-use super::{ConfigError, ConfigErrors};
+use super::toolkit::{
+    ConfigError, ConfigErrors, MAX_CONFIG_FILE, MAX_SECRET_FILE, read_text, scrub,
+};
+use super::{auth, authz, cors, headers, rate_limits, routes, server, upstream};
 
 /// The prefix of environment overrides.
 pub const ENV_PREFIX: &str = "WARDEN_";
 
-/// Where environment values come from (the process environment, or a fixed list in tests).
-pub trait Environment {
+/// Where environment variables come from (the process environment, or a fixed list in tests).
+/// Not to be confused with `server.environment` ([`super::server::Environment`]).
+pub trait EnvVars {
     /// The value of `name`, if set.
     fn var(&self, name: &str) -> Option<String>;
     /// Every `(name, value)` pair, for overrides.
@@ -32,7 +35,7 @@ pub trait Environment {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ProcessEnv;
 
-impl Environment for ProcessEnv {
+impl EnvVars for ProcessEnv {
     fn var(&self, name: &str) -> Option<String> {
         std::env::var(name).ok()
     }
@@ -41,7 +44,7 @@ impl Environment for ProcessEnv {
     }
 }
 
-impl Environment for Vec<(String, String)> {
+impl EnvVars for Vec<(String, String)> {
     fn var(&self, name: &str) -> Option<String> {
         self.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
     }
@@ -50,52 +53,11 @@ impl Environment for Vec<(String, String)> {
     }
 }
 
-/// Largest secret a `${file:…}` reference reads.
-pub const MAX_SECRET_FILE: u64 = 64 * 1024;
-/// Largest file the configuration names (itself, JWKS, policies, CA bundles).
-pub const MAX_CONFIG_FILE: u64 = 4 * 1024 * 1024;
-
-/// Reads a file the configuration names, safely against hostile paths: it must be a regular
-/// file (a FIFO, a device like `/dev/zero` or a directory is refused without blocking: the open
-/// itself is non-blocking) of at most `max` bytes. `warden check` runs on submitted configs in
-/// CI, so no path may hang it or exhaust its memory.
-pub fn read_file(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    let mut options = std::fs::OpenOptions::new();
-    options.read(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.custom_flags(libc::O_NONBLOCK);
-    }
-    let file = options.open(path)?;
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(std::io::Error::other("not a regular file"));
-    }
-    if meta.len() > max {
-        return Err(std::io::Error::other(format!("larger than {max} bytes")));
-    }
-    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-    // The size can grow between the check and the read: never read past the cap.
-    file.take(max + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > max {
-        return Err(std::io::Error::other(format!("larger than {max} bytes")));
-    }
-    Ok(bytes)
-}
-
-/// [`read_file`] as UTF-8 text.
-pub fn read_text(path: &Path, max: u64) -> std::io::Result<String> {
-    String::from_utf8(read_file(path, max)?)
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
-}
-
 /// Reads and parses `path`, applies `overrides` (dotted keys, applied after the environment,
 /// used by `warden demo`) and returns the raw configuration.
 pub fn load_raw(
     path: &Path,
-    env: &dyn Environment,
+    env: &dyn EnvVars,
     overrides: &[(&str, Value)],
 ) -> Result<Parsed, ConfigErrors> {
     let text = read_text(path, MAX_CONFIG_FILE).map_err(|e| {
@@ -133,7 +95,7 @@ impl Format {
 pub fn parse_raw(
     text: &str,
     format: Format,
-    env: &dyn Environment,
+    env: &dyn EnvVars,
     overrides: &[(&str, Value)],
 ) -> Result<Parsed, ConfigErrors> {
     let document: Value = match format {
@@ -183,31 +145,6 @@ struct Secrets {
     values: Vec<String>,
 }
 
-/// What every error message shows in place of a value that came from a secret reference.
-pub const HIDDEN: &str = "[the value of a secret reference]";
-
-/// Hides every resolved secret in `errors`, whatever message (structural or semantic) might
-/// have quoted it: the last line of defence behind [`super::compile`]'s quoting helper.
-pub fn scrub(errors: &mut [ConfigError], secrets: &[String]) {
-    for error in errors {
-        for secret in secrets {
-            // A message may quote the value with `{:?}`, which escapes `"`, `\` and controls.
-            let quoted = format!("{secret:?}");
-            let escaped = &quoted[1..quoted.len() - 1];
-            if secret.chars().count() < 4 {
-                // Very short values would mangle unrelated words; hidden where quoted.
-                error.message = error.message.replace(&quoted, HIDDEN);
-                continue;
-            }
-            for form in [secret.as_str(), escaped] {
-                if error.message.contains(form) {
-                    error.message = error.message.replace(form, HIDDEN);
-                }
-            }
-        }
-    }
-}
-
 /// A parsed file: the raw configuration of every section that deserialized, and the
 /// structural errors of those that did not. Compilation runs on both so that one pass reports
 /// every problem.
@@ -238,7 +175,7 @@ impl Parsed {
     }
 }
 
-fn merge_env(document: Value, env: &dyn Environment) -> Result<Value, ConfigErrors> {
+fn merge_env(document: Value, env: &dyn EnvVars) -> Result<Value, ConfigErrors> {
     let vars: Vec<(String, String)> = env
         .vars()
         .into_iter()
@@ -307,7 +244,7 @@ fn set_dotted(root: &mut Value, key: &str, value: Value) {
 fn resolve_secrets(
     value: &mut Value,
     path: &mut String,
-    env: &dyn Environment,
+    env: &dyn EnvVars,
     errors: &mut Vec<ConfigError>,
     secrets: &mut Secrets,
 ) {
@@ -344,11 +281,7 @@ fn resolve_secrets(
     }
 }
 
-fn substitute(
-    text: &str,
-    env: &dyn Environment,
-    values: &mut Vec<String>,
-) -> Result<String, String> {
+fn substitute(text: &str, env: &dyn EnvVars, values: &mut Vec<String>) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find("${") {
@@ -391,6 +324,28 @@ fn substitute(
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// The whole file as written: each section's own raw type (sections deserialize one by one,
+/// so that one typo does not hide the errors in the others).
+#[derive(Debug, Default)]
+pub struct RawConfig {
+    /// Listeners, limits, timeouts.
+    pub server: server::RawServer,
+    /// Where requests go.
+    pub upstream: Option<upstream::RawUpstream>,
+    /// Authentication requirements.
+    pub auth: auth::RawAuth,
+    /// Roles and permissions.
+    pub authz: authz::RawAuthz,
+    /// Rate limits.
+    pub rate_limits: rate_limits::RawRateLimits,
+    /// CORS policy.
+    pub cors: cors::RawCors,
+    /// Security response headers.
+    pub headers: headers::RawHeaders,
+    /// The route table.
+    pub routes: Vec<routes::RawRoute>,
 }
 
 fn extract_sections(root: Value, errors: &mut Vec<ConfigError>) -> RawConfig {

@@ -1,69 +1,32 @@
 //! Configuration: the user's contract (DESIGN.md §4).
 //!
-//! `raw` is the file as written, `load` reads it with environment overrides and secret
-//! references, `compile` turns it into the typed [`Config`] the gateway runs on, reporting every
-//! error at once with its path. `warden check` runs exactly this code.
+//! `load` reads the file with environment overrides and secret references into each section's
+//! raw types; `compile` runs each section's compile function into the typed [`Config`] the
+//! gateway runs on, reporting every error at once with its path. One module per section owns its
+//! raw serde types, its compiled types and its compile function, on the shared `toolkit`.
+//! Dependencies point one way: sections use the toolkit (and `routes` the sections it refers
+//! to), `load` and `compile` use the sections. `warden check` runs exactly this code.
 
 pub mod auth;
+pub mod authz;
 pub mod compile;
+pub mod cors;
+pub mod headers;
 pub mod load;
-pub mod ratelimit;
-pub mod raw;
+pub mod rate_limits;
+pub mod routes;
+pub mod server;
+pub mod toolkit;
+pub mod upstream;
 
-use std::fmt;
 use std::path::Path;
 
-pub use compile::{
-    Config, CorsConfig, Environment, Limits, RouteConfig, Server, Timeouts, Upstream,
-};
-
-/// One configuration problem, with the path of the field it concerns.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigError {
-    /// Dotted path (`routes[2].body.max_bytes`), or a file name for whole-file problems.
-    pub path: String,
-    /// What is wrong and, where it helps, what is expected.
-    pub message: String,
-}
-
-impl ConfigError {
-    /// A problem at `path`.
-    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError {
-            path: path.into(),
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
-    }
-}
-
-/// Every problem found in a configuration.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
-
-impl ConfigErrors {
-    /// A single problem.
-    pub fn one(path: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigErrors(vec![ConfigError::new(path, message)])
-    }
-}
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, error) in self.0.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{error}")?;
-        }
-        Ok(())
-    }
-}
+pub use compile::{Config, compile_parsed};
+pub use cors::CorsConfig;
+pub use routes::RouteConfig;
+pub use server::{Environment, Limits, Server, Timeouts};
+pub use toolkit::{ConfigError, ConfigErrors};
+pub use upstream::Upstream;
 
 /// Loads and compiles the configuration file at `path` with the process environment.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
@@ -73,8 +36,8 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 /// Loads and compiles with an explicit environment and dotted-key overrides.
 pub fn load_with(
     path: &Path,
-    env: &dyn load::Environment,
+    env: &dyn load::EnvVars,
     overrides: &[(&str, serde_json::Value)],
 ) -> Result<Config, ConfigErrors> {
-    compile::compile_parsed(load::load_raw(path, env, overrides)?)
+    compile_parsed(load::load_raw(path, env, overrides)?)
 }

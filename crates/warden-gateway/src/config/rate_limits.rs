@@ -1,16 +1,114 @@
-//! `rate_limits:` and `routes[].rate_limit`, compiled into [`Limit`]s.
+//! `rate_limits:` and `routes[].rate_limit` — the store, its failure policy, the pre-authentication
+//! limit, the default, the tiers, and each route's override, compiled into [`Limit`]s: one typed
+//! limit for the global default and the per-route override alike.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use http::HeaderName;
+use serde::Deserialize;
 use warden::ratelimit::algorithm::{Algorithm, Quota};
 use warden::ratelimit::breaker::BreakerSettings;
 use warden::ratelimit::layer::{KeyPart, Limit, OnStoreError};
 use warden::ratelimit::redis::{RedisSettings, RedisTls};
 
-use super::auth::resolve;
-use super::compile::Compiler;
-use super::raw::{RawLimit, RawRateLimits, RawRedis, RawRouteLimit};
+use super::toolkit::{Compiler, Scalar, Switch};
+
+/// `rate_limits:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRateLimits {
+    /// `memory` (default), or a `redis://` / `rediss://` URL.
+    pub store: Option<String>,
+    /// `fail_closed` (default), `fail_open` or `local`.
+    pub on_store_error: Option<String>,
+    /// Redis store tuning.
+    pub redis: Option<RawRedis>,
+    /// Limit by client IP applied before authentication on every route.
+    pub pre_auth: Option<RawLimit>,
+    /// Limit for routes that set none.
+    pub default: Option<RawLimit>,
+    /// Named tiers, chosen by role or by the policy's `tier`.
+    pub tiers: BTreeMap<String, RawLimit>,
+}
+
+/// `rate_limits.redis:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRedis {
+    /// Longest wait for one decision.
+    pub timeout: Option<Scalar>,
+    /// Longest wait for a connection.
+    pub connect_timeout: Option<Scalar>,
+    /// Prefix of Warden's keys.
+    pub key_prefix: Option<String>,
+    /// Keys remembered locally as over their limit (0 turns the cache off).
+    pub over_limit_cache: Option<u64>,
+    /// Circuit breaker.
+    pub breaker: RawBreaker,
+    /// TLS material for `rediss://`.
+    pub tls: RawRedisTls,
+}
+
+/// `rate_limits.redis.tls:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRedisTls {
+    /// PEM CA certificates to trust instead of the system roots.
+    pub ca_file: Option<String>,
+    /// PEM client certificate chain (mutual TLS).
+    pub cert_file: Option<String>,
+    /// PEM client private key (mutual TLS).
+    pub key_file: Option<String>,
+}
+
+/// `rate_limits.redis.breaker:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawBreaker {
+    /// Consecutive failures that open it.
+    pub failures: Option<u32>,
+    /// First open time.
+    pub open_for: Option<Scalar>,
+    /// Ceiling of the doubling open time.
+    pub max_open_for: Option<Scalar>,
+}
+
+/// One limit.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLimit {
+    /// Units per period.
+    pub limit: Option<u64>,
+    /// The period.
+    pub per: Option<Scalar>,
+    /// `fixed_window`, `sliding_window` (log), `sliding_window_counter`, `token_bucket`, `leaky_bucket`.
+    pub algorithm: Option<String>,
+    /// `ip`, `identity`, `api_key`, `tenant`, `route`, `header:NAME`, or several joined by `+`.
+    pub key: Option<String>,
+    /// Bucket capacity (token/leaky bucket).
+    pub burst: Option<u64>,
+    /// `shape` delays instead of refusing (leaky bucket), up to `max_delay`.
+    pub mode: Option<String>,
+    /// Longest shaping delay.
+    pub max_delay: Option<Scalar>,
+    /// Count and log only.
+    pub shadow: Option<bool>,
+    /// Send `RateLimit` headers (default true).
+    pub headers: Option<bool>,
+    /// Tiers only: roles that select the tier.
+    pub roles: Vec<String>,
+}
+
+/// `routes[].rate_limit`: a limit, or `off`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawRouteLimit {
+    /// `off` / `false`.
+    Switch(Switch),
+    /// A limit.
+    Limit(RawLimit),
+}
 
 /// Where rate-limit state lives.
 #[derive(Clone, Debug, Default)]
@@ -71,20 +169,19 @@ pub enum RouteLimit {
     Custom(Limit),
 }
 
-pub(super) fn compile_rate_limits(c: &mut Compiler, raw: &RawRateLimits) -> RateLimitsConfig {
+/// Compiles `rate_limits:`.
+pub fn compile(c: &mut Compiler, raw: &RawRateLimits) -> RateLimitsConfig {
     let store = compile_store(c, raw);
-    let on_error = match raw.on_store_error.as_deref() {
-        None | Some("fail_closed") => StoreFailure::FailClosed,
-        Some("fail_open") => StoreFailure::FailOpen,
-        Some("local") => StoreFailure::Local,
-        Some(other) => {
-            c.error(
-                "rate_limits.on_store_error",
-                format!("expected fail_closed, fail_open or local, got {other:?}"),
-            );
-            StoreFailure::FailClosed
-        }
-    };
+    let on_error = c.choice(
+        "rate_limits.on_store_error",
+        raw.on_store_error.as_deref(),
+        &[
+            ("fail_closed", StoreFailure::FailClosed),
+            ("fail_open", StoreFailure::FailOpen),
+            ("local", StoreFailure::Local),
+        ],
+        StoreFailure::FailClosed,
+    );
     let pre_auth = raw
         .pre_auth
         .as_ref()
@@ -201,18 +298,12 @@ fn compile_redis_tls(c: &mut Compiler, url: &str, tuning: &RawRedis) -> RedisTls
         return RedisTls::default();
     }
     let mut read = |field: &str, file: &Option<String>| {
-        let file = file.as_deref()?;
-        let path = resolve(c.base_dir.as_deref(), file);
-        match super::load::read_file(&path, super::load::MAX_CONFIG_FILE) {
-            Ok(pem) if pem.windows(10).any(|w| w == b"-----BEGIN") => Some(pem),
-            Ok(_) => {
-                c.error(at(field), format!("{} is not a PEM file", path.display()));
-                None
-            }
-            Err(e) => {
-                c.error(at(field), format!("cannot read {}: {e}", path.display()));
-                None
-            }
+        let (path, pem) = c.read(&at(field), file.as_deref()?)?;
+        if pem.windows(10).any(|w| w == b"-----BEGIN") {
+            Some(pem)
+        } else {
+            c.error(at(field), format!("{} is not a PEM file", path.display()));
+            None
         }
     };
     let ca_pem = read("ca_file", &raw.ca_file);
@@ -234,7 +325,8 @@ fn compile_redis_tls(c: &mut Compiler, url: &str, tuning: &RawRedis) -> RedisTls
     RedisTls { ca_pem, client }
 }
 
-pub(super) fn compile_route_limit(
+/// Compiles `routes[i].rate_limit`.
+pub fn compile_route_limit(
     c: &mut Compiler,
     i: usize,
     name: &str,
@@ -270,47 +362,47 @@ fn compile_limit(
     raw: &RawLimit,
     default_key: &str,
 ) -> Option<Limit> {
-    let before = c.errors.len();
+    let before = c.checkpoint();
     let at = |field: &str| format!("{path}.{field}");
     let limit = raw.limit.unwrap_or_else(|| {
         c.error(at("limit"), "required: units per period");
         1
     });
     let per = c.duration(&at("per"), raw.per.as_ref(), Duration::from_secs(60));
-    let algorithm = match raw.algorithm.as_deref() {
-        None | Some("sliding_window") | Some("sliding_window_log") => Algorithm::SlidingWindowLog,
-        Some("fixed_window") => Algorithm::FixedWindow,
-        Some("sliding_window_counter") => Algorithm::SlidingWindowCounter,
-        Some("token_bucket") | Some("gcra") => Algorithm::TokenBucket,
-        Some("leaky_bucket") => Algorithm::LeakyBucket,
-        Some(other) => {
-            c.error(
-                at("algorithm"),
-                format!("expected fixed_window, sliding_window, sliding_window_counter, token_bucket or leaky_bucket, got {other:?}"),
-            );
-            Algorithm::SlidingWindowLog
-        }
-    };
-    let max_delay = match raw.mode.as_deref() {
-        None | Some("limit") => None,
-        Some("shape") => {
-            if algorithm != Algorithm::LeakyBucket {
-                c.error(at("mode"), "shape works with algorithm: leaky_bucket");
-            }
-            Some(c.duration(
-                &at("max_delay"),
-                raw.max_delay.as_ref(),
-                Duration::from_millis(500),
-            ))
-        }
-        Some(other) => {
-            c.error(
-                at("mode"),
-                format!("expected limit or shape, got {other:?}"),
-            );
-            None
-        }
-    };
+    // `sliding_window_log` and `gcra` are accepted as the names other gateways use.
+    let algorithm = raw.algorithm.as_deref().map(|name| match name {
+        "sliding_window_log" => "sliding_window",
+        "gcra" => "token_bucket",
+        name => name,
+    });
+    let algorithm = c.choice(
+        &at("algorithm"),
+        algorithm,
+        &[
+            ("fixed_window", Algorithm::FixedWindow),
+            ("sliding_window", Algorithm::SlidingWindowLog),
+            ("sliding_window_counter", Algorithm::SlidingWindowCounter),
+            ("token_bucket", Algorithm::TokenBucket),
+            ("leaky_bucket", Algorithm::LeakyBucket),
+        ],
+        Algorithm::SlidingWindowLog,
+    );
+    let shape = c.choice(
+        &at("mode"),
+        raw.mode.as_deref(),
+        &[("limit", false), ("shape", true)],
+        false,
+    );
+    if shape && algorithm != Algorithm::LeakyBucket {
+        c.error(at("mode"), "shape works with algorithm: leaky_bucket");
+    }
+    let max_delay = shape.then(|| {
+        c.duration(
+            &at("max_delay"),
+            raw.max_delay.as_ref(),
+            Duration::from_millis(500),
+        )
+    });
     let quota = Quota {
         limit,
         per,
@@ -322,7 +414,7 @@ fn compile_limit(
         c.error(path.to_owned(), e.to_string());
     }
     let key = compile_key(c, &at("key"), raw.key.as_deref().unwrap_or(default_key));
-    if c.errors.len() > before {
+    if c.failed_since(before) {
         return None;
     }
     Some(Limit {
