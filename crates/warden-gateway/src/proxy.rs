@@ -5,7 +5,7 @@
 //! `Connection` can never remove a header the gateway sets (and the request id, already set, is
 //! protected explicitly). The client's `Host`, `Forwarded` and `X-Forwarded-*` are replaced by
 //! values the gateway vouches for, and rewrite and client-address headers (`X-Original-URL`,
-//! `X-Real-IP`, `X-Forwarded-Prefix`...; [`StripHeaders`]) are never forwarded.
+//! `X-Real-IP`, `X-Forwarded-Prefix`...: `upstream.strip_headers`) are never forwarded.
 //!
 //! The upstream is protected like an Envoy cluster: at most `upstream.max_connections` requests
 //! in flight (one connection each: the upstream leg is HTTP/1.1), at most `max_pending` waiting
@@ -48,95 +48,6 @@ const HOP_BY_HOP: &[&str] = &[
     "transfer-encoding",
     "upgrade",
 ];
-
-/// Rewrite and client-address headers stripped by default: classic authorization bypasses on
-/// IIS, Symfony and Zend (`X-Original-URL`, `X-Rewrite-URL`), addresses a framework may believe,
-/// and every `X-Forwarded-*` (`-Port` and `-Prefix` drive URL generation in Spring, Django and
-/// Starlette; the gateway sets its own `-For`, `-Proto` and `-Host` after stripping).
-pub const DEFAULT_STRIP_HEADERS: &[&str] = &[
-    "x-original-url",
-    "x-rewrite-url",
-    "x-original-uri",
-    "x-override-url",
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
-    "x-real-ip",
-    "true-client-ip",
-    "x-client-ip",
-    "cf-connecting-ip",
-    "fastly-client-ip",
-    "x-cluster-client-ip",
-    "x-originating-ip",
-    "x-remote-ip",
-    "x-remote-addr",
-    "client-ip",
-    "x-forwarded-*",
-    "x-forwarded",
-    "forwarded-for",
-];
-
-/// Request headers never forwarded: exact names and prefixes (`name*`), compared in any case
-/// and with `_` read as `-` (WSGI and CGI fold one into the other).
-#[derive(Clone, Debug)]
-pub struct StripHeaders {
-    exact: Vec<String>,
-    prefixes: Vec<String>,
-}
-
-impl Default for StripHeaders {
-    fn default() -> Self {
-        StripHeaders::new(DEFAULT_STRIP_HEADERS)
-    }
-}
-
-impl StripHeaders {
-    /// From entries like `x-real-ip` or `x-forwarded-*`.
-    pub fn new(entries: &[&str]) -> Self {
-        let fold = |text: &str| text.to_ascii_lowercase().replace('_', "-");
-        let mut strip = StripHeaders {
-            exact: Vec::new(),
-            prefixes: Vec::new(),
-        };
-        for entry in entries {
-            match entry.strip_suffix('*') {
-                Some(prefix) => strip.prefixes.push(fold(prefix)),
-                None => strip.exact.push(fold(entry)),
-            }
-        }
-        strip
-    }
-
-    fn matches(&self, name: &str) -> bool {
-        // Header names are already lowercase; only `_` needs folding.
-        let folded = |other: &str| {
-            name.len() >= other.len()
-                && name
-                    .bytes()
-                    .zip(other.bytes())
-                    .all(|(n, o)| n == o || (n == b'_' && o == b'-'))
-        };
-        self.exact
-            .iter()
-            .any(|e| e.len() == name.len() && folded(e))
-            || self.prefixes.iter().any(|p| folded(p))
-    }
-
-    /// Removes every matching header.
-    pub fn apply(&self, headers: &mut HeaderMap) {
-        if self.exact.is_empty() && self.prefixes.is_empty() {
-            return;
-        }
-        let doomed: Vec<HeaderName> = headers
-            .keys()
-            .filter(|name| self.matches(name.as_str()))
-            .cloned()
-            .collect();
-        for name in doomed {
-            headers.remove(name);
-        }
-    }
-}
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");

@@ -48,9 +48,10 @@ use warden::request_id::RequestIdLayer;
 use warden::timeout::TimeoutLayer;
 
 use crate::config::rate_limits::RouteLimit;
+use crate::config::upstream::StripHeaders;
 use crate::config::{Config, CorsConfig};
 use crate::observe::ObserveLayer;
-use crate::proxy::{Proxy, StripHeaders};
+use crate::proxy::Proxy;
 use crate::route::{RouteService, Router, RouterBuilder};
 
 /// The complete gateway service for one listener.

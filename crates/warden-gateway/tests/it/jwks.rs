@@ -287,7 +287,13 @@ async fn discovery_finds_the_keys_and_checks_the_issuer() {
     .await
     .err()
     .expect("refuses to start on a mismatched issuer");
-    assert!(matches!(err, ServerError::Build(warden_gateway::runtime::BuildError::KeysUnavailable(..))), "{err}");
+    assert!(
+        matches!(
+            err,
+            ServerError::Build(warden_gateway::runtime::BuildError::KeysUnavailable(..))
+        ),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -333,7 +339,9 @@ async fn oversized_documents_and_cross_origin_redirects_are_refused() {
     );
     assert!(matches!(
         start(&big, clock.clone()).await,
-        Err(ServerError::Build(warden_gateway::runtime::BuildError::KeysUnavailable(..)))
+        Err(ServerError::Build(
+            warden_gateway::runtime::BuildError::KeysUnavailable(..)
+        ))
     ));
 
     let other = KeyServer::start(&[&a]).await;
@@ -345,7 +353,9 @@ async fn oversized_documents_and_cross_origin_redirects_are_refused() {
     );
     assert!(matches!(
         start(&redirected, clock).await,
-        Err(ServerError::Build(warden_gateway::runtime::BuildError::KeysUnavailable(..)))
+        Err(ServerError::Build(
+            warden_gateway::runtime::BuildError::KeysUnavailable(..)
+        ))
     ));
     assert_eq!(other.fetches(), 0, "the redirect was not followed");
 }
