@@ -38,7 +38,7 @@ use warden::client_ip::ClientIpLayer;
 use warden::clock::{Clock, SystemClock};
 use warden::headers::SecurityHeadersLayer;
 use warden::identity_headers::StripIdentityHeadersLayer;
-use warden::limit::{BodyLimitLayer, HeadLimits};
+use warden::limit::{RequestLimits, RequestLimitsLayer};
 use warden::overload::InFlightLimitLayer;
 use warden::ratelimit::layer::RateLimitLayer;
 use warden::ratelimit::memory::MemoryStore;
@@ -197,7 +197,7 @@ fn build_router(
     let mut builder = RouterBuilder::default();
     let credentials = credential_headers(config);
     for route in &config.routes {
-        let limits = HeadLimits {
+        let limits = RequestLimits {
             max_headers: config.server.limits.max_headers,
             max_header_bytes: config.server.limits.max_header_bytes,
             max_body_bytes: route.max_body_bytes,
@@ -261,7 +261,7 @@ fn build_router(
             // Cheapest refusal first: a flood never reaches JWKS, the key store or policies.
             .option_layer(pre_auth)
             // Head limits before any authentication work; the body is counted as it streams.
-            .layer(BodyLimitLayer::new(limits))
+            .layer(RequestLimitsLayer::new(limits))
             .option_layer(authn)
             .option_layer(authz)
             // After authorization: no re-authentication prompt for a caller who may not pass.

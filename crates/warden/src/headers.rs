@@ -65,13 +65,13 @@ pub const HSTS: &str = "max-age=63072000; includeSubDomains";
 
 /// The compiled header policy applied to every response.
 #[derive(Clone, Debug, Default)]
-pub struct SecurityHeaders {
+pub struct HeaderPolicy {
     defaults: Vec<(HeaderName, HeaderValue)>,
     forced: Vec<(HeaderName, HeaderValue)>,
     remove: Vec<HeaderName>,
 }
 
-impl SecurityHeaders {
+impl HeaderPolicy {
     /// The defaults of `profile`; `tls` adds HSTS (never sent over cleartext, RFC 6797 §7.2).
     pub fn new(profile: Profile, tls: bool) -> Self {
         let table: &[(&str, &str)] = match profile {
@@ -89,7 +89,7 @@ impl SecurityHeaders {
                 HeaderValue::from_static(HSTS),
             ));
         }
-        SecurityHeaders {
+        HeaderPolicy {
             defaults,
             forced: Vec::new(),
             remove: vec![header::SERVER, HeaderName::from_static("x-powered-by")],
@@ -132,15 +132,15 @@ impl SecurityHeaders {
     }
 }
 
-/// Layer that applies [`SecurityHeaders`].
+/// Layer that applies [`HeaderPolicy`].
 #[derive(Clone, Debug)]
 pub struct SecurityHeadersLayer {
-    policy: Arc<SecurityHeaders>,
+    policy: Arc<HeaderPolicy>,
 }
 
 impl SecurityHeadersLayer {
     /// Applies `policy` to every response.
-    pub fn new(policy: SecurityHeaders) -> Self {
+    pub fn new(policy: HeaderPolicy) -> Self {
         SecurityHeadersLayer {
             policy: Arc::new(policy),
         }
@@ -161,7 +161,7 @@ impl<S> Layer<S> for SecurityHeadersLayer {
 #[derive(Clone, Debug)]
 pub struct SecurityHeadersService<S> {
     inner: S,
-    policy: Arc<SecurityHeaders>,
+    policy: Arc<HeaderPolicy>,
 }
 
 impl<S, B, RB> Service<Request<B>> for SecurityHeadersService<S>
@@ -189,7 +189,7 @@ pin_project_lite::pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
-        policy: Arc<SecurityHeaders>,
+        policy: Arc<HeaderPolicy>,
     }
 }
 
@@ -214,7 +214,7 @@ mod tests {
 
     #[test]
     fn api_profile_fills_in_and_strips_fingerprints() {
-        let policy = SecurityHeaders::new(Profile::Api, false);
+        let policy = HeaderPolicy::new(Profile::Api, false);
         let mut headers = HeaderMap::new();
         headers.insert(header::SERVER, "uvicorn".parse().expect("value"));
         headers.insert("x-powered-by", "FastAPI".parse().expect("value"));
@@ -230,7 +230,7 @@ mod tests {
 
     #[test]
     fn hsts_only_over_tls_and_overrides_win() {
-        let policy = SecurityHeaders::new(Profile::Api, true)
+        let policy = HeaderPolicy::new(Profile::Api, true)
             .set(header::CACHE_CONTROL, HeaderValue::from_static("private"))
             .remove(HeaderName::from_static("x-frame-options"));
         let mut headers = HeaderMap::new();

@@ -25,11 +25,11 @@
 //!     ))
 //!     .layer(request_id::RequestIdLayer)
 //!     .layer(warden::catch_panic::CatchPanicLayer)
-//!     .layer(headers::SecurityHeadersLayer::new(headers::SecurityHeaders::new(
+//!     .layer(headers::SecurityHeadersLayer::new(headers::HeaderPolicy::new(
 //!         headers::Profile::Api,
 //!         false,
 //!     )))
-//!     .layer(limit::BodyLimitLayer::new(limit::HeadLimits {
+//!     .layer(limit::RequestLimitsLayer::new(limit::RequestLimits {
 //!         max_headers: 100,
 //!         max_header_bytes: 16 * 1024,
 //!         max_body_bytes: 1 << 20,

@@ -1,10 +1,10 @@
 //! Request-head and body limits, enforced on what actually arrives.
 //!
-//! Per-route, before authentication (cheapest rejection first). [`HeadLimits`] bounds the number
-//! and total size of request headers (431) and refuses a declared `Content-Length` above the
-//! route's ceiling (413) before any byte is read. [`BodyLimitLayer`] then caps the *streamed*
-//! body: chunked HTTP/1.1 and HTTP/2 bodies carry no length, so the only honest limit counts
-//! bytes as they flow. When the cap is crossed the body yields a [`LengthLimitError`]; the proxy
+//! Per-route, before authentication (cheapest rejection first). [`RequestLimitsLayer`] enforces
+//! [`RequestLimits`] on the head — the number and total size of request headers (431), a declared
+//! `Content-Length` above the route's ceiling (413) before any byte is read — and then caps the
+//! *streamed* body: chunked HTTP/1.1 and HTTP/2 bodies carry no length, so the only honest limit
+//! counts bytes as they flow. When the cap is crossed the body yields a [`LengthLimitError`]; the proxy
 //! sees it in the upstream error's source chain, aborts the upstream request (so nothing partial
 //! is forwarded as if complete) and answers 413.
 //!
@@ -147,9 +147,9 @@ where
     }
 }
 
-/// Limits on the request head, checked before anything else in a route.
+/// Limits on a request: its head (fields, bytes) and its body (declared and streamed).
 #[derive(Clone, Copy, Debug)]
-pub struct HeadLimits {
+pub struct RequestLimits {
     /// Most header fields (each repeated line counts).
     pub max_headers: usize,
     /// Most bytes of header names plus values.
@@ -158,7 +158,7 @@ pub struct HeadLimits {
     pub max_body_bytes: u64,
 }
 
-impl HeadLimits {
+impl RequestLimits {
     /// Checks the head of a request against these limits.
     pub fn check<B>(&self, req: &Request<B>) -> Result<(), Rejection> {
         let headers = req.headers();
@@ -186,37 +186,37 @@ impl HeadLimits {
     }
 }
 
-/// Layer enforcing [`HeadLimits`] and the streamed body limit.
+/// Layer enforcing [`RequestLimits`] and the streamed body limit.
 #[derive(Clone, Copy, Debug)]
-pub struct BodyLimitLayer {
-    limits: HeadLimits,
+pub struct RequestLimitsLayer {
+    limits: RequestLimits,
 }
 
-impl BodyLimitLayer {
+impl RequestLimitsLayer {
     /// Enforces `limits`.
-    pub fn new(limits: HeadLimits) -> Self {
-        BodyLimitLayer { limits }
+    pub fn new(limits: RequestLimits) -> Self {
+        RequestLimitsLayer { limits }
     }
 }
 
-impl<S> Layer<S> for BodyLimitLayer {
-    type Service = BodyLimit<S>;
+impl<S> Layer<S> for RequestLimitsLayer {
+    type Service = RequestLimitsService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        BodyLimit {
+        RequestLimitsService {
             inner,
             limits: self.limits,
         }
     }
 }
 
-/// Service produced by [`BodyLimitLayer`].
+/// Service produced by [`RequestLimitsLayer`].
 #[derive(Clone, Debug)]
-pub struct BodyLimit<S> {
+pub struct RequestLimitsService<S> {
     inner: S,
-    limits: HeadLimits,
+    limits: RequestLimits,
 }
 
-impl<S> Service<Request<Body>> for BodyLimit<S>
+impl<S> Service<Request<Body>> for RequestLimitsService<S>
 where
     S: Service<Request<Body>, Response = Response<Body>>,
 {
@@ -248,8 +248,8 @@ mod tests {
     use super::*;
     use http_body_util::BodyExt;
 
-    fn limits() -> HeadLimits {
-        HeadLimits {
+    fn limits() -> RequestLimits {
+        RequestLimits {
             max_headers: 4,
             max_header_bytes: 64,
             max_body_bytes: 8,

@@ -8,7 +8,9 @@
 //! The response also carries an [`Outcome`] in its extensions so that the metrics and audit
 //! layers above learn what happened without parsing bodies.
 
-use http::{HeaderValue, Response, StatusCode, header};
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Response, StatusCode, header};
 
 use crate::body::{self, Body};
 use crate::request_id::RequestId;
@@ -241,32 +243,103 @@ impl RejectionKind {
 #[derive(Clone, Debug)]
 pub struct Rejection {
     kind: RejectionKind,
-    allow: Option<HeaderValue>,
-    www_authenticate: Option<HeaderValue>,
+    /// The one header some kinds carry (`Allow`, `WWW-Authenticate`, `Retry-After`), set only by
+    /// the named constructors below.
+    header: Option<(HeaderName, HeaderValue)>,
 }
+
+/// RFC 6750 challenges: constant, so never formatted per request.
+const CHALLENGE: HeaderValue = HeaderValue::from_static("Bearer realm=\"warden\"");
+const CHALLENGE_INVALID_TOKEN: HeaderValue =
+    HeaderValue::from_static("Bearer realm=\"warden\", error=\"invalid_token\"");
+const CHALLENGE_INVALID_REQUEST: HeaderValue =
+    HeaderValue::from_static("Bearer realm=\"warden\", error=\"invalid_request\"");
 
 impl Rejection {
     /// A rejection of the given kind.
     pub fn new(kind: RejectionKind) -> Self {
+        Rejection { kind, header: None }
+    }
+
+    fn with(kind: RejectionKind, name: HeaderName, value: HeaderValue) -> Self {
         Rejection {
             kind,
-            allow: None,
-            www_authenticate: None,
+            header: Some((name, value)),
         }
     }
 
     /// 405 with the `Allow` header listing the methods the route accepts.
     pub fn method_not_allowed(allow: HeaderValue) -> Self {
-        Rejection {
-            allow: Some(allow),
-            ..Rejection::new(RejectionKind::MethodNotAllowed)
-        }
+        Rejection::with(RejectionKind::MethodNotAllowed, header::ALLOW, allow)
     }
 
-    /// Adds a `WWW-Authenticate` challenge (RFC 6750 / RFC 9470).
-    pub fn with_challenge(mut self, challenge: HeaderValue) -> Self {
-        self.www_authenticate = Some(challenge);
-        self
+    /// 401 for a request without credentials, with the bare RFC 6750 challenge.
+    pub fn unauthenticated() -> Self {
+        Rejection::with(
+            RejectionKind::Unauthenticated,
+            header::WWW_AUTHENTICATE,
+            CHALLENGE,
+        )
+    }
+
+    /// 401 for credentials that failed verification (`error="invalid_token"`).
+    pub fn invalid_credentials() -> Self {
+        Rejection::with(
+            RejectionKind::InvalidCredentials,
+            header::WWW_AUTHENTICATE,
+            CHALLENGE_INVALID_TOKEN,
+        )
+    }
+
+    /// 400 for an ambiguous authentication request (`error="invalid_request"`).
+    pub fn invalid_auth_request() -> Self {
+        Rejection::with(
+            RejectionKind::InvalidAuthRequest,
+            header::WWW_AUTHENTICATE,
+            CHALLENGE_INVALID_REQUEST,
+        )
+    }
+
+    /// The RFC 9470 challenge for a step-up requirement. It depends only on the requirement, so
+    /// a layer builds it once and passes it to [`Rejection::step_up_required`].
+    pub fn step_up_challenge(acr_values: &[String], max_age: Option<Duration>) -> HeaderValue {
+        let mut text = String::from(
+            "Bearer realm=\"warden\", error=\"insufficient_user_authentication\", \
+             error_description=\"A different authentication level is required\"",
+        );
+        if !acr_values.is_empty() {
+            text.push_str(&format!(", acr_values=\"{}\"", acr_values.join(" ")));
+        }
+        if let Some(max_age) = max_age {
+            text.push_str(&format!(", max_age={}", max_age.as_secs()));
+        }
+        // acr values are configuration; one unfit for a header falls back to the bare challenge.
+        HeaderValue::from_str(&text).unwrap_or(CHALLENGE)
+    }
+
+    /// 401 asking for a stronger or fresher authentication (RFC 9470), with `challenge` from
+    /// [`Rejection::step_up_challenge`].
+    pub fn step_up_required(challenge: HeaderValue) -> Self {
+        Rejection::with(
+            RejectionKind::StepUpRequired,
+            header::WWW_AUTHENTICATE,
+            challenge,
+        )
+    }
+
+    /// 429, with `Retry-After` in whole seconds (rounded up) when the limiter knows when.
+    pub fn too_many_requests(retry_after: Option<Duration>) -> Self {
+        match retry_after {
+            Some(wait) => {
+                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                Rejection::with(
+                    RejectionKind::TooManyRequests,
+                    header::RETRY_AFTER,
+                    HeaderValue::from(secs),
+                )
+            }
+            None => Rejection::new(RejectionKind::TooManyRequests),
+        }
     }
 
     /// The class of this rejection.
@@ -299,11 +372,8 @@ impl Rejection {
             HeaderValue::from_static("application/problem+json"),
         );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if let Some(allow) = self.allow {
-            headers.insert(header::ALLOW, allow);
-        }
-        if let Some(challenge) = self.www_authenticate {
-            headers.insert(header::WWW_AUTHENTICATE, challenge);
+        if let Some((name, value)) = self.header {
+            headers.insert(name, value);
         }
         response
             .extensions_mut()
@@ -361,5 +431,57 @@ mod tests {
             .into_response(None);
         assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(response.headers()[header::ALLOW], "GET, HEAD");
+    }
+
+    #[test]
+    fn named_constructors_carry_their_one_header() {
+        let cases = [
+            (
+                Rejection::unauthenticated(),
+                401,
+                "www-authenticate",
+                "Bearer realm=\"warden\"",
+            ),
+            (
+                Rejection::invalid_credentials(),
+                401,
+                "www-authenticate",
+                "Bearer realm=\"warden\", error=\"invalid_token\"",
+            ),
+            (
+                Rejection::invalid_auth_request(),
+                400,
+                "www-authenticate",
+                "Bearer realm=\"warden\", error=\"invalid_request\"",
+            ),
+            // Retry-After rounds up: a client told "0" would retry at once and be refused again.
+            (
+                Rejection::too_many_requests(Some(Duration::from_millis(1200))),
+                429,
+                "retry-after",
+                "2",
+            ),
+        ];
+        for (rejection, status, name, value) in cases {
+            let response = rejection.into_response(None);
+            assert_eq!(response.status().as_u16(), status);
+            assert_eq!(response.headers()[name], value);
+            assert_eq!(response.headers().len(), 3, "{:?}", response.headers());
+        }
+        let none = Rejection::too_many_requests(None).into_response(None);
+        assert!(none.headers().get(header::RETRY_AFTER).is_none());
+        let challenge = Rejection::step_up_challenge(
+            &["mfa".into(), "hwk".into()],
+            Some(Duration::from_secs(300)),
+        );
+        assert_eq!(
+            challenge,
+            "Bearer realm=\"warden\", error=\"insufficient_user_authentication\", \
+             error_description=\"A different authentication level is required\", \
+             acr_values=\"mfa hwk\", max_age=300"
+        );
+        let response = Rejection::step_up_required(challenge.clone()).into_response(None);
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(response.headers()[header::WWW_AUTHENTICATE], challenge);
     }
 }

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use warden::authz::rbac::RoleTable;
-use warden::headers::SecurityHeaders;
+use warden::headers::HeaderPolicy;
 
 use super::auth::{self, AuthConfig};
 use super::cors::{self, CorsConfig};
@@ -35,7 +35,7 @@ pub struct Config {
     /// CORS, if any origin is allowed.
     pub cors: Option<CorsConfig>,
     /// Security response headers.
-    pub headers: SecurityHeaders,
+    pub headers: HeaderPolicy,
     /// Routes in file order.
     pub routes: Vec<RouteConfig>,
 }

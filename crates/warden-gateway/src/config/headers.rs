@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use http::HeaderValue;
 use serde::Deserialize;
-use warden::headers::{Profile, SecurityHeaders};
+use warden::headers::{HeaderPolicy, Profile};
 
 use super::toolkit::Compiler;
 
@@ -21,7 +21,7 @@ pub struct RawHeaders {
 }
 
 /// Compiles `headers:`.
-pub fn compile(c: &mut Compiler, raw: &RawHeaders) -> SecurityHeaders {
+pub fn compile(c: &mut Compiler, raw: &RawHeaders) -> HeaderPolicy {
     let profile = c.choice(
         "headers.profile",
         raw.profile.as_deref(),
@@ -33,7 +33,7 @@ pub fn compile(c: &mut Compiler, raw: &RawHeaders) -> SecurityHeaders {
         Profile::Api,
     );
     // TLS arrives with the TLS issue; until then HSTS is never sent over cleartext.
-    let mut policy = SecurityHeaders::new(profile, false);
+    let mut policy = HeaderPolicy::new(profile, false);
     for (name, value) in &raw.set {
         let path = format!("headers.set.{name}");
         let Some(header) = c.header_name(&path, name) else {

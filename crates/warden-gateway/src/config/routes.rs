@@ -113,7 +113,7 @@ pub struct RouteConfig {
     /// Body limit.
     pub max_body_bytes: u64,
     /// RFC 9470 step-up requirement.
-    pub step_up: Option<warden::authn::StepUp>,
+    pub step_up: Option<warden::authn::StepUpRequirement>,
     /// Forward the client's credentials upstream.
     pub forward_credentials: bool,
     /// Authorization requirements (empty: any authenticated identity, by explicit choice).
@@ -291,16 +291,19 @@ pub fn compile(
                  configure auth.jwt or auth.api_keys, or mark the route `auth: none` to make it public",
             );
         }
-        let step_up = route.step_up.as_ref().map(|raw| warden::authn::StepUp {
-            acr: raw.acr.clone(),
-            max_age: raw.max_age.as_ref().map(|v| {
-                c.duration(
-                    &format!("routes[{i}].step_up.max_age"),
-                    Some(v),
-                    Duration::ZERO,
-                )
-            }),
-        });
+        let step_up = route
+            .step_up
+            .as_ref()
+            .map(|raw| warden::authn::StepUpRequirement {
+                acr: raw.acr.clone(),
+                max_age: raw.max_age.as_ref().map(|v| {
+                    c.duration(
+                        &format!("routes[{i}].step_up.max_age"),
+                        Some(v),
+                        Duration::ZERO,
+                    )
+                }),
+            });
         if step_up.is_some() && public {
             c.error(
                 at("step_up"),

@@ -19,7 +19,7 @@ pub mod keys;
 pub mod sources;
 pub mod step_up;
 
-pub use step_up::{StepUp, StepUpLayer, StepUpService};
+pub use step_up::{StepUpLayer, StepUpRequirement, StepUpService};
 pub(crate) mod strict_json;
 
 #[cfg(feature = "jwks")]
@@ -31,7 +31,7 @@ use std::task::{Context, Poll};
 
 use futures_util::future::BoxFuture;
 use http::request::Parts;
-use http::{HeaderValue, Request, Response};
+use http::{Request, Response};
 use tower::{Layer, Service};
 
 use crate::body::Body;
@@ -124,16 +124,10 @@ pub enum InvalidReason {
     Revoked,
 }
 
-const CHALLENGE: &str = "Bearer realm=\"warden\"";
-const CHALLENGE_INVALID: &str = "Bearer realm=\"warden\", error=\"invalid_token\"";
-const CHALLENGE_REQUEST: &str = "Bearer realm=\"warden\", error=\"invalid_request\"";
-
 fn rejection_for(error: &AuthnError) -> Rejection {
     match error {
-        AuthnError::Invalid(_) => Rejection::new(RejectionKind::InvalidCredentials)
-            .with_challenge(HeaderValue::from_static(CHALLENGE_INVALID)),
-        AuthnError::Ambiguous(_) => Rejection::new(RejectionKind::InvalidAuthRequest)
-            .with_challenge(HeaderValue::from_static(CHALLENGE_REQUEST)),
+        AuthnError::Invalid(_) => Rejection::invalid_credentials(),
+        AuthnError::Ambiguous(_) => Rejection::invalid_auth_request(),
         AuthnError::KeysUnavailable(_) | AuthnError::StoreUnavailable(_) => {
             Rejection::new(RejectionKind::AuthUnavailable)
         }
@@ -237,11 +231,7 @@ async fn authenticate(
         }
     }
     let Some(identity) = accepted else {
-        return Err((
-            Rejection::new(RejectionKind::Unauthenticated)
-                .with_challenge(HeaderValue::from_static(CHALLENGE)),
-            None,
-        ));
+        return Err((Rejection::unauthenticated(), None));
     };
     if !(layer.forward_credentials || identity.forward_credentials) {
         // Every authenticator strips its own kind: no credential of any kind travels upstream.
@@ -272,6 +262,7 @@ fn log_failure(request_id: Option<&RequestId>, error: &AuthnError) {
 mod tests {
     use super::*;
     use crate::identity::{AuthMethod, CredentialSource};
+    use http::HeaderValue;
     use tower::ServiceExt;
 
     /// Authenticates `header: subject`; strips that header.

@@ -16,18 +16,18 @@ use tower::{Layer, Service};
 use crate::body::Body;
 use crate::clock::Clock;
 use crate::identity::Identity;
-use crate::rejection::{Rejection, RejectionKind};
+use crate::rejection::Rejection;
 
 /// RFC 9470 step-up requirement of a route.
 #[derive(Clone, Debug, Default)]
-pub struct StepUp {
+pub struct StepUpRequirement {
     /// Acceptable `acr` values (empty: any).
     pub acr: Vec<String>,
     /// Longest time since the user authenticated (`auth_time`).
     pub max_age: Option<Duration>,
 }
 
-impl StepUp {
+impl StepUpRequirement {
     fn satisfied_by(&self, identity: &Identity, now: f64) -> bool {
         let acr_ok = self.acr.is_empty()
             || identity
@@ -42,28 +42,13 @@ impl StepUp {
         };
         acr_ok && age_ok
     }
-
-    fn challenge(&self) -> HeaderValue {
-        let mut text = String::from(
-            "Bearer realm=\"warden\", error=\"insufficient_user_authentication\", \
-             error_description=\"A different authentication level is required\"",
-        );
-        if !self.acr.is_empty() {
-            text.push_str(&format!(", acr_values=\"{}\"", self.acr.join(" ")));
-        }
-        if let Some(max_age) = self.max_age {
-            text.push_str(&format!(", max_age={}", max_age.as_secs()));
-        }
-        HeaderValue::from_str(&text)
-            .unwrap_or_else(|_| HeaderValue::from_static("Bearer realm=\"warden\""))
-    }
 }
 
 /// Layer enforcing an RFC 9470 step-up requirement. It runs after authorization, so a caller
 /// who may not use the route at all gets 403 instead of a pointless request to re-authenticate.
 #[derive(Clone, Debug)]
 pub struct StepUpLayer {
-    requirement: Arc<StepUp>,
+    requirement: Arc<StepUpRequirement>,
     /// The RFC 9470 challenge, built once: it depends only on the requirement.
     challenge: HeaderValue,
     clock: Arc<dyn Clock>,
@@ -71,9 +56,9 @@ pub struct StepUpLayer {
 
 impl StepUpLayer {
     /// Requires `requirement`, judged against `clock`.
-    pub fn new(requirement: StepUp, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(requirement: StepUpRequirement, clock: Arc<dyn Clock>) -> Self {
         StepUpLayer {
-            challenge: requirement.challenge(),
+            challenge: Rejection::step_up_challenge(&requirement.acr, requirement.max_age),
             requirement: Arc::new(requirement),
             clock,
         }
@@ -125,8 +110,7 @@ where
         if let Some(who) = req.extensions().get::<Arc<Identity>>() {
             tracing::info!(subject = %who.subject, acr = ?who.acr, "step-up authentication required");
         }
-        let rejection = Rejection::new(RejectionKind::StepUpRequired)
-            .with_challenge(self.layer.challenge.clone());
+        let rejection = Rejection::step_up_required(self.layer.challenge.clone());
         Either::Left(std::future::ready(Ok(
             rejection.into_response_for(req.extensions())
         )))

@@ -290,14 +290,8 @@ where
                         .increment(1);
                 } else {
                     tracing::info!(target: "warden::ratelimit", limit = %limit.name, "rate limit exceeded");
-                    let mut response = Rejection::new(RejectionKind::TooManyRequests)
+                    let mut response = Rejection::too_many_requests(verdict.retry_after)
                         .into_response(request_id.as_ref());
-                    if let Some(retry) = verdict.retry_after {
-                        response.headers_mut().insert(
-                            http::header::RETRY_AFTER,
-                            HeaderValue::from(ceil_secs(retry)),
-                        );
-                    }
                     set_headers(response.headers_mut(), prepared, &verdict);
                     return Ok(response);
                 }
