@@ -210,7 +210,10 @@ struct Inner {
     settings: ApiKeySettings,
     pepper: Pepper,
     store: Arc<dyn ApiKeyStore>,
-    cache: moka::sync::Cache<[u8; 32], Arc<StoredKey>>,
+    /// Verified records with the (injected) time they were fetched: the TTL is judged on the
+    /// gateway's clock, so the revocation bound holds under any clock (moka's own TTL, on real
+    /// time, only bounds memory).
+    cache: moka::sync::Cache<[u8; 32], (Arc<StoredKey>, f64)>,
     clock: Arc<dyn Clock>,
     used: Mutex<HashMap<String, i64>>,
 }
@@ -312,8 +315,14 @@ impl Inner {
             )));
         }
         let digest = self.pepper.digest(key);
-        let record = match self.cache.get(&digest) {
-            Some(record) => record,
+        let now = self.clock.unix_seconds();
+        let ttl = self.settings.cache_ttl.as_secs_f64();
+        let cached = self
+            .cache
+            .get(&digest)
+            .filter(|(_, fetched)| now - fetched < ttl);
+        let record = match cached {
+            Some((record, _)) => record,
             None => {
                 metrics::counter!("warden_api_key_store_lookups_total").increment(1);
                 let found = self
@@ -322,7 +331,7 @@ impl Inner {
                     .await
                     .map_err(|e| AuthnError::StoreUnavailable(e.to_string()))?;
                 let record = Arc::new(found.ok_or(AuthnError::Invalid(InvalidReason::UnknownKey))?);
-                self.cache.insert(digest, record.clone());
+                self.cache.insert(digest, (record.clone(), now));
                 record
             }
         };
@@ -331,7 +340,7 @@ impl Inner {
         if aws_lc_rs::constant_time::verify_slices_are_equal(&record.hash, &digest).is_err() {
             return Err(AuthnError::Invalid(InvalidReason::UnknownKey));
         }
-        let now = self.clock.unix_seconds() as i64;
+        let now = now as i64;
         record.active_at(now).map_err(AuthnError::Invalid)?;
         // Written by an operator, but still what the upstream will read in a header.
         if record
@@ -475,8 +484,12 @@ mod tests {
             },
         });
         let clock = Arc::new(ManualClock::starting_now());
-        let authenticator =
-            ApiKeyAuthenticator::new(ApiKeySettings::default(), pepper, store.clone(), clock);
+        let authenticator = ApiKeyAuthenticator::new(
+            ApiKeySettings::default(),
+            pepper,
+            store.clone(),
+            clock.clone(),
+        );
         let mut tampered = key.clone().into_bytes();
         tampered[10] ^= 1;
         for bad in [
@@ -502,6 +515,14 @@ mod tests {
             store.lookups.load(Ordering::SeqCst),
             1,
             "the second use was served from the cache"
+        );
+        // The TTL (5 s by default, the revocation bound) runs on the injected clock.
+        clock.advance(std::time::Duration::from_secs(5));
+        authenticator.verify(&key).await.expect("valid after the TTL");
+        assert_eq!(
+            store.lookups.load(Ordering::SeqCst),
+            2,
+            "a record past cache_ttl was looked up again"
         );
         assert_eq!(authenticator.flush_usage().await.expect("flush"), 1);
         assert!(matches!(
