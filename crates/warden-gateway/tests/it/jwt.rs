@@ -222,278 +222,139 @@ async fn missing_credentials_get_a_plain_challenge() {
     assert!(gw.upstream.requests().len() == 1);
 }
 
-#[tokio::test]
-async fn the_attack_corpus_is_rejected_without_reaching_the_upstream() {
-    let gw = gateway().await;
-    let k = keys();
-    let good = claims();
-    let rsa_valid = k.rsa.mint(&good).expect("mint");
-    let valid_signature = rsa_valid.rsplit('.').next().expect("signature").to_owned();
-
-    // The RSA public key, as an attacker would fetch it, used as an HMAC secret.
-    let rsa_jwk = k.rsa.public_jwk.clone().expect("jwk");
-    let n = URL_SAFE_NO_PAD
-        .decode(rsa_jwk["n"].as_str().expect("n"))
-        .expect("n");
-    let confused =
-        SigningKey::from_secret(&n, Algorithm::HS256, Some("rsa1".into())).expect("hmac");
-    let attacker_jwk = k.attacker.public_jwk.clone().expect("jwk");
-    // Tokens whose custom headers are genuinely signed by the attacker's key.
-    let attacker_signed = |header: Value| {
-        let message = format!("{}.{}", segment(&header), segment(&good));
-        let signature = jsonwebtoken::crypto::sign(
-            message.as_bytes(),
-            &jsonwebtoken::EncodingKey::from_rsa_pem(k.attacker.pem.as_bytes()).expect("pem"),
-            Algorithm::RS256,
-        )
-        .expect("sign");
-        format!("{message}.{signature}")
-    };
-
-    let mut attacks: Vec<(&str, String)> = vec![
-        ("alg none", forge(&json!({"alg": "none"}), &good, "")),
-        (
-            "alg none with a signature",
-            forge(&json!({"alg": "none"}), &good, &valid_signature),
-        ),
-        (
-            "alg None",
-            forge(
-                &json!({"alg": "None", "kid": "rsa1"}),
-                &good,
-                &valid_signature,
-            ),
-        ),
-        ("alg NONE", forge(&json!({"alg": "NONE"}), &good, "x")),
-        ("alg nOnE", forge(&json!({"alg": "nOnE"}), &good, "x")),
-        (
-            "empty signature",
-            forge(&json!({"alg": "RS256", "kid": "rsa1"}), &good, ""),
-        ),
-        (
-            "RS256 public key as HS256 secret",
-            confused.mint(&good).expect("mint"),
-        ),
-        (
-            "ES256 r = s = 0",
-            forge(
-                &json!({"alg": "ES256", "kid": "ec1"}),
-                &good,
-                &URL_SAFE_NO_PAD.encode([0u8; 64]),
-            ),
-        ),
-        (
-            "valid signature from another key under a known kid",
-            k.attacker.mint(&good).expect("mint"),
-        ),
-        (
-            "kid path traversal",
-            forge(
-                &json!({"alg": "RS256", "kid": "../../../../etc/passwd"}),
-                &good,
-                &valid_signature,
-            ),
-        ),
-        (
-            "kid SQL",
-            forge(
-                &json!({"alg": "RS256", "kid": "' OR '1'='1' --"}),
-                &good,
-                &valid_signature,
-            ),
-        ),
-        (
-            "kid too long",
-            forge(
-                &json!({"alg": "RS256", "kid": "k".repeat(300)}),
-                &good,
-                &valid_signature,
-            ),
-        ),
-        (
-            "embedded jwk",
-            attacker_signed(json!({"alg": "RS256", "kid": "rsa1", "jwk": attacker_jwk})),
-        ),
-        (
-            "jku to attacker keys",
-            attacker_signed(
-                json!({"alg": "RS256", "kid": "rsa1", "jku": "https://evil.test/jwks.json"}),
-            ),
-        ),
-        (
-            "x5u to attacker certs",
-            attacker_signed(
-                json!({"alg": "RS256", "kid": "rsa1", "x5u": "https://evil.test/cert.pem"}),
-            ),
-        ),
-        (
-            "x5c chain",
-            attacker_signed(json!({"alg": "RS256", "kid": "rsa1", "x5c": ["MIIB"]})),
-        ),
-        ("unknown crit", {
-            let header = json!({"alg": "RS256", "kid": "rsa1", "crit": ["exp"], "exp": 1});
-            forge(&header, &good, &valid_signature)
-        }),
-        (
-            "wrong iss",
-            k.rsa
-                .mint(&with(good.clone(), json!({"iss": "https://evil.test"})))
-                .expect("mint"),
-        ),
+/// Claims signed by the provider's real key that must still be refused: (case, patch).
+fn signed_claim_attacks() -> Vec<(&'static str, Value)> {
+    let now = now_unix();
+    vec![
+        ("wrong iss", json!({"iss": "https://evil.test"})),
         (
             "iss of the other provider",
-            k.rsa
-                .mint(&with(good.clone(), json!({"iss": "https://hmac.test"})))
-                .expect("mint"),
+            json!({"iss": "https://hmac.test"}),
         ),
-        (
-            "wrong aud",
-            k.rsa
-                .mint(&with(good.clone(), json!({"aud": "other-api"})))
-                .expect("mint"),
-        ),
-        (
-            "aud array without ours",
-            k.rsa
-                .mint(&with(good.clone(), json!({"aud": ["a", "b"]})))
-                .expect("mint"),
-        ),
-        (
-            "expired",
-            k.rsa
-                .mint(&with(good.clone(), json!({"exp": now_unix() - 120})))
-                .expect("mint"),
-        ),
-        (
-            "nbf in the future",
-            k.rsa
-                .mint(&with(good.clone(), json!({"nbf": now_unix() + 3600})))
-                .expect("mint"),
-        ),
-        (
-            "iat in the future",
-            k.rsa
-                .mint(&with(good.clone(), json!({"iat": now_unix() + 3600})))
-                .expect("mint"),
-        ),
-        (
-            "missing exp",
-            k.rsa
-                .mint(&with(good.clone(), json!({"exp": null})))
-                .expect("mint"),
-        ),
-        (
-            "missing required iat",
-            k.rsa
-                .mint(&with(good.clone(), json!({"iat": null})))
-                .expect("mint"),
-        ),
-        (
-            "missing sub",
-            k.rsa
-                .mint(&with(good.clone(), json!({"sub": null})))
-                .expect("mint"),
-        ),
-        (
-            "exp as a string",
-            k.rsa
-                .mint(&with(
-                    good.clone(),
-                    json!({"exp": (now_unix() + 600).to_string()}),
-                ))
-                .expect("mint"),
-        ),
-        (
-            "roles as a string",
-            k.rsa
-                .mint(&with(good.clone(), json!({"roles": "admin"})))
-                .expect("mint"),
-        ),
-        (
-            "roles with a non-string",
-            k.rsa
-                .mint(&with(good.clone(), json!({"roles": ["user", 7]})))
-                .expect("mint"),
-        ),
+        ("wrong aud", json!({"aud": "other-api"})),
+        ("aud array without ours", json!({"aud": ["a", "b"]})),
+        ("aud as a number", json!({"aud": 1})),
+        ("expired", json!({"exp": now - 120})),
+        ("nbf in the future", json!({"nbf": now + 3600})),
+        ("iat in the future", json!({"iat": now + 3600})),
+        ("missing exp", json!({"exp": null})),
+        ("missing required iat", json!({"iat": null})),
+        ("missing sub", json!({"sub": null})),
+        ("exp as a string", json!({"exp": (now + 600).to_string()})),
+        ("roles as a string", json!({"roles": "admin"})),
+        ("roles with a non-string", json!({"roles": ["user", 7]})),
         (
             "role smuggling a separator",
-            k.rsa
-                .mint(&with(good.clone(), json!({"roles": ["user,admin"]})))
-                .expect("mint"),
+            json!({"roles": ["user,admin"]}),
         ),
         (
             "sub with a newline",
-            k.rsa
-                .mint(&with(
-                    good.clone(),
-                    json!({"sub": "alice\r\nX-Warden-Roles: admin"}),
-                ))
-                .expect("mint"),
+            json!({"sub": "alice\r\nX-Warden-Roles: admin"}),
+        ),
+        ("tenant as a number", json!({"tenant_id": 42})),
+    ]
+}
+
+/// Headers forged over the good claims: (case, header, signature). `VALID` stands for the
+/// signature of a genuine token, lifted onto the forged header.
+fn forged_header_attacks() -> Vec<(&'static str, Value, &'static str)> {
+    vec![
+        ("alg none", json!({"alg": "none"}), ""),
+        ("alg none with a signature", json!({"alg": "none"}), VALID),
+        ("alg None", json!({"alg": "None", "kid": "rsa1"}), VALID),
+        ("alg NONE", json!({"alg": "NONE"}), "x"),
+        ("alg nOnE", json!({"alg": "nOnE"}), "x"),
+        (
+            "empty signature",
+            json!({"alg": "RS256", "kid": "rsa1"}),
+            "",
         ),
         (
-            "tenant as a number",
-            k.rsa
-                .mint(&with(good.clone(), json!({"tenant_id": 42})))
-                .expect("mint"),
+            "ES256 r = s = 0",
+            json!({"alg": "ES256", "kid": "ec1"}),
+            ZERO_ES256,
         ),
         (
-            "aud as a number",
-            k.rsa
-                .mint(&with(good.clone(), json!({"aud": 1})))
-                .expect("mint"),
+            "kid path traversal",
+            json!({"alg": "RS256", "kid": "../../../../etc/passwd"}),
+            VALID,
         ),
         (
-            "HS256 under the RSA provider",
-            k.hmac.mint(&good).expect("mint"),
+            "kid SQL",
+            json!({"alg": "RS256", "kid": "' OR '1'='1' --"}),
+            VALID,
         ),
+        (
+            "kid too long",
+            json!({"alg": "RS256", "kid": "k".repeat(300)}),
+            VALID,
+        ),
+        (
+            "unknown crit",
+            json!({"alg": "RS256", "kid": "rsa1", "crit": ["exp"], "exp": 1}),
+            VALID,
+        ),
+    ]
+}
+
+const VALID: &str = "<valid>";
+/// Stands for an ES256 signature with r = s = 0 (the "psychic signatures" bug).
+const ZERO_ES256: &str = "<r = s = 0>";
+
+/// Headers that try to bring their own key, genuinely signed by the attacker: (case, header).
+fn self_keyed_header_attacks(attacker_jwk: &Value) -> Vec<(&'static str, Value)> {
+    vec![
+        (
+            "embedded jwk",
+            json!({"alg": "RS256", "kid": "rsa1", "jwk": attacker_jwk}),
+        ),
+        (
+            "jku to attacker keys",
+            json!({"alg": "RS256", "kid": "rsa1", "jku": "https://evil.test/jwks.json"}),
+        ),
+        (
+            "x5u to attacker certs",
+            json!({"alg": "RS256", "kid": "rsa1", "x5u": "https://evil.test/cert.pem"}),
+        ),
+        (
+            "x5c chain",
+            json!({"alg": "RS256", "kid": "rsa1", "x5c": ["MIIB"]}),
+        ),
+    ]
+}
+
+/// Tokens broken in their encoding or shape, around a genuine token's parts: (case, token).
+fn malformed_token_attacks(valid: &str, good: &Value) -> Vec<(&'static str, String)> {
+    let (header, rest) = valid.split_once('.').expect("segments");
+    let signature = valid.rsplit('.').next().expect("signature");
+    let payload = segment(good);
+    let with_header =
+        |text: &str| format!("{}.{payload}.{signature}", URL_SAFE_NO_PAD.encode(text));
+    let duplicate_claims = URL_SAFE_NO_PAD.encode(format!(
+        r#"{{"iss":"{ISSUER}","aud":"agents","sub":"alice","sub":"admin","iat":1,"exp":{}}}"#,
+        now_unix() + 600
+    ));
+    let tampered = segment(&with(good.clone(), json!({"sub": "admin"})));
+    vec![
         (
             "bad base64url",
-            format!(
-                "{}.{}.{}",
-                "eyJhbGciOiJSUzI1NiJ9*",
-                segment(&good),
-                valid_signature
-            ),
+            format!("eyJhbGciOiJSUzI1NiJ9*.{payload}.{signature}"),
         ),
-        (
-            "header not JSON",
-            format!(
-                "{}.{}.{}",
-                URL_SAFE_NO_PAD.encode("not json"),
-                segment(&good),
-                valid_signature
-            ),
-        ),
-        (
-            "header is an array",
-            format!(
-                "{}.{}.{}",
-                URL_SAFE_NO_PAD.encode("[1]"),
-                segment(&good),
-                valid_signature
-            ),
-        ),
+        ("header not JSON", with_header("not json")),
+        ("header is an array", with_header("[1]")),
         (
             "duplicate header keys",
-            format!(
-                "{}.{}.{}",
-                URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","kid":"rsa1","alg":"none"}"#),
-                segment(&good),
-                valid_signature
-            ),
+            with_header(r#"{"alg":"RS256","kid":"rsa1","alg":"none"}"#),
         ),
-        ("duplicate claims", {
-            let (header, _) = rsa_valid.split_once('.').expect("segments");
-            let payload = URL_SAFE_NO_PAD.encode(
-                    format!(r#"{{"iss":"{ISSUER}","aud":"agents","sub":"alice","sub":"admin","iat":1,"exp":{}}}"#, now_unix() + 600),
-                );
-            format!("{header}.{payload}.{valid_signature}")
-        }),
+        (
+            "duplicate claims",
+            format!("{header}.{duplicate_claims}.{signature}"),
+        ),
         (
             "two segments",
-            rsa_valid.rsplit_once('.').expect("segments").0.to_owned(),
+            valid.rsplit_once('.').expect("segments").0.to_owned(),
         ),
-        ("four segments", format!("{rsa_valid}.extra")),
+        ("four segments", format!("{valid}.extra")),
         (
             "oversized",
             format!(
@@ -504,17 +365,74 @@ async fn the_attack_corpus_is_rejected_without_reaching_the_upstream() {
             ),
         ),
         ("tampered payload", {
-            let mut parts: Vec<&str> = rsa_valid.split('.').collect();
-            let tampered = segment(&with(good.clone(), json!({"sub": "admin"})));
-            parts[1] = &tampered;
-            parts.join(".")
+            let signed = rest.split_once('.').expect("segments").1;
+            format!("{header}.{tampered}.{signed}")
         }),
-    ];
-    attacks.push(("not a JWT at all", "hello".into()));
+        ("not a JWT at all", "hello".into()),
+    ]
+}
 
-    for (what, token) in &attacks {
+#[tokio::test]
+async fn the_attack_corpus_is_rejected_without_reaching_the_upstream() {
+    let gw = gateway().await;
+    let k = keys();
+    let good = claims();
+    let rsa_valid = k.rsa.mint(&good).expect("mint");
+    let valid_signature = rsa_valid.rsplit('.').next().expect("signature");
+
+    let mut attacks: Vec<(&str, String)> = Vec::new();
+    for (case, patch) in signed_claim_attacks() {
+        let token = k.rsa.mint(&with(good.clone(), patch)).expect("mint");
+        attacks.push((case, token));
+    }
+    let zero_es256 = URL_SAFE_NO_PAD.encode([0u8; 64]);
+    for (case, header, signature) in forged_header_attacks() {
+        let signature = match signature {
+            VALID => valid_signature,
+            ZERO_ES256 => &zero_es256,
+            text => text,
+        };
+        attacks.push((case, forge(&header, &good, signature)));
+    }
+    let attacker_key =
+        jsonwebtoken::EncodingKey::from_rsa_pem(k.attacker.pem.as_bytes()).expect("pem");
+    let attacker_jwk = k.attacker.public_jwk.clone().expect("jwk");
+    for (case, header) in self_keyed_header_attacks(&attacker_jwk) {
+        let message = format!("{}.{}", segment(&header), segment(&good));
+        let signature =
+            jsonwebtoken::crypto::sign(message.as_bytes(), &attacker_key, Algorithm::RS256)
+                .expect("sign");
+        attacks.push((case, format!("{message}.{signature}")));
+    }
+    attacks.extend(malformed_token_attacks(&rsa_valid, &good));
+    // Keys that are real but wrong: the RSA public key (as an attacker would fetch it) used as
+    // an HMAC secret, another RSA key under a known kid, the other provider's HMAC key.
+    let n = URL_SAFE_NO_PAD
+        .decode(
+            k.rsa.public_jwk.as_ref().expect("jwk")["n"]
+                .as_str()
+                .expect("n"),
+        )
+        .expect("n");
+    let confused =
+        SigningKey::from_secret(&n, Algorithm::HS256, Some("rsa1".into())).expect("hmac");
+    attacks.push((
+        "RS256 public key as HS256 secret",
+        confused.mint(&good).expect("mint"),
+    ));
+    attacks.push((
+        "valid signature from another key under a known kid",
+        k.attacker.mint(&good).expect("mint"),
+    ));
+    attacks.push((
+        "HS256 under the RSA provider",
+        k.hmac.mint(&good).expect("mint"),
+    ));
+    assert_eq!(attacks.len(), 45, "a case of the corpus went missing");
+
+    for (case, token) in &attacks {
         let reply = call(&gw, "/private", token).await;
-        assert_rejected(&reply, what);
+        assert_rejected(&reply, case);
     }
     assert!(
         gw.upstream.requests().is_empty(),

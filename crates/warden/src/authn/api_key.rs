@@ -518,7 +518,10 @@ mod tests {
         );
         // The TTL (5 s by default, the revocation bound) runs on the injected clock.
         clock.advance(std::time::Duration::from_secs(5));
-        authenticator.verify(&key).await.expect("valid after the TTL");
+        authenticator
+            .verify(&key)
+            .await
+            .expect("valid after the TTL");
         assert_eq!(
             store.lookups.load(Ordering::SeqCst),
             2,
