@@ -2,8 +2,8 @@
 //!
 //! A bug must never take the connection (and every other request multiplexed on it) down with
 //! it. Anywhere under the request-id layer, the 500 body still cites the request id (where the
-//! gateway puts it, and why, is said once, in its `stack.rs`). Unlike tower-http's `CatchPanic`, the handler here sees the request's extensions, which is
-//! what lets the rejection carry the id.
+//! gateway puts it, and why, is said once, in its `stack.rs`). Unlike tower-http's `CatchPanic`,
+//! the handler here sees the request's extensions, which is what lets the rejection carry the id.
 
 use std::panic::AssertUnwindSafe;
 use std::task::{Context, Poll};
