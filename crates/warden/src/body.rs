@@ -4,6 +4,12 @@
 //! both are boxed once at the edge into [`Body`] so that every layer, rejection and route service
 //! shares a single concrete type. Boxing costs one allocation per body and keeps the route table
 //! (whose services differ per route) expressible as one type.
+//!
+//! Submodules inspect request bodies on routes that declare body rules: [`json`] (safety limits,
+//! one parse), [`schema`] (JSON Schema), [`format`] (LLM request formats, extracted into one
+//! typed [`format::ExtractedBody`]) and [`rules`] (the per-route layer that runs them).
+
+pub mod json;
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
