@@ -9,6 +9,7 @@
 //! one parse), [`schema`] (JSON Schema), [`format`] (LLM request formats, extracted into one
 //! typed [`format::ExtractedBody`]) and [`rules`] (the per-route layer that runs them).
 
+pub mod format;
 pub mod json;
 
 use std::pin::Pin;

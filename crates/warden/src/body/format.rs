@@ -1,0 +1,945 @@
+//! Request formats: what a body of a declared format means to Warden, extracted once.
+//!
+//! Runs after JSON safety and schema validation, on the parsed document (DESIGN.md §2 step 14).
+//! Each format yields one [`ExtractedBody`]: the user-supplied texts with their JSON pointers and
+//! roles, the requested model, the output-token limit and whether the response will stream.
+//! Later layers (length limits, model rules, content guards, token budgets) read it from the
+//! request extensions instead of parsing again.
+//!
+//! The formats are checked as far as Warden reads them: a field it reads with the wrong type, a
+//! message role or content-part type it does not know, is a [`FormatError`] (400) — an unknown
+//! part could carry text past every guard, so it fails closed. Fields Warden does not read are
+//! left alone and forwarded as sent.
+
+use std::fmt::Write as _;
+
+use serde_json::{Map, Value};
+
+/// A declared body format.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Format {
+    /// Any JSON; user text is at the listed fields.
+    Json {
+        /// The fields that carry user text.
+        text_fields: Vec<FieldPath>,
+    },
+    /// OpenAI Chat Completions (`/v1/chat/completions`).
+    OpenAiChat,
+    /// OpenAI Responses (`/v1/responses`).
+    OpenAiResponses,
+    /// Anthropic Messages (`/v1/messages`).
+    AnthropicMessages,
+}
+
+impl Format {
+    /// The provider a format implies (`openai`, `anthropic`), for model rules.
+    pub fn provider(&self) -> Option<&'static str> {
+        match self {
+            Format::Json { .. } => None,
+            Format::OpenAiChat | Format::OpenAiResponses => Some("openai"),
+            Format::AnthropicMessages => Some("anthropic"),
+        }
+    }
+
+    /// Extracts `document`, which it keeps.
+    pub fn extract(&self, document: Value) -> Result<ExtractedBody, FormatError> {
+        let mut out = Extraction::default();
+        match self {
+            Format::Json { text_fields } => {
+                for field in text_fields {
+                    field.collect(&document, &mut out)?;
+                }
+            }
+            Format::OpenAiChat => openai_chat(&document, &mut out)?,
+            Format::OpenAiResponses => openai_responses(&document, &mut out)?,
+            Format::AnthropicMessages => anthropic_messages(&document, &mut out)?,
+        }
+        Ok(ExtractedBody {
+            document,
+            texts: out.texts,
+            model: out.model,
+            max_output_tokens: out.max_output_tokens,
+            stream: out.stream,
+        })
+    }
+}
+
+/// Who a text comes from, as far as the format says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Role {
+    /// System or developer instructions.
+    System,
+    /// The end user.
+    User,
+    /// An earlier model answer sent back (including tool-call arguments).
+    Assistant,
+    /// A tool result.
+    Tool,
+    /// A tool or function description.
+    ToolDefinition,
+    /// A field named by `text_fields`.
+    Field,
+}
+
+impl Role {
+    /// A stable label for logs and policies.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::Tool => "tool",
+            Role::ToolDefinition => "tool_definition",
+            Role::Field => "field",
+        }
+    }
+}
+
+/// Where one user-supplied text is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Text {
+    /// RFC 6901 pointer into the document.
+    pub pointer: String,
+    /// Who it comes from.
+    pub role: Role,
+}
+
+/// What a body means, extracted once (request extension `Arc<ExtractedBody>`).
+#[derive(Clone, Debug)]
+pub struct ExtractedBody {
+    document: Value,
+    /// The user-supplied texts, in document order.
+    pub texts: Vec<Text>,
+    /// The requested model.
+    pub model: Option<String>,
+    /// The requested output-token limit.
+    pub max_output_tokens: Option<u64>,
+    /// Whether the response will stream.
+    pub stream: bool,
+}
+
+impl ExtractedBody {
+    /// The parsed document.
+    pub fn document(&self) -> &Value {
+        &self.document
+    }
+
+    /// The document, for a rule that rewrites texts; extraction is not redone, so a rewrite
+    /// must keep every text a string at its pointer.
+    pub fn document_mut(&mut self) -> &mut Value {
+        &mut self.document
+    }
+
+    /// Each text with its content.
+    pub fn texts(&self) -> impl Iterator<Item = (&Text, &str)> {
+        self.texts.iter().map(|text| {
+            let content = self
+                .document
+                .pointer(&text.pointer)
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            (text, content)
+        })
+    }
+}
+
+/// Why a body does not match its declared format. The message names the place and the rule,
+/// never the submitted content.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{pointer}: {expected}")]
+pub struct FormatError {
+    /// Where (RFC 6901 pointer; empty for the whole body).
+    pub pointer: String,
+    /// What the format expects there.
+    pub expected: &'static str,
+}
+
+/// A `text_fields` entry: an RFC 6901 pointer whose `*` segments stand for every array item.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldPath {
+    segments: Vec<Segment>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Segment {
+    Key(String),
+    EveryItem,
+}
+
+impl FieldPath {
+    /// Parses `/messages/*/content`; `None` unless it starts with `/`. `~1` and `~0` escape `/`
+    /// and `~` as in RFC 6901.
+    pub fn parse(text: &str) -> Option<FieldPath> {
+        let rest = text.strip_prefix('/')?;
+        let segments = rest
+            .split('/')
+            .map(|segment| match segment {
+                "*" => Segment::EveryItem,
+                key => Segment::Key(key.replace("~1", "/").replace("~0", "~")),
+            })
+            .collect();
+        Some(FieldPath { segments })
+    }
+
+    fn collect(&self, document: &Value, out: &mut Extraction) -> Result<(), FormatError> {
+        walk(document, &self.segments, &mut String::new(), out)
+    }
+}
+
+fn walk(
+    value: &Value,
+    segments: &[Segment],
+    pointer: &mut String,
+    out: &mut Extraction,
+) -> Result<(), FormatError> {
+    let Some((first, rest)) = segments.split_first() else {
+        return match value {
+            Value::String(_) => {
+                out.text(pointer.clone(), Role::Field);
+                Ok(())
+            }
+            Value::Null => Ok(()),
+            _ => Err(error(pointer, "a text field must hold a string")),
+        };
+    };
+    let len = pointer.len();
+    match (first, value) {
+        (Segment::Key(key), Value::Object(map)) => {
+            if let Some(child) = map.get(key) {
+                push_key(pointer, key);
+                walk(child, rest, pointer, out)?;
+                pointer.truncate(len);
+            }
+        }
+        (Segment::EveryItem, Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                let _ = write!(pointer, "/{i}");
+                walk(item, rest, pointer, out)?;
+                pointer.truncate(len);
+            }
+        }
+        (Segment::Key(key), Value::Array(items)) => {
+            if let Some(item) = key.parse::<usize>().ok().and_then(|i| items.get(i)) {
+                push_key(pointer, key);
+                walk(item, rest, pointer, out)?;
+                pointer.truncate(len);
+            }
+        }
+        // Absent on the way: nothing to extract.
+        (_, Value::Null) => {}
+        _ => {
+            return Err(error(
+                pointer,
+                "a text field's path crosses a value of another type",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn push_key(pointer: &mut String, key: &str) {
+    pointer.push('/');
+    if key.contains(['~', '/']) {
+        pointer.push_str(&key.replace('~', "~0").replace('/', "~1"));
+    } else {
+        pointer.push_str(key);
+    }
+}
+
+fn error(pointer: &str, expected: &'static str) -> FormatError {
+    FormatError {
+        pointer: pointer.to_owned(),
+        expected,
+    }
+}
+
+#[derive(Default)]
+struct Extraction {
+    texts: Vec<Text>,
+    model: Option<String>,
+    max_output_tokens: Option<u64>,
+    stream: bool,
+}
+
+impl Extraction {
+    fn text(&mut self, pointer: String, role: Role) {
+        self.texts.push(Text { pointer, role });
+    }
+
+    /// A string at `at`, extracted; null or absent is nothing; anything else does not match.
+    fn optional_text(
+        &mut self,
+        object: &Map<String, Value>,
+        at: &str,
+        key: &str,
+        role: Role,
+        expected: &'static str,
+    ) -> Result<(), FormatError> {
+        match object.get(key) {
+            None | Some(Value::Null) => Ok(()),
+            Some(Value::String(_)) => {
+                self.text(format!("{at}/{key}"), role);
+                Ok(())
+            }
+            Some(_) => Err(error(&format!("{at}/{key}"), expected)),
+        }
+    }
+
+    fn required_text(
+        &mut self,
+        object: &Map<String, Value>,
+        at: &str,
+        key: &str,
+        role: Role,
+        expected: &'static str,
+    ) -> Result<(), FormatError> {
+        match object.get(key) {
+            Some(Value::String(_)) => {
+                self.text(format!("{at}/{key}"), role);
+                Ok(())
+            }
+            _ => Err(error(&format!("{at}/{key}"), expected)),
+        }
+    }
+
+    fn model(&mut self, document: &Map<String, Value>) -> Result<(), FormatError> {
+        match document.get("model") {
+            Some(Value::String(model))
+                if !model.is_empty()
+                    && !model.chars().any(|c| c.is_whitespace() || c.is_control()) =>
+            {
+                self.model = Some(model.clone());
+                Ok(())
+            }
+            _ => Err(error(
+                "/model",
+                "a model name without spaces or control characters",
+            )),
+        }
+    }
+
+    fn tokens(&mut self, document: &Map<String, Value>, keys: &[&str]) -> Result<(), FormatError> {
+        for key in keys {
+            match document.get(*key) {
+                None | Some(Value::Null) => {}
+                Some(value) => {
+                    let Some(n) = value.as_u64() else {
+                        return Err(error(&format!("/{key}"), "a non-negative integer"));
+                    };
+                    if self.max_output_tokens.is_none() {
+                        self.max_output_tokens = Some(n);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn stream(&mut self, document: &Map<String, Value>) -> Result<(), FormatError> {
+        match document.get("stream") {
+            None | Some(Value::Null) => {}
+            Some(Value::Bool(stream)) => self.stream = *stream,
+            Some(_) => return Err(error("/stream", "true or false")),
+        }
+        Ok(())
+    }
+
+    /// `tools[].description` and `tools[].function.description` (tool definitions).
+    fn tools(&mut self, document: &Map<String, Value>, key: &str) -> Result<(), FormatError> {
+        for (i, tool) in array(document, key)?.iter().enumerate() {
+            let at = format!("/{key}/{i}");
+            let tool = object(tool, &at, "a tool object")?;
+            self.optional_text(tool, &at, "description", Role::ToolDefinition, "a string")?;
+            if let Some(function) = tool.get("function") {
+                let at = format!("{at}/function");
+                let function = object(function, &at, "a function object")?;
+                self.optional_text(
+                    function,
+                    &at,
+                    "description",
+                    Role::ToolDefinition,
+                    "a string",
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn root(document: &Value) -> Result<&Map<String, Value>, FormatError> {
+    object(document, "", "a JSON object")
+}
+
+fn object<'a>(
+    value: &'a Value,
+    at: &str,
+    expected: &'static str,
+) -> Result<&'a Map<String, Value>, FormatError> {
+    value.as_object().ok_or_else(|| error(at, expected))
+}
+
+/// The array at `key`; absent or null is empty.
+fn array<'a>(object: &'a Map<String, Value>, key: &str) -> Result<&'a [Value], FormatError> {
+    match object.get(key) {
+        None | Some(Value::Null) => Ok(&[]),
+        Some(Value::Array(items)) => Ok(items),
+        Some(_) => Err(error(&format!("/{key}"), "a list")),
+    }
+}
+
+fn kind<'a>(object: &'a Map<String, Value>, at: &str) -> Result<&'a str, FormatError> {
+    object
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| error(&format!("{at}/type"), "a content type"))
+}
+
+// === OpenAI Chat Completions ===
+
+fn openai_chat(document: &Value, out: &mut Extraction) -> Result<(), FormatError> {
+    let body = root(document)?;
+    out.model(body)?;
+    let Some(Value::Array(messages)) = body.get("messages") else {
+        return Err(error("/messages", "a list of messages"));
+    };
+    for (i, message) in messages.iter().enumerate() {
+        let at = format!("/messages/{i}");
+        let message = object(message, &at, "a message object")?;
+        let role = match message.get("role").and_then(Value::as_str) {
+            Some("system" | "developer") => Role::System,
+            Some("user") => Role::User,
+            Some("assistant") => Role::Assistant,
+            Some("tool" | "function") => Role::Tool,
+            _ => {
+                return Err(error(
+                    &format!("{at}/role"),
+                    "system, developer, user, assistant or tool",
+                ));
+            }
+        };
+        chat_content(message, &at, role, out)?;
+        for (j, call) in array(message, "tool_calls")
+            .map_err(|_| error(&format!("{at}/tool_calls"), "a list"))?
+            .iter()
+            .enumerate()
+        {
+            let at = format!("{at}/tool_calls/{j}");
+            let call = object(call, &at, "a tool call object")?;
+            if let Some(function) = call.get("function") {
+                let at = format!("{at}/function");
+                let function = object(function, &at, "a function call object")?;
+                out.optional_text(function, &at, "arguments", Role::Assistant, "a string")?;
+            }
+        }
+        if let Some(function) = message.get("function_call") {
+            let at = format!("{at}/function_call");
+            let function = object(function, &at, "a function call object")?;
+            out.optional_text(function, &at, "arguments", Role::Assistant, "a string")?;
+        }
+    }
+    out.tools(body, "tools")?;
+    out.tools(body, "functions")?;
+    out.tokens(body, &["max_completion_tokens", "max_tokens"])?;
+    out.stream(body)
+}
+
+fn chat_content(
+    message: &Map<String, Value>,
+    at: &str,
+    role: Role,
+    out: &mut Extraction,
+) -> Result<(), FormatError> {
+    match message.get("content") {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::String(_)) => {
+            out.text(format!("{at}/content"), role);
+            Ok(())
+        }
+        Some(Value::Array(parts)) => {
+            for (k, part) in parts.iter().enumerate() {
+                let at = format!("{at}/content/{k}");
+                let part = object(part, &at, "a content part object")?;
+                match kind(part, &at)? {
+                    "text" => out.required_text(part, &at, "text", role, "a string")?,
+                    "refusal" => out.required_text(part, &at, "refusal", role, "a string")?,
+                    "image_url" | "input_audio" | "file" => {}
+                    _ => {
+                        return Err(error(
+                            &format!("{at}/type"),
+                            "text, image_url, input_audio, file or refusal",
+                        ));
+                    }
+                }
+            }
+            Ok(())
+        }
+        Some(_) => Err(error(
+            &format!("{at}/content"),
+            "a string or a list of content parts",
+        )),
+    }
+}
+
+// === OpenAI Responses ===
+
+/// Item types of the Responses API that carry no user text Warden inspects.
+const RESPONSES_OTHER_ITEMS: &[&str] = &[
+    "reasoning",
+    "item_reference",
+    "web_search_call",
+    "file_search_call",
+    "computer_call",
+    "computer_call_output",
+    "image_generation_call",
+    "code_interpreter_call",
+    "local_shell_call",
+    "local_shell_call_output",
+    "mcp_list_tools",
+    "mcp_approval_request",
+    "mcp_approval_response",
+    "mcp_call",
+];
+
+fn openai_responses(document: &Value, out: &mut Extraction) -> Result<(), FormatError> {
+    let body = root(document)?;
+    out.model(body)?;
+    out.optional_text(body, "", "instructions", Role::System, "a string")?;
+    match body.get("input") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(_)) => out.text("/input".into(), Role::User),
+        Some(Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                responses_item(item, &format!("/input/{i}"), out)?;
+            }
+        }
+        Some(_) => return Err(error("/input", "a string or a list of input items")),
+    }
+    out.tools(body, "tools")?;
+    out.tokens(body, &["max_output_tokens"])?;
+    out.stream(body)
+}
+
+fn responses_item(item: &Value, at: &str, out: &mut Extraction) -> Result<(), FormatError> {
+    let item = object(item, at, "an input item object")?;
+    let kind = match item.get("type") {
+        None => "message",
+        Some(Value::String(kind)) => kind.as_str(),
+        Some(_) => return Err(error(&format!("{at}/type"), "an item type")),
+    };
+    match kind {
+        "message" => {
+            let role = match item.get("role").and_then(Value::as_str) {
+                Some("system" | "developer") => Role::System,
+                Some("user") => Role::User,
+                Some("assistant") => Role::Assistant,
+                _ => {
+                    return Err(error(
+                        &format!("{at}/role"),
+                        "system, developer, user or assistant",
+                    ));
+                }
+            };
+            responses_content(item, at, "content", role, out)
+        }
+        "function_call" => out.optional_text(item, at, "arguments", Role::Assistant, "a string"),
+        "custom_tool_call" => out.optional_text(item, at, "input", Role::Assistant, "a string"),
+        "function_call_output" | "custom_tool_call_output" => {
+            responses_content(item, at, "output", Role::Tool, out)
+        }
+        other if RESPONSES_OTHER_ITEMS.contains(&other) => Ok(()),
+        _ => Err(error(
+            &format!("{at}/type"),
+            "an input item type of the Responses API",
+        )),
+    }
+}
+
+fn responses_content(
+    item: &Map<String, Value>,
+    at: &str,
+    key: &str,
+    role: Role,
+    out: &mut Extraction,
+) -> Result<(), FormatError> {
+    match item.get(key) {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::String(_)) => {
+            out.text(format!("{at}/{key}"), role);
+            Ok(())
+        }
+        Some(Value::Array(parts)) => {
+            for (k, part) in parts.iter().enumerate() {
+                let at = format!("{at}/{key}/{k}");
+                let part = object(part, &at, "a content part object")?;
+                match kind(part, &at)? {
+                    "input_text" | "output_text" | "text" => {
+                        out.required_text(part, &at, "text", role, "a string")?
+                    }
+                    "refusal" => out.required_text(part, &at, "refusal", role, "a string")?,
+                    "input_image" | "input_file" | "input_audio" => {}
+                    _ => {
+                        return Err(error(
+                            &format!("{at}/type"),
+                            "input_text, output_text, refusal, input_image, input_file or input_audio",
+                        ));
+                    }
+                }
+            }
+            Ok(())
+        }
+        Some(_) => Err(error(
+            &format!("{at}/{key}"),
+            "a string or a list of content parts",
+        )),
+    }
+}
+
+// === Anthropic Messages ===
+
+fn anthropic_messages(document: &Value, out: &mut Extraction) -> Result<(), FormatError> {
+    let body = root(document)?;
+    out.model(body)?;
+    match body.get("system") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(_)) => out.text("/system".into(), Role::System),
+        Some(Value::Array(_)) => anthropic_blocks(body, "", "system", Role::System, out)?,
+        Some(_) => return Err(error("/system", "a string or a list of text blocks")),
+    }
+    let Some(Value::Array(messages)) = body.get("messages") else {
+        return Err(error("/messages", "a list of messages"));
+    };
+    for (i, message) in messages.iter().enumerate() {
+        let at = format!("/messages/{i}");
+        let message = object(message, &at, "a message object")?;
+        let role = match message.get("role").and_then(Value::as_str) {
+            Some("user") => Role::User,
+            Some("assistant") => Role::Assistant,
+            _ => return Err(error(&format!("{at}/role"), "user or assistant")),
+        };
+        match message.get("content") {
+            Some(Value::String(_)) => out.text(format!("{at}/content"), role),
+            Some(Value::Array(_)) => anthropic_blocks(message, &at, "content", role, out)?,
+            _ => {
+                return Err(error(
+                    &format!("{at}/content"),
+                    "a string or a list of content blocks",
+                ));
+            }
+        }
+    }
+    out.tools(body, "tools")?;
+    if !body.get("max_tokens").is_some_and(Value::is_u64) {
+        return Err(error("/max_tokens", "a non-negative integer (required)"));
+    }
+    out.tokens(body, &["max_tokens"])?;
+    out.stream(body)
+}
+
+/// Content blocks of the Messages API that carry no user text Warden inspects.
+const ANTHROPIC_OTHER_BLOCKS: &[&str] = &[
+    "image",
+    "thinking",
+    "redacted_thinking",
+    "tool_use",
+    "server_tool_use",
+    "web_search_tool_result",
+    "container_upload",
+    "mcp_tool_use",
+];
+
+fn anthropic_blocks(
+    parent: &Map<String, Value>,
+    at: &str,
+    key: &str,
+    role: Role,
+    out: &mut Extraction,
+) -> Result<(), FormatError> {
+    let at = format!("{at}/{key}");
+    let Some(Value::Array(blocks)) = parent.get(key) else {
+        return Err(error(&at, "a list of content blocks"));
+    };
+    for (k, block) in blocks.iter().enumerate() {
+        let at = format!("{at}/{k}");
+        let block = object(block, &at, "a content block object")?;
+        match kind(block, &at)? {
+            "text" => out.required_text(block, &at, "text", role, "a string")?,
+            "tool_result" | "mcp_tool_result" => match block.get("content") {
+                None | Some(Value::Null) => {}
+                Some(Value::String(_)) => out.text(format!("{at}/content"), Role::Tool),
+                Some(Value::Array(_)) => anthropic_blocks(block, &at, "content", Role::Tool, out)?,
+                Some(_) => {
+                    return Err(error(
+                        &format!("{at}/content"),
+                        "a string or a list of content blocks",
+                    ));
+                }
+            },
+            "document" => {
+                out.optional_text(block, &at, "title", role, "a string")?;
+                out.optional_text(block, &at, "context", role, "a string")?;
+                if let Some(source) = block.get("source") {
+                    let at = format!("{at}/source");
+                    let source = object(source, &at, "a document source object")?;
+                    match source.get("type").and_then(Value::as_str) {
+                        Some("text") => out.required_text(source, &at, "data", role, "a string")?,
+                        Some("content") => anthropic_blocks(source, &at, "content", role, out)?,
+                        Some(_) => {}
+                        None => return Err(error(&format!("{at}/type"), "a source type")),
+                    }
+                }
+            }
+            "search_result" => {
+                out.optional_text(block, &at, "title", role, "a string")?;
+                anthropic_blocks(block, &at, "content", role, out)?;
+            }
+            other if ANTHROPIC_OTHER_BLOCKS.contains(&other) => {}
+            _ => {
+                return Err(error(
+                    &format!("{at}/type"),
+                    "a content block type of the Messages API",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn texts(format: &Format, body: Value) -> Vec<(String, Role, String)> {
+        let extracted = format.extract(body).expect("matches its format");
+        extracted
+            .texts()
+            .map(|(t, content)| (t.pointer.clone(), t.role, content.to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn openai_chat_with_parts_tools_and_results() {
+        let body = json!({
+            "model": "gpt-4o-mini",
+            "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": [
+                    {"type": "text", "text": "what is in this image?"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+                ]},
+                {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": "{\"q\":\"x\"}"}}
+                ]},
+                {"role": "tool", "tool_call_id": "c1", "content": "result text"}
+            ],
+            "tools": [{"type": "function", "function": {"name": "lookup", "description": "looks things up", "parameters": {}}}],
+            "max_completion_tokens": 256,
+            "stream": true,
+            "unknown_future_field": {"kept": true}
+        });
+        let extracted = Format::OpenAiChat.extract(body.clone()).expect("valid");
+        assert_eq!(extracted.model.as_deref(), Some("gpt-4o-mini"));
+        assert_eq!(extracted.max_output_tokens, Some(256));
+        assert!(extracted.stream);
+        assert_eq!(extracted.document(), &body, "nothing dropped");
+        assert_eq!(
+            texts(&Format::OpenAiChat, body),
+            vec![
+                (
+                    "/messages/0/content".into(),
+                    Role::System,
+                    "be brief".into()
+                ),
+                (
+                    "/messages/1/content/0/text".into(),
+                    Role::User,
+                    "what is in this image?".into()
+                ),
+                (
+                    "/messages/2/tool_calls/0/function/arguments".into(),
+                    Role::Assistant,
+                    "{\"q\":\"x\"}".into()
+                ),
+                (
+                    "/messages/3/content".into(),
+                    Role::Tool,
+                    "result text".into()
+                ),
+                (
+                    "/tools/0/function/description".into(),
+                    Role::ToolDefinition,
+                    "looks things up".into()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn openai_responses_items() {
+        let body = json!({
+            "model": "gpt-4o",
+            "instructions": "follow the rules",
+            "input": [
+                {"role": "user", "content": [{"type": "input_text", "text": "hi"}, {"type": "input_image", "image_url": "https://x"}]},
+                {"type": "function_call", "call_id": "1", "name": "f", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "1", "output": "42"},
+                {"type": "reasoning", "id": "r1", "summary": []}
+            ],
+            "max_output_tokens": 100
+        });
+        let got = texts(&Format::OpenAiResponses, body.clone());
+        assert_eq!(got.len(), 4, "{got:?}");
+        assert_eq!(
+            got[0],
+            (
+                "/instructions".into(),
+                Role::System,
+                "follow the rules".into()
+            )
+        );
+        assert_eq!(got[1].0, "/input/0/content/0/text");
+        assert_eq!(got[3], ("/input/2/output".into(), Role::Tool, "42".into()));
+        let extracted = Format::OpenAiResponses.extract(body).expect("valid");
+        assert_eq!(extracted.max_output_tokens, Some(100));
+        assert!(!extracted.stream);
+        let plain = texts(
+            &Format::OpenAiResponses,
+            json!({"model": "gpt-4o", "input": "hello"}),
+        );
+        assert_eq!(plain, vec![("/input".into(), Role::User, "hello".into())]);
+    }
+
+    #[test]
+    fn anthropic_messages_with_system_blocks_and_tool_results() {
+        let body = json!({
+            "model": "claude-3-5-sonnet-20241022",
+            "max_tokens": 1024,
+            "system": [{"type": "text", "text": "you are careful", "cache_control": {"type": "ephemeral"}}],
+            "messages": [
+                {"role": "user", "content": "hello"},
+                {"role": "assistant", "content": [
+                    {"type": "text", "text": "let me check"},
+                    {"type": "tool_use", "id": "t1", "name": "search", "input": {"q": "x"}}
+                ]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "t1", "content": [{"type": "text", "text": "found it"}]},
+                    {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "doc body"}, "title": "T"}
+                ]}
+            ],
+            "tools": [{"name": "search", "description": "searches", "input_schema": {"type": "object"}}],
+            "stream": false
+        });
+        let got = texts(&Format::AnthropicMessages, body);
+        let pointers: Vec<&str> = got.iter().map(|(p, _, _)| p.as_str()).collect();
+        assert_eq!(
+            pointers,
+            [
+                "/system/0/text",
+                "/messages/0/content",
+                "/messages/1/content/0/text",
+                "/messages/2/content/0/content/0/text",
+                "/messages/2/content/1/title",
+                "/messages/2/content/1/source/data",
+                "/tools/0/description",
+            ]
+        );
+        assert_eq!(got[3].1, Role::Tool);
+    }
+
+    #[test]
+    fn bodies_that_do_not_match_their_format_say_where() {
+        let cases = [
+            (Format::OpenAiChat, json!([1]), ""),
+            (Format::OpenAiChat, json!({"messages": []}), "/model"),
+            (
+                Format::OpenAiChat,
+                json!({"model": "gpt 4", "messages": []}),
+                "/model",
+            ),
+            (Format::OpenAiChat, json!({"model": "m"}), "/messages"),
+            (
+                Format::OpenAiChat,
+                json!({"model": "m", "messages": [{"role": "wizard", "content": "x"}]}),
+                "/messages/0/role",
+            ),
+            (
+                Format::OpenAiChat,
+                json!({"model": "m", "messages": [{"role": "user", "content": 7}]}),
+                "/messages/0/content",
+            ),
+            (
+                Format::OpenAiChat,
+                json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "hologram", "text": "x"}]}]}),
+                "/messages/0/content/0/type",
+            ),
+            (
+                Format::OpenAiChat,
+                json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": 1}]}]}),
+                "/messages/0/content/0/text",
+            ),
+            (
+                Format::OpenAiChat,
+                json!({"model": "m", "messages": [], "max_tokens": -1}),
+                "/max_tokens",
+            ),
+            (
+                Format::OpenAiChat,
+                json!({"model": "m", "messages": [], "stream": "yes"}),
+                "/stream",
+            ),
+            (
+                Format::OpenAiResponses,
+                json!({"model": "m", "input": [{"type": "teleport"}]}),
+                "/input/0/type",
+            ),
+            (
+                Format::AnthropicMessages,
+                json!({"model": "m", "messages": []}),
+                "/max_tokens",
+            ),
+            (
+                Format::AnthropicMessages,
+                json!({"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": [{"type": "text"}]}]}),
+                "/messages/0/content/0/text",
+            ),
+        ];
+        for (format, body, pointer) in cases {
+            let err = format.extract(body.clone()).expect_err(&body.to_string());
+            assert_eq!(err.pointer, pointer, "{body}");
+        }
+    }
+
+    #[test]
+    fn text_fields_follow_pointers_and_every_item() {
+        let format = Format::Json {
+            text_fields: vec![
+                FieldPath::parse("/prompt").expect("path"),
+                FieldPath::parse("/turns/*/text").expect("path"),
+                FieldPath::parse("/a~1b").expect("path"),
+                FieldPath::parse("/missing/deep").expect("path"),
+            ],
+        };
+        let got = texts(
+            &format,
+            json!({"prompt": "p", "turns": [{"text": "one"}, {"text": "two"}, {}], "a/b": "slash"}),
+        );
+        assert_eq!(
+            got.iter()
+                .map(|(p, _, t)| (p.as_str(), t.as_str()))
+                .collect::<Vec<_>>(),
+            [
+                ("/prompt", "p"),
+                ("/turns/0/text", "one"),
+                ("/turns/1/text", "two"),
+                ("/a~1b", "slash")
+            ]
+        );
+        let err = format
+            .extract(json!({"prompt": {"nested": "hidden"}}))
+            .expect_err("object");
+        assert_eq!(err.pointer, "/prompt");
+        assert!(FieldPath::parse("prompt").is_none());
+    }
+}
