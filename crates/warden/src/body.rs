@@ -11,6 +11,8 @@
 
 pub mod format;
 pub mod json;
+pub mod rules;
+pub mod schema;
 
 use std::pin::Pin;
 use std::task::{Context, Poll};

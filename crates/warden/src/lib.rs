@@ -59,6 +59,7 @@ pub mod catch_panic;
 pub mod client_ip;
 pub mod clock;
 pub mod future;
+pub mod guard;
 pub mod headers;
 pub mod identity;
 pub mod identity_headers;

@@ -67,6 +67,18 @@ pub enum RejectionKind {
     MethodNotAllowed,
     /// The body exceeded the configured limit (declared or streamed).
     PayloadTooLarge,
+    /// A body rule route got a `Content-Type` other than JSON (415).
+    UnsupportedMediaType,
+    /// The body is not acceptable JSON: syntax, duplicate keys, nesting or size limits (400).
+    InvalidJson,
+    /// The body fails its route's JSON Schema (422, with an `errors` list).
+    SchemaViolation,
+    /// The body does not match its route's declared format (400).
+    InvalidBodyFormat,
+    /// The extracted input texts exceed `max_input_chars` (413).
+    InputTooLong,
+    /// The requested model is denied or not allowed (403).
+    ModelDenied,
     /// Too many or too large request headers.
     HeadersTooLarge,
     /// The gateway did not produce a response within the overall request timeout.
@@ -164,6 +176,42 @@ impl RejectionKind {
                 "Request body too large",
                 "urn:warden:problem:payload-too-large",
             ),
+            RejectionKind::UnsupportedMediaType => (
+                "unsupported_media_type",
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Unsupported media type",
+                "urn:warden:problem:unsupported-media-type",
+            ),
+            RejectionKind::InvalidJson => (
+                "invalid_json",
+                StatusCode::BAD_REQUEST,
+                "Invalid JSON body",
+                "urn:warden:problem:invalid-json",
+            ),
+            RejectionKind::SchemaViolation => (
+                "schema_violation",
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Body does not match its schema",
+                "urn:warden:problem:schema-violation",
+            ),
+            RejectionKind::InvalidBodyFormat => (
+                "invalid_body_format",
+                StatusCode::BAD_REQUEST,
+                "Body does not match its format",
+                "urn:warden:problem:invalid-body-format",
+            ),
+            RejectionKind::InputTooLong => (
+                "input_too_long",
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Input text too long",
+                "urn:warden:problem:input-too-long",
+            ),
+            RejectionKind::ModelDenied => (
+                "model_denied",
+                StatusCode::FORBIDDEN,
+                "Model not allowed",
+                "urn:warden:problem:model-denied",
+            ),
             RejectionKind::HeadersTooLarge => (
                 "headers_too_large",
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -246,6 +294,18 @@ pub struct Rejection {
     /// The one header some kinds carry (`Allow`, `WWW-Authenticate`, `Retry-After`), set only by
     /// the named constructors below.
     header: Option<(HeaderName, HeaderValue)>,
+    /// Field errors of a schema violation, as the problem's `errors` member.
+    errors: Option<Box<[FieldError]>>,
+}
+
+/// One field of a request that fails a rule: where, and what the rule requires there. Never the
+/// submitted value.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct FieldError {
+    /// RFC 6901 pointer into the body (`""` for the whole body).
+    pub pointer: String,
+    /// What is required there, in a few words.
+    pub message: String,
 }
 
 /// RFC 6750 challenges: constant, so never formatted per request.
@@ -258,13 +318,18 @@ const CHALLENGE_INVALID_REQUEST: HeaderValue =
 impl Rejection {
     /// A rejection of the given kind.
     pub fn new(kind: RejectionKind) -> Self {
-        Rejection { kind, header: None }
+        Rejection {
+            kind,
+            header: None,
+            errors: None,
+        }
     }
 
     fn with(kind: RejectionKind, name: HeaderName, value: HeaderValue) -> Self {
         Rejection {
             kind,
             header: Some((name, value)),
+            errors: None,
         }
     }
 
@@ -342,6 +407,14 @@ impl Rejection {
         }
     }
 
+    /// 422 for a body that fails its schema, listing where.
+    pub fn schema_violation(errors: Vec<FieldError>) -> Self {
+        Rejection {
+            errors: Some(errors.into_boxed_slice()),
+            ..Rejection::new(RejectionKind::SchemaViolation)
+        }
+    }
+
     /// The class of this rejection.
     pub fn kind(&self) -> RejectionKind {
         self.kind
@@ -357,8 +430,16 @@ impl Rejection {
             Some(id) => serde_json::Value::from(id.as_str()).to_string(),
             None => "null".to_owned(),
         };
+        // Field errors hold pointers and fixed messages; serde_json quotes them.
+        let errors = match &self.errors {
+            Some(errors) => format!(
+                ",\"errors\":{}",
+                serde_json::to_string(errors).unwrap_or_else(|_| "[]".into())
+            ),
+            None => String::new(),
+        };
         let problem = format!(
-            "{{\"type\":\"{}\",\"title\":\"{}\",\"status\":{},\"request_id\":{}}}",
+            "{{\"type\":\"{}\",\"title\":\"{}\",\"status\":{},\"request_id\":{}{errors}}}",
             self.kind.type_uri(),
             self.kind.title(),
             status.as_u16(),
@@ -423,6 +504,26 @@ mod tests {
         assert_eq!(object["status"], 502);
         assert_eq!(object["request_id"], "abc-123");
         assert_eq!(object["type"], "urn:warden:problem:bad-gateway");
+    }
+
+    #[tokio::test]
+    async fn a_schema_violation_lists_its_field_errors() {
+        let errors = vec![FieldError {
+            pointer: "/a\"b".into(),
+            message: "must be of type integer".into(),
+        }];
+        let response = Rejection::schema_violation(errors).into_response(None);
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let value: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+        assert_eq!(value["type"], "urn:warden:problem:schema-violation");
+        assert_eq!(value["errors"][0]["pointer"], "/a\"b");
+        assert_eq!(value["errors"][0]["message"], "must be of type integer");
     }
 
     #[test]

@@ -83,6 +83,18 @@ impl PolicyCheck {
                 Some((name.as_str().to_owned(), value.into()))
             })
             .collect();
+        // What the body rules extracted, when the route has them (they run before authorization).
+        let body = parts
+            .extensions
+            .get::<Arc<crate::body::format::ExtractedBody>>()
+            .map(|b| {
+                serde_json::json!({
+                    "model": b.model,
+                    "provider": b.provider,
+                    "max_output_tokens": b.max_output_tokens,
+                    "stream": b.stream,
+                })
+            });
         let resource_tenant = self
             .tenant_param
             .as_deref()
@@ -102,6 +114,7 @@ impl PolicyCheck {
                 "route": route.map(|r| r.name.to_string()),
                 "params": params,
                 "headers": headers,
+                "body": body,
             },
             "resource": { "tenant_id": resource_tenant },
         })

@@ -59,6 +59,7 @@ impl Format {
             document,
             texts: out.texts,
             model: out.model,
+            provider: self.provider().map(str::to_owned),
             max_output_tokens: out.max_output_tokens,
             stream: out.stream,
         })
@@ -114,6 +115,8 @@ pub struct ExtractedBody {
     pub texts: Vec<Text>,
     /// The requested model.
     pub model: Option<String>,
+    /// The model's provider (the route's `provider`, or the format's), set by the body rules.
+    pub provider: Option<String>,
     /// The requested output-token limit.
     pub max_output_tokens: Option<u64>,
     /// Whether the response will stream.

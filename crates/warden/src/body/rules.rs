@@ -1,0 +1,455 @@
+//! The per-route body rules layer (DESIGN.md §2 step 14), on routes that declare a body.
+//!
+//! It buffers the body — only here, and only up to the route's limit, which the request-limits
+//! layer enforces on the streamed bytes — then, in one pass over the bytes: media type (415),
+//! JSON safety (400), schema (422 with field errors), format extraction (400), input length
+//! (413), model allow/deny (403), optional HTML sanitizing of the declared text fields. The
+//! extracted [`ExtractedBody`] goes into the request extensions (`Arc<ExtractedBody>`) for the
+//! policy, the guards and the budgets; the upstream gets exactly the bytes that were checked, or,
+//! when sanitizing changed a text, the re-serialized document with its new `Content-Length`.
+//!
+//! It runs after authentication and before authorization, so a policy can read
+//! `input.request.body` (as Envoy's ext_authz does with `with_request_body`); an unauthenticated
+//! caller never makes the gateway read a body. Requests without a body on methods that carry
+//! none (`GET`, `HEAD`, `DELETE`, `OPTIONS`) pass untouched; every other request must bring JSON.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, header};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use tower::{Layer, Service};
+
+use super::format::{ExtractedBody, Format};
+use super::json::{self, JsonLimits};
+use super::schema::Schema;
+use crate::body::{self, Body};
+use crate::future::ResponseFuture;
+use crate::guard::models::{ModelRules, ModelVerdict};
+use crate::limit::client_body_failure;
+use crate::rejection::{Rejection, RejectionKind};
+use crate::request_id::RequestId;
+
+/// The most field errors a 422 lists.
+const MAX_SCHEMA_ERRORS: usize = 20;
+
+/// A route's compiled body rules.
+#[derive(Clone, Debug)]
+pub struct BodyRules {
+    /// JSON safety limits.
+    pub limits: JsonLimits,
+    /// JSON Schema, if any.
+    pub schema: Option<Arc<Schema>>,
+    /// The declared format.
+    pub format: Format,
+    /// `provider` of `provider:model` (explicit, or the format's).
+    pub provider: Option<String>,
+    /// Most Unicode scalar values over all extracted texts.
+    pub max_input_chars: Option<usize>,
+    /// Most Unicode scalar values in any one extracted text.
+    pub max_text_chars: Option<usize>,
+    /// Model allow/deny, if any.
+    pub models: Option<Arc<ModelRules>>,
+    /// Clean the extracted texts as HTML.
+    pub sanitize_html: bool,
+}
+
+impl BodyRules {
+    /// Rules for `format` with secure defaults and nothing else.
+    pub fn new(format: Format) -> Self {
+        BodyRules {
+            limits: JsonLimits::default(),
+            schema: None,
+            provider: format.provider().map(str::to_owned),
+            format,
+            max_input_chars: None,
+            max_text_chars: None,
+            models: None,
+            sanitize_html: false,
+        }
+    }
+
+    /// Runs every rule on a buffered body: the extracted body, and the bytes to forward when
+    /// sanitizing rewrote them.
+    pub fn check(&self, bytes: &[u8]) -> Result<(ExtractedBody, Option<Vec<u8>>), Refusal> {
+        let document = json::parse(bytes, &self.limits)
+            .map_err(|e| Refusal::new(RejectionKind::InvalidJson, e.to_string()))?;
+        if let Some(schema) = &self.schema {
+            let errors = schema.violations(&document, MAX_SCHEMA_ERRORS);
+            if !errors.is_empty() {
+                let reason = format!(
+                    "{} schema violation(s), first at {:?}",
+                    errors.len(),
+                    errors[0].pointer
+                );
+                return Err(Refusal {
+                    rejection: Rejection::schema_violation(errors),
+                    reason,
+                });
+            }
+        }
+        let mut extracted = self
+            .format
+            .extract(document)
+            .map_err(|e| Refusal::new(RejectionKind::InvalidBodyFormat, e.to_string()))?;
+        extracted.provider.clone_from(&self.provider);
+        self.check_lengths(&extracted)?;
+        if let Some(models) = &self.models {
+            let verdict = models.check(self.provider.as_deref(), extracted.model.as_deref());
+            if verdict != ModelVerdict::Allowed {
+                return Err(Refusal::new(
+                    RejectionKind::ModelDenied,
+                    format!(
+                        "model {:?} of provider {:?} is {}",
+                        extracted.model.as_deref().unwrap_or("(none)"),
+                        self.provider.as_deref().unwrap_or("*"),
+                        if verdict == ModelVerdict::Denied {
+                            "denied"
+                        } else {
+                            "not allowed"
+                        }
+                    ),
+                ));
+            }
+        }
+        let rewritten = if self.sanitize_html {
+            sanitize(&mut extracted)
+        } else {
+            None
+        };
+        Ok((extracted, rewritten))
+    }
+
+    fn check_lengths(&self, extracted: &ExtractedBody) -> Result<(), Refusal> {
+        if self.max_input_chars.is_none() && self.max_text_chars.is_none() {
+            return Ok(());
+        }
+        let mut total = 0usize;
+        for (text, content) in extracted.texts() {
+            let chars = content.chars().count();
+            if self.max_text_chars.is_some_and(|max| chars > max) {
+                return Err(Refusal::new(
+                    RejectionKind::InputTooLong,
+                    format!("text at {} has {chars} characters", text.pointer),
+                ));
+            }
+            total += chars;
+        }
+        match self.max_input_chars {
+            Some(max) if total > max => Err(Refusal::new(
+                RejectionKind::InputTooLong,
+                format!("input texts have {total} characters, more than {max}"),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Cleans every extracted text as HTML; the re-serialized document when any changed.
+fn sanitize(extracted: &mut ExtractedBody) -> Option<Vec<u8>> {
+    let pointers: Vec<String> = extracted.texts.iter().map(|t| t.pointer.clone()).collect();
+    let mut changed = false;
+    for pointer in pointers {
+        let Some(serde_json::Value::String(text)) = extracted.document_mut().pointer_mut(&pointer)
+        else {
+            continue;
+        };
+        let clean = ammonia::clean(text);
+        if clean != *text {
+            *text = clean;
+            changed = true;
+        }
+    }
+    // Serializing a Value cannot fail (string keys, finite numbers).
+    changed.then(|| serde_json::to_vec(extracted.document()).unwrap_or_default())
+}
+
+/// A refused body: the client's answer and the operator's reason (never the content).
+#[derive(Debug)]
+pub struct Refusal {
+    /// What the client gets.
+    pub rejection: Rejection,
+    /// What the log says.
+    pub reason: String,
+}
+
+impl Refusal {
+    fn new(kind: RejectionKind, reason: String) -> Self {
+        Refusal {
+            rejection: Rejection::new(kind),
+            reason,
+        }
+    }
+}
+
+/// Layer applying [`BodyRules`].
+#[derive(Clone, Debug)]
+pub struct BodyRulesLayer {
+    rules: Arc<BodyRules>,
+}
+
+impl BodyRulesLayer {
+    /// Applies `rules`.
+    pub fn new(rules: BodyRules) -> Self {
+        BodyRulesLayer {
+            rules: Arc::new(rules),
+        }
+    }
+}
+
+impl<S> Layer<S> for BodyRulesLayer {
+    type Service = BodyRulesService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        BodyRulesService {
+            inner,
+            rules: self.rules.clone(),
+        }
+    }
+}
+
+/// Service produced by [`BodyRulesLayer`].
+#[derive(Clone, Debug)]
+pub struct BodyRulesService<S> {
+    inner: S,
+    rules: Arc<BodyRules>,
+}
+
+impl<S> Service<Request<Body>> for BodyRulesService<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let bodiless = matches!(
+            *req.method(),
+            Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS
+        ) && req.body().is_end_stream()
+            && !req.headers().contains_key(header::CONTENT_TYPE);
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        if bodiless {
+            return ResponseFuture::new(inner.call(req));
+        }
+        let rules = self.rules.clone();
+        ResponseFuture::new(async move {
+            let (mut parts, body) = req.into_parts();
+            let refuse = |parts: &http::request::Parts, refusal: Refusal| {
+                let request_id = parts.extensions.get::<RequestId>();
+                tracing::info!(
+                    target: "warden::body",
+                    request_id = request_id.map(RequestId::as_str),
+                    kind = refusal.rejection.kind().as_str(),
+                    reason = %refusal.reason,
+                    "request body refused"
+                );
+                Ok(refusal.rejection.into_response(request_id))
+            };
+            let json = parts
+                .headers
+                .get(header::CONTENT_TYPE)
+                .is_some_and(json::is_json_media_type);
+            if !json {
+                let refusal = Refusal::new(
+                    RejectionKind::UnsupportedMediaType,
+                    "Content-Type is not application/json or +json (UTF-8)".into(),
+                );
+                return refuse(&parts, refusal);
+            }
+            let bytes = match body.collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(error) => {
+                    let kind = client_body_failure(&*error).unwrap_or(RejectionKind::BadRequest);
+                    return refuse(
+                        &parts,
+                        Refusal::new(kind, format!("reading the body: {error}")),
+                    );
+                }
+            };
+            let (extracted, rewritten) = match rules.check(&bytes) {
+                Ok(checked) => checked,
+                Err(refusal) => return refuse(&parts, refusal),
+            };
+            let forwarded = rewritten.map_or(bytes, Bytes::from);
+            parts.headers.remove(header::TRANSFER_ENCODING);
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(forwarded.len()));
+            parts.extensions.insert(Arc::new(extracted));
+            inner
+                .call(Request::from_parts(parts, body::full(forwarded)))
+                .await
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::convert::Infallible;
+    use tower::ServiceExt;
+
+    fn echo() -> impl Service<
+        Request<Body>,
+        Response = Response<Body>,
+        Error = Infallible,
+        Future = impl Future<Output = Result<Response<Body>, Infallible>> + Send,
+    > + Clone
+    + Send
+    + 'static {
+        tower::service_fn(|req: Request<Body>| async move {
+            let model = req
+                .extensions()
+                .get::<Arc<ExtractedBody>>()
+                .and_then(|b| b.model.clone())
+                .unwrap_or_default();
+            let length = req.headers().get(header::CONTENT_LENGTH).cloned();
+            let bytes = req.into_body().collect().await.expect("body").to_bytes();
+            let mut response = Response::new(body::full(bytes));
+            response
+                .headers_mut()
+                .insert("x-model", HeaderValue::from_str(&model).expect("model"));
+            if let Some(length) = length {
+                response.headers_mut().insert("x-length", length);
+            }
+            Ok(response)
+        })
+    }
+
+    async fn send(rules: BodyRules, content_type: &str, body: &str) -> (u16, Response<Body>) {
+        let service = BodyRulesLayer::new(rules).layer(echo());
+        let req = Request::post("/x")
+            .header(header::CONTENT_TYPE, content_type)
+            .body(body::full(body.to_owned()))
+            .expect("request");
+        let response = service.oneshot(req).await.expect("infallible");
+        (response.status().as_u16(), response)
+    }
+
+    async fn text(response: Response<Body>) -> String {
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        String::from_utf8(bytes.to_vec()).expect("utf-8")
+    }
+
+    #[tokio::test]
+    async fn the_checked_bytes_are_forwarded_unchanged() {
+        let body = "{\"model\":\"gpt-4o\",  \"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
+        let (status, response) =
+            send(BodyRules::new(Format::OpenAiChat), "application/json", body).await;
+        assert_eq!(status, 200);
+        assert_eq!(response.headers()["x-model"], "gpt-4o");
+        assert_eq!(
+            response.headers()["x-length"],
+            body.len().to_string().as_str()
+        );
+        assert_eq!(
+            text(response).await,
+            body,
+            "byte for byte, whitespace included"
+        );
+    }
+
+    #[tokio::test]
+    async fn each_rule_answers_with_its_own_status() {
+        let chat = || BodyRules::new(Format::OpenAiChat);
+        let ok = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hello there"}]}"#;
+        assert_eq!(send(chat(), "text/plain", ok).await.0, 415);
+        assert_eq!(
+            send(chat(), "application/json", r#"{"a":1,"a":2}"#).await.0,
+            400
+        );
+        assert_eq!(
+            send(chat(), "application/json", r#"{"model":"gpt-4o"}"#)
+                .await
+                .0,
+            400
+        );
+        let mut schema = chat();
+        schema.schema = Some(Arc::new(
+            Schema::compile(&json!({"required": ["user"]})).expect("schema"),
+        ));
+        let (status, response) = send(schema, "application/json", ok).await;
+        assert_eq!(status, 422);
+        assert!(
+            text(response)
+                .await
+                .contains("\"errors\":[{\"pointer\":\"\"")
+        );
+        let mut short = chat();
+        short.max_input_chars = Some(5);
+        assert_eq!(send(short, "application/json", ok).await.0, 413);
+        let mut each = chat();
+        each.max_text_chars = Some(5);
+        assert_eq!(send(each, "application/json", ok).await.0, 413);
+        let mut models = chat();
+        models.models = Some(Arc::new(
+            ModelRules::new(Some(&["openai:gpt-3*".to_owned()]), &[]).expect("rules"),
+        ));
+        assert_eq!(send(models, "application/json", ok).await.0, 403);
+    }
+
+    #[tokio::test]
+    async fn sanitizing_rewrites_only_text_fields_and_keeps_valid_json() {
+        let mut rules = BodyRules::new(Format::OpenAiChat);
+        rules.sanitize_html = true;
+        let body = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"<b>hi</b><script>alert(1)</script><img src=x onerror=alert(2)>"}],"meta":"<script>kept</script>"}"#;
+        let (status, response) = send(rules.clone(), "application/json", body).await;
+        assert_eq!(status, 200);
+        let length: usize = response.headers()["x-length"]
+            .to_str()
+            .expect("len")
+            .parse()
+            .expect("n");
+        let forwarded = text(response).await;
+        assert_eq!(length, forwarded.len());
+        let value: serde_json::Value = serde_json::from_str(&forwarded).expect("valid JSON");
+        let content = value["messages"][0]["content"].as_str().expect("text");
+        assert!(
+            content.contains("<b>hi</b>")
+                && !content.contains("script")
+                && !content.contains("onerror"),
+            "{content}"
+        );
+        assert_eq!(
+            value["meta"], "<script>kept</script>",
+            "not a declared text field"
+        );
+        let clean = r#"{"model":"gpt-4o", "messages":[{"role":"user","content":"plain"}]}"#;
+        let (_, response) = send(rules, "application/json", clean).await;
+        assert_eq!(
+            text(response).await,
+            clean,
+            "nothing to clean: the original bytes"
+        );
+    }
+
+    #[tokio::test]
+    async fn bodiless_reads_pass_and_empty_posts_do_not() {
+        let service = BodyRulesLayer::new(BodyRules::new(Format::OpenAiChat)).layer(echo());
+        let get = Request::get("/x").body(body::empty()).expect("request");
+        assert_eq!(
+            service.clone().oneshot(get).await.expect("ok").status(),
+            200
+        );
+        let post = Request::post("/x")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body::empty())
+            .expect("request");
+        assert_eq!(service.oneshot(post).await.expect("ok").status(), 400);
+    }
+}
