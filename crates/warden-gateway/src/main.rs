@@ -51,6 +51,9 @@ fn check(path: &std::path::Path) -> ExitCode {
                 config.upstream.scheme,
                 config.upstream.authority
             );
+            for warning in &config.warnings {
+                eprintln!("  warning: {warning}");
+            }
             ExitCode::SUCCESS
         }
         Err(errors) => {
@@ -81,6 +84,9 @@ async fn serve(path: &std::path::Path) -> anyhow::Result<()> {
 
 async fn serve_logged(path: &std::path::Path) -> anyhow::Result<()> {
     let config = load_config(path)?;
+    for warning in &config.warnings {
+        tracing::warn!(path = %warning.path, "{}", warning.message);
+    }
     let gateway = Gateway::start(config).await?;
     let handle = gateway.shutdown_handle();
     tokio::spawn(async move {

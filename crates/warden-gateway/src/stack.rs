@@ -16,7 +16,8 @@
 //! 11. router: canonical path, route match (404/405).
 //!
 //! Per-route stack: head limits and streamed body limit, authentication (unless the route is
-//! `auth: none`), authorization (permissions, minimum role, scopes, tenant binding), RFC 9470
+//! `auth: none`), body rules where the route declares them (media type, JSON safety, schema,
+//! format extraction, input length, model allow/deny, sanitizing), authorization (permissions, minimum role, scopes, tenant binding), RFC 9470
 //! step-up where configured (after authorization: no re-authentication prompt for a caller who
 //! may not use the route anyway), the route's rate limit (after authorization, so forbidden
 //! calls spend no quota), credentials stripped (unless `forward_credentials`), then the proxy.
@@ -33,6 +34,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use warden::authn::{Authenticator, AuthnLayer, StepUpLayer};
 use warden::authz::{AuthzLayer, RouteAuthorizer};
 use warden::body::Body;
+use warden::body::rules::BodyRulesLayer;
 use warden::catch_panic::CatchPanicLayer;
 use warden::client_ip::ClientIpLayer;
 use warden::clock::{Clock, SystemClock};
@@ -263,6 +265,9 @@ fn build_router(
             // Head limits before any authentication work; the body is counted as it streams.
             .layer(RequestLimitsLayer::new(limits))
             .option_layer(authn)
+            // After authentication (no anonymous caller makes the gateway read a body), before
+            // authorization (a policy may read `input.request.body`).
+            .option_layer(route.body.clone().map(BodyRulesLayer::new))
             .option_layer(authz)
             // After authorization: no re-authentication prompt for a caller who may not pass.
             .option_layer(step_up)

@@ -17,7 +17,7 @@ use super::routes::{self, RouteConfig};
 use super::server::{self, Server};
 use super::toolkit::{Compiler, ConfigErrors, scrub};
 use super::upstream::{self, Upstream};
-use super::{authz, headers};
+use super::{authz, guards, headers};
 
 /// The compiled configuration.
 #[derive(Clone, Debug)]
@@ -38,6 +38,8 @@ pub struct Config {
     pub headers: HeaderPolicy,
     /// Routes in file order.
     pub routes: Vec<RouteConfig>,
+    /// Valid but probably not meant (`warden check` prints them, `serve` logs them).
+    pub warnings: Vec<super::ConfigError>,
 }
 
 /// Compiles a parsed file, reporting its structural errors and every semantic one together.
@@ -58,6 +60,7 @@ pub fn compile_parsed(parsed: Parsed) -> Result<Config, ConfigErrors> {
     let roles = authz::compile_roles(&mut c, &raw.authz);
     let policy = authz::compile_policy(&mut c, raw.authz.policy.as_ref());
     let rate_limits = rate_limits::compile(&mut c, &raw.rate_limits);
+    let guards = guards::compile(&mut c, &raw.guards);
     let routes = routes::compile(
         &mut c,
         &raw.routes,
@@ -65,8 +68,9 @@ pub fn compile_parsed(parsed: Parsed) -> Result<Config, ConfigErrors> {
         &roles,
         policy.as_ref(),
         &server.limits,
+        &guards,
     );
-    let mut errors = c.into_errors();
+    let (mut errors, warnings) = c.finish();
     if errors.is_empty() {
         Ok(Config {
             server,
@@ -77,6 +81,7 @@ pub fn compile_parsed(parsed: Parsed) -> Result<Config, ConfigErrors> {
             cors,
             headers,
             routes,
+            warnings,
         })
     } else {
         scrub(&mut errors, &secret_values);

@@ -9,8 +9,10 @@
 
 pub mod auth;
 pub mod authz;
+pub mod body;
 pub mod compile;
 pub mod cors;
+pub mod guards;
 pub mod headers;
 pub mod load;
 pub mod rate_limits;

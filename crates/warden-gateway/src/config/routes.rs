@@ -13,6 +13,8 @@ use warden::authz::{PolicyCheck, Requirement};
 
 use super::auth::AuthConfig;
 use super::authz::PolicyConfig;
+use super::body::{self, RawBody};
+use super::guards::{GuardsConfig, RawRouteGuards};
 use super::rate_limits::{RawRouteLimit, RouteLimit, compile_route_limit};
 use super::server::Limits;
 use super::toolkit::{Compiler, Scalar, Switch};
@@ -32,9 +34,12 @@ pub struct RawRoute {
     /// `none` makes the route public; `required` (or absent, with `auth.required`) needs identity.
     #[serde(default)]
     pub auth: Option<String>,
-    /// Body limits for this route.
+    /// Body limit and body rules for this route.
     #[serde(default)]
     pub body: Option<RawBody>,
+    /// Content rules for this route (`models`), replacing the global ones.
+    #[serde(default)]
+    pub guards: Option<RawRouteGuards>,
     /// RFC 9470 step-up requirement.
     #[serde(default)]
     pub step_up: Option<RawStepUp>,
@@ -71,14 +76,6 @@ pub struct RawRoute {
     pub authorize: Option<String>,
 }
 
-/// `routes[].body:`
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RawBody {
-    /// Largest body for this route.
-    pub max_bytes: Option<Scalar>,
-}
-
 /// `routes[].step_up:`
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -112,6 +109,8 @@ pub struct RouteConfig {
     pub public: bool,
     /// Body limit.
     pub max_body_bytes: u64,
+    /// Body rules (the body is buffered and checked), if any.
+    pub body: Option<warden::body::rules::BodyRules>,
     /// RFC 9470 step-up requirement.
     pub step_up: Option<warden::authn::StepUpRequirement>,
     /// Forward the client's credentials upstream.
@@ -135,6 +134,19 @@ fn template_probe(template: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("/")
+}
+
+/// Paths of the common LLM APIs (OpenAI, Anthropic, and the many servers that copy them).
+fn looks_like_model_traffic(path: &str) -> bool {
+    [
+        "/chat/completions",
+        "/completions",
+        "/responses",
+        "/messages",
+        "/embeddings",
+    ]
+    .iter()
+    .any(|suffix| path.ends_with(suffix))
 }
 
 /// Parameter names of a route template (`{id}`, `{*rest}`).
@@ -238,6 +250,7 @@ pub fn compile(
     roles: &RoleTable,
     policy: Option<&PolicyConfig>,
     limits: &Limits,
+    guards: &GuardsConfig,
 ) -> Vec<RouteConfig> {
     let mut routes: Vec<RouteConfig> = Vec::new();
     let mut seen: Vec<(String, Method)> = Vec::new();
@@ -388,12 +401,26 @@ pub fn compile(
             }
             seen.push((route.path.clone(), method.clone()));
         }
+        let body = {
+            let rules = body::compile(c, i, route.body.as_ref(), route.guards.as_ref(), guards);
+            if rules.is_none()
+                && methods.contains(&Method::POST)
+                && looks_like_model_traffic(&route.path)
+            {
+                c.warn(
+                    at("body.format"),
+                    "this route looks like model traffic but declares no body format: body rules, model rules and guards do not apply to it",
+                );
+            }
+            rules
+        };
         routes.push(RouteConfig {
             name: route.name.clone().unwrap_or_else(|| route.path.clone()),
             path: route.path.clone(),
             methods,
             public,
             max_body_bytes,
+            body,
             step_up,
             forward_credentials: route.forward_credentials.unwrap_or(false),
             requirements,

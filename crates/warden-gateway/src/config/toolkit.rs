@@ -165,6 +165,7 @@ pub fn scrub(errors: &mut [ConfigError], secrets: &[String]) {
 #[derive(Debug)]
 pub struct Compiler {
     errors: Vec<ConfigError>,
+    warnings: Vec<ConfigError>,
     /// How many of `errors` are structural (from deserializing the file).
     structural: usize,
     secret_paths: Vec<String>,
@@ -182,14 +183,26 @@ impl Compiler {
         Compiler {
             structural: errors.len(),
             errors,
+            warnings: Vec::new(),
             secret_paths,
             base_dir,
         }
     }
 
+    /// Every problem reported, and every warning.
+    pub fn finish(self) -> (Vec<ConfigError>, Vec<ConfigError>) {
+        (self.errors, self.warnings)
+    }
+
     /// Every problem reported so far.
+    #[cfg(test)]
     pub fn into_errors(self) -> Vec<ConfigError> {
         self.errors
+    }
+
+    /// Reports something valid but probably not meant (`warden check` prints it, `serve` logs it).
+    pub fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.warnings.push(ConfigError::new(path, message));
     }
 
     /// Whether the file's `section` failed to deserialize (it was left at its default, so it
