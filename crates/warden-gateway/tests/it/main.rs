@@ -6,6 +6,7 @@ mod common;
 mod admin;
 mod api_keys;
 mod authz;
+mod bodies;
 mod cli;
 mod client_ip;
 mod cors;
