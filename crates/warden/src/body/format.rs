@@ -138,14 +138,32 @@ impl ExtractedBody {
     /// Each text with its content.
     pub fn texts(&self) -> impl Iterator<Item = (&Text, &str)> {
         self.texts.iter().map(|text| {
-            let content = self
-                .document
-                .pointer(&text.pointer)
+            let content = lookup(&self.document, &text.pointer)
                 .and_then(Value::as_str)
                 .unwrap_or("");
             (text, content)
         })
     }
+}
+
+/// `Value::pointer` without its two allocations per segment (our pointers rarely need
+/// unescaping): the texts are looked up once per guard.
+fn lookup<'a>(root: &'a Value, pointer: &str) -> Option<&'a Value> {
+    if pointer.is_empty() {
+        return Some(root);
+    }
+    let mut current = root;
+    for segment in pointer.strip_prefix('/')?.split('/') {
+        current = match current {
+            Value::Object(map) if segment.contains('~') => {
+                map.get(&segment.replace("~1", "/").replace("~0", "~"))?
+            }
+            Value::Object(map) => map.get(segment)?,
+            Value::Array(items) => items.get(segment.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(current)
 }
 
 /// Why a body does not match its declared format. The message names the place and the rule,

@@ -452,4 +452,45 @@ mod tests {
             .expect("request");
         assert_eq!(service.oneshot(post).await.expect("ok").status(), 400);
     }
+
+    /// The fuzz targets' invariants on their seed corpora (`fuzz/corpus`): a smoke run of the
+    /// fuzzers on stable Rust, in every test run.
+    #[test]
+    fn fuzz_seed_corpora_hold_the_fuzz_invariants() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus");
+        let mut seen = 0;
+        for (target, format) in [
+            ("json_guard", None),
+            ("openai_chat", Some(Format::OpenAiChat)),
+            ("openai_responses", Some(Format::OpenAiResponses)),
+            ("anthropic_messages", Some(Format::AnthropicMessages)),
+        ] {
+            for entry in std::fs::read_dir(root.join(target)).expect("corpus") {
+                let data = std::fs::read(entry.expect("entry").path()).expect("seed");
+                seen += 1;
+                let limits = JsonLimits {
+                    max_depth: JsonLimits::MAX_DEPTH,
+                    ..JsonLimits::default()
+                };
+                let Ok(document) = json::parse(&data, &limits) else {
+                    continue;
+                };
+                let reference: serde_json::Value =
+                    serde_json::from_slice(&data).expect("serde_json");
+                assert_eq!(document, reference);
+                if let Some(format) = &format {
+                    let extracted = format.extract(document).expect("seeds match their format");
+                    for (text, _) in extracted.texts() {
+                        assert!(
+                            extracted
+                                .document()
+                                .pointer(&text.pointer)
+                                .is_some_and(|v| v.is_string())
+                        );
+                    }
+                }
+            }
+        }
+        assert!(seen >= 10, "{seen} seeds");
+    }
 }
