@@ -248,12 +248,16 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
             if object.len() == max {
                 return Err(self.context.refuse(JsonError::TooManyKeys(max)));
             }
-            // Keys arrive unescaped, so every spelling of one key collides here.
-            if object.contains_key(&key) {
-                return Err(self.context.refuse(JsonError::DuplicateKey));
+            // Keys arrive unescaped, so every spelling of one key collides here, before its
+            // value is parsed.
+            match object.entry(key) {
+                serde_json::map::Entry::Occupied(_) => {
+                    return Err(self.context.refuse(JsonError::DuplicateKey));
+                }
+                serde_json::map::Entry::Vacant(slot) => {
+                    slot.insert(map.next_value_seed(inner)?);
+                }
             }
-            let value = map.next_value_seed(inner)?;
-            object.insert(key, value);
         }
         Ok(Value::Object(object))
     }
