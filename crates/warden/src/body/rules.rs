@@ -166,6 +166,24 @@ fn sanitize(extracted: &mut ExtractedBody) -> Option<Vec<u8>> {
     changed.then(|| serde_json::to_vec(extracted.document()).unwrap_or_default())
 }
 
+/// Why the body's media type cannot be inspected, if it cannot. Exactly one JSON `Content-Type`
+/// (an upstream that reads the last of two would parse what Warden did not), and no content
+/// coding (the upstream would decode bytes Warden read as JSON into something else; RFC 7694
+/// answers an unsupported coding with 415).
+fn media_problem(headers: &http::HeaderMap) -> Option<&'static str> {
+    let mut types = headers.get_all(header::CONTENT_TYPE).iter();
+    match (types.next(), types.next()) {
+        (Some(value), None) if json::is_json_media_type(value) => {}
+        (Some(_), Some(_)) => return Some("more than one Content-Type"),
+        _ => return Some("Content-Type is not application/json or +json (UTF-8)"),
+    }
+    let encoded = headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .any(|coding| !coding.as_bytes().eq_ignore_ascii_case(b"identity"));
+    encoded.then_some("a Content-Encoding other than identity cannot be inspected")
+}
+
 /// A refused body: the client's answer and the operator's reason (never the content).
 #[derive(Debug)]
 pub struct Refusal {
@@ -254,15 +272,8 @@ where
                 );
                 Ok(refusal.rejection.into_response(request_id))
             };
-            let json = parts
-                .headers
-                .get(header::CONTENT_TYPE)
-                .is_some_and(json::is_json_media_type);
-            if !json {
-                let refusal = Refusal::new(
-                    RejectionKind::UnsupportedMediaType,
-                    "Content-Type is not application/json or +json (UTF-8)".into(),
-                );
+            if let Some(problem) = media_problem(&parts.headers) {
+                let refusal = Refusal::new(RejectionKind::UnsupportedMediaType, problem.into());
                 return refuse(&parts, refusal);
             }
             let bytes = match body.collect().await {
@@ -369,6 +380,16 @@ mod tests {
         let chat = || BodyRules::new(Format::OpenAiChat);
         let ok = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hello there"}]}"#;
         assert_eq!(send(chat(), "text/plain", ok).await.0, 415);
+        for (name, value) in [("content-type", "text/plain"), ("content-encoding", "gzip")] {
+            let service = BodyRulesLayer::new(chat()).layer(echo());
+            let req = Request::post("/x")
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(name, value)
+                .body(body::full(ok))
+                .expect("request");
+            let status = service.oneshot(req).await.expect("infallible").status();
+            assert_eq!(status, 415, "{name}: {value}");
+        }
         assert_eq!(
             send(chat(), "application/json", r#"{"a":1,"a":2}"#).await.0,
             400
