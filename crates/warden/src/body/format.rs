@@ -13,7 +13,7 @@
 
 use std::fmt::Write as _;
 
-use serde_json::{Map, Value};
+use super::json::{Document, Members, NodeRef, View};
 
 /// A declared body format.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,12 +43,12 @@ impl Format {
     }
 
     /// Extracts `document`, which it keeps.
-    pub fn extract(&self, document: Value) -> Result<ExtractedBody, FormatError> {
+    pub fn extract(&self, document: Document) -> Result<ExtractedBody, FormatError> {
         let mut out = Extraction::default();
         match self {
             Format::Json { text_fields } => {
                 for field in text_fields {
-                    field.collect(&document, &mut out)?;
+                    field.collect(document.root(), &mut out)?;
                 }
             }
             Format::OpenAiChat => openai_chat(&document, &mut out)?,
@@ -110,7 +110,7 @@ pub struct Text {
 /// What a body means, extracted once (request extension `Arc<ExtractedBody>`).
 #[derive(Clone, Debug)]
 pub struct ExtractedBody {
-    document: Value,
+    document: Document,
     /// The user-supplied texts, in document order.
     pub texts: Vec<Text>,
     /// The requested model.
@@ -125,45 +125,21 @@ pub struct ExtractedBody {
 
 impl ExtractedBody {
     /// The parsed document.
-    pub fn document(&self) -> &Value {
+    pub fn document(&self) -> &Document {
         &self.document
-    }
-
-    /// The document, for a rule that rewrites texts; extraction is not redone, so a rewrite
-    /// must keep every text a string at its pointer.
-    pub fn document_mut(&mut self) -> &mut Value {
-        &mut self.document
     }
 
     /// Each text with its content.
     pub fn texts(&self) -> impl Iterator<Item = (&Text, &str)> {
         self.texts.iter().map(|text| {
-            let content = lookup(&self.document, &text.pointer)
-                .and_then(Value::as_str)
+            let content = self
+                .document
+                .lookup(&text.pointer)
+                .and_then(|node| node.as_str())
                 .unwrap_or("");
             (text, content)
         })
     }
-}
-
-/// `Value::pointer` without its two allocations per segment (our pointers rarely need
-/// unescaping): the texts are looked up once per guard.
-fn lookup<'a>(root: &'a Value, pointer: &str) -> Option<&'a Value> {
-    if pointer.is_empty() {
-        return Some(root);
-    }
-    let mut current = root;
-    for segment in pointer.strip_prefix('/')?.split('/') {
-        current = match current {
-            Value::Object(map) if segment.contains('~') => {
-                map.get(&segment.replace("~1", "/").replace("~0", "~"))?
-            }
-            Value::Object(map) => map.get(segment)?,
-            Value::Array(items) => items.get(segment.parse::<usize>().ok()?)?,
-            _ => return None,
-        };
-    }
-    Some(current)
 }
 
 /// Why a body does not match its declared format. The message names the place and the rule,
@@ -204,44 +180,44 @@ impl FieldPath {
         Some(FieldPath { segments })
     }
 
-    fn collect(&self, document: &Value, out: &mut Extraction) -> Result<(), FormatError> {
+    fn collect(&self, document: NodeRef<'_>, out: &mut Extraction) -> Result<(), FormatError> {
         walk(document, &self.segments, &mut String::new(), out)
     }
 }
 
 fn walk(
-    value: &Value,
+    value: NodeRef<'_>,
     segments: &[Segment],
     pointer: &mut String,
     out: &mut Extraction,
 ) -> Result<(), FormatError> {
     let Some((first, rest)) = segments.split_first() else {
-        return match value {
-            Value::String(_) => {
+        return match value.view() {
+            View::String(_) => {
                 out.text(pointer.clone(), Role::Field);
                 Ok(())
             }
-            Value::Null => Ok(()),
+            View::Null => Ok(()),
             _ => Err(error(pointer, "a text field must hold a string")),
         };
     };
     let len = pointer.len();
-    match (first, value) {
-        (Segment::Key(key), Value::Object(map)) => {
+    match (first, value.view()) {
+        (Segment::Key(key), View::Object(map)) => {
             if let Some(child) = map.get(key) {
                 push_key(pointer, key);
                 walk(child, rest, pointer, out)?;
                 pointer.truncate(len);
             }
         }
-        (Segment::EveryItem, Value::Array(items)) => {
+        (Segment::EveryItem, View::Array(items)) => {
             for (i, item) in items.iter().enumerate() {
                 let _ = write!(pointer, "/{i}");
                 walk(item, rest, pointer, out)?;
                 pointer.truncate(len);
             }
         }
-        (Segment::Key(key), Value::Array(items)) => {
+        (Segment::Key(key), View::Array(items)) => {
             if let Some(item) = key.parse::<usize>().ok().and_then(|i| items.get(i)) {
                 push_key(pointer, key);
                 walk(item, rest, pointer, out)?;
@@ -249,7 +225,7 @@ fn walk(
             }
         }
         // Absent on the way: nothing to extract.
-        (_, Value::Null) => {}
+        (_, View::Null) => {}
         _ => {
             return Err(error(
                 pointer,
@@ -292,15 +268,15 @@ impl Extraction {
     /// A string at `at`, extracted; null or absent is nothing; anything else does not match.
     fn optional_text(
         &mut self,
-        object: &Map<String, Value>,
+        object: Members<'_>,
         at: &str,
         key: &str,
         role: Role,
         expected: &'static str,
     ) -> Result<(), FormatError> {
-        match object.get(key) {
-            None | Some(Value::Null) => Ok(()),
-            Some(Value::String(_)) => {
+        match object.get(key).map(|n| n.view()) {
+            None | Some(View::Null) => Ok(()),
+            Some(View::String(_)) => {
                 self.text(format!("{at}/{key}"), role);
                 Ok(())
             }
@@ -310,14 +286,14 @@ impl Extraction {
 
     fn required_text(
         &mut self,
-        object: &Map<String, Value>,
+        object: Members<'_>,
         at: &str,
         key: &str,
         role: Role,
         expected: &'static str,
     ) -> Result<(), FormatError> {
-        match object.get(key) {
-            Some(Value::String(_)) => {
+        match object.get(key).map(|n| n.view()) {
+            Some(View::String(_)) => {
                 self.text(format!("{at}/{key}"), role);
                 Ok(())
             }
@@ -325,13 +301,13 @@ impl Extraction {
         }
     }
 
-    fn model(&mut self, document: &Map<String, Value>) -> Result<(), FormatError> {
-        match document.get("model") {
-            Some(Value::String(model))
+    fn model(&mut self, document: Members<'_>) -> Result<(), FormatError> {
+        match document.get("model").map(|n| n.view()) {
+            Some(View::String(model))
                 if !model.is_empty()
                     && !model.chars().any(|c| c.is_whitespace() || c.is_control()) =>
             {
-                self.model = Some(model.clone());
+                self.model = Some(model.to_owned());
                 Ok(())
             }
             _ => Err(error(
@@ -341,12 +317,13 @@ impl Extraction {
         }
     }
 
-    fn tokens(&mut self, document: &Map<String, Value>, keys: &[&str]) -> Result<(), FormatError> {
+    fn tokens(&mut self, document: Members<'_>, keys: &[&str]) -> Result<(), FormatError> {
         for key in keys {
-            match document.get(*key) {
-                None | Some(Value::Null) => {}
-                Some(value) => {
-                    let Some(n) = value.as_u64() else {
+            match document.get(key) {
+                None => {}
+                Some(node) if node.is_null() => {}
+                Some(node) => {
+                    let Some(n) = node.as_u64() else {
                         return Err(error(&format!("/{key}"), "a non-negative integer"));
                     };
                     if self.max_output_tokens.is_none() {
@@ -358,18 +335,18 @@ impl Extraction {
         Ok(())
     }
 
-    fn stream(&mut self, document: &Map<String, Value>) -> Result<(), FormatError> {
-        match document.get("stream") {
-            None | Some(Value::Null) => {}
-            Some(Value::Bool(stream)) => self.stream = *stream,
+    fn stream(&mut self, document: Members<'_>) -> Result<(), FormatError> {
+        match document.get("stream").map(|n| n.view()) {
+            None | Some(View::Null) => {}
+            Some(View::Bool(stream)) => self.stream = stream,
             Some(_) => return Err(error("/stream", "true or false")),
         }
         Ok(())
     }
 
     /// `tools[].description` and `tools[].function.description` (tool definitions).
-    fn tools(&mut self, document: &Map<String, Value>, key: &str) -> Result<(), FormatError> {
-        for (i, tool) in array(document, key)?.iter().enumerate() {
+    fn tools(&mut self, document: Members<'_>, key: &str) -> Result<(), FormatError> {
+        for (i, tool) in array(document, key)?.enumerate() {
             let at = format!("/{key}/{i}");
             let tool = object(tool, &at, "a tool object")?;
             self.optional_text(tool, &at, "description", Role::ToolDefinition, "a string")?;
@@ -389,46 +366,53 @@ impl Extraction {
     }
 }
 
-fn root(document: &Value) -> Result<&Map<String, Value>, FormatError> {
-    object(document, "", "a JSON object")
+fn root(document: &Document) -> Result<Members<'_>, FormatError> {
+    object(document.root(), "", "a JSON object")
 }
 
 fn object<'a>(
-    value: &'a Value,
+    value: NodeRef<'a>,
     at: &str,
     expected: &'static str,
-) -> Result<&'a Map<String, Value>, FormatError> {
-    value.as_object().ok_or_else(|| error(at, expected))
-}
-
-/// The array at `key`; absent or null is empty.
-fn array<'a>(object: &'a Map<String, Value>, key: &str) -> Result<&'a [Value], FormatError> {
-    match object.get(key) {
-        None | Some(Value::Null) => Ok(&[]),
-        Some(Value::Array(items)) => Ok(items),
-        Some(_) => Err(error(&format!("/{key}"), "a list")),
+) -> Result<Members<'a>, FormatError> {
+    match value.view() {
+        View::Object(members) => Ok(members),
+        _ => Err(error(at, expected)),
     }
 }
 
-fn kind<'a>(object: &'a Map<String, Value>, at: &str) -> Result<&'a str, FormatError> {
+/// The items of the array at `key`; absent or null is none.
+fn array<'a>(
+    object: Members<'a>,
+    key: &str,
+) -> Result<impl Iterator<Item = NodeRef<'a>> + 'a, FormatError> {
+    let items = match object.get(key).map(|n| n.view()) {
+        None | Some(View::Null) => None,
+        Some(View::Array(items)) => Some(items.iter()),
+        Some(_) => return Err(error(&format!("/{key}"), "a list")),
+    };
+    Ok(items.into_iter().flatten())
+}
+
+fn kind<'a>(object: Members<'a>, at: &str) -> Result<&'a str, FormatError> {
     object
         .get("type")
-        .and_then(Value::as_str)
+        .and_then(|n| n.as_str())
         .ok_or_else(|| error(&format!("{at}/type"), "a content type"))
 }
 
 // === OpenAI Chat Completions ===
 
-fn openai_chat(document: &Value, out: &mut Extraction) -> Result<(), FormatError> {
+fn openai_chat(document: &Document, out: &mut Extraction) -> Result<(), FormatError> {
     let body = root(document)?;
     out.model(body)?;
-    let Some(Value::Array(messages)) = body.get("messages") else {
+    let Some(View::Array(messages)) = body.get("messages").map(|n| n.view()) else {
         return Err(error("/messages", "a list of messages"));
     };
     for (i, message) in messages.iter().enumerate() {
         let at = format!("/messages/{i}");
         let message = object(message, &at, "a message object")?;
-        let role = match message.get("role").and_then(Value::as_str) {
+        let role = match message.get("role").and_then(|n| n.as_str()) {
             Some("system" | "developer") => Role::System,
             Some("user") => Role::User,
             Some("assistant") => Role::Assistant,
@@ -443,7 +427,6 @@ fn openai_chat(document: &Value, out: &mut Extraction) -> Result<(), FormatError
         chat_content(message, &at, role, out)?;
         for (j, call) in array(message, "tool_calls")
             .map_err(|_| error(&format!("{at}/tool_calls"), "a list"))?
-            .iter()
             .enumerate()
         {
             let at = format!("{at}/tool_calls/{j}");
@@ -467,18 +450,18 @@ fn openai_chat(document: &Value, out: &mut Extraction) -> Result<(), FormatError
 }
 
 fn chat_content(
-    message: &Map<String, Value>,
+    message: Members<'_>,
     at: &str,
     role: Role,
     out: &mut Extraction,
 ) -> Result<(), FormatError> {
-    match message.get("content") {
-        None | Some(Value::Null) => Ok(()),
-        Some(Value::String(_)) => {
+    match message.get("content").map(|n| n.view()) {
+        None | Some(View::Null) => Ok(()),
+        Some(View::String(_)) => {
             out.text(format!("{at}/content"), role);
             Ok(())
         }
-        Some(Value::Array(parts)) => {
+        Some(View::Array(parts)) => {
             for (k, part) in parts.iter().enumerate() {
                 let at = format!("{at}/content/{k}");
                 let part = object(part, &at, "a content part object")?;
@@ -523,14 +506,14 @@ const RESPONSES_OTHER_ITEMS: &[&str] = &[
     "mcp_call",
 ];
 
-fn openai_responses(document: &Value, out: &mut Extraction) -> Result<(), FormatError> {
+fn openai_responses(document: &Document, out: &mut Extraction) -> Result<(), FormatError> {
     let body = root(document)?;
     out.model(body)?;
     out.optional_text(body, "", "instructions", Role::System, "a string")?;
-    match body.get("input") {
-        None | Some(Value::Null) => {}
-        Some(Value::String(_)) => out.text("/input".into(), Role::User),
-        Some(Value::Array(items)) => {
+    match body.get("input").map(|n| n.view()) {
+        None | Some(View::Null) => {}
+        Some(View::String(_)) => out.text("/input".into(), Role::User),
+        Some(View::Array(items)) => {
             for (i, item) in items.iter().enumerate() {
                 responses_item(item, &format!("/input/{i}"), out)?;
             }
@@ -542,16 +525,16 @@ fn openai_responses(document: &Value, out: &mut Extraction) -> Result<(), Format
     out.stream(body)
 }
 
-fn responses_item(item: &Value, at: &str, out: &mut Extraction) -> Result<(), FormatError> {
+fn responses_item(item: NodeRef<'_>, at: &str, out: &mut Extraction) -> Result<(), FormatError> {
     let item = object(item, at, "an input item object")?;
-    let kind = match item.get("type") {
+    let kind = match item.get("type").map(|n| n.view()) {
         None => "message",
-        Some(Value::String(kind)) => kind.as_str(),
+        Some(View::String(kind)) => kind,
         Some(_) => return Err(error(&format!("{at}/type"), "an item type")),
     };
     match kind {
         "message" => {
-            let role = match item.get("role").and_then(Value::as_str) {
+            let role = match item.get("role").and_then(|n| n.as_str()) {
                 Some("system" | "developer") => Role::System,
                 Some("user") => Role::User,
                 Some("assistant") => Role::Assistant,
@@ -578,19 +561,19 @@ fn responses_item(item: &Value, at: &str, out: &mut Extraction) -> Result<(), Fo
 }
 
 fn responses_content(
-    item: &Map<String, Value>,
+    item: Members<'_>,
     at: &str,
     key: &str,
     role: Role,
     out: &mut Extraction,
 ) -> Result<(), FormatError> {
-    match item.get(key) {
-        None | Some(Value::Null) => Ok(()),
-        Some(Value::String(_)) => {
+    match item.get(key).map(|n| n.view()) {
+        None | Some(View::Null) => Ok(()),
+        Some(View::String(_)) => {
             out.text(format!("{at}/{key}"), role);
             Ok(())
         }
-        Some(Value::Array(parts)) => {
+        Some(View::Array(parts)) => {
             for (k, part) in parts.iter().enumerate() {
                 let at = format!("{at}/{key}/{k}");
                 let part = object(part, &at, "a content part object")?;
@@ -619,29 +602,29 @@ fn responses_content(
 
 // === Anthropic Messages ===
 
-fn anthropic_messages(document: &Value, out: &mut Extraction) -> Result<(), FormatError> {
+fn anthropic_messages(document: &Document, out: &mut Extraction) -> Result<(), FormatError> {
     let body = root(document)?;
     out.model(body)?;
-    match body.get("system") {
-        None | Some(Value::Null) => {}
-        Some(Value::String(_)) => out.text("/system".into(), Role::System),
-        Some(Value::Array(_)) => anthropic_blocks(body, "", "system", Role::System, out)?,
+    match body.get("system").map(|n| n.view()) {
+        None | Some(View::Null) => {}
+        Some(View::String(_)) => out.text("/system".into(), Role::System),
+        Some(View::Array(_)) => anthropic_blocks(body, "", "system", Role::System, out)?,
         Some(_) => return Err(error("/system", "a string or a list of text blocks")),
     }
-    let Some(Value::Array(messages)) = body.get("messages") else {
+    let Some(View::Array(messages)) = body.get("messages").map(|n| n.view()) else {
         return Err(error("/messages", "a list of messages"));
     };
     for (i, message) in messages.iter().enumerate() {
         let at = format!("/messages/{i}");
         let message = object(message, &at, "a message object")?;
-        let role = match message.get("role").and_then(Value::as_str) {
+        let role = match message.get("role").and_then(|n| n.as_str()) {
             Some("user") => Role::User,
             Some("assistant") => Role::Assistant,
             _ => return Err(error(&format!("{at}/role"), "user or assistant")),
         };
-        match message.get("content") {
-            Some(Value::String(_)) => out.text(format!("{at}/content"), role),
-            Some(Value::Array(_)) => anthropic_blocks(message, &at, "content", role, out)?,
+        match message.get("content").map(|n| n.view()) {
+            Some(View::String(_)) => out.text(format!("{at}/content"), role),
+            Some(View::Array(_)) => anthropic_blocks(message, &at, "content", role, out)?,
             _ => {
                 return Err(error(
                     &format!("{at}/content"),
@@ -651,7 +634,7 @@ fn anthropic_messages(document: &Value, out: &mut Extraction) -> Result<(), Form
         }
     }
     out.tools(body, "tools")?;
-    if !body.get("max_tokens").is_some_and(Value::is_u64) {
+    if body.get("max_tokens").and_then(|n| n.as_u64()).is_none() {
         return Err(error("/max_tokens", "a non-negative integer (required)"));
     }
     out.tokens(body, &["max_tokens"])?;
@@ -671,14 +654,14 @@ const ANTHROPIC_OTHER_BLOCKS: &[&str] = &[
 ];
 
 fn anthropic_blocks(
-    parent: &Map<String, Value>,
+    parent: Members<'_>,
     at: &str,
     key: &str,
     role: Role,
     out: &mut Extraction,
 ) -> Result<(), FormatError> {
     let at = format!("{at}/{key}");
-    let Some(Value::Array(blocks)) = parent.get(key) else {
+    let Some(View::Array(blocks)) = parent.get(key).map(|n| n.view()) else {
         return Err(error(&at, "a list of content blocks"));
     };
     for (k, block) in blocks.iter().enumerate() {
@@ -686,10 +669,10 @@ fn anthropic_blocks(
         let block = object(block, &at, "a content block object")?;
         match kind(block, &at)? {
             "text" => out.required_text(block, &at, "text", role, "a string")?,
-            "tool_result" | "mcp_tool_result" => match block.get("content") {
-                None | Some(Value::Null) => {}
-                Some(Value::String(_)) => out.text(format!("{at}/content"), Role::Tool),
-                Some(Value::Array(_)) => anthropic_blocks(block, &at, "content", Role::Tool, out)?,
+            "tool_result" | "mcp_tool_result" => match block.get("content").map(|n| n.view()) {
+                None | Some(View::Null) => {}
+                Some(View::String(_)) => out.text(format!("{at}/content"), Role::Tool),
+                Some(View::Array(_)) => anthropic_blocks(block, &at, "content", Role::Tool, out)?,
                 Some(_) => {
                     return Err(error(
                         &format!("{at}/content"),
@@ -703,7 +686,7 @@ fn anthropic_blocks(
                 if let Some(source) = block.get("source") {
                     let at = format!("{at}/source");
                     let source = object(source, &at, "a document source object")?;
-                    match source.get("type").and_then(Value::as_str) {
+                    match source.get("type").and_then(|n| n.as_str()) {
                         Some("text") => out.required_text(source, &at, "data", role, "a string")?,
                         Some("content") => anthropic_blocks(source, &at, "content", role, out)?,
                         Some(_) => {}
@@ -730,10 +713,16 @@ fn anthropic_blocks(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::body::json::{JsonLimits, parse};
+    use serde_json::{Value, json};
+
+    fn doc(value: &Value) -> Document {
+        let bytes = serde_json::to_vec(value).expect("json");
+        parse(bytes.into(), &JsonLimits::default()).expect("valid")
+    }
 
     fn texts(format: &Format, body: Value) -> Vec<(String, Role, String)> {
-        let extracted = format.extract(body).expect("matches its format");
+        let extracted = format.extract(doc(&body)).expect("matches its format");
         extracted
             .texts()
             .map(|(t, content)| (t.pointer.clone(), t.role, content.to_owned()))
@@ -760,11 +749,11 @@ mod tests {
             "stream": true,
             "unknown_future_field": {"kept": true}
         });
-        let extracted = Format::OpenAiChat.extract(body.clone()).expect("valid");
+        let extracted = Format::OpenAiChat.extract(doc(&body)).expect("valid");
         assert_eq!(extracted.model.as_deref(), Some("gpt-4o-mini"));
         assert_eq!(extracted.max_output_tokens, Some(256));
         assert!(extracted.stream);
-        assert_eq!(extracted.document(), &body, "nothing dropped");
+        assert_eq!(extracted.document().to_value(), body, "nothing dropped");
         assert_eq!(
             texts(&Format::OpenAiChat, body),
             vec![
@@ -822,7 +811,7 @@ mod tests {
         );
         assert_eq!(got[1].0, "/input/0/content/0/text");
         assert_eq!(got[3], ("/input/2/output".into(), Role::Tool, "42".into()));
-        let extracted = Format::OpenAiResponses.extract(body).expect("valid");
+        let extracted = Format::OpenAiResponses.extract(doc(&body)).expect("valid");
         assert_eq!(extracted.max_output_tokens, Some(100));
         assert!(!extracted.stream);
         let plain = texts(
@@ -927,7 +916,7 @@ mod tests {
             ),
         ];
         for (format, body, pointer) in cases {
-            let err = format.extract(body.clone()).expect_err(&body.to_string());
+            let err = format.extract(doc(&body)).expect_err(&body.to_string());
             assert_eq!(err.pointer, pointer, "{body}");
         }
     }
@@ -958,7 +947,7 @@ mod tests {
             ]
         );
         let err = format
-            .extract(json!({"prompt": {"nested": "hidden"}}))
+            .extract(doc(&json!({"prompt": {"nested": "hidden"}})))
             .expect_err("object");
         assert_eq!(err.pointer, "/prompt");
         assert!(FieldPath::parse("prompt").is_none());

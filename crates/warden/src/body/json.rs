@@ -7,17 +7,21 @@
 //! gateway bypasses), nesting deeper than a limit, objects with too many keys, arrays with too
 //! many items, too many values in all, long strings, NUL characters, invalid UTF-8, lone
 //! surrogates (serde_json refuses both while decoding), and data after the value. The result is a
-//! `serde_json::Value` that schema validation and format extraction read; nothing parses the same
-//! bytes again, and the bytes forwarded are the bytes parsed.
+//! [`Document`] that schema validation and format extraction read; nothing parses the same bytes
+//! again, and the bytes forwarded are the bytes parsed. A document does not copy its strings: a
+//! string without escapes is a span of the body, so parsing allocates only for containers.
 //!
 //! Nesting is bounded twice: by `max_depth` here, and by serde_json's own recursion limit (128),
 //! so even 100,000 levels end as an error, never as a stack overflow.
 
-use std::cell::Cell;
+use std::borrow::Cow;
+use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
 use std::fmt;
 
+use bytes::Bytes;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Value};
+use serde_json::{Number, Value};
 
 /// Structural limits on a JSON body. The defaults are the secure ones.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,28 +90,39 @@ pub enum JsonError {
 }
 
 /// Parses `bytes` as one JSON document within `limits`.
-pub fn parse(bytes: &[u8], limits: &JsonLimits) -> Result<Value, JsonError> {
+pub fn parse(bytes: Bytes, limits: &JsonLimits) -> Result<Document, JsonError> {
     let context = Context {
         limits,
+        base: bytes.as_ptr() as usize,
+        len: bytes.len(),
         values: Cell::new(0),
         violation: Cell::new(None),
+        unescaped: RefCell::new(String::new()),
     };
-    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let seed = Node {
+    let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
+    let seed = Seed {
         context: &context,
         depth: 0,
     };
-    match seed.deserialize(&mut deserializer) {
-        Ok(value) => {
+    let root = match seed.deserialize(&mut deserializer) {
+        Ok(root) => {
             deserializer.end().map_err(|_| JsonError::Trailing)?;
-            Ok(value)
+            root
         }
         // A rule of ours stopped the parse: report the rule, not serde's wrapper around it.
-        Err(error) => Err(context
-            .violation
-            .take()
-            .unwrap_or_else(|| JsonError::Syntax(syntax_message(&error)))),
-    }
+        Err(error) => {
+            return Err(context
+                .violation
+                .take()
+                .unwrap_or_else(|| JsonError::Syntax(syntax_message(&error))));
+        }
+    };
+    let unescaped = context.unescaped.into_inner();
+    Ok(Document {
+        bytes,
+        unescaped,
+        root,
+    })
 }
 
 /// serde_json's position and category, without its message (which may quote the input).
@@ -121,10 +136,290 @@ fn syntax_message(error: &serde_json::Error) -> String {
     format!("{what} at line {} column {}", error.line(), error.column())
 }
 
+// === Document ===
+
+/// A parsed body. Strings are not copied: a string without escapes is a span of the body's
+/// bytes, an escaped one a span of one side buffer. Containers are the only allocations.
+#[derive(Clone, Debug)]
+pub struct Document {
+    bytes: Bytes,
+    unescaped: String,
+    root: Node,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum Node {
+    Null,
+    Bool(bool),
+    Number(Number),
+    String(Span),
+    Array(Vec<Node>),
+    Object(Vec<(Span, Node)>),
+}
+
+/// Where a string is: in the body bytes or, unescaped, in the side buffer.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Span {
+    start: usize,
+    end: usize,
+    unescaped: bool,
+}
+
+impl Document {
+    /// The body bytes this document was parsed from.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// The top-level value.
+    pub fn root(&self) -> NodeRef<'_> {
+        NodeRef {
+            document: self,
+            node: &self.root,
+        }
+    }
+
+    /// The value at an RFC 6901 pointer.
+    pub fn lookup(&self, pointer: &str) -> Option<NodeRef<'_>> {
+        if pointer.is_empty() {
+            return Some(self.root());
+        }
+        let mut current = self.root();
+        for segment in pointer.strip_prefix('/')?.split('/') {
+            current = match current.view() {
+                View::Object(members) if segment.contains('~') => {
+                    members.get(&segment.replace("~1", "/").replace("~0", "~"))?
+                }
+                View::Object(members) => members.get(segment)?,
+                View::Array(items) => items.get(segment.parse::<usize>().ok()?)?,
+                _ => return None,
+            };
+        }
+        Some(current)
+    }
+
+    /// A document of one string (schema validation of property names).
+    pub(crate) fn string(text: &str) -> Document {
+        Document {
+            bytes: Bytes::copy_from_slice(text.as_bytes()),
+            unescaped: String::new(),
+            root: Node::String(Span {
+                start: 0,
+                end: text.len(),
+                unescaped: false,
+            }),
+        }
+    }
+
+    /// The document as a `serde_json::Value` (a copy; for rewrites and tests).
+    pub fn to_value(&self) -> Value {
+        self.root().to_value()
+    }
+
+    fn text(&self, span: Span) -> &str {
+        let bytes = if span.unescaped {
+            self.unescaped.as_bytes()
+        } else {
+            &self.bytes[..]
+        };
+        // Every span was a `str` when the parser handed it over.
+        std::str::from_utf8(bytes.get(span.start..span.end).unwrap_or_default()).unwrap_or_default()
+    }
+}
+
+/// One value of a [`Document`].
+#[derive(Clone, Copy, Debug)]
+pub struct NodeRef<'a> {
+    pub(crate) document: &'a Document,
+    pub(crate) node: &'a Node,
+}
+
+/// What a [`NodeRef`] holds.
+#[derive(Clone, Copy, Debug)]
+pub enum View<'a> {
+    /// `null`
+    Null,
+    /// `true` / `false`
+    Bool(bool),
+    /// A number.
+    Number(&'a Number),
+    /// A string, unescaped.
+    String(&'a str),
+    /// An array.
+    Array(Items<'a>),
+    /// An object.
+    Object(Members<'a>),
+}
+
+impl<'a> NodeRef<'a> {
+    /// What this value is.
+    pub fn view(&self) -> View<'a> {
+        let document = self.document;
+        match self.node {
+            Node::Null => View::Null,
+            Node::Bool(b) => View::Bool(*b),
+            Node::Number(n) => View::Number(n),
+            Node::String(span) => View::String(document.text(*span)),
+            Node::Array(items) => View::Array(Items { document, items }),
+            Node::Object(members) => View::Object(Members { document, members }),
+        }
+    }
+
+    /// The string, if this is one.
+    pub fn as_str(&self) -> Option<&'a str> {
+        match self.node {
+            Node::String(span) => Some(self.document.text(*span)),
+            _ => None,
+        }
+    }
+
+    /// The number as a `u64`, if it is a non-negative integer.
+    pub fn as_u64(&self) -> Option<u64> {
+        match self.node {
+            Node::Number(n) => n.as_u64(),
+            _ => None,
+        }
+    }
+
+    /// Where this node lives (stable while the document does): its identity for the validator.
+    pub(crate) fn address(&self) -> usize {
+        std::ptr::from_ref::<Node>(self.node) as usize
+    }
+
+    /// Whether this is `null`.
+    pub fn is_null(&self) -> bool {
+        matches!(self.node, Node::Null)
+    }
+
+    /// A copy as a `serde_json::Value`.
+    pub fn to_value(&self) -> Value {
+        match self.view() {
+            View::Null => Value::Null,
+            View::Bool(b) => Value::Bool(b),
+            View::Number(n) => Value::Number(n.clone()),
+            View::String(s) => Value::String(s.to_owned()),
+            View::Array(items) => Value::Array(items.iter().map(|i| i.to_value()).collect()),
+            View::Object(members) => Value::Object(
+                members
+                    .iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_value()))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// The items of an array.
+#[derive(Clone, Copy, Debug)]
+pub struct Items<'a> {
+    document: &'a Document,
+    items: &'a [Node],
+}
+
+impl<'a> Items<'a> {
+    /// How many.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// The item at `index`.
+    pub fn get(&self, index: usize) -> Option<NodeRef<'a>> {
+        let document = self.document;
+        self.items.get(index).map(|node| NodeRef { document, node })
+    }
+
+    /// Every item, in order.
+    pub fn iter(&self) -> ItemsIter<'a> {
+        ItemsIter {
+            document: self.document,
+            items: self.items.iter(),
+        }
+    }
+}
+
+/// The members of an object, in document order (keys are unique).
+#[derive(Clone, Copy, Debug)]
+pub struct Members<'a> {
+    document: &'a Document,
+    members: &'a [(Span, Node)],
+}
+
+impl<'a> Members<'a> {
+    /// How many.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Option<NodeRef<'a>> {
+        let document = self.document;
+        self.members
+            .iter()
+            .find(|(name, _)| document.text(*name) == key)
+            .map(|(_, node)| NodeRef { document, node })
+    }
+
+    /// Every member, in document order.
+    pub fn iter(&self) -> MembersIter<'a> {
+        MembersIter {
+            document: self.document,
+            members: self.members.iter(),
+        }
+    }
+}
+
+/// The items of an [`Items`].
+#[derive(Clone, Debug)]
+pub struct ItemsIter<'a> {
+    document: &'a Document,
+    items: std::slice::Iter<'a, Node>,
+}
+
+impl<'a> Iterator for ItemsIter<'a> {
+    type Item = NodeRef<'a>;
+    fn next(&mut self) -> Option<NodeRef<'a>> {
+        let document = self.document;
+        self.items.next().map(|node| NodeRef { document, node })
+    }
+}
+
+/// The members of a [`Members`].
+#[derive(Clone, Debug)]
+pub struct MembersIter<'a> {
+    document: &'a Document,
+    members: std::slice::Iter<'a, (Span, Node)>,
+}
+
+impl<'a> Iterator for MembersIter<'a> {
+    type Item = (&'a str, NodeRef<'a>);
+    fn next(&mut self) -> Option<Self::Item> {
+        let document = self.document;
+        self.members
+            .next()
+            .map(|(name, node)| (document.text(*name), NodeRef { document, node }))
+    }
+}
+
+// === Parsing ===
+
 struct Context<'a> {
     limits: &'a JsonLimits,
+    /// Address and length of the body: a borrowed string's span is its offset in it.
+    base: usize,
+    len: usize,
     values: Cell<usize>,
     violation: Cell<Option<JsonError>>,
+    unescaped: RefCell<String>,
 }
 
 impl Context<'_> {
@@ -143,91 +438,106 @@ impl Context<'_> {
         Ok(())
     }
 
-    fn string<E: de::Error>(&self, text: &str) -> Result<(), E> {
+    /// Checks a string and records where it is.
+    fn span<E: de::Error>(&self, text: &str, borrowed: bool) -> Result<Span, E> {
         if text.len() > self.limits.max_string_bytes {
             return Err(self.refuse(JsonError::StringTooLong(self.limits.max_string_bytes)));
         }
         if text.as_bytes().contains(&0) {
             return Err(self.refuse(JsonError::Nul));
         }
-        Ok(())
+        let address = text.as_ptr() as usize;
+        if borrowed && address >= self.base && address + text.len() <= self.base + self.len {
+            let start = address - self.base;
+            return Ok(Span {
+                start,
+                end: start + text.len(),
+                unescaped: false,
+            });
+        }
+        let mut side = self.unescaped.borrow_mut();
+        let start = side.len();
+        side.push_str(text);
+        Ok(Span {
+            start,
+            end: side.len(),
+            unescaped: true,
+        })
     }
 }
 
 /// One value at `depth` (the number of containers around it).
 #[derive(Clone, Copy)]
-struct Node<'c, 'a> {
+struct Seed<'c, 'a> {
     context: &'c Context<'a>,
     depth: usize,
 }
 
-impl<'de> DeserializeSeed<'de> for Node<'_, '_> {
-    type Value = Value;
-    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+impl<'de> DeserializeSeed<'de> for Seed<'_, '_> {
+    type Value = Node;
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Node, D::Error> {
         deserializer.deserialize_any(self)
     }
 }
 
-impl Node<'_, '_> {
+impl Seed<'_, '_> {
     fn enter<E: de::Error>(&self) -> Result<Self, E> {
         self.context.count()?;
         let limit = self.context.limits.max_depth;
         if self.depth >= limit {
             return Err(self.context.refuse(JsonError::TooDeep(limit)));
         }
-        Ok(Node {
+        Ok(Seed {
             context: self.context,
             depth: self.depth + 1,
         })
     }
 }
 
-impl<'de> Visitor<'de> for Node<'_, '_> {
-    type Value = Value;
+impl<'de> Visitor<'de> for Seed<'_, '_> {
+    type Value = Node;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON value")
     }
 
-    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+    fn visit_unit<E: de::Error>(self) -> Result<Node, E> {
         self.context.count()?;
-        Ok(Value::Null)
+        Ok(Node::Null)
     }
 
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Node, E> {
         self.context.count()?;
-        Ok(Value::Bool(v))
+        Ok(Node::Bool(v))
     }
 
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Node, E> {
         self.context.count()?;
-        Ok(Value::from(v))
+        Ok(Node::Number(v.into()))
     }
 
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Node, E> {
         self.context.count()?;
-        Ok(Value::from(v))
+        Ok(Node::Number(v.into()))
     }
 
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Node, E> {
         self.context.count()?;
         // serde_json refuses non-finite numbers while parsing, so this always holds a number.
-        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+        Ok(Number::from_f64(v).map_or(Node::Null, Node::Number))
     }
 
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Node, E> {
         self.context.count()?;
-        self.context.string(v)?;
-        Ok(Value::String(v.to_owned()))
+        Ok(Node::String(self.context.span(v, true)?))
     }
 
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Node, E> {
         self.context.count()?;
-        self.context.string(&v)?;
-        Ok(Value::String(v))
+        Ok(Node::String(self.context.span(v, false)?))
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
         let inner = self.enter()?;
         let max = self.context.limits.max_items;
         let mut items = Vec::new();
@@ -237,57 +547,81 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
             }
             items.push(item);
         }
-        Ok(Value::Array(items))
+        Ok(Node::Array(items))
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
         let inner = self.enter()?;
         let max = self.context.limits.max_keys;
-        let mut object = Map::new();
-        while let Some(key) = map.next_key_seed(Key(self.context))? {
-            if object.len() == max {
+        let mut members: Vec<(Span, Node)> = Vec::new();
+        let mut keys = Keys::default();
+        while let Some((span, text)) = map.next_key_seed(Key(self.context))? {
+            if members.len() == max {
                 return Err(self.context.refuse(JsonError::TooManyKeys(max)));
             }
             // Keys arrive unescaped, so every spelling of one key collides here, before its
             // value is parsed.
-            match object.entry(key) {
-                serde_json::map::Entry::Occupied(_) => {
-                    return Err(self.context.refuse(JsonError::DuplicateKey));
-                }
-                serde_json::map::Entry::Vacant(slot) => {
-                    slot.insert(map.next_value_seed(inner)?);
-                }
+            if !keys.insert(text) {
+                return Err(self.context.refuse(JsonError::DuplicateKey));
             }
+            members.push((span, map.next_value_seed(inner)?));
         }
-        Ok(Value::Object(object))
+        Ok(Node::Object(members))
     }
 }
 
-/// An object key, held to the string rules.
+/// The keys of one object so far: a short list scanned in place, a hash set past 16 keys (so
+/// an object of 1,000 keys costs no million comparisons).
+#[derive(Default)]
+struct Keys<'de> {
+    list: Vec<Cow<'de, str>>,
+    set: Option<HashSet<Cow<'de, str>>>,
+}
+
+impl<'de> Keys<'de> {
+    /// Adds `key`; false if it is already there.
+    fn insert(&mut self, key: Cow<'de, str>) -> bool {
+        if let Some(set) = &mut self.set {
+            return set.insert(key);
+        }
+        if self.list.contains(&key) {
+            return false;
+        }
+        self.list.push(key);
+        if self.list.len() > 16 {
+            self.set = Some(self.list.drain(..).collect());
+        }
+        true
+    }
+}
+
+/// An object key, held to the string rules: its span, and its text for the duplicate check
+/// (borrowed from the body unless it had escapes).
 struct Key<'c, 'a>(&'c Context<'a>);
 
 impl<'de> DeserializeSeed<'de> for Key<'_, '_> {
-    type Value = String;
-    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<String, D::Error> {
+    type Value = (Span, Cow<'de, str>);
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_str(self)
     }
 }
 
 impl<'de> Visitor<'de> for Key<'_, '_> {
-    type Value = String;
+    type Value = (Span, Cow<'de, str>);
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("an object key")
     }
 
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
-        self.0.string(v)?;
-        Ok(v.to_owned())
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok((self.0.span(v, true)?, Cow::Borrowed(v)))
     }
 
-    fn visit_string<E: de::Error>(self, v: String) -> Result<String, E> {
-        self.0.string(&v)?;
-        Ok(v)
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok((self.0.span(v, false)?, Cow::Owned(v.to_owned())))
     }
 }
 
@@ -319,8 +653,12 @@ pub fn is_json_media_type(value: &http::HeaderValue) -> bool {
 mod tests {
     use super::*;
 
+    fn parse_text(text: &str, limits: &JsonLimits) -> Result<Value, JsonError> {
+        parse(Bytes::copy_from_slice(text.as_bytes()), limits).map(|d| d.to_value())
+    }
+
     fn check(text: &str) -> Result<Value, JsonError> {
-        parse(text.as_bytes(), &JsonLimits::default())
+        parse_text(text, &JsonLimits::default())
     }
 
     #[test]
@@ -353,7 +691,7 @@ mod tests {
             max_string_bytes: 4,
             max_values: 6,
         };
-        let run = |text: &str| parse(text.as_bytes(), &limits);
+        let run = |text: &str| parse_text(text, &limits);
         assert_eq!(run("[[[1]]]").expect("depth 3"), serde_json::json!([[[1]]]));
         assert_eq!(run("[[[[1]]]]"), Err(JsonError::TooDeep(3)));
         assert_eq!(
@@ -386,7 +724,7 @@ mod tests {
         }
         let invalid_utf8 = b"{\"a\":\"\xff\xfe\"}";
         assert!(matches!(
-            parse(invalid_utf8, &JsonLimits::default()),
+            parse(Bytes::from_static(invalid_utf8), &JsonLimits::default()),
             Err(JsonError::Syntax(_))
         ));
     }
@@ -399,9 +737,50 @@ mod tests {
             max_depth: JsonLimits::MAX_DEPTH,
             ..JsonLimits::default()
         };
-        assert!(parse(deep.as_bytes(), &unlimited).is_err());
+        assert!(parse_text(&deep, &unlimited).is_err());
         let objects = r#"{"a":"#.repeat(100_000);
         assert_eq!(check(&objects), Err(JsonError::TooDeep(32)));
+    }
+
+    #[test]
+    fn strings_are_spans_of_the_body_unless_escaped() {
+        let many = (0..40)
+            .map(|i| format!("\"k{i}\":{i}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        for text in [
+            r#"{"plain":"abc","esc\u0061ped":"x\ny","list":["a","\u00e9"]}"#.to_owned(),
+            format!("{{{many}}}"),
+        ] {
+            let document = parse(Bytes::from(text.clone()), &JsonLimits::default()).expect("valid");
+            let reference: Value = serde_json::from_str(&text).expect("reference");
+            assert_eq!(document.to_value(), reference);
+        }
+        let document = parse(
+            Bytes::from_static(br#"{"plain":"abc","esc\u0061ped":"x\ny"}"#),
+            &JsonLimits::default(),
+        )
+        .expect("valid");
+        assert_eq!(
+            document.lookup("/plain").and_then(|n| n.as_str()),
+            Some("abc")
+        );
+        assert_eq!(
+            document.lookup("/escaped").and_then(|n| n.as_str()),
+            Some("x\ny")
+        );
+        assert!(document.lookup("/missing").is_none());
+        // Only the escaped key and string were copied; the rest are spans of the body.
+        assert_eq!(document.unescaped, "escapedx\ny");
+        // Many keys switch the duplicate check to a set; it still collides.
+        let many = (0..40)
+            .map(|i| format!("\"k{i}\":{i}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        assert_eq!(
+            check(&format!("{{{many},\"k7\":0}}")),
+            Err(JsonError::DuplicateKey)
+        );
     }
 
     #[test]

@@ -10,16 +10,20 @@
 //! Failures list JSON pointers with short messages built from the schema's keywords and limits,
 //! never from the submitted values (jsonschema's own messages quote them).
 
+use std::borrow::Cow;
+
 use jsonschema::error::ValidationErrorKind;
-use jsonschema::{PatternOptions, Validator};
+use jsonschema::json::{Array, Json, Node, NodeIdentity, Object};
+use jsonschema::{JsonType, PatternOptions, Validator};
 use serde_json::Value;
 
+use super::json::{Document, Items, ItemsIter, Members, MembersIter, NodeRef, View};
 use crate::rejection::FieldError;
 
 /// A compiled JSON Schema.
 #[derive(Debug)]
 pub struct Schema {
-    validator: Validator,
+    validator: Validator<Body>,
 }
 
 /// Why a schema does not compile.
@@ -30,7 +34,7 @@ pub struct SchemaError(String);
 impl Schema {
     /// Compiles `schema`.
     pub fn compile(schema: &Value) -> Result<Schema, SchemaError> {
-        jsonschema::options()
+        jsonschema::options_for::<Body>()
             .should_validate_formats(true)
             .with_pattern_options(PatternOptions::regex())
             .build(schema)
@@ -38,19 +42,139 @@ impl Schema {
             .map_err(|e| SchemaError(e.to_string()))
     }
 
-    /// The first `max` violations of `instance` (none: valid).
-    pub fn violations(&self, instance: &Value, max: usize) -> Vec<FieldError> {
-        if self.validator.is_valid(instance) {
+    /// The first `max` violations of `document` (none: valid).
+    pub fn violations(&self, document: &Document, max: usize) -> Vec<FieldError> {
+        let root = document.root();
+        if self.validator.is_valid(root) {
             return Vec::new();
         }
         self.validator
-            .iter_errors(instance)
+            .iter_errors(root)
             .take(max)
             .map(|error| FieldError {
                 pointer: error.instance_path().as_str().to_owned(),
                 message: describe(error.kind()),
             })
             .collect()
+    }
+}
+
+// === The schema crate reads documents in place ===
+
+/// [`Document`] as a representation the validator walks directly: no `serde_json::Value` is
+/// built for validation.
+#[derive(Debug)]
+pub struct Body;
+
+impl Json for Body {
+    type Node<'a> = NodeRef<'a>;
+    type PreparedKey = String;
+    type StringBuffer = Option<Document>;
+    const ACYCLIC: bool = true;
+
+    fn prepare_key(key: &str) -> String {
+        key.to_owned()
+    }
+
+    fn with_string_node<T>(
+        buffer: &mut Option<Document>,
+        string: &str,
+        f: impl FnOnce(NodeRef<'_>) -> T,
+    ) -> T {
+        f(buffer.insert(Document::string(string)).root())
+    }
+}
+
+impl<'a> Node<'a, Body> for NodeRef<'a> {
+    type Object = Members<'a>;
+    type Array = Items<'a>;
+    type Number = &'a serde_json::Number;
+
+    fn as_object(&self) -> Option<Members<'a>> {
+        match self.view() {
+            View::Object(members) => Some(members),
+            _ => None,
+        }
+    }
+
+    fn as_array(&self) -> Option<Items<'a>> {
+        match self.view() {
+            View::Array(items) => Some(items),
+            _ => None,
+        }
+    }
+
+    fn as_string(&self) -> Option<Cow<'a, str>> {
+        self.as_str().map(Cow::Borrowed)
+    }
+
+    fn as_number(&self) -> Option<&'a serde_json::Number> {
+        match self.view() {
+            View::Number(number) => Some(number),
+            _ => None,
+        }
+    }
+
+    fn as_boolean(&self) -> Option<bool> {
+        match self.view() {
+            View::Bool(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    fn is_null(&self) -> bool {
+        NodeRef::is_null(self)
+    }
+
+    fn json_type(&self) -> JsonType {
+        match self.view() {
+            View::Null => JsonType::Null,
+            View::Bool(_) => JsonType::Boolean,
+            View::Number(_) => JsonType::Number,
+            View::String(_) => JsonType::String,
+            View::Array(_) => JsonType::Array,
+            View::Object(_) => JsonType::Object,
+        }
+    }
+
+    // Cold paths only: error instances, `const`/`enum` comparisons, `uniqueItems`.
+    fn to_value(&self) -> Cow<'a, Value> {
+        Cow::Owned(NodeRef::to_value(self))
+    }
+
+    fn identity(&self) -> Option<NodeIdentity> {
+        Some(NodeIdentity::new(self.address()))
+    }
+}
+
+impl<'a> Object<'a, Body> for Members<'a> {
+    type Node = NodeRef<'a>;
+    type MemberName = &'a str;
+    type MembersIter = MembersIter<'a>;
+
+    fn len(&self) -> usize {
+        Members::len(self)
+    }
+
+    fn get(&self, key: &String) -> Option<NodeRef<'a>> {
+        Members::get(self, key)
+    }
+
+    fn members(&self) -> MembersIter<'a> {
+        self.iter()
+    }
+}
+
+impl<'a> Array<'a, Body> for Items<'a> {
+    type Node = NodeRef<'a>;
+    type ElementsIter = ItemsIter<'a>;
+
+    fn len(&self) -> usize {
+        Items::len(self)
+    }
+
+    fn elements(&self) -> ItemsIter<'a> {
+        self.iter()
     }
 }
 
@@ -103,7 +227,13 @@ fn type_names(kind: &jsonschema::error::TypeKind) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::body::json::{JsonLimits, parse};
     use serde_json::json;
+
+    fn doc(value: &Value) -> Document {
+        let bytes = serde_json::to_vec(value).expect("json");
+        parse(bytes.into(), &JsonLimits::default()).expect("valid")
+    }
 
     fn schema() -> Schema {
         Schema::compile(&json!({
@@ -129,7 +259,7 @@ mod tests {
             "email": "not-an-email-SECRET",
             "extra-SECRET": 1
         });
-        let violations = schema().violations(&body, 20);
+        let violations = schema().violations(&doc(&body), 20);
         let pointers: Vec<&str> = violations.iter().map(|v| v.pointer.as_str()).collect();
         for expected in ["/task", "/priority", "/tags", "/tags/1", "/email", ""] {
             assert!(pointers.contains(&expected), "{expected} in {violations:?}");
@@ -139,12 +269,12 @@ mod tests {
         assert!(text.contains("must be at most 5"), "{text}");
         assert!(
             schema()
-                .violations(&json!({"task": "ok then", "priority": 2}), 20)
+                .violations(&doc(&json!({"task": "ok then", "priority": 2})), 20)
                 .is_empty()
         );
-        assert_eq!(schema().violations(&json!({}), 1).len(), 1);
+        assert_eq!(schema().violations(&doc(&json!({})), 1).len(), 1);
         assert_eq!(
-            schema().violations(&json!({"priority": 1}), 5)[0].message,
+            schema().violations(&doc(&json!({"priority": 1})), 5)[0].message,
             "missing required property \"task\""
         );
     }
@@ -165,7 +295,10 @@ mod tests {
             "properties": {"x": {"$ref": "#/$defs/n"}}
         }))
         .expect("local ref");
-        assert_eq!(local.violations(&json!({"x": "1"}), 5)[0].pointer, "/x");
+        assert_eq!(
+            local.violations(&doc(&json!({"x": "1"})), 5)[0].pointer,
+            "/x"
+        );
     }
 
     #[test]
@@ -175,6 +308,6 @@ mod tests {
         let classic =
             Schema::compile(&json!({"type": "string", "pattern": "^(a+)+$"})).expect("compiles");
         let hostile = format!("{}!", "a".repeat(50_000));
-        assert_eq!(classic.violations(&json!(hostile), 1).len(), 1);
+        assert_eq!(classic.violations(&doc(&json!(hostile)), 1).len(), 1);
     }
 }
