@@ -10,7 +10,7 @@ fuzz_target!(|data: &[u8]| {
         max_depth: JsonLimits::MAX_DEPTH,
         ..JsonLimits::default()
     };
-    if let Ok(document) = parse(data.to_vec().into(), &limits) {
+    if let Ok(document) = parse(data, &limits) {
         let reference: serde_json::Value =
             serde_json::from_slice(data).expect("serde_json rejects what the guard accepted");
         assert_eq!(

@@ -67,27 +67,18 @@ fn bench(c: &mut Criterion) {
     let rules = rules();
     for (name, size) in [("1KB", 1_000), ("100KB", 100_000)] {
         let body = bytes::Bytes::from(chat_body(size));
-        assert!(rules.check(body.clone()).is_ok());
+        assert!(rules.check(&body).is_ok());
         c.bench_function(&format!("body_rules_check_chat_{name}"), |b| {
-            b.iter(|| {
-                rules
-                    .check(std::hint::black_box(body.clone()))
-                    .expect("valid")
-            })
+            b.iter(|| rules.check(std::hint::black_box(&body)).expect("valid"))
         });
         let mut lean = rules.clone();
         lean.schema = None;
         lean.max_input_chars = None;
         c.bench_function(
             &format!("body_rules_check_no_schema_no_length_{name}"),
-            |b| {
-                b.iter(|| {
-                    lean.check(std::hint::black_box(body.clone()))
-                        .expect("valid")
-                })
-            },
+            |b| b.iter(|| lean.check(std::hint::black_box(&body)).expect("valid")),
         );
-        let document = json::parse(body.clone(), &JsonLimits::default()).expect("valid");
+        let document = json::parse(&body, &JsonLimits::default()).expect("valid");
         let schema = rules.schema.clone().expect("schema");
         c.bench_function(&format!("schema_only_chat_{name}"), |b| {
             b.iter(|| schema.violations(std::hint::black_box(&document), 20))
@@ -107,8 +98,7 @@ fn bench(c: &mut Criterion) {
         });
         c.bench_function(&format!("json_safety_parse_chat_{name}"), |b| {
             b.iter(|| {
-                json::parse(std::hint::black_box(body.clone()), &JsonLimits::default())
-                    .expect("valid")
+                json::parse(std::hint::black_box(&body), &JsonLimits::default()).expect("valid")
             })
         });
     }

@@ -13,7 +13,7 @@
 
 use std::fmt::Write as _;
 
-use super::json::{Document, Members, NodeRef, View};
+use super::json::{Document, Members, NodeRef, Span, View};
 
 /// A declared body format.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,12 +99,14 @@ impl Role {
 }
 
 /// Where one user-supplied text is.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Text {
     /// RFC 6901 pointer into the document.
     pub pointer: String,
     /// Who it comes from.
     pub role: Role,
+    /// The string itself, in the document (read without a pointer walk).
+    span: Span,
 }
 
 /// What a body means, extracted once (request extension `Arc<ExtractedBody>`).
@@ -131,14 +133,9 @@ impl ExtractedBody {
 
     /// Each text with its content.
     pub fn texts(&self) -> impl Iterator<Item = (&Text, &str)> {
-        self.texts.iter().map(|text| {
-            let content = self
-                .document
-                .lookup(&text.pointer)
-                .and_then(|node| node.as_str())
-                .unwrap_or("");
-            (text, content)
-        })
+        self.texts
+            .iter()
+            .map(|text| (text, self.document.text_at(text.span)))
     }
 }
 
@@ -194,7 +191,7 @@ fn walk(
     let Some((first, rest)) = segments.split_first() else {
         return match value.view() {
             View::String(_) => {
-                out.text(pointer.clone(), Role::Field);
+                out.text(pointer.clone(), Role::Field, Some(value));
                 Ok(())
             }
             View::Null => Ok(()),
@@ -245,6 +242,36 @@ fn push_key(pointer: &mut String, key: &str) {
     }
 }
 
+/// Builds an RFC 6901 pointer without the formatting machinery (extraction builds one per text).
+struct Pointer(String);
+
+impl Pointer {
+    fn root() -> Self {
+        Pointer(String::with_capacity(32))
+    }
+
+    fn at(at: &str) -> Self {
+        let mut text = String::with_capacity(at.len() + 16);
+        text.push_str(at);
+        Pointer(text)
+    }
+
+    fn key(mut self, key: &str) -> Self {
+        push_key(&mut self.0, key);
+        self
+    }
+
+    fn index(mut self, index: usize) -> Self {
+        self.0.push('/');
+        self.0.push_str(itoa::Buffer::new().format(index));
+        self
+    }
+
+    fn done(self) -> String {
+        self.0
+    }
+}
+
 fn error(pointer: &str, expected: &'static str) -> FormatError {
     FormatError {
         pointer: pointer.to_owned(),
@@ -261,8 +288,15 @@ struct Extraction {
 }
 
 impl Extraction {
-    fn text(&mut self, pointer: String, role: Role) {
-        self.texts.push(Text { pointer, role });
+    /// Records the string `node` at `pointer`.
+    fn text(&mut self, pointer: String, role: Role, node: Option<NodeRef<'_>>) {
+        if let Some(span) = node.and_then(|n| n.string_span()) {
+            self.texts.push(Text {
+                pointer,
+                role,
+                span,
+            });
+        }
     }
 
     /// A string at `at`, extracted; null or absent is nothing; anything else does not match.
@@ -277,10 +311,10 @@ impl Extraction {
         match object.get(key).map(|n| n.view()) {
             None | Some(View::Null) => Ok(()),
             Some(View::String(_)) => {
-                self.text(format!("{at}/{key}"), role);
+                self.text(Pointer::at(at).key(key).done(), role, object.get(key));
                 Ok(())
             }
-            Some(_) => Err(error(&format!("{at}/{key}"), expected)),
+            Some(_) => Err(error(&Pointer::at(at).key(key).done(), expected)),
         }
     }
 
@@ -294,10 +328,10 @@ impl Extraction {
     ) -> Result<(), FormatError> {
         match object.get(key).map(|n| n.view()) {
             Some(View::String(_)) => {
-                self.text(format!("{at}/{key}"), role);
+                self.text(Pointer::at(at).key(key).done(), role, object.get(key));
                 Ok(())
             }
-            _ => Err(error(&format!("{at}/{key}"), expected)),
+            _ => Err(error(&Pointer::at(at).key(key).done(), expected)),
         }
     }
 
@@ -324,7 +358,10 @@ impl Extraction {
                 Some(node) if node.is_null() => {}
                 Some(node) => {
                     let Some(n) = node.as_u64() else {
-                        return Err(error(&format!("/{key}"), "a non-negative integer"));
+                        return Err(error(
+                            &Pointer::root().key(key).done(),
+                            "a non-negative integer",
+                        ));
                     };
                     if self.max_output_tokens.is_none() {
                         self.max_output_tokens = Some(n);
@@ -347,11 +384,11 @@ impl Extraction {
     /// `tools[].description` and `tools[].function.description` (tool definitions).
     fn tools(&mut self, document: Members<'_>, key: &str) -> Result<(), FormatError> {
         for (i, tool) in array(document, key)?.enumerate() {
-            let at = format!("/{key}/{i}");
+            let at = Pointer::root().key(key).index(i).done();
             let tool = object(tool, &at, "a tool object")?;
             self.optional_text(tool, &at, "description", Role::ToolDefinition, "a string")?;
             if let Some(function) = tool.get("function") {
-                let at = format!("{at}/function");
+                let at = Pointer::at(&at).key("function").done();
                 let function = object(function, &at, "a function object")?;
                 self.optional_text(
                     function,
@@ -389,7 +426,7 @@ fn array<'a>(
     let items = match object.get(key).map(|n| n.view()) {
         None | Some(View::Null) => None,
         Some(View::Array(items)) => Some(items.iter()),
-        Some(_) => return Err(error(&format!("/{key}"), "a list")),
+        Some(_) => return Err(error(&Pointer::root().key(key).done(), "a list")),
     };
     Ok(items.into_iter().flatten())
 }
@@ -398,7 +435,7 @@ fn kind<'a>(object: Members<'a>, at: &str) -> Result<&'a str, FormatError> {
     object
         .get("type")
         .and_then(|n| n.as_str())
-        .ok_or_else(|| error(&format!("{at}/type"), "a content type"))
+        .ok_or_else(|| error(&Pointer::at(at).key("type").done(), "a content type"))
 }
 
 // === OpenAI Chat Completions ===
@@ -410,7 +447,7 @@ fn openai_chat(document: &Document, out: &mut Extraction) -> Result<(), FormatEr
         return Err(error("/messages", "a list of messages"));
     };
     for (i, message) in messages.iter().enumerate() {
-        let at = format!("/messages/{i}");
+        let at = Pointer::root().key("messages").index(i).done();
         let message = object(message, &at, "a message object")?;
         let role = match message.get("role").and_then(|n| n.as_str()) {
             Some("system" | "developer") => Role::System,
@@ -419,26 +456,26 @@ fn openai_chat(document: &Document, out: &mut Extraction) -> Result<(), FormatEr
             Some("tool" | "function") => Role::Tool,
             _ => {
                 return Err(error(
-                    &format!("{at}/role"),
+                    &Pointer::at(&at).key("role").done(),
                     "system, developer, user, assistant or tool",
                 ));
             }
         };
         chat_content(message, &at, role, out)?;
         for (j, call) in array(message, "tool_calls")
-            .map_err(|_| error(&format!("{at}/tool_calls"), "a list"))?
+            .map_err(|_| error(&Pointer::at(&at).key("tool_calls").done(), "a list"))?
             .enumerate()
         {
-            let at = format!("{at}/tool_calls/{j}");
+            let at = Pointer::at(&at).key("tool_calls").index(j).done();
             let call = object(call, &at, "a tool call object")?;
             if let Some(function) = call.get("function") {
-                let at = format!("{at}/function");
+                let at = Pointer::at(&at).key("function").done();
                 let function = object(function, &at, "a function call object")?;
                 out.optional_text(function, &at, "arguments", Role::Assistant, "a string")?;
             }
         }
         if let Some(function) = message.get("function_call") {
-            let at = format!("{at}/function_call");
+            let at = Pointer::at(&at).key("function_call").done();
             let function = object(function, &at, "a function call object")?;
             out.optional_text(function, &at, "arguments", Role::Assistant, "a string")?;
         }
@@ -458,12 +495,16 @@ fn chat_content(
     match message.get("content").map(|n| n.view()) {
         None | Some(View::Null) => Ok(()),
         Some(View::String(_)) => {
-            out.text(format!("{at}/content"), role);
+            out.text(
+                Pointer::at(at).key("content").done(),
+                role,
+                message.get("content"),
+            );
             Ok(())
         }
         Some(View::Array(parts)) => {
             for (k, part) in parts.iter().enumerate() {
-                let at = format!("{at}/content/{k}");
+                let at = Pointer::at(at).key("content").index(k).done();
                 let part = object(part, &at, "a content part object")?;
                 match kind(part, &at)? {
                     "text" => out.required_text(part, &at, "text", role, "a string")?,
@@ -471,7 +512,7 @@ fn chat_content(
                     "image_url" | "input_audio" | "file" => {}
                     _ => {
                         return Err(error(
-                            &format!("{at}/type"),
+                            &Pointer::at(&at).key("type").done(),
                             "text, image_url, input_audio, file or refusal",
                         ));
                     }
@@ -480,7 +521,7 @@ fn chat_content(
             Ok(())
         }
         Some(_) => Err(error(
-            &format!("{at}/content"),
+            &Pointer::at(at).key("content").done(),
             "a string or a list of content parts",
         )),
     }
@@ -512,10 +553,10 @@ fn openai_responses(document: &Document, out: &mut Extraction) -> Result<(), For
     out.optional_text(body, "", "instructions", Role::System, "a string")?;
     match body.get("input").map(|n| n.view()) {
         None | Some(View::Null) => {}
-        Some(View::String(_)) => out.text("/input".into(), Role::User),
+        Some(View::String(_)) => out.text("/input".into(), Role::User, body.get("input")),
         Some(View::Array(items)) => {
             for (i, item) in items.iter().enumerate() {
-                responses_item(item, &format!("/input/{i}"), out)?;
+                responses_item(item, &Pointer::root().key("input").index(i).done(), out)?;
             }
         }
         Some(_) => return Err(error("/input", "a string or a list of input items")),
@@ -530,7 +571,7 @@ fn responses_item(item: NodeRef<'_>, at: &str, out: &mut Extraction) -> Result<(
     let kind = match item.get("type").map(|n| n.view()) {
         None => "message",
         Some(View::String(kind)) => kind,
-        Some(_) => return Err(error(&format!("{at}/type"), "an item type")),
+        Some(_) => return Err(error(&Pointer::at(at).key("type").done(), "an item type")),
     };
     match kind {
         "message" => {
@@ -540,7 +581,7 @@ fn responses_item(item: NodeRef<'_>, at: &str, out: &mut Extraction) -> Result<(
                 Some("assistant") => Role::Assistant,
                 _ => {
                     return Err(error(
-                        &format!("{at}/role"),
+                        &Pointer::at(at).key("role").done(),
                         "system, developer, user or assistant",
                     ));
                 }
@@ -554,7 +595,7 @@ fn responses_item(item: NodeRef<'_>, at: &str, out: &mut Extraction) -> Result<(
         }
         other if RESPONSES_OTHER_ITEMS.contains(&other) => Ok(()),
         _ => Err(error(
-            &format!("{at}/type"),
+            &Pointer::at(at).key("type").done(),
             "an input item type of the Responses API",
         )),
     }
@@ -570,12 +611,12 @@ fn responses_content(
     match item.get(key).map(|n| n.view()) {
         None | Some(View::Null) => Ok(()),
         Some(View::String(_)) => {
-            out.text(format!("{at}/{key}"), role);
+            out.text(Pointer::at(at).key(key).done(), role, item.get(key));
             Ok(())
         }
         Some(View::Array(parts)) => {
             for (k, part) in parts.iter().enumerate() {
-                let at = format!("{at}/{key}/{k}");
+                let at = Pointer::at(at).key(key).index(k).done();
                 let part = object(part, &at, "a content part object")?;
                 match kind(part, &at)? {
                     "input_text" | "output_text" | "text" => {
@@ -585,7 +626,7 @@ fn responses_content(
                     "input_image" | "input_file" | "input_audio" => {}
                     _ => {
                         return Err(error(
-                            &format!("{at}/type"),
+                            &Pointer::at(&at).key("type").done(),
                             "input_text, output_text, refusal, input_image, input_file or input_audio",
                         ));
                     }
@@ -594,7 +635,7 @@ fn responses_content(
             Ok(())
         }
         Some(_) => Err(error(
-            &format!("{at}/{key}"),
+            &Pointer::at(at).key(key).done(),
             "a string or a list of content parts",
         )),
     }
@@ -607,7 +648,7 @@ fn anthropic_messages(document: &Document, out: &mut Extraction) -> Result<(), F
     out.model(body)?;
     match body.get("system").map(|n| n.view()) {
         None | Some(View::Null) => {}
-        Some(View::String(_)) => out.text("/system".into(), Role::System),
+        Some(View::String(_)) => out.text("/system".into(), Role::System, body.get("system")),
         Some(View::Array(_)) => anthropic_blocks(body, "", "system", Role::System, out)?,
         Some(_) => return Err(error("/system", "a string or a list of text blocks")),
     }
@@ -615,19 +656,28 @@ fn anthropic_messages(document: &Document, out: &mut Extraction) -> Result<(), F
         return Err(error("/messages", "a list of messages"));
     };
     for (i, message) in messages.iter().enumerate() {
-        let at = format!("/messages/{i}");
+        let at = Pointer::root().key("messages").index(i).done();
         let message = object(message, &at, "a message object")?;
         let role = match message.get("role").and_then(|n| n.as_str()) {
             Some("user") => Role::User,
             Some("assistant") => Role::Assistant,
-            _ => return Err(error(&format!("{at}/role"), "user or assistant")),
+            _ => {
+                return Err(error(
+                    &Pointer::at(&at).key("role").done(),
+                    "user or assistant",
+                ));
+            }
         };
         match message.get("content").map(|n| n.view()) {
-            Some(View::String(_)) => out.text(format!("{at}/content"), role),
+            Some(View::String(_)) => out.text(
+                Pointer::at(&at).key("content").done(),
+                role,
+                message.get("content"),
+            ),
             Some(View::Array(_)) => anthropic_blocks(message, &at, "content", role, out)?,
             _ => {
                 return Err(error(
-                    &format!("{at}/content"),
+                    &Pointer::at(&at).key("content").done(),
                     "a string or a list of content blocks",
                 ));
             }
@@ -660,22 +710,26 @@ fn anthropic_blocks(
     role: Role,
     out: &mut Extraction,
 ) -> Result<(), FormatError> {
-    let at = format!("{at}/{key}");
+    let at = Pointer::at(at).key(key).done();
     let Some(View::Array(blocks)) = parent.get(key).map(|n| n.view()) else {
         return Err(error(&at, "a list of content blocks"));
     };
     for (k, block) in blocks.iter().enumerate() {
-        let at = format!("{at}/{k}");
+        let at = Pointer::at(&at).index(k).done();
         let block = object(block, &at, "a content block object")?;
         match kind(block, &at)? {
             "text" => out.required_text(block, &at, "text", role, "a string")?,
             "tool_result" | "mcp_tool_result" => match block.get("content").map(|n| n.view()) {
                 None | Some(View::Null) => {}
-                Some(View::String(_)) => out.text(format!("{at}/content"), Role::Tool),
+                Some(View::String(_)) => out.text(
+                    Pointer::at(&at).key("content").done(),
+                    Role::Tool,
+                    block.get("content"),
+                ),
                 Some(View::Array(_)) => anthropic_blocks(block, &at, "content", Role::Tool, out)?,
                 Some(_) => {
                     return Err(error(
-                        &format!("{at}/content"),
+                        &Pointer::at(&at).key("content").done(),
                         "a string or a list of content blocks",
                     ));
                 }
@@ -684,13 +738,18 @@ fn anthropic_blocks(
                 out.optional_text(block, &at, "title", role, "a string")?;
                 out.optional_text(block, &at, "context", role, "a string")?;
                 if let Some(source) = block.get("source") {
-                    let at = format!("{at}/source");
+                    let at = Pointer::at(&at).key("source").done();
                     let source = object(source, &at, "a document source object")?;
                     match source.get("type").and_then(|n| n.as_str()) {
                         Some("text") => out.required_text(source, &at, "data", role, "a string")?,
                         Some("content") => anthropic_blocks(source, &at, "content", role, out)?,
                         Some(_) => {}
-                        None => return Err(error(&format!("{at}/type"), "a source type")),
+                        None => {
+                            return Err(error(
+                                &Pointer::at(&at).key("type").done(),
+                                "a source type",
+                            ));
+                        }
                     }
                 }
             }
@@ -701,7 +760,7 @@ fn anthropic_blocks(
             other if ANTHROPIC_OTHER_BLOCKS.contains(&other) => {}
             _ => {
                 return Err(error(
-                    &format!("{at}/type"),
+                    &Pointer::at(&at).key("type").done(),
                     "a content block type of the Messages API",
                 ));
             }
@@ -718,7 +777,7 @@ mod tests {
 
     fn doc(value: &Value) -> Document {
         let bytes = serde_json::to_vec(value).expect("json");
-        parse(bytes.into(), &JsonLimits::default()).expect("valid")
+        parse(&bytes, &JsonLimits::default()).expect("valid")
     }
 
     fn texts(format: &Format, body: Value) -> Vec<(String, Role, String)> {

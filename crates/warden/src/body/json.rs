@@ -18,8 +18,8 @@ use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::fmt;
+use std::sync::Arc;
 
-use bytes::Bytes;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Number, Value};
 
@@ -90,16 +90,26 @@ pub enum JsonError {
 }
 
 /// Parses `bytes` as one JSON document within `limits`.
-pub fn parse(bytes: Bytes, limits: &JsonLimits) -> Result<Document, JsonError> {
+pub fn parse(bytes: &[u8], limits: &JsonLimits) -> Result<Document, JsonError> {
+    // JSON text is UTF-8 as a whole (RFC 8259 §8.1). Validated once here, the document's
+    // strings are then plain slices of it: no access validates again.
+    let text: Arc<str> = match std::str::from_utf8(bytes) {
+        Ok(text) => Arc::from(text),
+        Err(e) => {
+            return Err(JsonError::Syntax(format!(
+                "invalid UTF-8 at byte {}",
+                e.valid_up_to()
+            )));
+        }
+    };
     let context = Context {
         limits,
-        base: bytes.as_ptr() as usize,
-        len: bytes.len(),
+        text: &text,
         values: Cell::new(0),
         violation: Cell::new(None),
         unescaped: RefCell::new(String::new()),
     };
-    let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
+    let mut deserializer = serde_json::Deserializer::from_str(&text);
     let seed = Seed {
         context: &context,
         depth: 0,
@@ -119,7 +129,7 @@ pub fn parse(bytes: Bytes, limits: &JsonLimits) -> Result<Document, JsonError> {
     };
     let unescaped = context.unescaped.into_inner();
     Ok(Document {
-        bytes,
+        text,
         unescaped,
         root,
     })
@@ -138,11 +148,12 @@ fn syntax_message(error: &serde_json::Error) -> String {
 
 // === Document ===
 
-/// A parsed body. Strings are not copied: a string without escapes is a span of the body's
-/// bytes, an escaped one a span of one side buffer. Containers are the only allocations.
+/// A parsed body. Strings are not copied one by one: a string without escapes is a span of the
+/// body's text, an escaped one a span of one side buffer. Besides the text, containers are the
+/// only allocations.
 #[derive(Clone, Debug)]
 pub struct Document {
-    bytes: Bytes,
+    text: Arc<str>,
     unescaped: String,
     root: Node,
 }
@@ -166,9 +177,9 @@ pub(crate) struct Span {
 }
 
 impl Document {
-    /// The body bytes this document was parsed from.
-    pub fn bytes(&self) -> &Bytes {
-        &self.bytes
+    /// The body text this document was parsed from.
+    pub fn text(&self) -> &str {
+        &self.text
     }
 
     /// The top-level value.
@@ -201,7 +212,7 @@ impl Document {
     /// A document of one string (schema validation of property names).
     pub(crate) fn string(text: &str) -> Document {
         Document {
-            bytes: Bytes::copy_from_slice(text.as_bytes()),
+            text: Arc::from(text),
             unescaped: String::new(),
             root: Node::String(Span {
                 start: 0,
@@ -216,14 +227,19 @@ impl Document {
         self.root().to_value()
     }
 
-    fn text(&self, span: Span) -> &str {
-        let bytes = if span.unescaped {
-            self.unescaped.as_bytes()
+    /// The string at `span` (from [`NodeRef::string_span`]).
+    pub(crate) fn text_at(&self, span: Span) -> &str {
+        self.span(span)
+    }
+
+    fn span(&self, span: Span) -> &str {
+        let text = if span.unescaped {
+            self.unescaped.as_str()
         } else {
-            &self.bytes[..]
+            &self.text
         };
         // Every span was a `str` when the parser handed it over.
-        std::str::from_utf8(bytes.get(span.start..span.end).unwrap_or_default()).unwrap_or_default()
+        text.get(span.start..span.end).unwrap_or_default()
     }
 }
 
@@ -259,7 +275,7 @@ impl<'a> NodeRef<'a> {
             Node::Null => View::Null,
             Node::Bool(b) => View::Bool(*b),
             Node::Number(n) => View::Number(n),
-            Node::String(span) => View::String(document.text(*span)),
+            Node::String(span) => View::String(document.span(*span)),
             Node::Array(items) => View::Array(Items { document, items }),
             Node::Object(members) => View::Object(Members { document, members }),
         }
@@ -268,7 +284,15 @@ impl<'a> NodeRef<'a> {
     /// The string, if this is one.
     pub fn as_str(&self) -> Option<&'a str> {
         match self.node {
-            Node::String(span) => Some(self.document.text(*span)),
+            Node::String(span) => Some(self.document.span(*span)),
+            _ => None,
+        }
+    }
+
+    /// Where the string is, if this is one.
+    pub(crate) fn string_span(&self) -> Option<Span> {
+        match self.node {
+            Node::String(span) => Some(*span),
             _ => None,
         }
     }
@@ -365,7 +389,7 @@ impl<'a> Members<'a> {
         let document = self.document;
         self.members
             .iter()
-            .find(|(name, _)| document.text(*name) == key)
+            .find(|(name, _)| document.span(*name) == key)
             .map(|(_, node)| NodeRef { document, node })
     }
 
@@ -406,7 +430,7 @@ impl<'a> Iterator for MembersIter<'a> {
         let document = self.document;
         self.members
             .next()
-            .map(|(name, node)| (document.text(*name), NodeRef { document, node }))
+            .map(|(name, node)| (document.span(*name), NodeRef { document, node }))
     }
 }
 
@@ -414,9 +438,8 @@ impl<'a> Iterator for MembersIter<'a> {
 
 struct Context<'a> {
     limits: &'a JsonLimits,
-    /// Address and length of the body: a borrowed string's span is its offset in it.
-    base: usize,
-    len: usize,
+    /// The body: a borrowed string's span is its offset in it.
+    text: &'a str,
     values: Cell<usize>,
     violation: Cell<Option<JsonError>>,
     unescaped: RefCell<String>,
@@ -443,12 +466,15 @@ impl Context<'_> {
         if text.len() > self.limits.max_string_bytes {
             return Err(self.refuse(JsonError::StringTooLong(self.limits.max_string_bytes)));
         }
-        if text.as_bytes().contains(&0) {
+        // A raw control character is a syntax error inside a JSON string, so only an escaped
+        // string can hold a NUL.
+        if !borrowed && text.as_bytes().contains(&0) {
             return Err(self.refuse(JsonError::Nul));
         }
+        let base = self.text.as_ptr() as usize;
         let address = text.as_ptr() as usize;
-        if borrowed && address >= self.base && address + text.len() <= self.base + self.len {
-            let start = address - self.base;
+        if borrowed && address >= base && address + text.len() <= base + self.text.len() {
+            let start = address - base;
             return Ok(Span {
                 start,
                 end: start + text.len(),
@@ -463,6 +489,31 @@ impl Context<'_> {
             end: side.len(),
             unescaped: true,
         })
+    }
+
+    /// A copy of the key recorded at `span`.
+    fn key_text(&self, span: Span) -> String {
+        if span.unescaped {
+            self.unescaped
+                .borrow()
+                .get(span.start..span.end)
+                .unwrap_or_default()
+                .to_owned()
+        } else {
+            self.text
+                .get(span.start..span.end)
+                .unwrap_or_default()
+                .to_owned()
+        }
+    }
+
+    /// Whether the key recorded at `span` is `key`.
+    fn is_key(&self, span: Span, key: &str) -> bool {
+        if span.unescaped {
+            self.unescaped.borrow().get(span.start..span.end) == Some(key)
+        } else {
+            self.text.get(span.start..span.end) == Some(key)
+        }
     }
 }
 
@@ -554,44 +605,35 @@ impl<'de> Visitor<'de> for Seed<'_, '_> {
         let inner = self.enter()?;
         let max = self.context.limits.max_keys;
         let mut members: Vec<(Span, Node)> = Vec::new();
-        let mut keys = Keys::default();
-        while let Some((span, text)) = map.next_key_seed(Key(self.context))? {
+        // Past 16 keys a set answers, so 1,000 keys cost no half-million comparisons.
+        let mut seen: Option<HashSet<Cow<'de, str>>> = None;
+        while let Some((span, key)) = map.next_key_seed(Key(self.context))? {
             if members.len() == max {
                 return Err(self.context.refuse(JsonError::TooManyKeys(max)));
             }
             // Keys arrive unescaped, so every spelling of one key collides here, before its
             // value is parsed.
-            if !keys.insert(text) {
+            let duplicate = match &mut seen {
+                Some(set) => !set.insert(key),
+                None => {
+                    let duplicate = members.iter().any(|(s, _)| self.context.is_key(*s, &key));
+                    if !duplicate && members.len() == 16 {
+                        let mut set: HashSet<Cow<'de, str>> = members
+                            .iter()
+                            .map(|(s, _)| Cow::Owned(self.context.key_text(*s)))
+                            .collect();
+                        set.insert(key);
+                        seen = Some(set);
+                    }
+                    duplicate
+                }
+            };
+            if duplicate {
                 return Err(self.context.refuse(JsonError::DuplicateKey));
             }
             members.push((span, map.next_value_seed(inner)?));
         }
         Ok(Node::Object(members))
-    }
-}
-
-/// The keys of one object so far: a short list scanned in place, a hash set past 16 keys (so
-/// an object of 1,000 keys costs no million comparisons).
-#[derive(Default)]
-struct Keys<'de> {
-    list: Vec<Cow<'de, str>>,
-    set: Option<HashSet<Cow<'de, str>>>,
-}
-
-impl<'de> Keys<'de> {
-    /// Adds `key`; false if it is already there.
-    fn insert(&mut self, key: Cow<'de, str>) -> bool {
-        if let Some(set) = &mut self.set {
-            return set.insert(key);
-        }
-        if self.list.contains(&key) {
-            return false;
-        }
-        self.list.push(key);
-        if self.list.len() > 16 {
-            self.set = Some(self.list.drain(..).collect());
-        }
-        true
     }
 }
 
@@ -654,7 +696,7 @@ mod tests {
     use super::*;
 
     fn parse_text(text: &str, limits: &JsonLimits) -> Result<Value, JsonError> {
-        parse(Bytes::copy_from_slice(text.as_bytes()), limits).map(|d| d.to_value())
+        parse(text.as_bytes(), limits).map(|d| d.to_value())
     }
 
     fn check(text: &str) -> Result<Value, JsonError> {
@@ -724,7 +766,7 @@ mod tests {
         }
         let invalid_utf8 = b"{\"a\":\"\xff\xfe\"}";
         assert!(matches!(
-            parse(Bytes::from_static(invalid_utf8), &JsonLimits::default()),
+            parse(invalid_utf8, &JsonLimits::default()),
             Err(JsonError::Syntax(_))
         ));
     }
@@ -752,12 +794,12 @@ mod tests {
             r#"{"plain":"abc","esc\u0061ped":"x\ny","list":["a","\u00e9"]}"#.to_owned(),
             format!("{{{many}}}"),
         ] {
-            let document = parse(Bytes::from(text.clone()), &JsonLimits::default()).expect("valid");
+            let document = parse(text.as_bytes(), &JsonLimits::default()).expect("valid");
             let reference: Value = serde_json::from_str(&text).expect("reference");
             assert_eq!(document.to_value(), reference);
         }
         let document = parse(
-            Bytes::from_static(br#"{"plain":"abc","esc\u0061ped":"x\ny"}"#),
+            br#"{"plain":"abc","esc\u0061ped":"x\ny"}"#,
             &JsonLimits::default(),
         )
         .expect("valid");

@@ -232,7 +232,7 @@ mod tests {
 
     fn doc(value: &Value) -> Document {
         let bytes = serde_json::to_vec(value).expect("json");
-        parse(bytes.into(), &JsonLimits::default()).expect("valid")
+        parse(&bytes, &JsonLimits::default()).expect("valid")
     }
 
     fn schema() -> Schema {
