@@ -182,6 +182,11 @@ impl Document {
         &self.text
     }
 
+    /// The body text, shared: forwarding it keeps one copy of the body in memory.
+    pub fn shared_text(&self) -> Arc<str> {
+        self.text.clone()
+    }
+
     /// The top-level value.
     pub fn root(&self) -> NodeRef<'_> {
         NodeRef {

@@ -203,6 +203,15 @@ fn media_problem(headers: &http::HeaderMap) -> Option<&'static str> {
     encoded.then_some("a Content-Encoding other than identity cannot be inspected")
 }
 
+/// Body text shared between the extracted document and the forwarded body.
+struct SharedText(Arc<str>);
+
+impl AsRef<[u8]> for SharedText {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
 /// A refused body: the client's answer and the operator's reason (never the content).
 #[derive(Debug)]
 pub struct Refusal {
@@ -309,7 +318,12 @@ where
                 Ok(checked) => checked,
                 Err(refusal) => return refuse(&parts, refusal),
             };
-            let forwarded = rewritten.unwrap_or(bytes);
+            // The document holds the body as validated text: forward that, and let the buffer
+            // read from the client go, so a body is held once while the request lives.
+            drop(bytes);
+            let forwarded = rewritten.unwrap_or_else(|| {
+                Bytes::from_owner(SharedText(extracted.document().shared_text()))
+            });
             parts.headers.remove(header::TRANSFER_ENCODING);
             parts
                 .headers
@@ -392,6 +406,32 @@ mod tests {
             body,
             "byte for byte, whitespace included"
         );
+    }
+
+    #[tokio::test]
+    async fn the_forwarded_body_is_the_documents_text_not_a_copy() {
+        let service = BodyRulesLayer::new(BodyRules::new(Format::OpenAiChat)).layer(
+            tower::service_fn(|req: Request<Body>| async move {
+                let extracted = req
+                    .extensions()
+                    .get::<Arc<ExtractedBody>>()
+                    .cloned()
+                    .expect("body");
+                let bytes = req.into_body().collect().await.expect("body").to_bytes();
+                let shared = bytes.as_ptr() == extracted.document().text().as_ptr();
+                Ok::<_, Infallible>(Response::new(body::full(if shared {
+                    "shared"
+                } else {
+                    "copied"
+                })))
+            }),
+        );
+        let req = Request::post("/x")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body::full(r#"{"model":"m","messages":[]}"#))
+            .expect("request");
+        let response = service.oneshot(req).await.expect("infallible");
+        assert_eq!(text(response).await, "shared");
     }
 
     #[tokio::test]
