@@ -193,6 +193,9 @@ pub fn temp_dir(name: &str) -> std::path::PathBuf {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("warden-{}-{name}-{n}", std::process::id()));
+    // Process ids are reused over a long run (each test is a process under nextest): a directory
+    // left by an earlier process with this id must not leak its files (an old key store) in.
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
 }
