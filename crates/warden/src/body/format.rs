@@ -461,7 +461,7 @@ fn openai_chat(document: &Document, out: &mut Extraction) -> Result<(), FormatEr
                 ));
             }
         };
-        chat_content(message, &at, role, out)?;
+        content(message, &at, "content", role, &CHAT_PARTS, out)?;
         for (j, call) in array(message, "tool_calls")
             .map_err(|_| error(&Pointer::at(&at).key("tool_calls").done(), "a list"))?
             .enumerate()
@@ -486,42 +486,60 @@ fn openai_chat(document: &Document, out: &mut Extraction) -> Result<(), FormatEr
     out.stream(body)
 }
 
-fn chat_content(
-    message: Members<'_>,
+/// The content-part types of one API: those whose `text` is user text, and those that carry no
+/// text Warden inspects (`refusal` parts are text in both APIs).
+struct PartTypes {
+    text: &'static [&'static str],
+    silent: &'static [&'static str],
+    expected: &'static str,
+}
+
+const CHAT_PARTS: PartTypes = PartTypes {
+    text: &["text"],
+    silent: &["image_url", "input_audio", "file"],
+    expected: "text, image_url, input_audio, file or refusal",
+};
+
+const RESPONSES_PARTS: PartTypes = PartTypes {
+    text: &["input_text", "output_text", "text"],
+    silent: &["input_image", "input_file", "input_audio"],
+    expected: "input_text, output_text, refusal, input_image, input_file or input_audio",
+};
+
+/// `parent[key]` as a string or a list of content parts of `types`.
+fn content(
+    parent: Members<'_>,
     at: &str,
+    key: &str,
     role: Role,
+    types: &PartTypes,
     out: &mut Extraction,
 ) -> Result<(), FormatError> {
-    match message.get("content").map(|n| n.view()) {
+    match parent.get(key).map(|n| n.view()) {
         None | Some(View::Null) => Ok(()),
         Some(View::String(_)) => {
-            out.text(
-                Pointer::at(at).key("content").done(),
-                role,
-                message.get("content"),
-            );
+            out.text(Pointer::at(at).key(key).done(), role, parent.get(key));
             Ok(())
         }
         Some(View::Array(parts)) => {
             for (k, part) in parts.iter().enumerate() {
-                let at = Pointer::at(at).key("content").index(k).done();
+                let at = Pointer::at(at).key(key).index(k).done();
                 let part = object(part, &at, "a content part object")?;
                 match kind(part, &at)? {
-                    "text" => out.required_text(part, &at, "text", role, "a string")?,
                     "refusal" => out.required_text(part, &at, "refusal", role, "a string")?,
-                    "image_url" | "input_audio" | "file" => {}
+                    t if types.text.contains(&t) => {
+                        out.required_text(part, &at, "text", role, "a string")?
+                    }
+                    t if types.silent.contains(&t) => {}
                     _ => {
-                        return Err(error(
-                            &Pointer::at(&at).key("type").done(),
-                            "text, image_url, input_audio, file or refusal",
-                        ));
+                        return Err(error(&Pointer::at(&at).key("type").done(), types.expected));
                     }
                 }
             }
             Ok(())
         }
         Some(_) => Err(error(
-            &Pointer::at(at).key("content").done(),
+            &Pointer::at(at).key(key).done(),
             "a string or a list of content parts",
         )),
     }
@@ -586,57 +604,17 @@ fn responses_item(item: NodeRef<'_>, at: &str, out: &mut Extraction) -> Result<(
                     ));
                 }
             };
-            responses_content(item, at, "content", role, out)
+            content(item, at, "content", role, &RESPONSES_PARTS, out)
         }
         "function_call" => out.optional_text(item, at, "arguments", Role::Assistant, "a string"),
         "custom_tool_call" => out.optional_text(item, at, "input", Role::Assistant, "a string"),
         "function_call_output" | "custom_tool_call_output" => {
-            responses_content(item, at, "output", Role::Tool, out)
+            content(item, at, "output", Role::Tool, &RESPONSES_PARTS, out)
         }
         other if RESPONSES_OTHER_ITEMS.contains(&other) => Ok(()),
         _ => Err(error(
             &Pointer::at(at).key("type").done(),
             "an input item type of the Responses API",
-        )),
-    }
-}
-
-fn responses_content(
-    item: Members<'_>,
-    at: &str,
-    key: &str,
-    role: Role,
-    out: &mut Extraction,
-) -> Result<(), FormatError> {
-    match item.get(key).map(|n| n.view()) {
-        None | Some(View::Null) => Ok(()),
-        Some(View::String(_)) => {
-            out.text(Pointer::at(at).key(key).done(), role, item.get(key));
-            Ok(())
-        }
-        Some(View::Array(parts)) => {
-            for (k, part) in parts.iter().enumerate() {
-                let at = Pointer::at(at).key(key).index(k).done();
-                let part = object(part, &at, "a content part object")?;
-                match kind(part, &at)? {
-                    "input_text" | "output_text" | "text" => {
-                        out.required_text(part, &at, "text", role, "a string")?
-                    }
-                    "refusal" => out.required_text(part, &at, "refusal", role, "a string")?,
-                    "input_image" | "input_file" | "input_audio" => {}
-                    _ => {
-                        return Err(error(
-                            &Pointer::at(&at).key("type").done(),
-                            "input_text, output_text, refusal, input_image, input_file or input_audio",
-                        ));
-                    }
-                }
-            }
-            Ok(())
-        }
-        Some(_) => Err(error(
-            &Pointer::at(at).key(key).done(),
-            "a string or a list of content parts",
         )),
     }
 }
