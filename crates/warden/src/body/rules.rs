@@ -74,8 +74,7 @@ impl BodyRules {
     /// Runs every rule on a buffered body: the extracted body, and the bytes to forward when
     /// sanitizing rewrote them.
     pub fn check(&self, bytes: &[u8]) -> Result<(ExtractedBody, Option<Bytes>), Refusal> {
-        let document = json::parse(bytes, &self.limits)
-            .map_err(|e| Refusal::new(RejectionKind::InvalidJson, e.to_string()))?;
+        let document = self.parse(bytes)?;
         if let Some(schema) = &self.schema {
             let errors = schema.violations(&document, MAX_SCHEMA_ERRORS);
             if !errors.is_empty() {
@@ -90,11 +89,7 @@ impl BodyRules {
                 });
             }
         }
-        let mut extracted = self
-            .format
-            .extract(document)
-            .map_err(|e| Refusal::new(RejectionKind::InvalidBodyFormat, e.to_string()))?;
-        extracted.provider.clone_from(&self.provider);
+        let mut extracted = self.extract(document)?;
         self.check_lengths(&extracted)?;
         if let Some(models) = &self.models {
             let verdict = models.check(self.provider.as_deref(), extracted.model.as_deref());
@@ -119,16 +114,25 @@ impl BodyRules {
             && let Some(bytes) = sanitize(&extracted)
         {
             // Later layers read the texts the upstream will get: extract the rewrite again.
-            let document = json::parse(&bytes, &self.limits)
-                .map_err(|e| Refusal::new(RejectionKind::InvalidJson, e.to_string()))?;
-            extracted = self
-                .format
-                .extract(document)
-                .map_err(|e| Refusal::new(RejectionKind::InvalidBodyFormat, e.to_string()))?;
-            extracted.provider.clone_from(&self.provider);
+            extracted = self.extract(self.parse(&bytes)?)?;
             rewritten = Some(bytes);
         }
         Ok((extracted, rewritten))
+    }
+
+    fn parse(&self, bytes: &[u8]) -> Result<json::Document, Refusal> {
+        json::parse(bytes, &self.limits)
+            .map_err(|e| Refusal::new(RejectionKind::InvalidJson, e.to_string()))
+    }
+
+    /// The format's extraction, with the route's provider.
+    fn extract(&self, document: json::Document) -> Result<ExtractedBody, Refusal> {
+        let mut extracted = self
+            .format
+            .extract(document)
+            .map_err(|e| Refusal::new(RejectionKind::InvalidBodyFormat, e.to_string()))?;
+        extracted.provider.clone_from(&self.provider);
+        Ok(extracted)
     }
 
     /// Input length in characters. A character takes at least one byte, so a text within a limit
