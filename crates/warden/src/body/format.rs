@@ -11,8 +11,6 @@
 //! part could carry text past every guard, so it fails closed. Fields Warden does not read are
 //! left alone and forwarded as sent.
 
-use std::fmt::Write as _;
-
 use super::json::{Document, Members, NodeRef, Span, View};
 
 /// A declared body format.
@@ -99,14 +97,30 @@ impl Role {
 }
 
 /// Where one user-supplied text is.
-#[derive(Clone, Debug)]
-pub struct Text {
-    /// RFC 6901 pointer into the document.
-    pub pointer: String,
-    /// Who it comes from.
-    pub role: Role,
+#[derive(Clone, Copy, Debug)]
+struct Text {
+    role: Role,
     /// The string itself, in the document (read without a pointer walk).
     span: Span,
+}
+
+/// One user-supplied text of an [`ExtractedBody`].
+#[derive(Clone, Copy, Debug)]
+pub struct TextRef<'a> {
+    /// Who it comes from.
+    pub role: Role,
+    /// The text, unescaped.
+    pub content: &'a str,
+    document: &'a Document,
+    span: Span,
+}
+
+impl TextRef<'_> {
+    /// Its RFC 6901 pointer into the document. Written on demand (a walk of the document):
+    /// most requests never need one, so extraction records none.
+    pub fn pointer(&self) -> String {
+        self.document.pointer_to(self.span).unwrap_or_default()
+    }
 }
 
 /// What a body means, extracted once (request extension `Arc<ExtractedBody>`).
@@ -114,7 +128,7 @@ pub struct Text {
 pub struct ExtractedBody {
     document: Document,
     /// The user-supplied texts, in document order.
-    pub texts: Vec<Text>,
+    texts: Vec<Text>,
     /// The requested model.
     pub model: Option<String>,
     /// The model's provider (the route's `provider`, or the format's), set by the body rules.
@@ -131,11 +145,14 @@ impl ExtractedBody {
         &self.document
     }
 
-    /// Each text with its content.
-    pub fn texts(&self) -> impl Iterator<Item = (&Text, &str)> {
-        self.texts
-            .iter()
-            .map(|text| (text, self.document.text_at(text.span)))
+    /// The user-supplied texts, in document order.
+    pub fn texts(&self) -> impl ExactSizeIterator<Item = TextRef<'_>> {
+        self.texts.iter().map(|text| TextRef {
+            role: text.role,
+            content: self.document.text_at(text.span),
+            document: &self.document,
+            span: text.span,
+        })
     }
 }
 
@@ -178,54 +195,47 @@ impl FieldPath {
     }
 
     fn collect(&self, document: NodeRef<'_>, out: &mut Extraction) -> Result<(), FormatError> {
-        walk(document, &self.segments, &mut String::new(), out)
+        walk(document, &self.segments, &At::ROOT, out)
     }
 }
 
 fn walk(
     value: NodeRef<'_>,
     segments: &[Segment],
-    pointer: &mut String,
+    at: &At<'_>,
     out: &mut Extraction,
 ) -> Result<(), FormatError> {
     let Some((first, rest)) = segments.split_first() else {
         return match value.view() {
             View::String(_) => {
-                out.text(pointer.clone(), Role::Field, Some(value));
+                out.text(Role::Field, Some(value));
                 Ok(())
             }
             View::Null => Ok(()),
-            _ => Err(error(pointer, "a text field must hold a string")),
+            _ => Err(error(at, "a text field must hold a string")),
         };
     };
-    let len = pointer.len();
     match (first, value.view()) {
         (Segment::Key(key), View::Object(map)) => {
             if let Some(child) = map.get(key) {
-                push_key(pointer, key);
-                walk(child, rest, pointer, out)?;
-                pointer.truncate(len);
+                walk(child, rest, &at.key(key), out)?;
             }
         }
         (Segment::EveryItem, View::Array(items)) => {
             for (i, item) in items.iter().enumerate() {
-                let _ = write!(pointer, "/{i}");
-                walk(item, rest, pointer, out)?;
-                pointer.truncate(len);
+                walk(item, rest, &at.index(i), out)?;
             }
         }
         (Segment::Key(key), View::Array(items)) => {
             if let Some(item) = key.parse::<usize>().ok().and_then(|i| items.get(i)) {
-                push_key(pointer, key);
-                walk(item, rest, pointer, out)?;
-                pointer.truncate(len);
+                walk(item, rest, &at.key(key), out)?;
             }
         }
         // Absent on the way: nothing to extract.
         (_, View::Null) => {}
         _ => {
             return Err(error(
-                pointer,
+                at,
                 "a text field's path crosses a value of another type",
             ));
         }
@@ -233,48 +243,72 @@ fn walk(
     Ok(())
 }
 
-fn push_key(pointer: &mut String, key: &str) {
-    pointer.push('/');
-    if key.contains(['~', '/']) {
-        pointer.push_str(&key.replace('~', "~0").replace('/', "~1"));
-    } else {
-        pointer.push_str(key);
+/// Where the extraction is: an RFC 6901 pointer kept as a chain of segments on the stack, so
+/// descending costs nothing; it is written out only for a text or an error.
+#[derive(Clone, Copy)]
+struct At<'p> {
+    parent: Option<&'p At<'p>>,
+    step: Step<'p>,
+}
+
+#[derive(Clone, Copy)]
+enum Step<'p> {
+    Root,
+    Key(&'p str),
+    Index(usize),
+}
+
+impl<'p> At<'p> {
+    const ROOT: At<'static> = At {
+        parent: None,
+        step: Step::Root,
+    };
+
+    fn key<'q>(&'q self, key: &'q str) -> At<'q> {
+        At {
+            parent: Some(self),
+            step: Step::Key(key),
+        }
+    }
+
+    fn index(&self, index: usize) -> At<'_> {
+        At {
+            parent: Some(self),
+            step: Step::Index(index),
+        }
+    }
+
+    fn write(&self, out: &mut String) {
+        if let Some(parent) = self.parent {
+            parent.write(out);
+        }
+        match self.step {
+            Step::Root => {}
+            Step::Key(key) => {
+                out.push('/');
+                if key.bytes().any(|b| b == b'~' || b == b'/') {
+                    out.push_str(&key.replace('~', "~0").replace('/', "~1"));
+                } else {
+                    out.push_str(key);
+                }
+            }
+            Step::Index(index) => {
+                out.push('/');
+                out.push_str(itoa::Buffer::new().format(index));
+            }
+        }
+    }
+
+    fn pointer(&self) -> String {
+        let mut pointer = String::new();
+        self.write(&mut pointer);
+        pointer
     }
 }
 
-/// Builds an RFC 6901 pointer without the formatting machinery (extraction builds one per text).
-struct Pointer(String);
-
-impl Pointer {
-    fn root() -> Self {
-        Pointer(String::with_capacity(32))
-    }
-
-    fn at(at: &str) -> Self {
-        let mut text = String::with_capacity(at.len() + 16);
-        text.push_str(at);
-        Pointer(text)
-    }
-
-    fn key(mut self, key: &str) -> Self {
-        push_key(&mut self.0, key);
-        self
-    }
-
-    fn index(mut self, index: usize) -> Self {
-        self.0.push('/');
-        self.0.push_str(itoa::Buffer::new().format(index));
-        self
-    }
-
-    fn done(self) -> String {
-        self.0
-    }
-}
-
-fn error(pointer: &str, expected: &'static str) -> FormatError {
+fn error(at: &At<'_>, expected: &'static str) -> FormatError {
     FormatError {
-        pointer: pointer.to_owned(),
+        pointer: at.pointer(),
         expected,
     }
 }
@@ -288,14 +322,10 @@ struct Extraction {
 }
 
 impl Extraction {
-    /// Records the string `node` at `pointer`.
-    fn text(&mut self, pointer: String, role: Role, node: Option<NodeRef<'_>>) {
+    /// Records the string `node`.
+    fn text(&mut self, role: Role, node: Option<NodeRef<'_>>) {
         if let Some(span) = node.and_then(|n| n.string_span()) {
-            self.texts.push(Text {
-                pointer,
-                role,
-                span,
-            });
+            self.texts.push(Text { role, span });
         }
     }
 
@@ -303,35 +333,37 @@ impl Extraction {
     fn optional_text(
         &mut self,
         object: Members<'_>,
-        at: &str,
+        at: &At<'_>,
         key: &str,
         role: Role,
         expected: &'static str,
     ) -> Result<(), FormatError> {
-        match object.get(key).map(|n| n.view()) {
+        let node = object.get(key);
+        match node.map(|n| n.view()) {
             None | Some(View::Null) => Ok(()),
             Some(View::String(_)) => {
-                self.text(Pointer::at(at).key(key).done(), role, object.get(key));
+                self.text(role, node);
                 Ok(())
             }
-            Some(_) => Err(error(&Pointer::at(at).key(key).done(), expected)),
+            Some(_) => Err(error(&at.key(key), expected)),
         }
     }
 
     fn required_text(
         &mut self,
         object: Members<'_>,
-        at: &str,
+        at: &At<'_>,
         key: &str,
         role: Role,
         expected: &'static str,
     ) -> Result<(), FormatError> {
-        match object.get(key).map(|n| n.view()) {
+        let node = object.get(key);
+        match node.map(|n| n.view()) {
             Some(View::String(_)) => {
-                self.text(Pointer::at(at).key(key).done(), role, object.get(key));
+                self.text(role, node);
                 Ok(())
             }
-            _ => Err(error(&Pointer::at(at).key(key).done(), expected)),
+            _ => Err(error(&at.key(key), expected)),
         }
     }
 
@@ -345,7 +377,7 @@ impl Extraction {
                 Ok(())
             }
             _ => Err(error(
-                "/model",
+                &At::ROOT.key("model"),
                 "a model name without spaces or control characters",
             )),
         }
@@ -358,10 +390,7 @@ impl Extraction {
                 Some(node) if node.is_null() => {}
                 Some(node) => {
                     let Some(n) = node.as_u64() else {
-                        return Err(error(
-                            &Pointer::root().key(key).done(),
-                            "a non-negative integer",
-                        ));
+                        return Err(error(&At::ROOT.key(key), "a non-negative integer"));
                     };
                     if self.max_output_tokens.is_none() {
                         self.max_output_tokens = Some(n);
@@ -376,23 +405,24 @@ impl Extraction {
         match document.get("stream").map(|n| n.view()) {
             None | Some(View::Null) => {}
             Some(View::Bool(stream)) => self.stream = stream,
-            Some(_) => return Err(error("/stream", "true or false")),
+            Some(_) => return Err(error(&At::ROOT.key("stream"), "true or false")),
         }
         Ok(())
     }
 
     /// `tools[].description` and `tools[].function.description` (tool definitions).
     fn tools(&mut self, document: Members<'_>, key: &str) -> Result<(), FormatError> {
+        let tools = At::ROOT.key(key);
         for (i, tool) in array(document, key)?.enumerate() {
-            let at = Pointer::root().key(key).index(i).done();
+            let at = tools.index(i);
             let tool = object(tool, &at, "a tool object")?;
             self.optional_text(tool, &at, "description", Role::ToolDefinition, "a string")?;
             if let Some(function) = tool.get("function") {
-                let at = Pointer::at(&at).key("function").done();
-                let function = object(function, &at, "a function object")?;
+                let at = &at.key("function");
+                let function = object(function, at, "a function object")?;
                 self.optional_text(
                     function,
-                    &at,
+                    at,
                     "description",
                     Role::ToolDefinition,
                     "a string",
@@ -404,12 +434,12 @@ impl Extraction {
 }
 
 fn root(document: &Document) -> Result<Members<'_>, FormatError> {
-    object(document.root(), "", "a JSON object")
+    object(document.root(), &At::ROOT, "a JSON object")
 }
 
 fn object<'a>(
     value: NodeRef<'a>,
-    at: &str,
+    at: &At<'_>,
     expected: &'static str,
 ) -> Result<Members<'a>, FormatError> {
     match value.view() {
@@ -426,16 +456,16 @@ fn array<'a>(
     let items = match object.get(key).map(|n| n.view()) {
         None | Some(View::Null) => None,
         Some(View::Array(items)) => Some(items.iter()),
-        Some(_) => return Err(error(&Pointer::root().key(key).done(), "a list")),
+        Some(_) => return Err(error(&At::ROOT.key(key), "a list")),
     };
     Ok(items.into_iter().flatten())
 }
 
-fn kind<'a>(object: Members<'a>, at: &str) -> Result<&'a str, FormatError> {
+fn kind<'a>(object: Members<'a>, at: &At<'_>) -> Result<&'a str, FormatError> {
     object
         .get("type")
         .and_then(|n| n.as_str())
-        .ok_or_else(|| error(&Pointer::at(at).key("type").done(), "a content type"))
+        .ok_or_else(|| error(&at.key("type"), "a content type"))
 }
 
 // === OpenAI Chat Completions ===
@@ -444,10 +474,11 @@ fn openai_chat(document: &Document, out: &mut Extraction) -> Result<(), FormatEr
     let body = root(document)?;
     out.model(body)?;
     let Some(View::Array(messages)) = body.get("messages").map(|n| n.view()) else {
-        return Err(error("/messages", "a list of messages"));
+        return Err(error(&At::ROOT.key("messages"), "a list of messages"));
     };
+    let list = At::ROOT.key("messages");
     for (i, message) in messages.iter().enumerate() {
-        let at = Pointer::root().key("messages").index(i).done();
+        let at = list.index(i);
         let message = object(message, &at, "a message object")?;
         let role = match message.get("role").and_then(|n| n.as_str()) {
             Some("system" | "developer") => Role::System,
@@ -456,28 +487,29 @@ fn openai_chat(document: &Document, out: &mut Extraction) -> Result<(), FormatEr
             Some("tool" | "function") => Role::Tool,
             _ => {
                 return Err(error(
-                    &Pointer::at(&at).key("role").done(),
+                    &at.key("role"),
                     "system, developer, user, assistant or tool",
                 ));
             }
         };
         content(message, &at, "content", role, &CHAT_PARTS, out)?;
+        let calls = at.key("tool_calls");
         for (j, call) in array(message, "tool_calls")
-            .map_err(|_| error(&Pointer::at(&at).key("tool_calls").done(), "a list"))?
+            .map_err(|_| error(&at.key("tool_calls"), "a list"))?
             .enumerate()
         {
-            let at = Pointer::at(&at).key("tool_calls").index(j).done();
+            let at = calls.index(j);
             let call = object(call, &at, "a tool call object")?;
             if let Some(function) = call.get("function") {
-                let at = Pointer::at(&at).key("function").done();
-                let function = object(function, &at, "a function call object")?;
-                out.optional_text(function, &at, "arguments", Role::Assistant, "a string")?;
+                let at = &at.key("function");
+                let function = object(function, at, "a function call object")?;
+                out.optional_text(function, at, "arguments", Role::Assistant, "a string")?;
             }
         }
         if let Some(function) = message.get("function_call") {
-            let at = Pointer::at(&at).key("function_call").done();
-            let function = object(function, &at, "a function call object")?;
-            out.optional_text(function, &at, "arguments", Role::Assistant, "a string")?;
+            let at = &at.key("function_call");
+            let function = object(function, at, "a function call object")?;
+            out.optional_text(function, at, "arguments", Role::Assistant, "a string")?;
         }
     }
     out.tools(body, "tools")?;
@@ -509,21 +541,23 @@ const RESPONSES_PARTS: PartTypes = PartTypes {
 /// `parent[key]` as a string or a list of content parts of `types`.
 fn content(
     parent: Members<'_>,
-    at: &str,
+    at: &At<'_>,
     key: &str,
     role: Role,
     types: &PartTypes,
     out: &mut Extraction,
 ) -> Result<(), FormatError> {
-    match parent.get(key).map(|n| n.view()) {
+    let node = parent.get(key);
+    match node.map(|n| n.view()) {
         None | Some(View::Null) => Ok(()),
         Some(View::String(_)) => {
-            out.text(Pointer::at(at).key(key).done(), role, parent.get(key));
+            out.text(role, node);
             Ok(())
         }
         Some(View::Array(parts)) => {
+            let list = at.key(key);
             for (k, part) in parts.iter().enumerate() {
-                let at = Pointer::at(at).key(key).index(k).done();
+                let at = list.index(k);
                 let part = object(part, &at, "a content part object")?;
                 match kind(part, &at)? {
                     "refusal" => out.required_text(part, &at, "refusal", role, "a string")?,
@@ -532,16 +566,13 @@ fn content(
                     }
                     t if types.silent.contains(&t) => {}
                     _ => {
-                        return Err(error(&Pointer::at(&at).key("type").done(), types.expected));
+                        return Err(error(&at.key("type"), types.expected));
                     }
                 }
             }
             Ok(())
         }
-        Some(_) => Err(error(
-            &Pointer::at(at).key(key).done(),
-            "a string or a list of content parts",
-        )),
+        Some(_) => Err(error(&at.key(key), "a string or a list of content parts")),
     }
 }
 
@@ -568,28 +599,35 @@ const RESPONSES_OTHER_ITEMS: &[&str] = &[
 fn openai_responses(document: &Document, out: &mut Extraction) -> Result<(), FormatError> {
     let body = root(document)?;
     out.model(body)?;
-    out.optional_text(body, "", "instructions", Role::System, "a string")?;
-    match body.get("input").map(|n| n.view()) {
+    out.optional_text(body, &At::ROOT, "instructions", Role::System, "a string")?;
+    let node = body.get("input");
+    match node.map(|n| n.view()) {
         None | Some(View::Null) => {}
-        Some(View::String(_)) => out.text("/input".into(), Role::User, body.get("input")),
+        Some(View::String(_)) => out.text(Role::User, node),
         Some(View::Array(items)) => {
+            let list = At::ROOT.key("input");
             for (i, item) in items.iter().enumerate() {
-                responses_item(item, &Pointer::root().key("input").index(i).done(), out)?;
+                responses_item(item, &list.index(i), out)?;
             }
         }
-        Some(_) => return Err(error("/input", "a string or a list of input items")),
+        Some(_) => {
+            return Err(error(
+                &At::ROOT.key("input"),
+                "a string or a list of input items",
+            ));
+        }
     }
     out.tools(body, "tools")?;
     out.tokens(body, &["max_output_tokens"])?;
     out.stream(body)
 }
 
-fn responses_item(item: NodeRef<'_>, at: &str, out: &mut Extraction) -> Result<(), FormatError> {
+fn responses_item(item: NodeRef<'_>, at: &At<'_>, out: &mut Extraction) -> Result<(), FormatError> {
     let item = object(item, at, "an input item object")?;
     let kind = match item.get("type").map(|n| n.view()) {
         None => "message",
         Some(View::String(kind)) => kind,
-        Some(_) => return Err(error(&Pointer::at(at).key("type").done(), "an item type")),
+        Some(_) => return Err(error(&at.key("type"), "an item type")),
     };
     match kind {
         "message" => {
@@ -599,7 +637,7 @@ fn responses_item(item: NodeRef<'_>, at: &str, out: &mut Extraction) -> Result<(
                 Some("assistant") => Role::Assistant,
                 _ => {
                     return Err(error(
-                        &Pointer::at(at).key("role").done(),
+                        &at.key("role"),
                         "system, developer, user or assistant",
                     ));
                 }
@@ -613,7 +651,7 @@ fn responses_item(item: NodeRef<'_>, at: &str, out: &mut Extraction) -> Result<(
         }
         other if RESPONSES_OTHER_ITEMS.contains(&other) => Ok(()),
         _ => Err(error(
-            &Pointer::at(at).key("type").done(),
+            &at.key("type"),
             "an input item type of the Responses API",
         )),
     }
@@ -624,38 +662,39 @@ fn responses_item(item: NodeRef<'_>, at: &str, out: &mut Extraction) -> Result<(
 fn anthropic_messages(document: &Document, out: &mut Extraction) -> Result<(), FormatError> {
     let body = root(document)?;
     out.model(body)?;
-    match body.get("system").map(|n| n.view()) {
+    let node = body.get("system");
+    match node.map(|n| n.view()) {
         None | Some(View::Null) => {}
-        Some(View::String(_)) => out.text("/system".into(), Role::System, body.get("system")),
-        Some(View::Array(_)) => anthropic_blocks(body, "", "system", Role::System, out)?,
-        Some(_) => return Err(error("/system", "a string or a list of text blocks")),
+        Some(View::String(_)) => out.text(Role::System, node),
+        Some(View::Array(_)) => anthropic_blocks(body, &At::ROOT, "system", Role::System, out)?,
+        Some(_) => {
+            return Err(error(
+                &At::ROOT.key("system"),
+                "a string or a list of text blocks",
+            ));
+        }
     }
     let Some(View::Array(messages)) = body.get("messages").map(|n| n.view()) else {
-        return Err(error("/messages", "a list of messages"));
+        return Err(error(&At::ROOT.key("messages"), "a list of messages"));
     };
+    let list = At::ROOT.key("messages");
     for (i, message) in messages.iter().enumerate() {
-        let at = Pointer::root().key("messages").index(i).done();
+        let at = list.index(i);
         let message = object(message, &at, "a message object")?;
         let role = match message.get("role").and_then(|n| n.as_str()) {
             Some("user") => Role::User,
             Some("assistant") => Role::Assistant,
             _ => {
-                return Err(error(
-                    &Pointer::at(&at).key("role").done(),
-                    "user or assistant",
-                ));
+                return Err(error(&at.key("role"), "user or assistant"));
             }
         };
-        match message.get("content").map(|n| n.view()) {
-            Some(View::String(_)) => out.text(
-                Pointer::at(&at).key("content").done(),
-                role,
-                message.get("content"),
-            ),
+        let node = message.get("content");
+        match node.map(|n| n.view()) {
+            Some(View::String(_)) => out.text(role, node),
             Some(View::Array(_)) => anthropic_blocks(message, &at, "content", role, out)?,
             _ => {
                 return Err(error(
-                    &Pointer::at(&at).key("content").done(),
+                    &at.key("content"),
                     "a string or a list of content blocks",
                 ));
             }
@@ -663,7 +702,10 @@ fn anthropic_messages(document: &Document, out: &mut Extraction) -> Result<(), F
     }
     out.tools(body, "tools")?;
     if body.get("max_tokens").and_then(|n| n.as_u64()).is_none() {
-        return Err(error("/max_tokens", "a non-negative integer (required)"));
+        return Err(error(
+            &At::ROOT.key("max_tokens"),
+            "a non-negative integer (required)",
+        ));
     }
     out.tokens(body, &["max_tokens"])?;
     out.stream(body)
@@ -683,31 +725,27 @@ const ANTHROPIC_OTHER_BLOCKS: &[&str] = &[
 
 fn anthropic_blocks(
     parent: Members<'_>,
-    at: &str,
+    at: &At<'_>,
     key: &str,
     role: Role,
     out: &mut Extraction,
 ) -> Result<(), FormatError> {
-    let at = Pointer::at(at).key(key).done();
+    let list = at.key(key);
     let Some(View::Array(blocks)) = parent.get(key).map(|n| n.view()) else {
-        return Err(error(&at, "a list of content blocks"));
+        return Err(error(&list, "a list of content blocks"));
     };
     for (k, block) in blocks.iter().enumerate() {
-        let at = Pointer::at(&at).index(k).done();
+        let at = list.index(k);
         let block = object(block, &at, "a content block object")?;
         match kind(block, &at)? {
             "text" => out.required_text(block, &at, "text", role, "a string")?,
             "tool_result" | "mcp_tool_result" => match block.get("content").map(|n| n.view()) {
                 None | Some(View::Null) => {}
-                Some(View::String(_)) => out.text(
-                    Pointer::at(&at).key("content").done(),
-                    Role::Tool,
-                    block.get("content"),
-                ),
+                Some(View::String(_)) => out.text(Role::Tool, block.get("content")),
                 Some(View::Array(_)) => anthropic_blocks(block, &at, "content", Role::Tool, out)?,
                 Some(_) => {
                     return Err(error(
-                        &Pointer::at(&at).key("content").done(),
+                        &at.key("content"),
                         "a string or a list of content blocks",
                     ));
                 }
@@ -716,17 +754,14 @@ fn anthropic_blocks(
                 out.optional_text(block, &at, "title", role, "a string")?;
                 out.optional_text(block, &at, "context", role, "a string")?;
                 if let Some(source) = block.get("source") {
-                    let at = Pointer::at(&at).key("source").done();
-                    let source = object(source, &at, "a document source object")?;
+                    let at = &at.key("source");
+                    let source = object(source, at, "a document source object")?;
                     match source.get("type").and_then(|n| n.as_str()) {
-                        Some("text") => out.required_text(source, &at, "data", role, "a string")?,
-                        Some("content") => anthropic_blocks(source, &at, "content", role, out)?,
+                        Some("text") => out.required_text(source, at, "data", role, "a string")?,
+                        Some("content") => anthropic_blocks(source, at, "content", role, out)?,
                         Some(_) => {}
                         None => {
-                            return Err(error(
-                                &Pointer::at(&at).key("type").done(),
-                                "a source type",
-                            ));
+                            return Err(error(&at.key("type"), "a source type"));
                         }
                     }
                 }
@@ -738,7 +773,7 @@ fn anthropic_blocks(
             other if ANTHROPIC_OTHER_BLOCKS.contains(&other) => {}
             _ => {
                 return Err(error(
-                    &Pointer::at(&at).key("type").done(),
+                    &at.key("type"),
                     "a content block type of the Messages API",
                 ));
             }
@@ -762,7 +797,7 @@ mod tests {
         let extracted = format.extract(doc(&body)).expect("matches its format");
         extracted
             .texts()
-            .map(|(t, content)| (t.pointer.clone(), t.role, content.to_owned()))
+            .map(|t| (t.pointer(), t.role, t.content.to_owned()))
             .collect()
     }
 

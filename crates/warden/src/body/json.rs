@@ -9,13 +9,14 @@
 //! surrogates (serde_json refuses both while decoding), and data after the value. The result is a
 //! [`Document`] that schema validation and format extraction read; nothing parses the same bytes
 //! again, and the bytes forwarded are the bytes parsed. A document does not copy its strings: a
-//! string without escapes is a span of the body, so parsing allocates only for containers.
+//! string without escapes is a span of the body. Nor does it allocate per container: the items
+//! of every array sit in one arena, the members of every object in another, each container's
+//! children side by side, so a document is four allocations however many values it holds.
 //!
 //! Nesting is bounded twice: by `max_depth` here, and by serde_json's own recursion limit (128),
 //! so even 100,000 levels end as an error, never as a stack overflow.
 
 use std::borrow::Cow;
-use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
@@ -91,6 +92,11 @@ pub enum JsonError {
 
 /// Parses `bytes` as one JSON document within `limits`.
 pub fn parse(bytes: &[u8], limits: &JsonLimits) -> Result<Document, JsonError> {
+    // Spans are 32-bit offsets into the body followed by its unescaped copies (at most as long
+    // again), so a body may hold up to 2 GiB: far past any body limit.
+    if bytes.len() > (u32::MAX / 2) as usize {
+        return Err(JsonError::Syntax("body too large to parse".to_owned()));
+    }
     // JSON text is UTF-8 as a whole (RFC 8259 §8.1). Validated once here, the document's
     // strings are then plain slices of it: no access validates again.
     let text: Arc<str> = match std::str::from_utf8(bytes) {
@@ -102,35 +108,47 @@ pub fn parse(bytes: &[u8], limits: &JsonLimits) -> Result<Document, JsonError> {
             )));
         }
     };
-    let context = Context {
+    let mut builder = Builder {
         limits,
         text: &text,
-        values: Cell::new(0),
-        violation: Cell::new(None),
-        unescaped: RefCell::new(String::new()),
+        values: 0,
+        violation: None,
+        unescaped: String::new(),
+        numbers: Vec::new(),
+        items: Vec::new(),
+        members: Vec::new(),
+        open_items: Vec::new(),
+        open_members: Vec::new(),
+        root: Node::Null,
     };
     let mut deserializer = serde_json::Deserializer::from_str(&text);
     let seed = Seed {
-        context: &context,
+        builder: &mut builder,
         depth: 0,
+        slot: Slot::Root,
     };
-    let root = match seed.deserialize(&mut deserializer) {
-        Ok(root) => {
-            deserializer.end().map_err(|_| JsonError::Trailing)?;
-            root
-        }
+    if let Err(error) = seed.deserialize(&mut deserializer) {
         // A rule of ours stopped the parse: report the rule, not serde's wrapper around it.
-        Err(error) => {
-            return Err(context
-                .violation
-                .take()
-                .unwrap_or_else(|| JsonError::Syntax(syntax_message(&error))));
-        }
-    };
-    let unescaped = context.unescaped.into_inner();
+        return Err(builder
+            .violation
+            .take()
+            .unwrap_or_else(|| JsonError::Syntax(syntax_message(&error))));
+    }
+    deserializer.end().map_err(|_| JsonError::Trailing)?;
+    let Builder {
+        unescaped,
+        numbers,
+        items,
+        members,
+        root,
+        ..
+    } = builder;
     Ok(Document {
         text,
         unescaped,
+        numbers,
+        items,
+        members,
         root,
     })
 }
@@ -149,31 +167,67 @@ fn syntax_message(error: &serde_json::Error) -> String {
 // === Document ===
 
 /// A parsed body. Strings are not copied one by one: a string without escapes is a span of the
-/// body's text, an escaped one a span of one side buffer. Besides the text, containers are the
-/// only allocations.
+/// body's text, an escaped one a span of one side buffer. Containers are blocks of two arenas,
+/// numbers sit in a third: a node is 12 bytes, a member 20.
 #[derive(Clone, Debug)]
 pub struct Document {
     text: Arc<str>,
+    /// Escaped strings, unescaped; addressed after the end of `text`.
     unescaped: String,
+    numbers: Vec<Number>,
+    /// The items of every array, each array's in one block.
+    items: Vec<Node>,
+    /// The members of every object, each object's in one block.
+    members: Vec<(Span, Node)>,
     root: Node,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) enum Node {
     Null,
     Bool(bool),
-    Number(Number),
+    /// An index into [`Document::numbers`].
+    Number(u32),
     String(Span),
-    Array(Vec<Node>),
-    Object(Vec<(Span, Node)>),
+    /// Its items: a block of [`Document::items`].
+    Array(Block),
+    /// Its members: a block of [`Document::members`].
+    Object(Block),
 }
 
-/// Where a string is: in the body bytes or, unescaped, in the side buffer.
+/// Where a container's children are in their arena.
 #[derive(Clone, Copy, Debug)]
+pub(crate) struct Block {
+    start: u32,
+    end: u32,
+}
+
+impl Block {
+    fn range(self) -> std::ops::Range<usize> {
+        self.start as usize..self.end as usize
+    }
+}
+
+/// Where a string is: a range of the body's text followed by the side buffer (a range past the
+/// text's end is in the side buffer). No two strings of a document share a span, so a span also
+/// names its string.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Span {
-    start: usize,
-    end: usize,
-    unescaped: bool,
+    start: u32,
+    end: u32,
+}
+
+impl Span {
+    /// The string this span names in `text` followed by `unescaped`.
+    fn of<'a>(self, text: &'a str, unescaped: &'a str) -> &'a str {
+        let (start, end) = (self.start as usize, self.end as usize);
+        // Every span was a `str` when the parser handed it over.
+        match start.checked_sub(text.len()) {
+            None => text.get(start..end),
+            Some(side) => unescaped.get(side..end - text.len()),
+        }
+        .unwrap_or_default()
+    }
 }
 
 impl Document {
@@ -214,15 +268,69 @@ impl Document {
         Some(current)
     }
 
+    /// The RFC 6901 pointer of the string at `target` (one walk of the document: pointers are
+    /// written when asked for, not for every extracted text).
+    pub(crate) fn pointer_to(&self, target: Span) -> Option<String> {
+        enum Step {
+            Key(Span),
+            Index(usize),
+        }
+        fn find(document: &Document, node: &Node, target: Span, path: &mut Vec<Step>) -> bool {
+            match node {
+                Node::String(span) => *span == target,
+                Node::Array(block) => document.items(*block).iter().enumerate().any(|(i, item)| {
+                    path.push(Step::Index(i));
+                    let found = find(document, item, target, path);
+                    if !found {
+                        path.pop();
+                    }
+                    found
+                }),
+                Node::Object(block) => document.members(*block).iter().any(|(key, value)| {
+                    path.push(Step::Key(*key));
+                    let found = find(document, value, target, path);
+                    if !found {
+                        path.pop();
+                    }
+                    found
+                }),
+                _ => false,
+            }
+        }
+        let mut path = Vec::new();
+        if !find(self, &self.root, target, &mut path) {
+            return None;
+        }
+        let mut pointer = String::new();
+        for step in path {
+            pointer.push('/');
+            match step {
+                Step::Key(key) => {
+                    let key = self.span(key);
+                    if key.contains(['~', '/']) {
+                        pointer.push_str(&key.replace('~', "~0").replace('/', "~1"));
+                    } else {
+                        pointer.push_str(key);
+                    }
+                }
+                Step::Index(index) => pointer.push_str(itoa::Buffer::new().format(index)),
+            }
+        }
+        Some(pointer)
+    }
+
     /// A document of one string (schema validation of property names).
     pub(crate) fn string(text: &str) -> Document {
         Document {
             text: Arc::from(text),
             unescaped: String::new(),
+            numbers: Vec::new(),
+            items: Vec::new(),
+            members: Vec::new(),
+            // Property names are short: `u32` holds any the schema validator hands over.
             root: Node::String(Span {
                 start: 0,
-                end: text.len(),
-                unescaped: false,
+                end: u32::try_from(text.len()).unwrap_or(u32::MAX),
             }),
         }
     }
@@ -238,13 +346,15 @@ impl Document {
     }
 
     fn span(&self, span: Span) -> &str {
-        let text = if span.unescaped {
-            self.unescaped.as_str()
-        } else {
-            &self.text
-        };
-        // Every span was a `str` when the parser handed it over.
-        text.get(span.start..span.end).unwrap_or_default()
+        span.of(&self.text, &self.unescaped)
+    }
+
+    fn items(&self, block: Block) -> &[Node] {
+        self.items.get(block.range()).unwrap_or_default()
+    }
+
+    fn members(&self, block: Block) -> &[(Span, Node)] {
+        self.members.get(block.range()).unwrap_or_default()
     }
 }
 
@@ -276,13 +386,22 @@ impl<'a> NodeRef<'a> {
     /// What this value is.
     pub fn view(&self) -> View<'a> {
         let document = self.document;
-        match self.node {
+        match *self.node {
             Node::Null => View::Null,
-            Node::Bool(b) => View::Bool(*b),
-            Node::Number(n) => View::Number(n),
-            Node::String(span) => View::String(document.span(*span)),
-            Node::Array(items) => View::Array(Items { document, items }),
-            Node::Object(members) => View::Object(Members { document, members }),
+            Node::Bool(b) => View::Bool(b),
+            Node::Number(n) => match document.numbers.get(n as usize) {
+                Some(n) => View::Number(n),
+                None => View::Null,
+            },
+            Node::String(span) => View::String(document.span(span)),
+            Node::Array(block) => View::Array(Items {
+                document,
+                items: document.items(block),
+            }),
+            Node::Object(block) => View::Object(Members {
+                document,
+                members: document.members(block),
+            }),
         }
     }
 
@@ -304,8 +423,8 @@ impl<'a> NodeRef<'a> {
 
     /// The number as a `u64`, if it is a non-negative integer.
     pub fn as_u64(&self) -> Option<u64> {
-        match self.node {
-            Node::Number(n) => n.as_u64(),
+        match self.view() {
+            View::Number(n) => n.as_u64(),
             _ => None,
         }
     }
@@ -441,191 +560,237 @@ impl<'a> Iterator for MembersIter<'a> {
 
 // === Parsing ===
 
-struct Context<'a> {
+/// What the parse has built so far. A container's children wait on an open stack until it
+/// closes, then move to their arena as one block.
+struct Builder<'a> {
     limits: &'a JsonLimits,
     /// The body: a borrowed string's span is its offset in it.
     text: &'a str,
-    values: Cell<usize>,
-    violation: Cell<Option<JsonError>>,
-    unescaped: RefCell<String>,
+    values: usize,
+    violation: Option<JsonError>,
+    unescaped: String,
+    numbers: Vec<Number>,
+    items: Vec<Node>,
+    members: Vec<(Span, Node)>,
+    open_items: Vec<Node>,
+    open_members: Vec<(Span, Node)>,
+    root: Node,
 }
 
-impl Context<'_> {
-    fn refuse<E: de::Error>(&self, violation: JsonError) -> E {
+impl Builder<'_> {
+    fn refuse<E: de::Error>(&mut self, violation: JsonError) -> E {
         let message = violation.to_string();
-        self.violation.set(Some(violation));
+        self.violation = Some(violation);
         E::custom(message)
     }
 
-    fn count<E: de::Error>(&self) -> Result<(), E> {
-        let n = self.values.get() + 1;
-        self.values.set(n);
-        if n > self.limits.max_values {
+    fn count<E: de::Error>(&mut self) -> Result<(), E> {
+        self.values += 1;
+        if self.values > self.limits.max_values {
             return Err(self.refuse(JsonError::TooManyValues(self.limits.max_values)));
         }
         Ok(())
     }
 
-    /// Checks a string and records where it is.
-    fn span<E: de::Error>(&self, text: &str, borrowed: bool) -> Result<Span, E> {
+    /// Checks a string and records where it is: in the body if `borrowed` from it, else in the
+    /// side buffer.
+    fn string<E: de::Error>(&mut self, text: &str, borrowed: bool) -> Result<Span, E> {
         if text.len() > self.limits.max_string_bytes {
             return Err(self.refuse(JsonError::StringTooLong(self.limits.max_string_bytes)));
         }
-        // A raw control character is a syntax error inside a JSON string, so only an escaped
-        // string can hold a NUL.
-        if !borrowed && text.as_bytes().contains(&0) {
-            return Err(self.refuse(JsonError::Nul));
-        }
         let base = self.text.as_ptr() as usize;
         let address = text.as_ptr() as usize;
-        if borrowed && address >= base && address + text.len() <= base + self.text.len() {
-            let start = address - base;
-            return Ok(Span {
-                start,
-                end: start + text.len(),
-                unescaped: false,
-            });
-        }
-        let mut side = self.unescaped.borrow_mut();
-        let start = side.len();
-        side.push_str(text);
+        let (start, end) =
+            if borrowed && address >= base && address + text.len() <= base + self.text.len() {
+                (address - base, address - base + text.len())
+            } else {
+                // A raw control character is a syntax error inside a JSON string, so only an
+                // escaped string can hold a NUL.
+                if text.as_bytes().contains(&0) {
+                    return Err(self.refuse(JsonError::Nul));
+                }
+                let start = self.text.len() + self.unescaped.len();
+                self.unescaped.push_str(text);
+                (start, self.text.len() + self.unescaped.len())
+            };
+        // Both ends are below twice the body's length, which `parse` keeps within `u32`.
         Ok(Span {
-            start,
-            end: side.len(),
-            unescaped: true,
+            start: start as u32,
+            end: end as u32,
         })
     }
 
-    /// A copy of the key recorded at `span`.
-    fn key_text(&self, span: Span) -> String {
-        if span.unescaped {
-            self.unescaped
-                .borrow()
-                .get(span.start..span.end)
-                .unwrap_or_default()
-                .to_owned()
-        } else {
-            self.text
-                .get(span.start..span.end)
-                .unwrap_or_default()
-                .to_owned()
+    fn text_at(&self, span: Span) -> &str {
+        span.of(self.text, &self.unescaped)
+    }
+
+    fn put(&mut self, slot: Slot, node: Node) {
+        match slot {
+            Slot::Root => self.root = node,
+            Slot::Item => self.open_items.push(node),
+            Slot::Member(key) => self.open_members.push((key, node)),
         }
     }
 
-    /// Whether the key recorded at `span` is `key`.
-    fn is_key(&self, span: Span, key: &str) -> bool {
-        if span.unescaped {
-            self.unescaped.borrow().get(span.start..span.end) == Some(key)
-        } else {
-            self.text.get(span.start..span.end) == Some(key)
+    /// The block of the items opened at `mark`, moved to their arena.
+    fn close_items(&mut self, mark: usize) -> Block {
+        let start = self.items.len() as u32;
+        self.items.extend(self.open_items.drain(mark..));
+        Block {
+            start,
+            end: self.items.len() as u32,
+        }
+    }
+
+    /// The block of the members opened at `mark`, moved to their arena.
+    fn close_members(&mut self, mark: usize) -> Block {
+        let start = self.members.len() as u32;
+        self.members.extend(self.open_members.drain(mark..));
+        Block {
+            start,
+            end: self.members.len() as u32,
         }
     }
 }
 
-/// One value at `depth` (the number of containers around it).
-#[derive(Clone, Copy)]
-struct Seed<'c, 'a> {
-    context: &'c Context<'a>,
+/// One value at `depth` (the number of containers around it), and where it goes once parsed.
+/// A value is put in its place by the visitor instead of being returned up through serde's
+/// layers: the parse moves each node once into its open stack, once into its arena.
+struct Seed<'b, 'a> {
+    builder: &'b mut Builder<'a>,
     depth: usize,
+    slot: Slot,
+}
+
+#[derive(Clone, Copy)]
+enum Slot {
+    Root,
+    /// The next item of the innermost open array.
+    Item,
+    /// The value of this key of the innermost open object.
+    Member(Span),
 }
 
 impl<'de> DeserializeSeed<'de> for Seed<'_, '_> {
-    type Value = Node;
-    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Node, D::Error> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
         deserializer.deserialize_any(self)
     }
 }
 
 impl Seed<'_, '_> {
-    fn enter<E: de::Error>(&self) -> Result<Self, E> {
-        self.context.count()?;
-        let limit = self.context.limits.max_depth;
+    fn scalar<E: de::Error>(self, node: Node) -> Result<(), E> {
+        self.builder.count()?;
+        self.builder.put(self.slot, node);
+        Ok(())
+    }
+
+    /// Counts a container and checks its depth.
+    fn enter<E: de::Error>(&mut self) -> Result<(), E> {
+        self.builder.count()?;
+        let limit = self.builder.limits.max_depth;
         if self.depth >= limit {
-            return Err(self.context.refuse(JsonError::TooDeep(limit)));
+            return Err(self.builder.refuse(JsonError::TooDeep(limit)));
         }
-        Ok(Seed {
-            context: self.context,
-            depth: self.depth + 1,
-        })
+        Ok(())
     }
 }
 
 impl<'de> Visitor<'de> for Seed<'_, '_> {
-    type Value = Node;
+    type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON value")
     }
 
-    fn visit_unit<E: de::Error>(self) -> Result<Node, E> {
-        self.context.count()?;
-        Ok(Node::Null)
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.scalar(Node::Null)
     }
 
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Node, E> {
-        self.context.count()?;
-        Ok(Node::Bool(v))
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
+        self.scalar(Node::Bool(v))
     }
 
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Node, E> {
-        self.context.count()?;
-        Ok(Node::Number(v.into()))
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        self.number(v.into())
     }
 
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Node, E> {
-        self.context.count()?;
-        Ok(Node::Number(v.into()))
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        self.number(v.into())
     }
 
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Node, E> {
-        self.context.count()?;
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
         // serde_json refuses non-finite numbers while parsing, so this always holds a number.
-        Ok(Number::from_f64(v).map_or(Node::Null, Node::Number))
-    }
-
-    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Node, E> {
-        self.context.count()?;
-        Ok(Node::String(self.context.span(v, true)?))
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Node, E> {
-        self.context.count()?;
-        Ok(Node::String(self.context.span(v, false)?))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
-        let inner = self.enter()?;
-        let max = self.context.limits.max_items;
-        let mut items = Vec::new();
-        while let Some(item) = seq.next_element_seed(inner)? {
-            if items.len() == max {
-                return Err(self.context.refuse(JsonError::TooManyItems(max)));
-            }
-            items.push(item);
+        match Number::from_f64(v) {
+            Some(n) => self.number(n),
+            None => self.scalar(Node::Null),
         }
-        Ok(Node::Array(items))
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
-        let inner = self.enter()?;
-        let max = self.context.limits.max_keys;
-        let mut members: Vec<(Span, Node)> = Vec::new();
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<(), E> {
+        let span = self.builder.string(v, true)?;
+        self.scalar(Node::String(span))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        let span = self.builder.string(v, false)?;
+        self.scalar(Node::String(span))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
+        self.enter()?;
+        let Seed {
+            builder,
+            depth,
+            slot,
+        } = self;
+        let max = builder.limits.max_items;
+        let mark = builder.open_items.len();
+        while seq
+            .next_element_seed(Seed {
+                builder: &mut *builder,
+                depth: depth + 1,
+                slot: Slot::Item,
+            })?
+            .is_some()
+        {
+            // Nested containers have closed: what is above the mark is this array's.
+            if builder.open_items.len() - mark > max {
+                return Err(builder.refuse(JsonError::TooManyItems(max)));
+            }
+        }
+        let block = builder.close_items(mark);
+        builder.put(slot, Node::Array(block));
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+        self.enter()?;
+        let Seed {
+            builder,
+            depth,
+            slot,
+        } = self;
+        let max = builder.limits.max_keys;
+        let mark = builder.open_members.len();
         // Past 16 keys a set answers, so 1,000 keys cost no half-million comparisons.
         let mut seen: Option<HashSet<Cow<'de, str>>> = None;
-        while let Some((span, key)) = map.next_key_seed(Key(self.context))? {
-            if members.len() == max {
-                return Err(self.context.refuse(JsonError::TooManyKeys(max)));
+        while let Some((span, key)) = map.next_key_seed(Key(&mut *builder))? {
+            let count = builder.open_members.len() - mark;
+            if count == max {
+                return Err(builder.refuse(JsonError::TooManyKeys(max)));
             }
             // Keys arrive unescaped, so every spelling of one key collides here, before its
             // value is parsed.
             let duplicate = match &mut seen {
                 Some(set) => !set.insert(key),
                 None => {
-                    let duplicate = members.iter().any(|(s, _)| self.context.is_key(*s, &key));
-                    if !duplicate && members.len() == 16 {
-                        let mut set: HashSet<Cow<'de, str>> = members
+                    let siblings = builder.open_members.get(mark..).unwrap_or_default();
+                    let duplicate = siblings.iter().any(|(s, _)| builder.text_at(*s) == key);
+                    if !duplicate && count == 16 {
+                        let mut set: HashSet<Cow<'de, str>> = siblings
                             .iter()
-                            .map(|(s, _)| Cow::Owned(self.context.key_text(*s)))
+                            .map(|(s, _)| Cow::Owned(builder.text_at(*s).to_owned()))
                             .collect();
                         set.insert(key);
                         seen = Some(set);
@@ -634,17 +799,31 @@ impl<'de> Visitor<'de> for Seed<'_, '_> {
                 }
             };
             if duplicate {
-                return Err(self.context.refuse(JsonError::DuplicateKey));
+                return Err(builder.refuse(JsonError::DuplicateKey));
             }
-            members.push((span, map.next_value_seed(inner)?));
+            map.next_value_seed(Seed {
+                builder: &mut *builder,
+                depth: depth + 1,
+                slot: Slot::Member(span),
+            })?;
         }
-        Ok(Node::Object(members))
+        let block = builder.close_members(mark);
+        builder.put(slot, Node::Object(block));
+        Ok(())
+    }
+}
+
+impl Seed<'_, '_> {
+    fn number<E: de::Error>(self, n: Number) -> Result<(), E> {
+        let index = self.builder.numbers.len() as u32;
+        self.builder.numbers.push(n);
+        self.scalar(Node::Number(index))
     }
 }
 
 /// An object key, held to the string rules: its span, and its text for the duplicate check
 /// (borrowed from the body unless it had escapes).
-struct Key<'c, 'a>(&'c Context<'a>);
+struct Key<'b, 'a>(&'b mut Builder<'a>);
 
 impl<'de> DeserializeSeed<'de> for Key<'_, '_> {
     type Value = (Span, Cow<'de, str>);
@@ -664,11 +843,11 @@ impl<'de> Visitor<'de> for Key<'_, '_> {
     }
 
     fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok((self.0.span(v, true)?, Cow::Borrowed(v)))
+        Ok((self.0.string(v, true)?, Cow::Borrowed(v)))
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok((self.0.span(v, false)?, Cow::Owned(v.to_owned())))
+        Ok((self.0.string(v, false)?, Cow::Owned(v.to_owned())))
     }
 }
 

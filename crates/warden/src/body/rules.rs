@@ -139,22 +139,22 @@ impl BodyRules {
     /// in bytes is within it in characters: characters are counted only past that.
     fn check_lengths(&self, extracted: &ExtractedBody) -> Result<(), Refusal> {
         if let Some(max) = self.max_text_chars {
-            for (text, content) in extracted.texts() {
-                if content.len() > max {
-                    let chars = content.chars().count();
+            for text in extracted.texts() {
+                if text.content.len() > max {
+                    let chars = text.content.chars().count();
                     if chars > max {
                         return Err(Refusal::new(
                             RejectionKind::InputTooLong,
-                            format!("text at {} has {chars} characters", text.pointer),
+                            format!("text at {} has {chars} characters", text.pointer()),
                         ));
                     }
                 }
             }
         }
         if let Some(max) = self.max_input_chars {
-            let bytes: usize = extracted.texts().map(|(_, c)| c.len()).sum();
+            let bytes: usize = extracted.texts().map(|t| t.content.len()).sum();
             if bytes > max {
-                let chars: usize = extracted.texts().map(|(_, c)| c.chars().count()).sum();
+                let chars: usize = extracted.texts().map(|t| t.content.chars().count()).sum();
                 if chars > max {
                     return Err(Refusal::new(
                         RejectionKind::InputTooLong,
@@ -169,11 +169,11 @@ impl BodyRules {
 
 /// Cleans every extracted text as HTML; the re-serialized document when any changed.
 fn sanitize(extracted: &ExtractedBody) -> Option<Bytes> {
-    let changed: Vec<(&str, String)> = extracted
+    let changed: Vec<(String, String)> = extracted
         .texts()
-        .filter_map(|(text, content)| {
-            let clean = ammonia::clean(content);
-            (clean != content).then_some((text.pointer.as_str(), clean))
+        .filter_map(|text| {
+            let clean = ammonia::clean(text.content);
+            (clean != text.content).then_some((text.pointer(), clean))
         })
         .collect();
     if changed.is_empty() {
@@ -181,7 +181,7 @@ fn sanitize(extracted: &ExtractedBody) -> Option<Bytes> {
     }
     let mut value = extracted.document().to_value();
     for (pointer, clean) in changed {
-        if let Some(slot) = value.pointer_mut(pointer) {
+        if let Some(slot) = value.pointer_mut(&pointer) {
             *slot = serde_json::Value::String(clean);
         }
     }
@@ -564,12 +564,12 @@ mod tests {
                 assert_eq!(document.to_value(), reference);
                 if let Some(format) = &format {
                     let extracted = format.extract(document).expect("seeds match their format");
-                    for (text, content) in extracted.texts() {
+                    for text in extracted.texts() {
                         let at_pointer = extracted
                             .document()
-                            .lookup(&text.pointer)
+                            .lookup(&text.pointer())
                             .and_then(|v| v.as_str());
-                        assert_eq!(at_pointer, Some(content), "{}", text.pointer);
+                        assert_eq!(at_pointer, Some(text.content), "{}", text.pointer());
                     }
                 }
             }
