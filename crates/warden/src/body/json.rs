@@ -655,7 +655,10 @@ impl Builder<'_> {
     /// The block of the items opened at `mark`, moved to their arena.
     fn close_items(&mut self, mark: usize) -> Block {
         let start = self.items.len() as u32;
-        self.items.extend(self.open_items.drain(mark..));
+        // Nodes are `Copy`: one copy of the block and a truncate beat a `Drain`.
+        self.items
+            .extend_from_slice(self.open_items.get(mark..).unwrap_or_default());
+        self.open_items.truncate(mark);
         Block {
             start,
             end: self.items.len() as u32,
@@ -665,7 +668,9 @@ impl Builder<'_> {
     /// The block of the members opened at `mark`, moved to their arena.
     fn close_members(&mut self, mark: usize) -> Block {
         let start = self.members.len() as u32;
-        self.members.extend(self.open_members.drain(mark..));
+        self.members
+            .extend_from_slice(self.open_members.get(mark..).unwrap_or_default());
+        self.open_members.truncate(mark);
         Block {
             start,
             end: self.members.len() as u32,
