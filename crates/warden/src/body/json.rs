@@ -108,6 +108,9 @@ pub fn parse(bytes: &[u8], limits: &JsonLimits) -> Result<Document, JsonError> {
             )));
         }
     };
+    // A value takes a few bytes at least; a guess of one node per 64 bytes saves most of the
+    // arenas' regrowth copies without reserving much for documents of few, long strings.
+    let guess = (bytes.len() / 64).min(limits.max_values);
     let mut builder = Builder {
         limits,
         text: &text,
@@ -115,10 +118,10 @@ pub fn parse(bytes: &[u8], limits: &JsonLimits) -> Result<Document, JsonError> {
         violation: None,
         unescaped: String::new(),
         numbers: Vec::new(),
-        items: Vec::new(),
-        members: Vec::new(),
-        open_items: Vec::new(),
-        open_members: Vec::new(),
+        items: Vec::with_capacity(guess / 2),
+        members: Vec::with_capacity(guess),
+        open_items: Vec::with_capacity(guess / 4),
+        open_members: Vec::with_capacity(guess / 4),
         root: Node::Null,
     };
     let mut deserializer = serde_json::Deserializer::from_str(&text);
