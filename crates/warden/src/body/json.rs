@@ -99,13 +99,13 @@ pub fn parse(bytes: &[u8], limits: &JsonLimits) -> Result<Document, JsonError> {
     }
     // JSON text is UTF-8 as a whole (RFC 8259 §8.1). Validated once here, the document's
     // strings are then plain slices of it: no access validates again.
-    let text: Arc<str> = match std::str::from_utf8(bytes) {
+    // SIMD validation takes a third of the standard library's time on a 100 KB body; the
+    // standard library then says where a refused body goes wrong.
+    let text: Arc<str> = match simdutf8::basic::from_utf8(bytes) {
         Ok(text) => Arc::from(text),
-        Err(e) => {
-            return Err(JsonError::Syntax(format!(
-                "invalid UTF-8 at byte {}",
-                e.valid_up_to()
-            )));
+        Err(_) => {
+            let at = std::str::from_utf8(bytes).err().map_or(0, |e| e.valid_up_to());
+            return Err(JsonError::Syntax(format!("invalid UTF-8 at byte {at}")));
         }
     };
     // A value takes a few bytes at least; a guess of one node per 64 bytes saves most of the
