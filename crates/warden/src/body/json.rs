@@ -6,12 +6,14 @@
 //! after unescaping, so `"a"` and `"\u0061"` collide — the parser-differential behind several
 //! gateway bypasses), nesting deeper than a limit, objects with too many keys, arrays with too
 //! many items, too many values in all, long strings, NUL characters, invalid UTF-8, lone
-//! surrogates (serde_json refuses both while decoding), and data after the value. The result is a
+//! surrogates (serde_json refuses them while decoding), and data after the value. The result is a
 //! [`Document`] that schema validation and format extraction read; nothing parses the same bytes
 //! again, and the bytes forwarded are the bytes parsed. A document does not copy its strings: a
 //! string without escapes is a span of the body. Nor does it allocate per container: the items
 //! of every array sit in one arena, the members of every object in another, each container's
-//! children side by side, so a document is four allocations however many values it holds.
+//! children side by side (numbers in a third), so a document is a handful of allocations however
+//! many values it holds. serde_json stays the tokenizer: the SIMD parsers measured against it
+//! were faster but disagreed with it on hostile input (see BENCHMARKS.md).
 //!
 //! Nesting is bounded twice: by `max_depth` here, and by serde_json's own recursion limit (128),
 //! so even 100,000 levels end as an error, never as a stack overflow.
@@ -104,7 +106,9 @@ pub fn parse(bytes: &[u8], limits: &JsonLimits) -> Result<Document, JsonError> {
     let text: Arc<str> = match simdutf8::basic::from_utf8(bytes) {
         Ok(text) => Arc::from(text),
         Err(_) => {
-            let at = std::str::from_utf8(bytes).err().map_or(0, |e| e.valid_up_to());
+            let at = std::str::from_utf8(bytes)
+                .err()
+                .map_or(0, |e| e.valid_up_to());
             return Err(JsonError::Syntax(format!("invalid UTF-8 at byte {at}")));
         }
     };
@@ -1035,6 +1039,31 @@ mod tests {
             check(&format!("{{{many},\"k7\":0}}")),
             Err(JsonError::DuplicateKey)
         );
+    }
+
+    #[test]
+    fn pointers_are_written_on_demand_with_rfc6901_escapes() {
+        let document = parse(
+            br#"{"a/b":[{"x~y":"one"},{"z":"tw\u006f"}],"n":[1,"three"]}"#,
+            &JsonLimits::default(),
+        )
+        .expect("valid");
+        for (pointer, text) in [
+            ("/a~1b/0/x~0y", "one"),
+            ("/a~1b/1/z", "two"),
+            ("/n/1", "three"),
+        ] {
+            let span = document
+                .lookup(pointer)
+                .and_then(|n| n.string_span())
+                .expect(pointer);
+            assert_eq!(document.text_at(span), text);
+            assert_eq!(document.pointer_to(span).as_deref(), Some(pointer));
+        }
+        // A span of another document names nothing here.
+        let other = Document::string("elsewhere and longer than this document");
+        let span = other.root().string_span().expect("string");
+        assert_eq!(document.pointer_to(span), None);
     }
 
     #[test]
