@@ -1,4 +1,5 @@
 //! Content guards: rules over what a request asks for and says. [`models`] allows and denies
-//! the requested model; the input and output guards land here next.
+//! the requested model; [`normalize`] folds disguised text before the detectors read it.
 
 pub mod models;
+pub mod normalize;
