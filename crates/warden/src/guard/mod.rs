@@ -1,5 +1,7 @@
 //! Content guards: rules over what a request asks for and says. [`models`] allows and denies
-//! the requested model; [`normalize`] folds disguised text before the detectors read it.
+//! the requested model; [`normalize`] folds disguised text before the detectors read it;
+//! [`injection`] scores prompt injection.
 
+pub mod injection;
 pub mod models;
 pub mod normalize;

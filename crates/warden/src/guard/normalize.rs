@@ -124,12 +124,11 @@ impl<'a> Folded<'a> {
 /// Whether plain ASCII text holds something folding would change beyond case: control
 /// whitespace or whitespace runs, letter-spacing, or digits and symbols inside words.
 fn needs_ascii_folding(bytes: &[u8]) -> bool {
-    let letter = |i: usize| bytes.get(i).is_some_and(u8::is_ascii_alphabetic);
     bytes.iter().enumerate().any(|(i, &b)| match b {
         b'\t' | b'\n' | b'\r' | 0x0b | 0x0c => true,
         b' ' if bytes.get(i + 1) == Some(&b' ') => true,
         _ if is_separator(Some(b)) && spaced_at(bytes, i) => true,
-        _ if leet(b).is_some() => letter(i + 1) && (letter(i.wrapping_sub(1)) || letter(i + 2)),
+        _ if leet(b).is_some() => in_word(bytes, i),
         _ => false,
     })
 }
@@ -152,6 +151,26 @@ fn spaced_at(bytes: &[u8], i: usize) -> bool {
 
 fn is_separator(b: Option<u8>) -> bool {
     matches!(b, Some(b' ' | b'.' | b'-' | b'_' | b'*' | b'|' | b'/'))
+}
+
+/// Whether the digit or symbol at `i` stands inside a word: its run of letters, digits and
+/// leet symbols holds at least two letters (`1gn0re`, `prev10us`; not `v1` or `2024`).
+fn in_word(bytes: &[u8], i: usize) -> bool {
+    let wordish = |b: &u8| b.is_ascii_alphanumeric() || leet(*b).is_some();
+    let start = bytes[..i]
+        .iter()
+        .rposition(|b| !wordish(b))
+        .map_or(0, |p| p + 1);
+    let end = bytes[i..]
+        .iter()
+        .position(|b| !wordish(b))
+        .map_or(bytes.len(), |p| i + p);
+    bytes[start..end]
+        .iter()
+        .filter(|b| b.is_ascii_alphabetic())
+        .take(2)
+        .count()
+        == 2
 }
 
 /// The letter a digit or symbol stands for inside a word.
@@ -186,26 +205,20 @@ impl Folder {
     fn fold(&mut self, original: &str) {
         let bytes = original.as_bytes();
         let mut chars = original.char_indices().peekable();
-        let mut previous_letter = false;
         while let Some((at, c)) = chars.next() {
             if c.is_ascii() {
                 let b = c as u8;
                 if b.is_ascii_alphabetic() {
                     self.push(b.to_ascii_lowercase() as char, at);
-                    previous_letter = true;
                     continue;
                 }
-                let letter_at = |i: usize| bytes.get(i).is_some_and(u8::is_ascii_alphabetic);
-                // Inside a word, or starting one of at least two more letters (`1gnore`).
                 if let Some(letter) = leet(b)
-                    && letter_at(at + 1)
-                    && (previous_letter || letter_at(at + 2))
+                    && in_word(bytes, at)
                 {
                     self.signals.leet += 1;
                     self.push(letter as char, at);
                     continue;
                 }
-                previous_letter = false;
                 if b.is_ascii_whitespace() || b == 0x0b {
                     // A run of whitespace is one space, or two when longer (a word gap inside
                     // letter-spaced text, which `join_spaced` reads and then narrows).
@@ -219,42 +232,36 @@ impl Folder {
                 self.push(c, at);
                 continue;
             }
-            previous_letter = self.fold_non_ascii(c, at);
+            self.fold_non_ascii(c, at);
         }
     }
 
-    /// Folds one non-ASCII character; whether it ended as a letter.
-    fn fold_non_ascii(&mut self, c: char, at: usize) -> bool {
+    /// Folds one non-ASCII character.
+    fn fold_non_ascii(&mut self, c: char, at: usize) {
         let code = c as u32;
         if (0xE0020..=0xE007E).contains(&code) {
             // A tag character hides the ASCII character 0xE0000 below it.
             self.signals.tags += 1;
             if let Some(hidden) = char::from_u32(code - 0xE0000) {
                 self.push(hidden.to_ascii_lowercase(), at);
-                return hidden.is_ascii_alphabetic();
             }
-            return false;
+            return;
         }
         if is_invisible(c) {
             self.signals.invisible += 1;
-            return self
-                .out
-                .as_bytes()
-                .last()
-                .is_some_and(u8::is_ascii_alphabetic);
+            return;
         }
         if c.is_whitespace() {
             if !self.out.ends_with("  ") {
                 self.push(' ', at);
             }
-            return false;
+            return;
         }
         if matches!(c, 'İ' | 'ı') {
             self.signals.confusables += 1;
             self.push('i', at);
-            return true;
+            return;
         }
-        let mut letter = false;
         let mut folded_any = false;
         unicode_normalization::char::decompose_compatible(c, |d| {
             if unicode_normalization::char::is_combining_mark(d) {
@@ -262,7 +269,6 @@ impl Folder {
             }
             if d.is_ascii() {
                 folded_any = true;
-                letter = d.is_ascii_alphabetic();
                 self.push(d.to_ascii_lowercase(), at);
                 return;
             }
@@ -276,7 +282,6 @@ impl Folder {
                     if s.is_ascii() {
                         folded_any = true;
                     }
-                    letter = s.is_alphabetic();
                     for s in s.to_lowercase() {
                         self.push(s, at);
                     }
@@ -286,7 +291,6 @@ impl Folder {
         if folded_any {
             self.signals.confusables += 1;
         }
-        letter
     }
 }
 
