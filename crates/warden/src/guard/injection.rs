@@ -142,21 +142,23 @@ impl InjectionRules {
             )?);
             patterns.push(custom.pattern.as_str());
         }
+        // Word boundaries are ASCII ones (`(?-u:\b)`, written `\b` in the table): with Unicode
+        // boundaries the set leaves the lazy DFA for an engine a thousand times slower.
         let set = RegexSetBuilder::new(&patterns)
             .case_insensitive(true)
             .size_limit(64 << 20)
+            .dfa_size_limit(64 << 20)
             .build()
             .map_err(|e| RuleError {
                 id: "(pack)".into(),
                 message: e.to_string(),
             })?;
         let blob =
-            Regex::new(r"[A-Za-z0-9+/_-]{24,}={0,2}|\b(?:[0-9a-fA-F]{2}){16,}\b").map_err(|e| {
-                RuleError {
+            Regex::new(r"[A-Za-z0-9+/_-]{24,}={0,2}|(?-u:\b)(?:[0-9a-fA-F]{2}){16,}(?-u:\b)")
+                .map_err(|e| RuleError {
                     id: "(blobs)".into(),
                     message: e.to_string(),
-                }
-            })?;
+                })?;
         Ok(InjectionRules { rules, set, blob })
     }
 
@@ -321,14 +323,14 @@ use Category as C;
 /// Up to four words between the parts of a phrase.
 macro_rules! gap {
     () => {
-        r"(?:\W+[\w']+){0,4}?\W+"
+        r"(?:[^a-z0-9_]+[a-z0-9_']+){0,4}?[^a-z0-9_]+"
     };
 }
 
 /// Up to eight words between the parts of a phrase.
 macro_rules! long_gap {
     () => {
-        r"(?:\W+[\w']+){0,8}?\W+"
+        r"(?:[^a-z0-9_]+[a-z0-9_']+){0,8}?[^a-z0-9_]+"
     };
 }
 
@@ -343,7 +345,7 @@ macro_rules! told {
 /// Nouns that name a model's safety rules outright: no qualifier needed.
 macro_rules! safety {
     () => {
-        r"(?:(?:ethical|moral|safety|content|security|usage|openai|anthropic)\s+(?:guidelines?|rules|polic(?:y|ies)|filters?|restrictions|principles|protocols?|guardrails|training|standards|settings|constraints)|ethics|morals|guardrails|content\s+polic(?:y|ies)|system\s+prompt|programming|alignment)"
+        r"(?:(?:ethical|moral|safety|content|security|usage|openai|anthropic)[ \t\n\r]+(?:guidelines?|rules|polic(?:y|ies)|filters?|restrictions|principles|protocols?|guardrails|training|standards|settings|constraints)|ethics|morals|guardrails|content[ \t\n\r]+polic(?:y|ies)|system[ \t\n\r]+prompt|programming|alignment)"
     };
 }
 
@@ -356,12 +358,12 @@ const DEFAULT_RULES: &[(&str, Category, f32, &str)] = &[
         C::Override,
         1.0,
         concat!(
-            r"\b(?:ignore|disregard|forget|skip|override|bypass|neglect|abandon|discard|drop|set\s*aside|throw\s*out|pay\s*no\s*attention\s*to)",
+            r"(?-u:\b)(?:ignore|disregard|forget|skip|override|bypass|neglect|abandon|discard|drop|set[ \t\n\r]*aside|throw[ \t\n\r]*out|pay[ \t\n\r]*no[ \t\n\r]*attention[ \t\n\r]*to)",
             gap!(),
-            r"(?:(?:all|any|every|the|your|my|these|those|this|of)\W+)*(?:previous|prior|above|earlier|preceding|foregoing|former|initial|original|old|existing|current|system|developer|safety|given|default|other)",
+            r"(?:(?:all|any|every|the|your|my|these|those|this|of)[^a-z0-9_]+)*(?:previous|prior|above|earlier|preceding|foregoing|former|initial|original|old|existing|current|system|developer|safety|given|default|other)",
             gap!(),
             told!(),
-            r"\b"
+            r"(?-u:\b)"
         ),
     ),
     (
@@ -369,111 +371,111 @@ const DEFAULT_RULES: &[(&str, Category, f32, &str)] = &[
         C::Override,
         1.0,
         concat!(
-            r"\b(?:ignore|disregard|forget|bypass|override|abandon|discard|violate|break|drop)\s+(?:(?:all|any|every)\s+(?:of\s+)?)?(?:your|my|its|their)\s+(?:own\s+|current\s+|usual\s+|core\s+)?",
+            r"(?-u:\b)(?:ignore|disregard|forget|bypass|override|abandon|discard|violate|break|drop)[ \t\n\r]+(?:(?:all|any|every)[ \t\n\r]+(?:of[ \t\n\r]+)?)?(?:your|my|its|their)[ \t\n\r]+(?:own[ \t\n\r]+|current[ \t\n\r]+|usual[ \t\n\r]+|core[ \t\n\r]+)?",
             told!(),
-            r"\b|\b(?:ignore|disregard|forget|bypass|override|abandon|discard|violate|drop)\s+(?:(?:all|any|the|your|these|those)\s+(?:of\s+)?)*",
+            r"(?-u:\b)|(?-u:\b)(?:ignore|disregard|forget|bypass|override|abandon|discard|violate|drop)[ \t\n\r]+(?:(?:all|any|the|your|these|those)[ \t\n\r]+(?:of[ \t\n\r]+)?)*",
             safety!(),
-            r"\b|\b(?:ignore|disregard|forget)\s+(?:all\s+)?(?:the|these|those|any)\s+(?:[\w']+\s+)?",
+            r"(?-u:\b)|(?-u:\b)(?:ignore|disregard|forget)[ \t\n\r]+(?:all[ \t\n\r]+)?(?:the|these|those|any)[ \t\n\r]+(?:[a-z0-9_']+[ \t\n\r]+)?",
             told!(),
-            r"\s+(?:above|before|given|earlier|so\s+far|you\s+(?:were|have\s+been)\s+(?:given|told))\b"
+            r"[ \t\n\r]+(?:above|before|given|earlier|so[ \t\n\r]+far|you[ \t\n\r]+(?:were|have[ \t\n\r]+been)[ \t\n\r]+(?:given|told))(?-u:\b)"
         ),
     ),
     (
         "pi.override.ignore_everything",
         C::Override,
         1.0,
-        r"\b(?:ignore|disregard|forget)\s+(?:everything|all(?:\s+of\s+it)?|anything)\s+(?:above|before|previously|prior|(?:you\s+(?:were|have\s+been)\s+)?(?:told|said|instructed|taught))\b",
+        r"(?-u:\b)(?:ignore|disregard|forget)[ \t\n\r]+(?:everything|all(?:[ \t\n\r]+of[ \t\n\r]+it)?|anything)[ \t\n\r]+(?:above|before|previously|prior|(?:you[ \t\n\r]+(?:were|have[ \t\n\r]+been)[ \t\n\r]+)?(?:told|said|instructed|taught))(?-u:\b)",
     ),
     (
         "pi.override.new_instructions",
         C::Override,
         0.6,
-        r"\b(?:new|updated|revised|real|actual|true|override|secret|priority|important|begin|start)\s+(?:system\s+)?(?:instructions?|rules|directives?|task|orders|prompt|polic(?:y|ies))\s*(?::|-|—|follow|are|is\b)",
+        r"(?-u:\b)(?:new|updated|revised|real|actual|true|override|secret|priority|important|begin|start)[ \t\n\r]+(?:system[ \t\n\r]+)?(?:instructions?|rules|directives?|task|orders|prompt|polic(?:y|ies))[ \t\n\r]*(?::|-|—|follow|are|is(?-u:\b))",
     ),
     (
         "pi.override.instead",
         C::Override,
         0.5,
-        r"\b(?:instead|rather)\s*,?\s+(?:you\s+(?:will|must|should)|do\s+(?:the\s+following|this)|say|respond|reply|output|print|write|send|tell)\b",
+        r"(?-u:\b)(?:instead|rather)[ \t\n\r]*,?[ \t\n\r]+(?:you[ \t\n\r]+(?:will|must|should)|do[ \t\n\r]+(?:the[ \t\n\r]+following|this)|say|respond|reply|output|print|write|send|tell)(?-u:\b)",
     ),
     (
         "pi.override.respond_only",
         C::Override,
         0.3,
-        r"\b(?:reply|respond|answer|output)\s+only\s+(?:with|by)\b",
+        r"(?-u:\b)(?:reply|respond|answer|output)[ \t\n\r]+only[ \t\n\r]+(?:with|by)(?-u:\b)",
     ),
     (
         "pi.override.from_now_on",
         C::Override,
         0.5,
-        r"\b(?:from\s+now\s+on|henceforth|for\s+the\s+rest\s+of\s+(?:this|the)\s+conversation)\b[^.]{0,60}\b(?:you\s+(?:are|will|must|only|always|never)|act|behave|never|ignore|only\s+respond)\b",
+        r"(?-u:\b)(?:from[ \t\n\r]+now[ \t\n\r]+on|henceforth|for[ \t\n\r]+the[ \t\n\r]+rest[ \t\n\r]+of[ \t\n\r]+(?:this|the)[ \t\n\r]+conversation)(?-u:\b)[^.]{0,60}(?-u:\b)(?:you[ \t\n\r]+(?:are|will|must|only|always|never)|act|behave|never|ignore|only[ \t\n\r]+respond)(?-u:\b)",
     ),
     (
         "pi.override.no_longer_bound",
         C::Override,
         0.8,
-        r"\b(?:you\s+are|you're)\s+(?:no\s+longer|not)\s+(?:bound|restricted|limited|required|obligated|constrained)\s+(?:by|to)\b|\byou\s+(?:have|has)\s+no\s+(?:rules|restrictions|limits|limitations|filters|guidelines|ethics|morals|boundaries)\b",
+        r"(?-u:\b)(?:you[ \t\n\r]+are|you're)[ \t\n\r]+(?:no[ \t\n\r]+longer|not)[ \t\n\r]+(?:bound|restricted|limited|required|obligated|constrained)[ \t\n\r]+(?:by|to)(?-u:\b)|(?-u:\b)you[ \t\n\r]+(?:have|has)[ \t\n\r]+no[ \t\n\r]+(?:rules|restrictions|limits|limitations|filters|guidelines|ethics|morals|boundaries)(?-u:\b)",
     ),
     (
         "pi.override.disable_safety",
         C::Override,
         1.0,
-        r"\b(?:disable|deactivate|turn\s*off|switch\s*off|remove|bypass|ignore|lift|suspend|drop|override|circumvent|get\s+around)\s+(?:all\s+|your\s+|the\s+|any\s+|of\s+)*(?:safety|content|ethical|ethics|moral|security|censorship|openai|anthropic)\s*(?:filters?|guidelines?|restrictions?|protocols?|policies|policy|settings?|guardrails?|rules|measures|checks|alignment|training)\b|\b(?:safety|content|ethical|moral)\s+(?:filters?|guidelines?|restrictions?|protocols?|policies|policy|rules|guardrails)\s+(?:are|is|have\s+been|has\s+been)\s+(?:now\s+)?(?:suspended|disabled|lifted|off|removed|waived|deactivated|turned\s+off|no\s+longer)",
+        r"(?-u:\b)(?:disable|deactivate|turn[ \t\n\r]*off|switch[ \t\n\r]*off|remove|bypass|ignore|lift|suspend|drop|override|circumvent|get[ \t\n\r]+around)[ \t\n\r]+(?:all[ \t\n\r]+|your[ \t\n\r]+|the[ \t\n\r]+|any[ \t\n\r]+|of[ \t\n\r]+)*(?:safety|content|ethical|ethics|moral|security|censorship|openai|anthropic)[ \t\n\r]*(?:filters?|guidelines?|restrictions?|protocols?|policies|policy|settings?|guardrails?|rules|measures|checks|alignment|training)(?-u:\b)|(?-u:\b)(?:safety|content|ethical|moral)[ \t\n\r]+(?:filters?|guidelines?|restrictions?|protocols?|policies|policy|rules|guardrails)[ \t\n\r]+(?:are|is|have[ \t\n\r]+been|has[ \t\n\r]+been)[ \t\n\r]+(?:now[ \t\n\r]+)?(?:suspended|disabled|lifted|off|removed|waived|deactivated|turned[ \t\n\r]+off|no[ \t\n\r]+longer)",
     ),
     (
         "pi.override.restrictions_lifted",
         C::Override,
         0.5,
-        r"\b(?:all\s+)?(?:restrictions|filters|limitations|rules|guardrails|safeguards)\s+(?:are\s+|have\s+been\s+)?(?:now\s+)?(?:lifted|removed|disabled|suspended|gone|waived)\b",
+        r"(?-u:\b)(?:all[ \t\n\r]+)?(?:restrictions|filters|limitations|rules|guardrails|safeguards)[ \t\n\r]+(?:are[ \t\n\r]+|have[ \t\n\r]+been[ \t\n\r]+)?(?:now[ \t\n\r]+)?(?:lifted|removed|disabled|suspended|gone|waived)(?-u:\b)",
     ),
     (
         "pi.override.admin_mode",
         C::Override,
         0.6,
-        r"\b(?:admin(?:istrator)?|developer|sudo|root|god|debug|maintenance|unrestricted|unlocked|unfiltered|uncensored)\s+(?:mode|override|access)\s+(?:is\s+)?(?:now\s+)?(?:enabled|activated|on|unlocked|engaged|granted)\b|\b(?:enable|activate|enter|switch\s+to|turn\s+on)\s+(?:the\s+)?(?:admin(?:istrator)?|sudo|root|god|unrestricted|unfiltered|uncensored|jailbreak|dan)\s+mode\b|\byou(?:'re|\s+are)\s+(?:now\s+)?in\s+(?:admin|sudo|root|god|unrestricted|unfiltered|jailbreak|maintenance)\s+mode\b",
+        r"(?-u:\b)(?:admin(?:istrator)?|developer|sudo|root|god|debug|maintenance|unrestricted|unlocked|unfiltered|uncensored)[ \t\n\r]+(?:mode|override|access)[ \t\n\r]+(?:is[ \t\n\r]+)?(?:now[ \t\n\r]+)?(?:enabled|activated|on|unlocked|engaged|granted)(?-u:\b)|(?-u:\b)(?:enable|activate|enter|switch[ \t\n\r]+to|turn[ \t\n\r]+on)[ \t\n\r]+(?:the[ \t\n\r]+)?(?:admin(?:istrator)?|sudo|root|god|unrestricted|unfiltered|uncensored|jailbreak|dan)[ \t\n\r]+mode(?-u:\b)|(?-u:\b)you(?:'re|[ \t\n\r]+are)[ \t\n\r]+(?:now[ \t\n\r]+)?in[ \t\n\r]+(?:admin|sudo|root|god|unrestricted|unfiltered|jailbreak|maintenance)[ \t\n\r]+mode(?-u:\b)",
     ),
     (
         "pi.override.authority_claim",
         C::Override,
         0.6,
-        r"\b(?:authorized|approved|sanctioned|permitted|allowed|instructed)\s+by\s+(?:openai|anthropic|google|meta|the\s+developers?|your\s+(?:creators?|developers?|administrators?|owners?)|the\s+system\s+administrator)\b|\bi\s+am\s+(?:your|the\s+system)\s+(?:developer|creator|administrator|admin|owner|operator)\b|\bas\s+your\s+(?:creator|developer|owner|administrator|admin|operator|master)\b",
+        r"(?-u:\b)(?:authorized|approved|sanctioned|permitted|allowed|instructed)[ \t\n\r]+by[ \t\n\r]+(?:openai|anthropic|google|meta|the[ \t\n\r]+developers?|your[ \t\n\r]+(?:creators?|developers?|administrators?|owners?)|the[ \t\n\r]+system[ \t\n\r]+administrator)(?-u:\b)|(?-u:\b)i[ \t\n\r]+am[ \t\n\r]+(?:your|the[ \t\n\r]+system)[ \t\n\r]+(?:developer|creator|administrator|admin|owner|operator)(?-u:\b)|(?-u:\b)as[ \t\n\r]+your[ \t\n\r]+(?:creator|developer|owner|administrator|admin|operator|master)(?-u:\b)",
     ),
     (
         "pi.override.no_refusal",
         C::Override,
         0.5,
-        r"\b(?:never|don't|do\s+not|must\s+not|cannot|can't|won't)\s+(?:refuse|decline|reject|say\s+(?:no|sorry|you\s+can't)|apologi[sz]e|add\s+(?:any\s+)?(?:warnings?|disclaimers?))\b|\bwithout\s+(?:any\s+)?(?:warnings?|disclaimers?|moral(?:izing)?|ethical\s+(?:concerns|considerations)|filters?|censorship|refusals?|refusing|hesitation)\b",
+        r"(?-u:\b)(?:never|don't|do[ \t\n\r]+not|must[ \t\n\r]+not|cannot|can't|won't)[ \t\n\r]+(?:refuse|decline|reject|say[ \t\n\r]+(?:no|sorry|you[ \t\n\r]+can't)|apologi[sz]e|add[ \t\n\r]+(?:any[ \t\n\r]+)?(?:warnings?|disclaimers?))(?-u:\b)|(?-u:\b)without[ \t\n\r]+(?:any[ \t\n\r]+)?(?:warnings?|disclaimers?|moral(?:izing)?|ethical[ \t\n\r]+(?:concerns|considerations)|filters?|censorship|refusals?|refusing|hesitation)(?-u:\b)",
     ),
     // --- Role hijack
     (
         "pi.role.you_are_now",
         C::RoleHijack,
         0.6,
-        r"\b(?:you\s+are|you're)\s+now\s+(?:an?\s+|the\s+|my\s+|in\s+)?\w+|\byou\s+will\s+now\s+(?:act|behave|respond|pretend|be)\b",
+        r"(?-u:\b)(?:you[ \t\n\r]+are|you're)[ \t\n\r]+now[ \t\n\r]+(?:an?[ \t\n\r]+|the[ \t\n\r]+|my[ \t\n\r]+|in[ \t\n\r]+)?[a-z0-9_]+|(?-u:\b)you[ \t\n\r]+will[ \t\n\r]+now[ \t\n\r]+(?:act|behave|respond|pretend|be)(?-u:\b)",
     ),
     (
         "pi.role.act_as_unrestricted",
         C::RoleHijack,
         0.9,
-        r"(?:\b(?:act|behave|respond|answer|roleplay|role-play|function)\s+(?:as|like)\s+(?:if\s+you\s+(?:are|were)\s+)?|\b(?:pretend|imagine)\s+(?:to\s+be|you\s+are|you're|that\s+you\s+are)\s+|\byou\s+are\s+(?:now\s+)?)(?:an?\s+|the\s+|my\s+|your\s+)?(?:unrestricted|unfiltered|uncensored|jailbroken|evil|rogue|malicious|amoral|unethical|unaligned|unlimited|limitless|lawless)\b",
+        r"(?:(?-u:\b)(?:act|behave|respond|answer|roleplay|role-play|function)[ \t\n\r]+(?:as|like)[ \t\n\r]+(?:if[ \t\n\r]+you[ \t\n\r]+(?:are|were)[ \t\n\r]+)?|(?-u:\b)(?:pretend|imagine)[ \t\n\r]+(?:to[ \t\n\r]+be|you[ \t\n\r]+are|you're|that[ \t\n\r]+you[ \t\n\r]+are)[ \t\n\r]+|(?-u:\b)you[ \t\n\r]+are[ \t\n\r]+(?:now[ \t\n\r]+)?)(?:an?[ \t\n\r]+|the[ \t\n\r]+|my[ \t\n\r]+|your[ \t\n\r]+)?(?:unrestricted|unfiltered|uncensored|jailbroken|evil|rogue|malicious|amoral|unethical|unaligned|unlimited|limitless|lawless)(?-u:\b)",
     ),
     (
         "pi.role.pretend",
         C::RoleHijack,
         0.5,
-        r"\b(?:pretend|imagine|suppose)\s+(?:that\s+)?(?:you\s+are|you're|to\s+be|you\s+have)\s+(?:an?\s+|the\s+)?(?:[\w']+\s+){0,3}?(?:ai|model|assistant|chatbot|bot|version|system|character|persona)\b",
+        r"(?-u:\b)(?:pretend|imagine|suppose)[ \t\n\r]+(?:that[ \t\n\r]+)?(?:you[ \t\n\r]+are|you're|to[ \t\n\r]+be|you[ \t\n\r]+have)[ \t\n\r]+(?:an?[ \t\n\r]+|the[ \t\n\r]+)?(?:[a-z0-9_']+[ \t\n\r]+){0,3}?(?:ai|model|assistant|chatbot|bot|version|system|character|persona)(?-u:\b)",
     ),
     (
         "pi.role.persona_without_rules",
         C::RoleHijack,
         0.6,
-        r"\b(?:ai|model|assistant|chatbot|bot|character|persona|entity)\s+(?:that|who|which)\s+(?:has\s+no|doesn't\s+have|does\s+not\s+have|ignores|is\s+free\s+from|is\s+not\s+bound\s+by|never\s+follows|can\s+do\s+anything)\s*(?:any\s+|all\s+)?(?:rules|restrictions|limits|limitations|filters|guidelines|ethics|morals|policies)?\b",
+        r"(?-u:\b)(?:ai|model|assistant|chatbot|bot|character|persona|entity)[ \t\n\r]+(?:that|who|which)[ \t\n\r]+(?:has[ \t\n\r]+no|doesn't[ \t\n\r]+have|does[ \t\n\r]+not[ \t\n\r]+have|ignores|is[ \t\n\r]+free[ \t\n\r]+from|is[ \t\n\r]+not[ \t\n\r]+bound[ \t\n\r]+by|never[ \t\n\r]+follows|can[ \t\n\r]+do[ \t\n\r]+anything)[ \t\n\r]*(?:any[ \t\n\r]+|all[ \t\n\r]+)?(?:rules|restrictions|limits|limitations|filters|guidelines|ethics|morals|policies)?(?-u:\b)",
     ),
     (
         "pi.role.stay_in_character",
         C::RoleHijack,
         0.4,
-        r"\b(?:stay|remain|keep)\s+in\s+character\b|\bbreak(?:ing)?\s+character\b",
+        r"(?-u:\b)(?:stay|remain|keep)[ \t\n\r]+in[ \t\n\r]+character(?-u:\b)|(?-u:\b)break(?:ing)?[ \t\n\r]+character(?-u:\b)",
     ),
     // --- System-prompt extraction
     (
@@ -481,187 +483,187 @@ const DEFAULT_RULES: &[(&str, Category, f32, &str)] = &[
         C::PromptExtraction,
         1.0,
         concat!(
-            r"\b(?:reveal|show|print|repeat|output|display|tell|give|leak|dump|share|write|spell|recite|list|return|expose|disclose|copy|paste|send|provide)",
+            r"(?-u:\b)(?:reveal|show|print|repeat|output|display|tell|give|leak|dump|share|write|spell|recite|list|return|expose|disclose|copy|paste|send|provide)",
             long_gap!(),
-            r"(?:system|hidden|secret|internal|developer|confidential)\s+(?:prompt|instructions?|message|rules|configuration|directives?|guidelines)",
-            r"|\b(?:reveal|show|print|repeat|output|display|tell|give|leak|dump|share|write|recite|list|expose|disclose|what\s+(?:is|are|was|were))",
+            r"(?:system|hidden|secret|internal|developer|confidential)[ \t\n\r]+(?:prompt|instructions?|message|rules|configuration|directives?|guidelines)",
+            r"|(?-u:\b)(?:reveal|show|print|repeat|output|display|tell|give|leak|dump|share|write|recite|list|expose|disclose|what[ \t\n\r]+(?:is|are|was|were))",
             gap!(),
-            r"your\s+(?:[\w']+\s+)?(?:initial|original|first|previous|preceding|hidden|secret|exact|full|complete|entire|real)\s+(?:prompt|instructions?|directives?|rules|guidelines|configuration)"
+            r"your[ \t\n\r]+(?:[a-z0-9_']+[ \t\n\r]+)?(?:initial|original|first|previous|preceding|hidden|secret|exact|full|complete|entire|real)[ \t\n\r]+(?:prompt|instructions?|directives?|rules|guidelines|configuration)"
         ),
     ),
     (
         "pi.extract.mentions_system_prompt",
         C::PromptExtraction,
         0.5,
-        r"\b(?:your|my|the)\s+(?:full\s+|complete\s+|entire\s+|exact\s+|original\s+)?(?:system\s+prompt|hidden\s+instructions|secret\s+instructions|initial\s+instructions|system\s+instructions)\b",
+        r"(?-u:\b)(?:your|my|the)[ \t\n\r]+(?:full[ \t\n\r]+|complete[ \t\n\r]+|entire[ \t\n\r]+|exact[ \t\n\r]+|original[ \t\n\r]+)?(?:system[ \t\n\r]+prompt|hidden[ \t\n\r]+instructions|secret[ \t\n\r]+instructions|initial[ \t\n\r]+instructions|system[ \t\n\r]+instructions)(?-u:\b)",
     ),
     (
         "pi.extract.repeat_above",
         C::PromptExtraction,
         1.0,
-        r"\b(?:repeat|print|output|copy|recite|return|echo|show|write)\s+(?:back\s+)?(?:all\s+|the\s+|every\s+)*(?:words?|text|everything|content|lines?|tokens?|characters?|instructions)\s+(?:above|before|preceding|prior)\b(?:\s+(?:this|my|the)\s+\w+|\s+starting|\s+verbatim|\s+in\s+full|\s+word|\s*[.!:;,\x22']|\s*$)|\bstarting\s+(?:with|from)\s+(?:the\s+(?:phrase|words?)\s+)?[\x22'“]?you\s+are\b|\b(?:text|everything|words|content|instructions|messages?)\s+(?:that\s+)?(?:came|comes|was|were|appears?|is)\s+(?:before|above)\s+(?:my|this|the\s+user'?s?)\s+(?:first\s+)?(?:message|question|prompt|input|line)",
+        r"(?-u:\b)(?:repeat|print|output|copy|recite|return|echo|show|write)[ \t\n\r]+(?:back[ \t\n\r]+)?(?:all[ \t\n\r]+|the[ \t\n\r]+|every[ \t\n\r]+)*(?:words?|text|everything|content|lines?|tokens?|characters?|instructions)[ \t\n\r]+(?:above|before|preceding|prior)(?-u:\b)(?:[ \t\n\r]+(?:this|my|the)[ \t\n\r]+[a-z0-9_]+|[ \t\n\r]+starting|[ \t\n\r]+verbatim|[ \t\n\r]+in[ \t\n\r]+full|[ \t\n\r]+word|[ \t\n\r]*[.!:;,\x22']|[ \t\n\r]*$)|(?-u:\b)starting[ \t\n\r]+(?:with|from)[ \t\n\r]+(?:the[ \t\n\r]+(?:phrase|words?)[ \t\n\r]+)?[\x22'“]?you[ \t\n\r]+are(?-u:\b)|(?-u:\b)(?:text|everything|words|content|instructions|messages?)[ \t\n\r]+(?:that[ \t\n\r]+)?(?:came|comes|was|were|appears?|is)[ \t\n\r]+(?:before|above)[ \t\n\r]+(?:my|this|the[ \t\n\r]+user'?s?)[ \t\n\r]+(?:first[ \t\n\r]+)?(?:message|question|prompt|input|line)",
     ),
     (
         "pi.extract.your_instructions",
         C::PromptExtraction,
         1.0,
-        r"\bwhat\s+(?:are|were|is)\s+your\s+(?:exact\s+|original\s+|initial\s+|hidden\s+|secret\s+|real\s+)?(?:instructions|directives|system\s+prompt|programming|prompt)\b|\b(?:ignore|forget)\b.{0,40}\band\s+(?:print|reveal|show|tell\s+me)\s+(?:your|the)\b",
+        r"(?-u:\b)what[ \t\n\r]+(?:are|were|is)[ \t\n\r]+your[ \t\n\r]+(?:exact[ \t\n\r]+|original[ \t\n\r]+|initial[ \t\n\r]+|hidden[ \t\n\r]+|secret[ \t\n\r]+|real[ \t\n\r]+)?(?:instructions|directives|system[ \t\n\r]+prompt|programming|prompt)(?-u:\b)|(?-u:\b)(?:ignore|forget)(?-u:\b).{0,40}(?-u:\b)and[ \t\n\r]+(?:print|reveal|show|tell[ \t\n\r]+me)[ \t\n\r]+(?:your|the)(?-u:\b)",
     ),
     // --- Jailbreak personas
     (
         "pi.jailbreak.do_anything_now",
         C::Jailbreak,
         1.0,
-        r"\bdo\s+anything\s+now\b|\b(?:you\s+are|you're|act\s+as|called|named|pretend\s+to\s+be|known\s+as|role\s+of)\s+(?:an?\s+)?(?-i:DAN|STAN|DUDE|AIM|KEVIN|BetterDAN|Omega|OMEGA)\b|\b(?-i:DAN)\s+(?:mode|prompt|jailbreak)\b|\bstrive\s+to\s+avoid\s+norms\b|\balways\s+intelligent\s+and\s+machiavellian\b",
+        r"(?-u:\b)do[ \t\n\r]+anything[ \t\n\r]+now(?-u:\b)|(?-u:\b)(?:you[ \t\n\r]+are|you're|act[ \t\n\r]+as|called|named|pretend[ \t\n\r]+to[ \t\n\r]+be|known[ \t\n\r]+as|role[ \t\n\r]+of)[ \t\n\r]+(?:an?[ \t\n\r]+)?(?-i:DAN|STAN|DUDE|AIM|KEVIN|BetterDAN|Omega|OMEGA)(?-u:\b)|(?-u:\b)(?-i:DAN)[ \t\n\r]+(?:mode|prompt|jailbreak)(?-u:\b)|(?-u:\b)strive[ \t\n\r]+to[ \t\n\r]+avoid[ \t\n\r]+norms(?-u:\b)|(?-u:\b)always[ \t\n\r]+intelligent[ \t\n\r]+and[ \t\n\r]+machiavellian(?-u:\b)",
     ),
     (
         "pi.jailbreak.developer_mode",
         C::Jailbreak,
         0.8,
-        r"\bdeveloper\s+mode\s+(?:enabled|output|response|is\s+on)\b|\bsimulate\s+developer\s+mode\b|\b(?:jailbreak|jailbroken)\s+(?:mode|version|response|enabled)\b|\bevil\s+confidant\b|\bopposite\s+mode\b|\banti-?gpt\b",
+        r"(?-u:\b)developer[ \t\n\r]+mode[ \t\n\r]+(?:enabled|output|response|is[ \t\n\r]+on)(?-u:\b)|(?-u:\b)simulate[ \t\n\r]+developer[ \t\n\r]+mode(?-u:\b)|(?-u:\b)(?:jailbreak|jailbroken)[ \t\n\r]+(?:mode|version|response|enabled)(?-u:\b)|(?-u:\b)evil[ \t\n\r]+confidant(?-u:\b)|(?-u:\b)opposite[ \t\n\r]+mode(?-u:\b)|(?-u:\b)anti-?gpt(?-u:\b)",
     ),
     (
         "pi.jailbreak.jailbreak_word",
         C::Jailbreak,
         0.4,
-        r"\bjailbr(?:ea|o)k(?:ed|en|ing)?\b",
+        r"(?-u:\b)jailbr(?:ea|o)k(?:ed|en|ing)?(?-u:\b)",
     ),
     (
         "pi.jailbreak.no_restrictions",
         C::Jailbreak,
         0.5,
-        r"\b(?:no|without|free\s+(?:of|from)|zero)\s+(?:any\s+)?(?:moral\s+|ethical\s+|content\s+|safety\s+)?(?:restrictions|limitations|limits|filters|censorship|boundaries|guidelines|ethics|morals|principles|content\s+polic(?:y|ies))\b|\b(?:unrestricted|unfiltered|uncensored)\s+(?:ai|mode|version|model|assistant|access|output|responses?)\b",
+        r"(?-u:\b)(?:no|without|free[ \t\n\r]+(?:of|from)|zero)[ \t\n\r]+(?:any[ \t\n\r]+)?(?:moral[ \t\n\r]+|ethical[ \t\n\r]+|content[ \t\n\r]+|safety[ \t\n\r]+)?(?:restrictions|limitations|limits|filters|censorship|boundaries|guidelines|ethics|morals|principles|content[ \t\n\r]+polic(?:y|ies))(?-u:\b)|(?-u:\b)(?:unrestricted|unfiltered|uncensored)[ \t\n\r]+(?:ai|mode|version|model|assistant|access|output|responses?)(?-u:\b)",
     ),
     (
         "pi.jailbreak.two_responses",
         C::Jailbreak,
         0.6,
-        r"\b(?:two|2|both)\s+(?:different\s+)?(?:responses|answers|replies)\b[^.]{0,80}\b(?:normal|classic|filtered|jailbroken|unfiltered|developer|dan|no\s+limits)\b",
+        r"(?-u:\b)(?:two|2|both)[ \t\n\r]+(?:different[ \t\n\r]+)?(?:responses|answers|replies)(?-u:\b)[^.]{0,80}(?-u:\b)(?:normal|classic|filtered|jailbroken|unfiltered|developer|dan|no[ \t\n\r]+limits)(?-u:\b)",
     ),
     (
         "pi.jailbreak.hypothetical_harm",
         C::Jailbreak,
         0.4,
-        r"\b(?:hypothetical(?:ly)?|fictional|in\s+a\s+story|for\s+a\s+novel|purely\s+theoretical)\b[^.]{0,80}\b(?:no\s+(?:rules|restrictions|limits)|illegal|unethical|without\s+(?:consequences|restrictions|warnings))\b",
+        r"(?-u:\b)(?:hypothetical(?:ly)?|fictional|in[ \t\n\r]+a[ \t\n\r]+story|for[ \t\n\r]+a[ \t\n\r]+novel|purely[ \t\n\r]+theoretical)(?-u:\b)[^.]{0,80}(?-u:\b)(?:no[ \t\n\r]+(?:rules|restrictions|limits)|illegal|unethical|without[ \t\n\r]+(?:consequences|restrictions|warnings))(?-u:\b)",
     ),
     (
         "pi.jailbreak.forced_prefix",
         C::Jailbreak,
         0.6,
-        r"\b(?:start|begin)\s+(?:your|the|each|every)\s+(?:answer|response|reply|output)\s+with\s+[\x22'“]?\s*(?:sure|certainly|of\s+course|absolutely|here\s+is|okay|yes)\b",
+        r"(?-u:\b)(?:start|begin)[ \t\n\r]+(?:your|the|each|every)[ \t\n\r]+(?:answer|response|reply|output)[ \t\n\r]+with[ \t\n\r]+[\x22'“]?[ \t\n\r]*(?:sure|certainly|of[ \t\n\r]+course|absolutely|here[ \t\n\r]+is|okay|yes)(?-u:\b)",
     ),
     // --- Delimiter and chat-template injection
     (
         "pi.delimiter.chat_template_token",
         C::Delimiter,
         1.0,
-        r"<\|\s*(?:im_start|im_end|im_sep|system|user|assistant|endoftext|eot_id|start_header_id|end_header_id|begin_of_text|end_of_turn|start_of_turn)\s*\|>|<\s*/?\s*(?:start_of_turn|end_of_turn)\s*>|<<\s*/?\s*sys\s*>>",
+        r"<\|[ \t\n\r]*(?:im_start|im_end|im_sep|system|user|assistant|endoftext|eot_id|start_header_id|end_header_id|begin_of_text|end_of_turn|start_of_turn)[ \t\n\r]*\|>|<[ \t\n\r]*/?[ \t\n\r]*(?:start_of_turn|end_of_turn)[ \t\n\r]*>|<<[ \t\n\r]*/?[ \t\n\r]*sys[ \t\n\r]*>>",
     ),
     (
         "pi.delimiter.inst_tags",
         C::Delimiter,
         0.8,
-        r"\[/?\s*inst\s*\]|\[/?\s*(?:system|sys)\s*\]",
+        r"\[/?[ \t\n\r]*inst[ \t\n\r]*\]|\[/?[ \t\n\r]*(?:system|sys)[ \t\n\r]*\]",
     ),
     (
         "pi.delimiter.role_header",
         C::Delimiter,
         0.7,
-        r"(?:^|\n|\s)#{2,}\s*(?:system|instruction|instructions|assistant|admin|developer)\s*(?:prompt|message|override)?\s*:|(?:^|\n)\s*(?:system|assistant|developer)\s*(?:prompt|message)?\s*:\s*\S",
+        r"(?:^|\n|[ \t\n\r])#{2,}[ \t\n\r]*(?:system|instruction|instructions|assistant|admin|developer)[ \t\n\r]*(?:prompt|message|override)?[ \t\n\r]*:|(?:^|\n)[ \t\n\r]*(?:system|assistant|developer)[ \t\n\r]*(?:prompt|message)?[ \t\n\r]*:[ \t\n\r]*\S",
     ),
     (
         "pi.delimiter.role_markup",
         C::Delimiter,
         0.8,
-        r"</?\s*(?:system|system_prompt|instructions?|assistant|developer|admin|im_start)\s*>",
+        r"</?[ \t\n\r]*(?:system|system_prompt|instructions?|assistant|developer|admin|im_start)[ \t\n\r]*>",
     ),
     (
         "pi.delimiter.end_of_prompt",
         C::Delimiter,
         0.6,
-        r"\b(?:end\s+of\s+(?:system\s+)?(?:prompt|instructions|context|input)|(?:prompt|instructions|context)\s+ends?\s+here)\b|-{3,}\s*(?:new|begin|start)\s+(?:instructions|prompt|session|conversation)",
+        r"(?-u:\b)(?:end[ \t\n\r]+of[ \t\n\r]+(?:system[ \t\n\r]+)?(?:prompt|instructions|context|input)|(?:prompt|instructions|context)[ \t\n\r]+ends?[ \t\n\r]+here)(?-u:\b)|-{3,}[ \t\n\r]*(?:new|begin|start)[ \t\n\r]+(?:instructions|prompt|session|conversation)",
     ),
     // --- Indirect injection (documents, web pages, tool results)
     (
         "pi.indirect.addressed_to_model",
         C::Indirect,
         0.7,
-        r"\b(?:note|message|instructions?|attention|important|notice|p\.?s\.?)\s+(?:to|for)\s+(?:the\s+|any\s+|all\s+)?(?:ai|assistant|model|llm|chatbot|bot|agent|language\s+model|gpt|claude)s?\b|\b(?:dear|hey|hello|attention)\s+(?:ai|assistant|model|llm|chatbot|agent|gpt|claude)\b|\b(?:ai|llm)\s+(?:assistants?|agents?|models?)\s*:",
+        r"(?-u:\b)(?:note|message|instructions?|attention|important|notice|p\.?s\.?)[ \t\n\r]+(?:to|for)[ \t\n\r]+(?:the[ \t\n\r]+|any[ \t\n\r]+|all[ \t\n\r]+)?(?:ai|assistant|model|llm|chatbot|bot|agent|language[ \t\n\r]+model|gpt|claude)s?(?-u:\b)|(?-u:\b)(?:dear|hey|hello|attention)[ \t\n\r]+(?:ai|assistant|model|llm|chatbot|agent|gpt|claude)(?-u:\b)|(?-u:\b)(?:ai|llm)[ \t\n\r]+(?:assistants?|agents?|models?)[ \t\n\r]*:",
     ),
     (
         "pi.indirect.when_you_read",
         C::Indirect,
         0.6,
-        r"\b(?:if|when|once|while)\s+(?:you(?:'re|\s+are)?\s+)?(?:an?\s+)?(?:(?:ai|assistant|llm|agent|language|chat)\s*)?(?:model\s+|bot\s+)?(?:read(?:ing)?|see(?:ing)?|process(?:ing)?|summari[sz](?:e|ing)|analy[sz](?:e|ing)|pars(?:e|ing)|encounter(?:ing)?)\s+this\b",
+        r"(?-u:\b)(?:if|when|once|while)[ \t\n\r]+(?:you(?:'re|[ \t\n\r]+are)?[ \t\n\r]+)?(?:an?[ \t\n\r]+)?(?:(?:ai|assistant|llm|agent|language|chat)[ \t\n\r]*)?(?:model[ \t\n\r]+|bot[ \t\n\r]+)?(?:read(?:ing)?|see(?:ing)?|process(?:ing)?|summari[sz](?:e|ing)|analy[sz](?:e|ing)|pars(?:e|ing)|encounter(?:ing)?)[ \t\n\r]+this(?-u:\b)",
     ),
     (
         "pi.indirect.hide_from_user",
         C::Indirect,
         0.8,
-        r"\b(?:do\s+not|don't|never|without)\s+(?:tell(?:ing)?|inform(?:ing)?|mention(?:ing)?|reveal(?:ing)?|show(?:ing)?|alert(?:ing)?|notify(?:ing)?)\s+(?:this\s+|it\s+)?(?:to\s+)?the\s+user\b|\b(?:secretly|silently|covertly|quietly)\s+(?:send|forward|email|upload|post|include|add|insert|execute|run|call)\b",
+        r"(?-u:\b)(?:do[ \t\n\r]+not|don't|never|without)[ \t\n\r]+(?:tell(?:ing)?|inform(?:ing)?|mention(?:ing)?|reveal(?:ing)?|show(?:ing)?|alert(?:ing)?|notify(?:ing)?)[ \t\n\r]+(?:this[ \t\n\r]+|it[ \t\n\r]+)?(?:to[ \t\n\r]+)?the[ \t\n\r]+user(?-u:\b)|(?-u:\b)(?:secretly|silently|covertly|quietly)[ \t\n\r]+(?:send|forward|email|upload|post|include|add|insert|execute|run|call)(?-u:\b)",
     ),
     (
         "pi.indirect.exfiltrate",
         C::Indirect,
         0.8,
-        r"\b(?:send|forward|email|upload|post|transmit|exfiltrate|leak)\s+(?:all\s+|the\s+|this\s+|any\s+|your\s+|their\s+)*(?:[\w']+\s+){0,3}?(?:data|conversation|chat|history|messages?|emails?|files?|credentials?|passwords?|keys?|tokens?|secrets?|information|details|inbox)\s+to\s+(?:https?://|\S+@\S+|(?:this|the|my|our|an?)\s+(?:url|address|server|endpoint|webhook|email|link))",
+        r"(?-u:\b)(?:send|forward|email|upload|post|transmit|exfiltrate|leak)[ \t\n\r]+(?:all[ \t\n\r]+|the[ \t\n\r]+|this[ \t\n\r]+|any[ \t\n\r]+|your[ \t\n\r]+|their[ \t\n\r]+)*(?:[a-z0-9_']+[ \t\n\r]+){0,3}?(?:data|conversation|chat|history|messages?|emails?|files?|credentials?|passwords?|keys?|tokens?|secrets?|information|details|inbox)[ \t\n\r]+to[ \t\n\r]+(?:https?://|\S+@\S+|(?:this|the|my|our|an?)[ \t\n\r]+(?:url|address|server|endpoint|webhook|email|link))",
     ),
     (
         "pi.indirect.markdown_exfil",
         C::Indirect,
         1.0,
-        r"\b(?:append|add|include|insert|render|output|print|end\s+(?:your\s+)?(?:answer|response|reply)\s+with)\b[^.\n]{0,40}!\[[^\]]*\]\(\s*https?://[^)\s]*\?[^)\s]*=",
+        r"(?-u:\b)(?:append|add|include|insert|render|output|print|end[ \t\n\r]+(?:your[ \t\n\r]+)?(?:answer|response|reply)[ \t\n\r]+with)(?-u:\b)[^.\n]{0,40}!\[[^\]]*\]\([ \t\n\r]*https?://[^)[ \t\n\r]]*\?[^)[ \t\n\r]]*=",
     ),
     (
         "pi.indirect.reveal_secrets",
         C::Indirect,
         0.5,
-        r"\b(?:reveal|print|show|list|output|dump|leak|give\s+me)\s+(?:all\s+)?(?:the\s+|their\s+|your\s+|the\s+user'?s\s+|any\s+)?(?:stored\s+)?(?:api\s+keys?|passwords?|credentials|secrets?|access\s+tokens?|private\s+keys?|credit\s+card\s+numbers?|ssh\s+keys?)\b",
+        r"(?-u:\b)(?:reveal|print|show|list|output|dump|leak|give[ \t\n\r]+me)[ \t\n\r]+(?:all[ \t\n\r]+)?(?:the[ \t\n\r]+|their[ \t\n\r]+|your[ \t\n\r]+|the[ \t\n\r]+user'?s[ \t\n\r]+|any[ \t\n\r]+)?(?:stored[ \t\n\r]+)?(?:api[ \t\n\r]+keys?|passwords?|credentials|secrets?|access[ \t\n\r]+tokens?|private[ \t\n\r]+keys?|credit[ \t\n\r]+card[ \t\n\r]+numbers?|ssh[ \t\n\r]+keys?)(?-u:\b)",
     ),
     (
         "pi.indirect.tool_call_order",
         C::Indirect,
         0.5,
-        r"\b(?:call|invoke|run|execute|use)\s+(?:the\s+)?(?:[\w']+\s+)?(?:tool|function|plugin|api|command)\b[^.]{0,60}\b(?:immediately|now|without\s+(?:asking|confirmation|telling))\b",
+        r"(?-u:\b)(?:call|invoke|run|execute|use)[ \t\n\r]+(?:the[ \t\n\r]+)?(?:[a-z0-9_']+[ \t\n\r]+)?(?:tool|function|plugin|api|command)(?-u:\b)[^.]{0,60}(?-u:\b)(?:immediately|now|without[ \t\n\r]+(?:asking|confirmation|telling))(?-u:\b)",
     ),
     (
         "pi.indirect.skip_confirmation",
         C::Indirect,
         0.5,
-        r"\bwithout\s+(?:asking\s+(?:the\s+user\s+)?(?:for\s+)?(?:confirmation|permission|approval)|(?:user\s+)?(?:confirmation|approval)|confirming)\b",
+        r"(?-u:\b)without[ \t\n\r]+(?:asking[ \t\n\r]+(?:the[ \t\n\r]+user[ \t\n\r]+)?(?:for[ \t\n\r]+)?(?:confirmation|permission|approval)|(?:user[ \t\n\r]+)?(?:confirmation|approval)|confirming)(?-u:\b)",
     ),
     // --- Markup and comment smuggling
     (
         "pi.markup.comment_instruction",
         C::Markup,
         1.0,
-        r"<!--[^>]{0,400}?\b(?:ignore|disregard|override|instructions?|assistants?|prompt|llm|chatgpt|claude)\b[^>]{0,400}?-->|/\*[^*]{0,400}?\b(?:ignore\s+(?:previous|all)|system\s+prompt|ai\s+assistant)\b[^*]{0,400}?\*/",
+        r"<!--[^>]{0,400}?(?-u:\b)(?:ignore|disregard|override|instructions?|assistants?|prompt|llm|chatgpt|claude)(?-u:\b)[^>]{0,400}?-->|/\*[^*]{0,400}?(?-u:\b)(?:ignore[ \t\n\r]+(?:previous|all)|system[ \t\n\r]+prompt|ai[ \t\n\r]+assistant)(?-u:\b)[^*]{0,400}?\*/",
     ),
     (
         "pi.markup.hidden_element",
         C::Markup,
         0.5,
-        r#"<[^>]{0,200}(?:display\s*:\s*none|visibility\s*:\s*hidden|font-size\s*:\s*0|color\s*:\s*(?:white|#fff(?:fff)?)|opacity\s*:\s*0)[^>]{0,200}>"#,
+        r#"<[^>]{0,200}(?:display[ \t\n\r]*:[ \t\n\r]*none|visibility[ \t\n\r]*:[ \t\n\r]*hidden|font-size[ \t\n\r]*:[ \t\n\r]*0|color[ \t\n\r]*:[ \t\n\r]*(?:white|#fff(?:fff)?)|opacity[ \t\n\r]*:[ \t\n\r]*0)[^>]{0,200}>"#,
     ),
     // --- Encoding tricks stated in words
     (
         "pi.encoded.decode_and_follow",
         C::Encoded,
         1.0,
-        r"\b(?:decode|decrypt|translate|convert|unscramble|reverse)\b[^.]{0,60}\b(?:and|then)\s+(?:follow|execute|run|obey|perform|carry\s+out|act\s+on)\b",
+        r"(?-u:\b)(?:decode|decrypt|translate|convert|unscramble|reverse)(?-u:\b)[^.]{0,60}(?-u:\b)(?:and|then)[ \t\n\r]+(?:follow|execute|run|obey|perform|carry[ \t\n\r]+out|act[ \t\n\r]+on)(?-u:\b)",
     ),
     // --- Other languages (read on the original text)
     (
         "pi.multilingual.override",
         C::Override,
         1.0,
-        r"\bignor\w*\s+(?:(?:todas|todos|toutes|tous|alle|tutte|tutti|as|os|las|los|les|le|die|de)\s+)*(?:instrucciones|instructions|anweisungen|instruktionen|istruzioni|instruções|instrucoes|indicaciones|consignes|vorgaben|regeln|reglas|règles|regole|regras)\s+(?:anteriores|previas|précédentes|precedentes|vorherigen|bisherigen|obigen|precedenti|anteriori)\b|\bignor\w*\s+(?:(?:alle|todas|toutes|tutte|las|les|le|die|as|os)\s+)*(?:vorherigen|bisherigen|obigen|précédentes|precedentes|anteriores|previas|precedenti)\s+(?:anweisungen|instruktionen|instructions|instrucciones|istruzioni|instruções|regeln|reglas)|\b(?:vergiss|olvida|oublie|dimentica|esqueça|esqueca)\s+(?:alle|todas|toutes|tutte|todas\s+as)?\s*(?:las\s+|les\s+|le\s+|die\s+|as\s+)?(?:vorherigen\s+|anteriores\s+)?(?:anweisungen|instrucciones|instructions|istruzioni|instruções|regeln|reglas)\b|игнорир\w*\s+(?:все\s+)?(?:предыдущ\w+\s+)?(?:инструкц\w+|указани\w+|правил\w*)|забудь\w*\s+(?:все\s+)?(?:предыдущ\w+\s+)?(?:инструкц\w+|указани\w+)|忽略.{0,6}(?:之前|以上|先前|上面|前面|所有).{0,6}(?:指令|指示|说明|規則|规则|提示)|(?:以前|前|上記|これまで)の(?:指示|命令|指令|ルール)を(?:すべて)?無視|이전\s*(?:의\s*)?(?:모든\s*)?(?:지시|명령|지침)(?:을|를)?\s*무시",
+        r"(?-u:\b)ignor[a-z]*[ \t\n\r]+(?:(?:todas|todos|toutes|tous|alle|tutte|tutti|as|os|las|los|les|le|die|de)[ \t\n\r]+)*(?:instrucciones|instructions|anweisungen|instruktionen|istruzioni|instruções|instrucoes|indicaciones|consignes|vorgaben|regeln|reglas|règles|regole|regras)[ \t\n\r]+(?:anteriores|previas|précédentes|precedentes|vorherigen|bisherigen|obigen|precedenti|anteriori)(?-u:\b)|(?-u:\b)ignor[a-z]*[ \t\n\r]+(?:(?:alle|todas|toutes|tutte|las|les|le|die|as|os)[ \t\n\r]+)*(?:vorherigen|bisherigen|obigen|précédentes|precedentes|anteriores|previas|precedenti)[ \t\n\r]+(?:anweisungen|instruktionen|instructions|instrucciones|istruzioni|instruções|regeln|reglas)|(?-u:\b)(?:vergiss|olvida|oublie|dimentica|esqueça|esqueca)[ \t\n\r]+(?:alle|todas|toutes|tutte|todas[ \t\n\r]+as)?[ \t\n\r]*(?:las[ \t\n\r]+|les[ \t\n\r]+|le[ \t\n\r]+|die[ \t\n\r]+|as[ \t\n\r]+)?(?:vorherigen[ \t\n\r]+|anteriores[ \t\n\r]+)?(?:anweisungen|instrucciones|instructions|istruzioni|instruções|regeln|reglas)(?-u:\b)|игнорир\p{L}*[ \t\n\r]+(?:все[ \t\n\r]+)?(?:предыдущ\p{L}+[ \t\n\r]+)?(?:инструкц\p{L}+|указани\p{L}+|правил\p{L}*)|забудь\p{L}*[ \t\n\r]+(?:все[ \t\n\r]+)?(?:предыдущ\p{L}+[ \t\n\r]+)?(?:инструкц\p{L}+|указани\p{L}+)|忽略.{0,6}(?:之前|以上|先前|上面|前面|所有).{0,6}(?:指令|指示|说明|規則|规则|提示)|(?:以前|前|上記|これまで)の(?:指示|命令|指令|ルール)を(?:すべて)?無視|이전[ \t\n\r]*(?:의[ \t\n\r]*)?(?:모든[ \t\n\r]*)?(?:지시|명령|지침)(?:을|를)?[ \t\n\r]*무시",
     ),
     (
         "pi.multilingual.extract",
         C::PromptExtraction,
         1.0,
-        r"(?:muestra|revela|dime|affiche|révèle|zeig|verrate|mostra|rivela|mostre|revele)\w*\s+(?:me\s+|mir\s+)?(?:tu|tus|ton|tes|deine?n?|il\s+tuo|le\s+tue|seu|suas?|el|la|le|das|den|die|o|a|votre|vos)?\s*(?:prompt|instrucciones|instructions|anweisungen|istruzioni|instruções)\s+(?:del\s+|de\s+|du\s+|des\s+|di\s+|do\s+)?(?:sistema|système|systeme|system)|(?:покажи|выведи|раскрой)\w*\s+(?:свой\s+|твой\s+)?системн\w+\s+(?:промпт|подсказк\w+|инструкц\w+)|(?:显示|输出|告诉我|打印).{0,6}(?:系统提示|系统指令|初始指令)|システムプロンプトを(?:表示|教えて|出力)",
+        r"(?:muestra|revela|dime|affiche|révèle|zeig|verrate|mostra|rivela|mostre|revele)[a-z]*[ \t\n\r]+(?:me[ \t\n\r]+|mir[ \t\n\r]+)?(?:tu|tus|ton|tes|deine?n?|il[ \t\n\r]+tuo|le[ \t\n\r]+tue|seu|suas?|el|la|le|das|den|die|o|a|votre|vos)?[ \t\n\r]*(?:prompt|instrucciones|instructions|anweisungen|istruzioni|instruções)[ \t\n\r]+(?:del[ \t\n\r]+|de[ \t\n\r]+|du[ \t\n\r]+|des[ \t\n\r]+|di[ \t\n\r]+|do[ \t\n\r]+)?(?:sistema|système|systeme|system)|(?:покажи|выведи|раскрой)[a-z]*[ \t\n\r]+(?:свой[ \t\n\r]+|твой[ \t\n\r]+)?системн\p{L}+[ \t\n\r]+(?:промпт|подсказк\p{L}+|инструкц\p{L}+)|(?:显示|输出|告诉我|打印).{0,6}(?:系统提示|系统指令|初始指令)|システムプロンプトを(?:表示|教えて|出力)",
     ),
 ];
 
