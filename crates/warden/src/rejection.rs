@@ -79,6 +79,8 @@ pub enum RejectionKind {
     InputTooLong,
     /// The requested model is denied or not allowed (403).
     ModelDenied,
+    /// Content inspection found a prompt injection (403).
+    PromptInjection,
     /// Too many or too large request headers.
     HeadersTooLarge,
     /// The gateway did not produce a response within the overall request timeout.
@@ -211,6 +213,12 @@ impl RejectionKind {
                 StatusCode::FORBIDDEN,
                 "Model not allowed",
                 "urn:warden:problem:model-denied",
+            ),
+            RejectionKind::PromptInjection => (
+                "prompt_injection",
+                StatusCode::FORBIDDEN,
+                "Request refused by content inspection",
+                "urn:warden:problem:prompt-injection",
             ),
             RejectionKind::HeadersTooLarge => (
                 "headers_too_large",

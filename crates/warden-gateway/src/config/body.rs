@@ -11,7 +11,7 @@ use warden::body::json::JsonLimits;
 use warden::body::rules::BodyRules;
 use warden::body::schema::Schema;
 
-use super::guards::{GuardsConfig, RawRouteGuards, compile_models};
+use super::guards::{GuardsConfig, RawRouteGuards, compile_models, compile_prompt_injection};
 use super::toolkit::{Compiler, Scalar};
 
 /// `routes[].body:`
@@ -89,6 +89,12 @@ pub fn compile(
             c.error(
                 format!("routes[{i}].guards.models"),
                 "model rules read the model from the body: declare body.format",
+            );
+        }
+        if route_guards.is_some_and(|g| g.prompt_injection.is_some()) {
+            c.error(
+                format!("routes[{i}].guards.prompt_injection"),
+                "inspection reads the texts of the body: declare body.format",
             );
         }
         return None;
@@ -183,6 +189,12 @@ pub fn compile(
         Some(models) => models,
         None if is_json => None,
         None => guards.models.clone(),
+    };
+    rules.prompt_guard = match route_guards.and_then(|g| g.prompt_injection.as_ref()) {
+        Some(raw) => {
+            compile_prompt_injection(c, &format!("routes[{i}].guards.prompt_injection"), raw)
+        }
+        None => guards.prompt_injection.clone(),
     };
     (!c.failed_since(before)).then_some(rules)
 }

@@ -1,10 +1,12 @@
-//! `guards:` and `routes[].guards` — content rules over what a request asks for. Today: the
-//! model allow/deny lists (the global ones, replaced as a whole by a route's own) and the
-//! default `max_input_chars` of routes with body rules.
+//! `guards:` and `routes[].guards` — content rules over what a request asks for and says: the
+//! model allow/deny lists and prompt-injection inspection (the global ones, each replaced as a
+//! whole by a route's own), and the default `max_input_chars` of routes with body rules.
 
 use std::sync::Arc;
 
 use serde::Deserialize;
+use warden::body::format::Role;
+use warden::guard::injection::{CustomRule, GuardAction, InjectionRules, PromptGuard};
 use warden::guard::models::ModelRules;
 
 use super::toolkit::Compiler;
@@ -17,6 +19,36 @@ pub struct RawGuards {
     pub max_input_chars: Option<u64>,
     /// Model allow/deny.
     pub models: Option<RawModels>,
+    /// Prompt-injection inspection of routes with body rules.
+    pub prompt_injection: Option<RawPromptInjection>,
+}
+
+/// `guards.prompt_injection:` (and a route's own).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPromptInjection {
+    /// `block`, `flag` or `off` (default `block`).
+    pub action: Option<String>,
+    /// The score at which the guard acts (default 1.0).
+    pub threshold: Option<f64>,
+    /// Roles scanned: `user`, `tool`, `field`, `system`, `assistant`, `tool_definition`
+    /// (default: user, tool, field).
+    pub roles: Option<Vec<String>>,
+    /// Rules added to the default pack.
+    pub rules: Vec<RawRule>,
+}
+
+/// `guards.prompt_injection.rules[]:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    /// Its id (reported in findings).
+    pub id: String,
+    /// A regular expression (linear time), matched case-insensitively on folded text.
+    pub pattern: String,
+    /// What a match adds to the score (default 1.0).
+    #[serde(default)]
+    pub weight: Option<f64>,
 }
 
 /// `routes[].guards:`
@@ -25,6 +57,8 @@ pub struct RawGuards {
 pub struct RawRouteGuards {
     /// This route's model rules, replacing `guards.models`.
     pub models: Option<RawModels>,
+    /// This route's prompt-injection inspection, replacing `guards.prompt_injection`.
+    pub prompt_injection: Option<RawPromptInjection>,
 }
 
 /// `guards.models:`
@@ -44,6 +78,8 @@ pub struct GuardsConfig {
     pub max_input_chars: Option<usize>,
     /// Default model rules of routes with body rules.
     pub models: Option<Arc<ModelRules>>,
+    /// Default prompt-injection inspection of routes with body rules (`None`: off).
+    pub prompt_injection: Option<Arc<PromptGuard>>,
 }
 
 /// Compiles `guards:`.
@@ -56,7 +92,90 @@ pub fn compile(c: &mut Compiler, raw: &RawGuards) -> GuardsConfig {
             .models
             .as_ref()
             .and_then(|m| compile_models(c, "guards.models", m)),
+        prompt_injection: raw
+            .prompt_injection
+            .as_ref()
+            .and_then(|p| compile_prompt_injection(c, "guards.prompt_injection", p)),
     }
+}
+
+/// Compiles a prompt-injection block at `path` (`None`: off, or an error was reported).
+pub fn compile_prompt_injection(
+    c: &mut Compiler,
+    path: &str,
+    raw: &RawPromptInjection,
+) -> Option<Arc<PromptGuard>> {
+    let action = c.choose(
+        &format!("{path}.action"),
+        raw.action.as_deref().unwrap_or("block"),
+        &[
+            ("block", Some(GuardAction::Block)),
+            ("flag", Some(GuardAction::Flag)),
+            ("off", None),
+        ],
+    )??;
+    let threshold = raw.threshold.unwrap_or(1.0);
+    if !(threshold.is_finite() && threshold > 0.0) {
+        c.error(format!("{path}.threshold"), "expected a positive number");
+    }
+    let roles = match &raw.roles {
+        None => PromptGuard::DEFAULT_ROLES.to_vec(),
+        Some(names) => names
+            .iter()
+            .enumerate()
+            .filter_map(|(j, name)| {
+                c.choose(
+                    &format!("{path}.roles[{j}]"),
+                    name,
+                    &[
+                        ("user", Role::User),
+                        ("tool", Role::Tool),
+                        ("field", Role::Field),
+                        ("system", Role::System),
+                        ("assistant", Role::Assistant),
+                        ("tool_definition", Role::ToolDefinition),
+                    ],
+                )
+            })
+            .collect(),
+    };
+    let custom: Vec<CustomRule> = raw
+        .rules
+        .iter()
+        .enumerate()
+        .filter_map(|(j, rule)| {
+            let weight = rule.weight.unwrap_or(1.0);
+            if rule.id.is_empty() || !(weight.is_finite() && weight > 0.0) {
+                c.error(
+                    format!("{path}.rules[{j}]"),
+                    "a rule needs an id and a positive weight",
+                );
+                return None;
+            }
+            Some(CustomRule {
+                id: rule.id.clone(),
+                pattern: rule.pattern.clone(),
+                weight: weight as f32,
+            })
+        })
+        .collect();
+    let rules = if custom.is_empty() {
+        InjectionRules::default_pack()
+    } else {
+        match InjectionRules::with_custom(&custom) {
+            Ok(rules) => rules,
+            Err(e) => {
+                c.error(format!("{path}.rules"), e.to_string());
+                return None;
+            }
+        }
+    };
+    Some(Arc::new(PromptGuard {
+        rules: Arc::new(rules),
+        action,
+        threshold: threshold as f32,
+        roles,
+    }))
 }
 
 /// Compiles a model allow/deny block at `path`.

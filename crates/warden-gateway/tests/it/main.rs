@@ -12,6 +12,7 @@ mod client_ip;
 mod cors;
 mod demo;
 mod golden;
+mod guards;
 mod hardening;
 mod identity_headers;
 mod interop;

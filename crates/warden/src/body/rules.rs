@@ -27,10 +27,14 @@ use super::json::{self, JsonLimits};
 use super::schema::Schema;
 use crate::body::{self, Body};
 use crate::future::ResponseFuture;
+use crate::guard::injection::{GuardAction, GuardReport, PromptGuard};
 use crate::guard::models::{ModelRules, ModelVerdict};
 use crate::limit::client_body_failure;
 use crate::rejection::{Rejection, RejectionKind};
 use crate::request_id::RequestId;
+
+/// The header a flagging guard adds to the forwarded request.
+pub const GUARD_HEADER: http::HeaderName = http::HeaderName::from_static("x-warden-guard");
 
 /// The most field errors a 422 lists.
 const MAX_SCHEMA_ERRORS: usize = 20;
@@ -54,6 +58,19 @@ pub struct BodyRules {
     pub models: Option<Arc<ModelRules>>,
     /// Clean the extracted texts as HTML.
     pub sanitize_html: bool,
+    /// Prompt-injection inspection of the extracted texts, if any.
+    pub prompt_guard: Option<Arc<PromptGuard>>,
+}
+
+/// A body that passed its rules.
+#[derive(Debug)]
+pub struct Checked {
+    /// What the body means.
+    pub extracted: ExtractedBody,
+    /// The bytes to forward when sanitizing rewrote the body.
+    pub rewritten: Option<Bytes>,
+    /// What a guard in `flag` mode found (the request goes on, marked).
+    pub flagged: Option<GuardReport>,
 }
 
 impl BodyRules {
@@ -68,12 +85,13 @@ impl BodyRules {
             max_text_chars: None,
             models: None,
             sanitize_html: false,
+            prompt_guard: None,
         }
     }
 
     /// Runs every rule on a buffered body: the extracted body, and the bytes to forward when
     /// sanitizing rewrote them.
-    pub fn check(&self, bytes: &[u8]) -> Result<(ExtractedBody, Option<Bytes>), Refusal> {
+    pub fn check(&self, bytes: &[u8]) -> Result<Checked, Refusal> {
         let document = self.parse(bytes)?;
         if let Some(schema) = &self.schema {
             let errors = schema.violations(&document, MAX_SCHEMA_ERRORS);
@@ -117,7 +135,38 @@ impl BodyRules {
             extracted = self.extract(self.parse(&bytes)?)?;
             rewritten = Some(bytes);
         }
-        Ok((extracted, rewritten))
+        let mut flagged = None;
+        if let Some(guard) = &self.prompt_guard
+            && let Some(report) = guard.inspect(&extracted)
+        {
+            for rule in &report.rules {
+                metrics::counter!(
+                    "warden_guard_findings_total",
+                    "guard" => "prompt_injection",
+                    "rule" => rule.to_string(),
+                )
+                .increment(1);
+            }
+            match guard.action {
+                GuardAction::Block => {
+                    return Err(Refusal::new(
+                        RejectionKind::PromptInjection,
+                        format!(
+                            "prompt injection at {} (score {:.2}: {})",
+                            report.pointer,
+                            report.score,
+                            report.rules.join(", ")
+                        ),
+                    ));
+                }
+                GuardAction::Flag => flagged = Some(report),
+            }
+        }
+        Ok(Checked {
+            extracted,
+            rewritten,
+            flagged,
+        })
     }
 
     fn parse(&self, bytes: &[u8]) -> Result<json::Document, Refusal> {
@@ -318,10 +367,30 @@ where
                     );
                 }
             };
-            let (extracted, rewritten) = match rules.check(&bytes) {
+            let Checked {
+                extracted,
+                rewritten,
+                flagged,
+            } = match rules.check(&bytes) {
                 Ok(checked) => checked,
                 Err(refusal) => return refuse(&parts, refusal),
             };
+            if let Some(report) = flagged {
+                tracing::info!(
+                    target: "warden::guard",
+                    request_id = parts.extensions.get::<RequestId>().map(RequestId::as_str),
+                    guard = "prompt_injection",
+                    score = report.score,
+                    rules = %report.rules.join(","),
+                    pointer = %report.pointer,
+                    "request flagged"
+                );
+                // Rule ids and a number only: the value is built from no client text. Clients
+                // cannot send this header: the identity strip removes every X-Warden- header.
+                if let Ok(value) = HeaderValue::from_str(&report.header_value()) {
+                    parts.headers.insert(GUARD_HEADER, value);
+                }
+            }
             // The document holds the body as validated text: forward that, and let the buffer
             // read from the client go, so a body is held once while the request lives.
             drop(bytes);

@@ -18,6 +18,7 @@ use base64::Engine as _;
 use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 
 use super::normalize::{Folded, Signals};
+use crate::body::format::{ExtractedBody, Role, TextRef};
 
 /// The version of the default rule pack (reported in findings and `warden check`).
 pub const PACK_VERSION: &str = "2026.12.1";
@@ -109,6 +110,79 @@ pub struct Detection {
     pub score: f32,
     /// The rules that matched.
     pub findings: Vec<Finding>,
+}
+
+/// What the guard does when a request scores at or above its threshold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GuardAction {
+    /// Refuse the request (403 `prompt-injection`).
+    Block,
+    /// Forward it with an `X-Warden-Guard` header naming the rules (never the text).
+    Flag,
+}
+
+/// `guards.prompt_injection` of a route: a rule pack, an action, a threshold and the roles whose
+/// texts are scanned.
+#[derive(Clone, Debug)]
+pub struct PromptGuard {
+    /// The compiled pack.
+    pub rules: Arc<InjectionRules>,
+    /// What to do at or above the threshold.
+    pub action: GuardAction,
+    /// The score at which the guard acts (default 1.0: one strong rule).
+    pub threshold: f32,
+    /// The roles scanned (default: user messages, tool results and `text_fields`).
+    pub roles: Vec<Role>,
+}
+
+/// What the guard found in one request: the highest-scoring text and every rule that matched.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GuardReport {
+    /// The highest score of one text.
+    pub score: f32,
+    /// The rules that matched in that text, in order.
+    pub rules: Vec<Arc<str>>,
+    /// The JSON pointer of that text.
+    pub pointer: String,
+}
+
+impl GuardReport {
+    /// The `X-Warden-Guard` value: the guard, the score and the rule ids (never text).
+    pub fn header_value(&self) -> String {
+        format!(
+            "prompt-injection; score={:.2}; rules={}",
+            self.score,
+            self.rules.join(",")
+        )
+    }
+}
+
+impl PromptGuard {
+    /// The default roles: what users and tools say, not the operator's system prompt.
+    pub const DEFAULT_ROLES: &[Role] = &[Role::User, Role::Tool, Role::Field];
+
+    /// Scans the texts of the configured roles; a report when one reaches the threshold.
+    pub fn inspect(&self, extracted: &ExtractedBody) -> Option<GuardReport> {
+        let mut worst: Option<(Detection, TextRef<'_>)> = None;
+        for text in extracted.texts() {
+            if !self.roles.contains(&text.role) {
+                continue;
+            }
+            let detection = self.rules.scan(text.content);
+            if detection.score >= self.threshold
+                && worst
+                    .as_ref()
+                    .is_none_or(|(w, _)| detection.score > w.score)
+            {
+                worst = Some((detection, text));
+            }
+        }
+        worst.map(|(detection, text)| GuardReport {
+            score: detection.score,
+            rules: detection.findings.into_iter().map(|f| f.rule).collect(),
+            pointer: text.pointer(),
+        })
+    }
 }
 
 /// At most this many encoded blobs are decoded per text, each of at most this many bytes.
