@@ -1,7 +1,8 @@
 //! Content guards: rules over what a request asks for and says. [`models`] allows and denies
 //! the requested model; [`normalize`] folds disguised text before the detectors read it;
-//! [`injection`] scores prompt injection.
+//! [`injection`] scores prompt injection; [`detect`] finds secrets and personal data.
 
+pub mod detect;
 pub mod injection;
 pub mod models;
 pub mod normalize;

@@ -1,0 +1,486 @@
+//! Secret and personal-data detectors: where in a text a credential or a piece of PII is, by
+//! type, with the checks that tell a real value from a look-alike (Luhn for cards, mod-97 for
+//! IBANs, the SSA's ranges for US social security numbers, parseable addresses for IPs).
+//!
+//! Used by the content guards on extracted request texts and, for output filtering, on answers
+//! (DESIGN.md §2 step 14). Every pattern is in one `regex::RegexSet` per family, so a text is
+//! read once per family whatever the number of detectors; candidates are then validated.
+//! Findings carry a type and a byte range of the text, never the value; [`redact`] replaces each
+//! with a typed placeholder (`[EMAIL]`, `[CARD]`, `[SECRET]`).
+
+use std::ops::Range;
+
+use regex::{Regex, RegexBuilder};
+
+/// What was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Kind {
+    /// An e-mail address.
+    Email,
+    /// A phone number (international or North American format).
+    Phone,
+    /// A payment card number (Luhn-checked).
+    Card,
+    /// A US social security number (in the issued ranges).
+    Ssn,
+    /// An IBAN (mod-97-checked).
+    Iban,
+    /// An IPv4 or IPv6 address (when enabled).
+    IpAddress,
+    /// A private-key block.
+    PrivateKey,
+    /// A cloud access key, API token or Warden API key.
+    ApiToken,
+    /// A JSON Web Token.
+    Jwt,
+    /// A `password=`-style assignment.
+    Password,
+}
+
+impl Kind {
+    /// The stable label (metrics, findings).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Email => "email",
+            Kind::Phone => "phone",
+            Kind::Card => "card",
+            Kind::Ssn => "ssn",
+            Kind::Iban => "iban",
+            Kind::IpAddress => "ip_address",
+            Kind::PrivateKey => "private_key",
+            Kind::ApiToken => "api_token",
+            Kind::Jwt => "jwt",
+            Kind::Password => "password",
+        }
+    }
+
+    /// The placeholder that replaces a redacted value.
+    pub fn placeholder(self) -> &'static str {
+        match self {
+            Kind::Email => "[EMAIL]",
+            Kind::Phone => "[PHONE]",
+            Kind::Card => "[CARD]",
+            Kind::Ssn => "[SSN]",
+            Kind::Iban => "[IBAN]",
+            Kind::IpAddress => "[IP]",
+            Kind::PrivateKey | Kind::ApiToken | Kind::Jwt | Kind::Password => "[SECRET]",
+        }
+    }
+
+    /// Whether this is a credential (the secrets guard) rather than personal data (PII).
+    pub fn is_secret(self) -> bool {
+        matches!(
+            self,
+            Kind::PrivateKey | Kind::ApiToken | Kind::Jwt | Kind::Password
+        )
+    }
+}
+
+/// One detected value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Detected {
+    /// Its type.
+    pub kind: Kind,
+    /// The detector that found it (`secret.aws_access_key`, `pii.email`).
+    pub rule: &'static str,
+    /// Where, in bytes of the text.
+    pub range: Range<usize>,
+}
+
+/// (rule, kind, pattern, validator)
+type Detector = (&'static str, Kind, &'static str, fn(&str) -> bool);
+
+const DETECTORS: &[Detector] = &[
+    (
+        "secret.private_key",
+        Kind::PrivateKey,
+        r"-----BEGIN (?:RSA |EC |DSA |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY(?: BLOCK)?-----[\s\S]{0,8192}?(?:-----END (?:RSA |EC |DSA |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY(?: BLOCK)?-----|\z)",
+        always,
+    ),
+    (
+        "secret.aws_access_key",
+        Kind::ApiToken,
+        r"\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b",
+        always,
+    ),
+    (
+        "secret.github_token",
+        Kind::ApiToken,
+        r"\b(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})\b",
+        always,
+    ),
+    (
+        "secret.slack_token",
+        Kind::ApiToken,
+        r"\bxox[abposr]-[0-9A-Za-z-]{10,250}\b",
+        always,
+    ),
+    (
+        "secret.openai_key",
+        Kind::ApiToken,
+        r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}(?:T3BlbkFJ[A-Za-z0-9_-]{20,})?",
+        not_anthropic,
+    ),
+    (
+        "secret.anthropic_key",
+        Kind::ApiToken,
+        r"\bsk-ant-(?:api|admin)\d{2}-[A-Za-z0-9_-]{80,}",
+        always,
+    ),
+    (
+        "secret.stripe_key",
+        Kind::ApiToken,
+        r"\b(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{16,}\b",
+        always,
+    ),
+    (
+        "secret.google_api_key",
+        Kind::ApiToken,
+        r"\bAIza[0-9A-Za-z_-]{35}\b",
+        always,
+    ),
+    (
+        "secret.warden_api_key",
+        Kind::ApiToken,
+        r"\bwdn_[A-Za-z0-9_-]{30,}",
+        always,
+    ),
+    (
+        "secret.jwt",
+        Kind::Jwt,
+        r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{16,}",
+        always,
+    ),
+    (
+        "secret.password_assignment",
+        Kind::Password,
+        r#"(?i)\b(?:password|passwd|pwd|passphrase|secret|api[_-]?key|access[_-]?token|auth[_-]?token|client[_-]?secret)\b["']?\s*[:=]\s*["']?[^\s"',;]{6,}"#,
+        not_placeholder,
+    ),
+    (
+        "pii.email",
+        Kind::Email,
+        r"\b[A-Za-z0-9._%+-]{1,64}@(?:[A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,24}\b",
+        always,
+    ),
+    ("pii.card", Kind::Card, r"\b(?:\d[ -]?){12,18}\d\b", card),
+    ("pii.ssn", Kind::Ssn, r"\b\d{3}-\d{2}-\d{4}\b", ssn),
+    (
+        "pii.iban",
+        Kind::Iban,
+        r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b",
+        iban,
+    ),
+    (
+        "pii.phone",
+        Kind::Phone,
+        r"(?:\+\d{1,3}[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}(?:[ .-]?\d{2,4}){2,4}|\(\d{3}\)[ .-]?\d{3}[ .-]\d{4}|\b\d{3}[.-]\d{3}[.-]\d{4})\b",
+        phone,
+    ),
+    (
+        "pii.ipv4",
+        Kind::IpAddress,
+        r"\b(?:\d{1,3}\.){3}\d{1,3}\b",
+        ipv4,
+    ),
+    (
+        "pii.ipv6",
+        Kind::IpAddress,
+        r"(?i)\b(?:[0-9a-f]{1,4}:){2,7}(?::|[0-9a-f]{1,4})(?:[0-9a-f:]*)\b",
+        ipv6,
+    ),
+];
+
+fn always(_: &str) -> bool {
+    true
+}
+
+fn not_anthropic(value: &str) -> bool {
+    !value.starts_with("sk-ant-")
+}
+
+/// Values that are obviously not secrets: placeholders and references.
+fn not_placeholder(assignment: &str) -> bool {
+    let value = assignment
+        .split(['=', ':'])
+        .nth(1)
+        .unwrap_or("")
+        .trim()
+        .trim_matches(['"', '\'']);
+    let lower = value.to_ascii_lowercase();
+    !(value.starts_with('$')
+        || value.starts_with('{')
+        || value.starts_with('<')
+        || value.starts_with('%')
+        || lower.starts_with("env:")
+        || lower.starts_with("file:")
+        || value
+            .chars()
+            .all(|c| c == '*' || c == 'x' || c == 'X' || c == '.')
+        || matches!(
+            lower.as_str(),
+            "changeme" | "password" | "secret" | "example" | "redacted" | "placeholder"
+        ))
+}
+
+/// A card number: a known issuer prefix with that issuer's length, and the Luhn checksum.
+fn card(candidate: &str) -> bool {
+    let digits: String = candidate.chars().filter(char::is_ascii_digit).collect();
+    let len = digits.len();
+    let prefix = |n: usize| {
+        digits
+            .get(..n)
+            .and_then(|p| p.parse::<u32>().ok())
+            .unwrap_or(0)
+    };
+    let issuer = match prefix(1) {
+        4 => matches!(len, 13 | 16 | 19),                     // Visa
+        5 => (51..=55).contains(&prefix(2)) && len == 16,     // Mastercard
+        2 => (2221..=2720).contains(&prefix(4)) && len == 16, // Mastercard
+        3 => match prefix(2) {
+            34 | 37 => len == 15,                          // Amex
+            35 => (16..=19).contains(&len),                // JCB
+            30 | 36 | 38 | 39 => (14..=19).contains(&len), // Diners
+            _ => false,
+        },
+        6 => (16..=19).contains(&len), // Discover, UnionPay, Maestro
+        _ => false,
+    };
+    issuer && luhn(candidate)
+}
+
+/// The Luhn checksum of a 13–19 digit number.
+fn luhn(candidate: &str) -> bool {
+    let digits: Vec<u32> = candidate.chars().filter_map(|c| c.to_digit(10)).collect();
+    if !(13..=19).contains(&digits.len()) || digits.iter().all(|&d| d == digits[0]) {
+        return false;
+    }
+    let sum: u32 = digits
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, &d)| {
+            if i % 2 == 1 {
+                let doubled = d * 2;
+                if doubled > 9 { doubled - 9 } else { doubled }
+            } else {
+                d
+            }
+        })
+        .sum();
+    sum.is_multiple_of(10)
+}
+
+/// A US SSN in the issued ranges: area not 000, 666 or 900–999; group not 00; serial not 0000.
+fn ssn(candidate: &str) -> bool {
+    let mut parts = candidate.split('-');
+    let (Some(area), Some(group), Some(serial)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let area: u32 = area.parse().unwrap_or(0);
+    area != 0 && area != 666 && area < 900 && group != "00" && serial != "0000"
+}
+
+/// An IBAN whose mod-97 check holds (ISO 13616).
+fn iban(candidate: &str) -> bool {
+    let compact: String = candidate.chars().filter(|c| !c.is_whitespace()).collect();
+    if !(15..=34).contains(&compact.len()) {
+        return false;
+    }
+    let (head, tail) = compact.split_at(4);
+    let mut remainder: u32 = 0;
+    for c in tail.chars().chain(head.chars()) {
+        let value = match c {
+            '0'..='9' => c as u32 - '0' as u32,
+            'A'..='Z' => c as u32 - 'A' as u32 + 10,
+            _ => return false,
+        };
+        let width = if value >= 10 { 100 } else { 10 };
+        remainder = (remainder * width + value) % 97;
+    }
+    remainder == 1
+}
+
+/// A phone number of 8–15 digits (E.164's range) that is not a date or a card.
+fn phone(candidate: &str) -> bool {
+    let digits = candidate.chars().filter(char::is_ascii_digit).count();
+    (8..=15).contains(&digits) && !luhn(candidate)
+}
+
+fn ipv4(candidate: &str) -> bool {
+    candidate.parse::<std::net::Ipv4Addr>().is_ok()
+}
+
+fn ipv6(candidate: &str) -> bool {
+    candidate.parse::<std::net::Ipv6Addr>().is_ok()
+}
+
+/// The compiled detectors.
+#[derive(Clone, Debug)]
+pub struct Detectors {
+    set: regex::RegexSet,
+    regexes: Vec<Regex>,
+    ip_addresses: bool,
+}
+
+impl Detectors {
+    /// Every detector; IP addresses only when `ip_addresses` (they are often not personal).
+    pub fn new(ip_addresses: bool) -> Result<Detectors, regex::Error> {
+        let patterns: Vec<&str> = DETECTORS.iter().map(|d| d.2).collect();
+        let set = regex::RegexSetBuilder::new(&patterns)
+            .size_limit(32 << 20)
+            .dfa_size_limit(32 << 20)
+            .build()?;
+        let regexes = patterns
+            .iter()
+            .map(|p| RegexBuilder::new(p).size_limit(16 << 20).build())
+            .collect::<Result<_, _>>()?;
+        Ok(Detectors {
+            set,
+            regexes,
+            ip_addresses,
+        })
+    }
+
+    /// Every valid value in `text`, in order, without overlaps (a secret wins over the PII
+    /// inside it: an e-mail address in a private key is the key).
+    pub fn scan(&self, text: &str) -> Vec<Detected> {
+        let mut found: Vec<Detected> = Vec::new();
+        for index in self.set.matches(text).iter() {
+            let (rule, kind, _, valid) = DETECTORS[index];
+            if kind == Kind::IpAddress && !self.ip_addresses {
+                continue;
+            }
+            for m in self.regexes[index].find_iter(text) {
+                if valid(m.as_str()) {
+                    found.push(Detected {
+                        kind,
+                        rule,
+                        range: m.range(),
+                    });
+                }
+            }
+        }
+        // Earlier first; at one start, the longer and (by table order) the stronger first.
+        found.sort_by(|a, b| {
+            a.range
+                .start
+                .cmp(&b.range.start)
+                .then(b.range.end.cmp(&a.range.end))
+        });
+        let mut kept: Vec<Detected> = Vec::with_capacity(found.len());
+        for d in found {
+            match kept.last() {
+                Some(last) if d.range.start < last.range.end => {
+                    // Overlap: a secret outranks PII; otherwise the first (longer) stays.
+                    if d.kind.is_secret() && !last.kind.is_secret() {
+                        kept.pop();
+                        kept.push(d);
+                    }
+                }
+                _ => kept.push(d),
+            }
+        }
+        kept
+    }
+}
+
+/// `text` with every detected value replaced by its placeholder.
+pub fn redact(text: &str, detected: &[Detected]) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for d in detected {
+        if d.range.start < at || d.range.end > text.len() {
+            continue;
+        }
+        out.push_str(&text[at..d.range.start]);
+        out.push_str(d.kind.placeholder());
+        at = d.range.end;
+    }
+    out.push_str(&text[at..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(detectors: &Detectors, text: &str) -> Vec<Kind> {
+        detectors.scan(text).into_iter().map(|d| d.kind).collect()
+    }
+
+    #[test]
+    fn real_values_are_found_and_look_alikes_are_not() {
+        // (text, what must be found)
+        let cases: &[(&str, &[Kind])] = &[
+            (
+                "mail me at jane.doe+work@example.co.uk today",
+                &[Kind::Email],
+            ),
+            ("card 4111 1111 1111 1111 exp 12/29", &[Kind::Card]),
+            ("card 4111-1111-1111-1112", &[]), // fails Luhn
+            ("order 1234567890123", &[]),      // fails Luhn
+            ("SSN 123-45-6789", &[Kind::Ssn]),
+            ("SSN 666-45-6789 or 000-12-3456 or 912-34-5678", &[]),
+            ("IBAN DE89 3704 0044 0532 0130 00", &[Kind::Iban]),
+            ("IBAN DE89 3704 0044 0532 0130 01", &[]), // fails mod-97
+            (
+                "call +44 20 7946 0958 or (415) 555-2671",
+                &[Kind::Phone, Kind::Phone],
+            ),
+            ("released 2024-01-15, version 1.2.3", &[]),
+            (
+                "host 192.168.10.20 and ::1 and 2001:db8::8a2e:370:7334",
+                &[Kind::IpAddress, Kind::IpAddress],
+            ),
+            ("version 999.300.1.1", &[]),
+            ("AKIAIOSFODNN7EXAMPLE is the key", &[Kind::ApiToken]),
+            (
+                "token ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+                &[Kind::ApiToken],
+            ),
+            (
+                "use sk-proj-abcdefghijklmnopqrstuvwxyz123456",
+                &[Kind::ApiToken],
+            ),
+            (
+                "wdn_0123456789abcdefghijklmnopqrstuvwxyzABCD",
+                &[Kind::ApiToken],
+            ),
+            (
+                "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+                &[Kind::Jwt],
+            ),
+            ("password=hunter2hunter2", &[Kind::Password]),
+            ("password: ${DB_PASSWORD}", &[]),
+            ("password=********", &[]),
+            ("Reset your password in settings.", &[]),
+            (
+                "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----",
+                &[Kind::PrivateKey],
+            ),
+            (
+                "-----BEGIN PUBLIC KEY-----\nMIIBIjANBgkq\n-----END PUBLIC KEY-----",
+                &[],
+            ),
+        ];
+        let detectors = Detectors::new(true).expect("detectors");
+        for (text, expected) in cases {
+            assert_eq!(kinds(&detectors, text), expected.to_vec(), "{text}");
+        }
+    }
+
+    #[test]
+    fn redaction_uses_typed_placeholders_and_keeps_the_rest() {
+        let detectors = Detectors::new(false).expect("detectors");
+        let text = "Contact jane@example.com, card 4111 1111 1111 1111, key AKIAIOSFODNN7EXAMPLE.";
+        let found = detectors.scan(text);
+        assert_eq!(
+            redact(text, &found),
+            "Contact [EMAIL], card [CARD], key [SECRET]."
+        );
+        // IP addresses are off unless enabled.
+        assert!(detectors.scan("from 10.0.0.1").is_empty());
+    }
+}
