@@ -81,6 +81,10 @@ pub enum RejectionKind {
     ModelDenied,
     /// Content inspection found a prompt injection (403).
     PromptInjection,
+    /// Content inspection found a credential in the request (403).
+    SecretDetected,
+    /// Content inspection found personal data in the request (403).
+    PiiDetected,
     /// Too many or too large request headers.
     HeadersTooLarge,
     /// The gateway did not produce a response within the overall request timeout.
@@ -219,6 +223,18 @@ impl RejectionKind {
                 StatusCode::FORBIDDEN,
                 "Request refused by content inspection",
                 "urn:warden:problem:prompt-injection",
+            ),
+            RejectionKind::SecretDetected => (
+                "secret_detected",
+                StatusCode::FORBIDDEN,
+                "Request refused by content inspection",
+                "urn:warden:problem:secret-detected",
+            ),
+            RejectionKind::PiiDetected => (
+                "pii_detected",
+                StatusCode::FORBIDDEN,
+                "Request refused by content inspection",
+                "urn:warden:problem:pii-detected",
             ),
             RejectionKind::HeadersTooLarge => (
                 "headers_too_large",

@@ -11,7 +11,9 @@ use warden::body::json::JsonLimits;
 use warden::body::rules::BodyRules;
 use warden::body::schema::Schema;
 
-use super::guards::{GuardsConfig, RawRouteGuards, compile_models, compile_prompt_injection};
+use super::guards::{
+    GuardsConfig, RawRouteGuards, compile_data, compile_models, compile_prompt_injection,
+};
 use super::toolkit::{Compiler, Scalar};
 
 /// `routes[].body:`
@@ -91,7 +93,9 @@ pub fn compile(
                 "model rules read the model from the body: declare body.format",
             );
         }
-        if route_guards.is_some_and(|g| g.prompt_injection.is_some()) {
+        if route_guards
+            .is_some_and(|g| g.prompt_injection.is_some() || g.secrets.is_some() || g.pii.is_some())
+        {
             c.error(
                 format!("routes[{i}].guards.prompt_injection"),
                 "inspection reads the texts of the body: declare body.format",
@@ -195,6 +199,15 @@ pub fn compile(
             compile_prompt_injection(c, &format!("routes[{i}].guards.prompt_injection"), raw)
         }
         None => guards.prompt_injection.clone(),
+    };
+    rules.data_guard = match route_guards.filter(|g| g.secrets.is_some() || g.pii.is_some()) {
+        Some(g) => compile_data(
+            c,
+            &format!("routes[{i}].guards"),
+            g.secrets.as_ref(),
+            g.pii.as_ref(),
+        ),
+        None => guards.data.clone(),
     };
     (!c.failed_since(before)).then_some(rules)
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use warden::body::format::Role;
+use warden::guard::detect::{DataAction, DataGuard, Detectors};
 use warden::guard::injection::{CustomRule, GuardAction, InjectionRules, PromptGuard};
 use warden::guard::models::ModelRules;
 
@@ -21,6 +22,28 @@ pub struct RawGuards {
     pub models: Option<RawModels>,
     /// Prompt-injection inspection of routes with body rules.
     pub prompt_injection: Option<RawPromptInjection>,
+    /// Credentials in request texts.
+    pub secrets: Option<RawSecrets>,
+    /// Personal data in request texts.
+    pub pii: Option<RawPii>,
+}
+
+/// `guards.secrets:` (and a route's own).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSecrets {
+    /// `block`, `flag`, `redact` or `off` (default `block`).
+    pub action: Option<String>,
+}
+
+/// `guards.pii:` (and a route's own).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPii {
+    /// Personal data in requests: `block`, `flag`, `redact` or `off` (default `redact`).
+    pub input: Option<String>,
+    /// Count IPv4 and IPv6 addresses as personal data (default false).
+    pub ip_addresses: Option<bool>,
 }
 
 /// `guards.prompt_injection:` (and a route's own).
@@ -59,6 +82,10 @@ pub struct RawRouteGuards {
     pub models: Option<RawModels>,
     /// This route's prompt-injection inspection, replacing `guards.prompt_injection`.
     pub prompt_injection: Option<RawPromptInjection>,
+    /// This route's secret inspection, replacing `guards.secrets`.
+    pub secrets: Option<RawSecrets>,
+    /// This route's PII inspection, replacing `guards.pii`.
+    pub pii: Option<RawPii>,
 }
 
 /// `guards.models:`
@@ -80,6 +107,8 @@ pub struct GuardsConfig {
     pub models: Option<Arc<ModelRules>>,
     /// Default prompt-injection inspection of routes with body rules (`None`: off).
     pub prompt_injection: Option<Arc<PromptGuard>>,
+    /// Default secret and PII inspection of routes with body rules (`None`: off).
+    pub data: Option<Arc<DataGuard>>,
 }
 
 /// Compiles `guards:`.
@@ -96,6 +125,53 @@ pub fn compile(c: &mut Compiler, raw: &RawGuards) -> GuardsConfig {
             .prompt_injection
             .as_ref()
             .and_then(|p| compile_prompt_injection(c, "guards.prompt_injection", p)),
+        data: compile_data(c, "guards", raw.secrets.as_ref(), raw.pii.as_ref()),
+    }
+}
+
+/// Compiles `secrets` and `pii` under `path` into one data guard (`None`: both off or absent).
+pub fn compile_data(
+    c: &mut Compiler,
+    path: &str,
+    secrets: Option<&RawSecrets>,
+    pii: Option<&RawPii>,
+) -> Option<Arc<DataGuard>> {
+    let actions = [
+        ("block", Some(DataAction::Block)),
+        ("flag", Some(DataAction::Flag)),
+        ("redact", Some(DataAction::Redact)),
+        ("off", None),
+    ];
+    let secrets = secrets.and_then(|s| {
+        c.choose(
+            &format!("{path}.secrets.action"),
+            s.action.as_deref().unwrap_or("block"),
+            &actions,
+        )
+        .flatten()
+    });
+    let pii_action = pii.and_then(|p| {
+        c.choose(
+            &format!("{path}.pii.input"),
+            p.input.as_deref().unwrap_or("redact"),
+            &actions,
+        )
+        .flatten()
+    });
+    if secrets.is_none() && pii_action.is_none() {
+        return None;
+    }
+    let ip_addresses = pii.and_then(|p| p.ip_addresses).unwrap_or(false);
+    match Detectors::new(ip_addresses) {
+        Ok(detectors) => Some(Arc::new(DataGuard {
+            detectors: Arc::new(detectors),
+            secrets,
+            pii: pii_action,
+        })),
+        Err(e) => {
+            c.error(path.to_owned(), format!("detectors: {e}"));
+            None
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! Content inspection through real sockets: prompt injection blocked in plain and disguised
-//! forms, flagged with a header of rule ids, scanned by role, and benign traffic untouched.
+//! forms, flagged with a header of rule ids, scanned by role; secrets blocked, personal data
+//! redacted in the forwarded JSON; benign traffic untouched.
 
 use base64::Engine as _;
 use serde_json::{Value, json};
@@ -9,10 +10,13 @@ use crate::common::*;
 const YAML: &str = r#"
 guards:
   prompt_injection: { action: block }
+  secrets: { action: block }
+  pii: { input: redact }
 routes:
   - { path: /v1/chat/completions, methods: [POST], auth: none, body: { max_bytes: 1MiB, format: openai_chat } }
   - { path: /v1/messages, methods: [POST], auth: none, body: { format: anthropic_messages } }
   - { path: /flagged, methods: [POST], auth: none, body: { format: openai_chat }, guards: { prompt_injection: { action: flag } } }
+  - { path: /pii-flag, methods: [POST], auth: none, body: { format: openai_chat }, guards: { pii: { input: flag } } }
   - { path: /custom, methods: [POST], auth: none, body: { format: json, text_fields: [/q] }, guards: { prompt_injection: { action: block, rules: [{ id: acme.codeword, pattern: 'pineapple\s+protocol' }] } } }
 "#;
 
@@ -238,4 +242,83 @@ guards:
             "{expected} missing from:\n{errors}"
         );
     }
+}
+
+#[tokio::test]
+async fn secrets_are_blocked_and_personal_data_is_redacted_in_the_forwarded_json() {
+    let gw = spawn(YAML).await;
+    for (case, text) in [
+        ("aws", "my key is AKIAIOSFODNN7EXAMPLE, why does it fail?"),
+        (
+            "private key",
+            "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----",
+        ),
+        ("password", "the db config says password=hunter2hunter2"),
+        (
+            "github",
+            "ghp_abcdefghijklmnopqrstuvwxyz0123456789 is my token",
+        ),
+    ] {
+        let before = gw.upstream.requests().len();
+        let reply = post(&gw, "/v1/chat/completions", &chat("user", text)).await;
+        reply.assert_problem(403);
+        assert_eq!(
+            reply.json()["type"],
+            "urn:warden:problem:secret-detected",
+            "{case}"
+        );
+        assert_eq!(
+            gw.upstream.requests().len(),
+            before,
+            "{case} reached the upstream"
+        );
+        assert!(
+            !reply.text().contains("AKIA") && !reply.text().contains("hunter2"),
+            "{case}"
+        );
+    }
+
+    let text = "Write to jane.doe@example.com, card 4111 1111 1111 1111, IBAN DE89 3704 0044 0532 0130 00. Order 4111 1111 1111 1112 is fine.";
+    let body = json!({"model": "gpt-4o-mini", "temperature": 0.2, "messages": [
+        {"role": "system", "content": "Support bot. Escalations go to ops@example.com."},
+        {"role": "user", "content": text}
+    ]});
+    let reply = post(&gw, "/v1/chat/completions", &body).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let seen = gw.upstream.last();
+    let forwarded = seen.body.as_deref().expect("body");
+    assert_eq!(
+        seen.headers
+            .get("content-length")
+            .and_then(|v| v.to_str().ok()),
+        Some(forwarded.len().to_string().as_str())
+    );
+    let forwarded: Value = serde_json::from_slice(forwarded).expect("valid JSON");
+    assert_eq!(
+        forwarded["messages"][1]["content"],
+        "Write to [EMAIL], card [CARD], IBAN [IBAN]. Order 4111 1111 1111 1112 is fine."
+    );
+    // The operator's system prompt is left alone; other fields are kept.
+    assert_eq!(forwarded["messages"][0], body["messages"][0]);
+    assert_eq!(forwarded["temperature"], 0.2);
+    assert_eq!(forwarded["model"], "gpt-4o-mini");
+
+    // Flag mode names the kinds, never the values.
+    let reply = post(
+        &gw,
+        "/pii-flag",
+        &chat("user", "reach me at jane@example.com"),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    let seen = gw.upstream.last();
+    let header = seen
+        .headers
+        .get("x-warden-guard")
+        .and_then(|v| v.to_str().ok())
+        .expect("flagged");
+    assert_eq!(header, "pii; kinds=email");
+    assert!(
+        String::from_utf8_lossy(seen.body.as_deref().expect("body")).contains("jane@example.com")
+    );
 }

@@ -27,7 +27,8 @@ use super::json::{self, JsonLimits};
 use super::schema::Schema;
 use crate::body::{self, Body};
 use crate::future::ResponseFuture;
-use crate::guard::injection::{GuardAction, GuardReport, PromptGuard};
+use crate::guard::detect::DataGuard;
+use crate::guard::injection::{GuardAction, PromptGuard};
 use crate::guard::models::{ModelRules, ModelVerdict};
 use crate::limit::client_body_failure;
 use crate::rejection::{Rejection, RejectionKind};
@@ -60,6 +61,8 @@ pub struct BodyRules {
     pub sanitize_html: bool,
     /// Prompt-injection inspection of the extracted texts, if any.
     pub prompt_guard: Option<Arc<PromptGuard>>,
+    /// Secret and PII inspection of the extracted texts, if any.
+    pub data_guard: Option<Arc<DataGuard>>,
 }
 
 /// A body that passed its rules.
@@ -69,8 +72,9 @@ pub struct Checked {
     pub extracted: ExtractedBody,
     /// The bytes to forward when sanitizing rewrote the body.
     pub rewritten: Option<Bytes>,
-    /// What a guard in `flag` mode found (the request goes on, marked).
-    pub flagged: Option<GuardReport>,
+    /// What guards in `flag` mode found, as `X-Warden-Guard` entries (the request goes on,
+    /// marked; rule ids and types only).
+    pub flags: Vec<String>,
 }
 
 impl BodyRules {
@@ -86,6 +90,7 @@ impl BodyRules {
             models: None,
             sanitize_html: false,
             prompt_guard: None,
+            data_guard: None,
         }
     }
 
@@ -135,7 +140,7 @@ impl BodyRules {
             extracted = self.extract(self.parse(&bytes)?)?;
             rewritten = Some(bytes);
         }
-        let mut flagged = None;
+        let mut flags = Vec::new();
         if let Some(guard) = &self.prompt_guard
             && let Some(report) = guard.inspect(&extracted)
         {
@@ -159,13 +164,54 @@ impl BodyRules {
                         ),
                     ));
                 }
-                GuardAction::Flag => flagged = Some(report),
+                GuardAction::Flag => flags.push(report.header_value()),
+            }
+        }
+        if let Some(guard) = &self.data_guard {
+            let report = guard.inspect(&extracted);
+            for (family, rule) in &report.rules {
+                metrics::counter!("warden_guard_findings_total", "guard" => *family, "rule" => *rule)
+                    .increment(1);
+            }
+            let kinds = |kinds: &[crate::guard::detect::Kind]| {
+                kinds
+                    .iter()
+                    .map(|k| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            if let Some((family, found)) = &report.blocked {
+                let kind = if *family == "secrets" {
+                    RejectionKind::SecretDetected
+                } else {
+                    RejectionKind::PiiDetected
+                };
+                return Err(Refusal::new(
+                    kind,
+                    format!("{family} in the body: {}", kinds(found)),
+                ));
+            }
+            for (family, found) in &report.flagged {
+                flags.push(format!("{family}; kinds={}", kinds(found)));
+            }
+            if !report.redactions.is_empty() {
+                let mut value = extracted.document().to_value();
+                for (pointer, redacted) in report.redactions {
+                    if let Some(slot) = value.pointer_mut(&pointer) {
+                        *slot = serde_json::Value::String(redacted);
+                    }
+                }
+                // Serializing a Value cannot fail (string keys, finite numbers).
+                if let Ok(bytes) = serde_json::to_vec(&value).map(Bytes::from) {
+                    extracted = self.extract(self.parse(&bytes)?)?;
+                    rewritten = Some(bytes);
+                }
             }
         }
         Ok(Checked {
             extracted,
             rewritten,
-            flagged,
+            flags,
         })
     }
 
@@ -370,24 +416,22 @@ where
             let Checked {
                 extracted,
                 rewritten,
-                flagged,
+                flags,
             } = match rules.check(&bytes) {
                 Ok(checked) => checked,
                 Err(refusal) => return refuse(&parts, refusal),
             };
-            if let Some(report) = flagged {
+            if !flags.is_empty() {
+                let value = flags.join(", ");
                 tracing::info!(
                     target: "warden::guard",
                     request_id = parts.extensions.get::<RequestId>().map(RequestId::as_str),
-                    guard = "prompt_injection",
-                    score = report.score,
-                    rules = %report.rules.join(","),
-                    pointer = %report.pointer,
+                    findings = %value,
                     "request flagged"
                 );
-                // Rule ids and a number only: the value is built from no client text. Clients
-                // cannot send this header: the identity strip removes every X-Warden- header.
-                if let Ok(value) = HeaderValue::from_str(&report.header_value()) {
+                // Rule ids, types and numbers only: the value is built from no client text.
+                // Clients cannot send this header: the identity strip removes every X-Warden-.
+                if let Ok(value) = HeaderValue::from_str(&value) {
                     parts.headers.insert(GUARD_HEADER, value);
                 }
             }

@@ -402,6 +402,96 @@ pub fn redact(text: &str, detected: &[Detected]) -> String {
     out
 }
 
+/// What a data guard does with a finding in a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataAction {
+    /// Refuse the request (403 `secret-detected` / `pii-detected`).
+    Block,
+    /// Forward it, marked with `X-Warden-Guard` (types only).
+    Flag,
+    /// Replace each value with its placeholder in the forwarded body.
+    Redact,
+}
+
+/// `guards.secrets` and `guards.pii.input` of a route: the detectors and what to do with each
+/// family; `None` leaves a family alone.
+#[derive(Clone, Debug)]
+pub struct DataGuard {
+    /// The compiled detectors.
+    pub detectors: std::sync::Arc<Detectors>,
+    /// What to do with credentials.
+    pub secrets: Option<DataAction>,
+    /// What to do with personal data.
+    pub pii: Option<DataAction>,
+}
+
+/// The data findings of one request.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DataReport {
+    /// A family whose action is `block` matched: the guard and the kinds.
+    pub blocked: Option<(&'static str, Vec<Kind>)>,
+    /// Flagged kinds, by family (`secrets`, `pii`).
+    pub flagged: Vec<(&'static str, Vec<Kind>)>,
+    /// Texts to rewrite: (JSON pointer, redacted text).
+    pub redactions: Vec<(String, String)>,
+    /// Every finding: (family, rule), for metrics.
+    pub rules: Vec<(&'static str, &'static str)>,
+}
+
+impl DataGuard {
+    /// Scans every extracted text except the operator's system prompt.
+    pub fn inspect(&self, extracted: &crate::body::format::ExtractedBody) -> DataReport {
+        use crate::body::format::Role;
+        let mut report = DataReport::default();
+        let mut flagged: [Vec<Kind>; 2] = [Vec::new(), Vec::new()];
+        for text in extracted.texts() {
+            if text.role == Role::System {
+                continue;
+            }
+            let found = self.detectors.scan(text.content);
+            if found.is_empty() {
+                continue;
+            }
+            let mut redact_here = Vec::new();
+            for d in &found {
+                let (family, action, slot) = if d.kind.is_secret() {
+                    ("secrets", self.secrets, 0)
+                } else {
+                    ("pii", self.pii, 1)
+                };
+                let Some(action) = action else { continue };
+                report.rules.push((family, d.rule));
+                match action {
+                    DataAction::Block => {
+                        let blocked = report.blocked.get_or_insert((family, Vec::new()));
+                        if blocked.0 == family && !blocked.1.contains(&d.kind) {
+                            blocked.1.push(d.kind);
+                        }
+                    }
+                    DataAction::Flag => {
+                        if !flagged[slot].contains(&d.kind) {
+                            flagged[slot].push(d.kind);
+                        }
+                    }
+                    DataAction::Redact => redact_here.push(d.clone()),
+                }
+            }
+            if !redact_here.is_empty() {
+                report
+                    .redactions
+                    .push((text.pointer(), redact(text.content, &redact_here)));
+            }
+        }
+        for (slot, family) in [(0, "secrets"), (1, "pii")] {
+            let kinds = std::mem::take(&mut flagged[slot]);
+            if !kinds.is_empty() {
+                report.flagged.push((family, kinds));
+            }
+        }
+        report
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
