@@ -85,6 +85,8 @@ pub enum RejectionKind {
     SecretDetected,
     /// Content inspection found personal data in the request (403).
     PiiDetected,
+    /// A `guards.blocked_patterns` entry with `action: block` matched (403).
+    BlockedContent,
     /// Too many or too large request headers.
     HeadersTooLarge,
     /// The gateway did not produce a response within the overall request timeout.
@@ -235,6 +237,12 @@ impl RejectionKind {
                 StatusCode::FORBIDDEN,
                 "Request refused by content inspection",
                 "urn:warden:problem:pii-detected",
+            ),
+            RejectionKind::BlockedContent => (
+                "blocked_content",
+                StatusCode::FORBIDDEN,
+                "Request refused by content inspection",
+                "urn:warden:problem:blocked-content",
             ),
             RejectionKind::HeadersTooLarge => (
                 "headers_too_large",

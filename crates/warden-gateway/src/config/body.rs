@@ -201,11 +201,13 @@ pub fn compile(
         None => guards.prompt_injection.clone(),
     };
     rules.data_guard = match route_guards.filter(|g| g.secrets.is_some() || g.pii.is_some()) {
+        // A route's own secrets and PII keep the global blocked patterns.
         Some(g) => compile_data(
             c,
             &format!("routes[{i}].guards"),
             g.secrets.as_ref(),
             g.pii.as_ref(),
+            guards.data.as_ref().and_then(|d| d.patterns.clone()),
         ),
         None => guards.data.clone(),
     };

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use warden::body::format::Role;
-use warden::guard::detect::{DataAction, DataGuard, Detectors};
+use warden::guard::detect::{BlockedPatterns, DataAction, DataGuard, Detectors};
 use warden::guard::injection::{CustomRule, GuardAction, InjectionRules, PromptGuard};
 use warden::guard::models::ModelRules;
 
@@ -26,6 +26,21 @@ pub struct RawGuards {
     pub secrets: Option<RawSecrets>,
     /// Personal data in request texts.
     pub pii: Option<RawPii>,
+    /// Operator patterns, each with an action.
+    pub blocked_patterns: Vec<RawBlockedPattern>,
+}
+
+/// `guards.blocked_patterns[]:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBlockedPattern {
+    /// Its id (reported in findings and the flag header).
+    pub id: String,
+    /// A regular expression (linear time), matched on the original text.
+    pub pattern: String,
+    /// `block`, `flag` or `redact` (default `block`).
+    #[serde(default)]
+    pub action: Option<String>,
 }
 
 /// `guards.secrets:` (and a route's own).
@@ -125,7 +140,50 @@ pub fn compile(c: &mut Compiler, raw: &RawGuards) -> GuardsConfig {
             .prompt_injection
             .as_ref()
             .and_then(|p| compile_prompt_injection(c, "guards.prompt_injection", p)),
-        data: compile_data(c, "guards", raw.secrets.as_ref(), raw.pii.as_ref()),
+        data: {
+            let patterns = compile_patterns(c, &raw.blocked_patterns);
+            compile_data(
+                c,
+                "guards",
+                raw.secrets.as_ref(),
+                raw.pii.as_ref(),
+                patterns,
+            )
+        },
+    }
+}
+
+/// Compiles `guards.blocked_patterns` (`None`: none, or an error was reported).
+fn compile_patterns(c: &mut Compiler, raw: &[RawBlockedPattern]) -> Option<Arc<BlockedPatterns>> {
+    if raw.is_empty() {
+        return None;
+    }
+    let mut entries = Vec::with_capacity(raw.len());
+    for (j, entry) in raw.iter().enumerate() {
+        let action = c.choose(
+            &format!("guards.blocked_patterns[{j}].action"),
+            entry.action.as_deref().unwrap_or("block"),
+            &[
+                ("block", DataAction::Block),
+                ("flag", DataAction::Flag),
+                ("redact", DataAction::Redact),
+            ],
+        )?;
+        if entry.id.is_empty() || !entry.id.bytes().all(|b| b.is_ascii_graphic() && b != b',') {
+            c.error(
+                format!("guards.blocked_patterns[{j}].id"),
+                "expected a name of visible characters without commas",
+            );
+            return None;
+        }
+        entries.push((entry.id.clone(), entry.pattern.clone(), action));
+    }
+    match BlockedPatterns::new(&entries) {
+        Ok(patterns) => Some(Arc::new(patterns)),
+        Err((j, message)) => {
+            c.error(format!("guards.blocked_patterns[{j}].pattern"), message);
+            None
+        }
     }
 }
 
@@ -135,6 +193,7 @@ pub fn compile_data(
     path: &str,
     secrets: Option<&RawSecrets>,
     pii: Option<&RawPii>,
+    patterns: Option<Arc<BlockedPatterns>>,
 ) -> Option<Arc<DataGuard>> {
     let actions = [
         ("block", Some(DataAction::Block)),
@@ -158,21 +217,27 @@ pub fn compile_data(
         )
         .flatten()
     });
-    if secrets.is_none() && pii_action.is_none() {
+    if secrets.is_none() && pii_action.is_none() && patterns.is_none() {
         return None;
     }
-    let ip_addresses = pii.and_then(|p| p.ip_addresses).unwrap_or(false);
-    match Detectors::new(ip_addresses) {
-        Ok(detectors) => Some(Arc::new(DataGuard {
-            detectors: Arc::new(detectors),
-            secrets,
-            pii: pii_action,
-        })),
-        Err(e) => {
-            c.error(path.to_owned(), format!("detectors: {e}"));
-            None
+    let detectors = if secrets.is_none() && pii_action.is_none() {
+        None
+    } else {
+        let ip_addresses = pii.and_then(|p| p.ip_addresses).unwrap_or(false);
+        match Detectors::new(ip_addresses) {
+            Ok(detectors) => Some(Arc::new(detectors)),
+            Err(e) => {
+                c.error(path.to_owned(), format!("detectors: {e}"));
+                return None;
+            }
         }
-    }
+    };
+    Some(Arc::new(DataGuard {
+        detectors,
+        secrets,
+        pii: pii_action,
+        patterns,
+    }))
 }
 
 /// Compiles a prompt-injection block at `path` (`None`: off, or an error was reported).

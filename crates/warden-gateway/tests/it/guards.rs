@@ -12,6 +12,9 @@ guards:
   prompt_injection: { action: block }
   secrets: { action: block }
   pii: { input: redact }
+  blocked_patterns:
+    - { id: codename, pattern: '(?i)project\s+nightingale', action: block }
+    - { id: ticket, pattern: 'TICKET-\d+', action: redact }
 routes:
   - { path: /v1/chat/completions, methods: [POST], auth: none, body: { max_bytes: 1MiB, format: openai_chat } }
   - { path: /v1/messages, methods: [POST], auth: none, body: { format: anthropic_messages } }
@@ -320,5 +323,53 @@ async fn secrets_are_blocked_and_personal_data_is_redacted_in_the_forwarded_json
     assert_eq!(header, "pii; kinds=email");
     assert!(
         String::from_utf8_lossy(seen.body.as_deref().expect("body")).contains("jane@example.com")
+    );
+}
+
+#[tokio::test]
+async fn blocked_patterns_act_one_by_one() {
+    let gw = spawn(YAML).await;
+    let before = gw.upstream.requests().len();
+    let reply = post(
+        &gw,
+        "/v1/chat/completions",
+        &chat("user", "Tell me about PROJECT  Nightingale"),
+    )
+    .await;
+    reply.assert_problem(403);
+    assert_eq!(reply.json()["type"], "urn:warden:problem:blocked-content");
+    assert!(!reply.text().to_lowercase().contains("nightingale"));
+    assert_eq!(gw.upstream.requests().len(), before);
+
+    let reply = post(
+        &gw,
+        "/v1/chat/completions",
+        &chat("user", "See TICKET-1234 and TICKET-99."),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    let forwarded: Value =
+        serde_json::from_slice(gw.upstream.last().body.as_deref().expect("body")).expect("json");
+    assert_eq!(
+        forwarded["messages"][1]["content"],
+        "See [REDACTED] and [REDACTED]."
+    );
+
+    let errors = config_for(
+        "guards: { blocked_patterns: [{ id: x, pattern: '(' }, { id: 'a,b', pattern: 'b' }] }",
+        "http://127.0.0.1:9",
+    )
+    .expect_err("refused")
+    .to_string();
+    assert!(errors.contains("guards.blocked_patterns[1].id"), "{errors}");
+    let errors = config_for(
+        "guards: { blocked_patterns: [{ id: x, pattern: '(' }] }",
+        "http://127.0.0.1:9",
+    )
+    .expect_err("refused")
+    .to_string();
+    assert!(
+        errors.contains("guards.blocked_patterns[0].pattern"),
+        "{errors}"
     );
 }

@@ -170,29 +170,27 @@ impl BodyRules {
         if let Some(guard) = &self.data_guard {
             let report = guard.inspect(&extracted);
             for (family, rule) in &report.rules {
-                metrics::counter!("warden_guard_findings_total", "guard" => *family, "rule" => *rule)
+                metrics::counter!("warden_guard_findings_total", "guard" => *family, "rule" => rule.clone())
                     .increment(1);
             }
-            let kinds = |kinds: &[crate::guard::detect::Kind]| {
-                kinds
-                    .iter()
-                    .map(|k| k.as_str())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            };
             if let Some((family, found)) = &report.blocked {
-                let kind = if *family == "secrets" {
-                    RejectionKind::SecretDetected
-                } else {
-                    RejectionKind::PiiDetected
+                let kind = match *family {
+                    "secrets" => RejectionKind::SecretDetected,
+                    "pii" => RejectionKind::PiiDetected,
+                    _ => RejectionKind::BlockedContent,
                 };
                 return Err(Refusal::new(
                     kind,
-                    format!("{family} in the body: {}", kinds(found)),
+                    format!("{family} in the body: {}", found.join(",")),
                 ));
             }
             for (family, found) in &report.flagged {
-                flags.push(format!("{family}; kinds={}", kinds(found)));
+                let what = if *family == "blocked_patterns" {
+                    "ids"
+                } else {
+                    "kinds"
+                };
+                flags.push(format!("{family}; {what}={}", found.join(",")));
             }
             if !report.redactions.is_empty() {
                 let mut value = extracted.document().to_value();

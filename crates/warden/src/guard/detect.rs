@@ -388,15 +388,32 @@ impl Detectors {
 
 /// `text` with every detected value replaced by its placeholder.
 pub fn redact(text: &str, detected: &[Detected]) -> String {
+    redact_ranges(
+        text,
+        detected
+            .iter()
+            .map(|d| (d.range.clone(), d.kind.placeholder()))
+            .collect(),
+    )
+}
+
+/// `text` with each range replaced by its placeholder; overlapping ranges merge into the first.
+fn redact_ranges(text: &str, mut ranges: Vec<(Range<usize>, &'static str)>) -> String {
+    ranges.sort_by_key(|(range, _)| (range.start, std::cmp::Reverse(range.end)));
     let mut out = String::with_capacity(text.len());
     let mut at = 0;
-    for d in detected {
-        if d.range.start < at || d.range.end > text.len() {
+    for (range, placeholder) in ranges {
+        if range.end <= at || range.end > text.len() {
             continue;
         }
-        out.push_str(&text[at..d.range.start]);
-        out.push_str(d.kind.placeholder());
-        at = d.range.end;
+        if range.start < at {
+            // Overlaps the previous replacement: cover the rest of it too.
+            at = range.end;
+            continue;
+        }
+        out.push_str(&text[at..range.start]);
+        out.push_str(placeholder);
+        at = range.end;
     }
     out.push_str(&text[at..]);
     out
@@ -413,79 +430,131 @@ pub enum DataAction {
     Redact,
 }
 
-/// `guards.secrets` and `guards.pii.input` of a route: the detectors and what to do with each
-/// family; `None` leaves a family alone.
+/// `guards.blocked_patterns`: operator patterns, each with its own action, in one set.
+#[derive(Clone, Debug)]
+pub struct BlockedPatterns {
+    set: regex::RegexSet,
+    patterns: Vec<(String, DataAction, Regex)>,
+}
+
+impl BlockedPatterns {
+    /// Compiles `(id, pattern, action)` entries; an error names the entry's index.
+    pub fn new(
+        entries: &[(String, String, DataAction)],
+    ) -> Result<BlockedPatterns, (usize, String)> {
+        let mut patterns = Vec::with_capacity(entries.len());
+        for (i, (id, pattern, action)) in entries.iter().enumerate() {
+            let regex = RegexBuilder::new(pattern)
+                .size_limit(4 << 20)
+                .build()
+                .map_err(|e| (i, e.to_string()))?;
+            patterns.push((id.clone(), *action, regex));
+        }
+        let set = regex::RegexSetBuilder::new(entries.iter().map(|e| e.1.as_str()))
+            .size_limit(32 << 20)
+            .dfa_size_limit(32 << 20)
+            .build()
+            .map_err(|e| (0, e.to_string()))?;
+        Ok(BlockedPatterns { set, patterns })
+    }
+}
+
+/// `guards.secrets`, `guards.pii.input` and `guards.blocked_patterns` of a route: what to do
+/// with each family; `None` leaves a family alone.
 #[derive(Clone, Debug)]
 pub struct DataGuard {
-    /// The compiled detectors.
-    pub detectors: std::sync::Arc<Detectors>,
+    /// The compiled detectors (absent when secrets and PII are both off).
+    pub detectors: Option<std::sync::Arc<Detectors>>,
     /// What to do with credentials.
     pub secrets: Option<DataAction>,
     /// What to do with personal data.
     pub pii: Option<DataAction>,
+    /// Operator patterns.
+    pub patterns: Option<std::sync::Arc<BlockedPatterns>>,
 }
 
 /// The data findings of one request.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct DataReport {
-    /// A family whose action is `block` matched: the guard and the kinds.
-    pub blocked: Option<(&'static str, Vec<Kind>)>,
-    /// Flagged kinds, by family (`secrets`, `pii`).
-    pub flagged: Vec<(&'static str, Vec<Kind>)>,
+    /// A family whose action is `block` matched: the family and what matched (kinds or ids).
+    pub blocked: Option<(&'static str, Vec<String>)>,
+    /// Flagged kinds or pattern ids, by family (`secrets`, `pii`, `blocked_patterns`).
+    pub flagged: Vec<(&'static str, Vec<String>)>,
     /// Texts to rewrite: (JSON pointer, redacted text).
     pub redactions: Vec<(String, String)>,
-    /// Every finding: (family, rule), for metrics.
-    pub rules: Vec<(&'static str, &'static str)>,
+    /// Every finding: (family, rule or pattern id), for metrics.
+    pub rules: Vec<(&'static str, String)>,
 }
+
+const FAMILIES: [&str; 3] = ["secrets", "pii", "blocked_patterns"];
 
 impl DataGuard {
     /// Scans every extracted text except the operator's system prompt.
     pub fn inspect(&self, extracted: &crate::body::format::ExtractedBody) -> DataReport {
         use crate::body::format::Role;
         let mut report = DataReport::default();
-        let mut flagged: [Vec<Kind>; 2] = [Vec::new(), Vec::new()];
+        let mut flagged: [Vec<String>; 3] = Default::default();
         for text in extracted.texts() {
             if text.role == Role::System {
                 continue;
             }
-            let found = self.detectors.scan(text.content);
-            if found.is_empty() {
-                continue;
+            // (family slot, label, action, range, placeholder)
+            let mut found: Vec<(usize, String, DataAction, Range<usize>, &'static str)> =
+                Vec::new();
+            if let Some(detectors) = &self.detectors {
+                for d in detectors.scan(text.content) {
+                    let (slot, action) = if d.kind.is_secret() {
+                        (0, self.secrets)
+                    } else {
+                        (1, self.pii)
+                    };
+                    if let Some(action) = action {
+                        report.rules.push((FAMILIES[slot], d.rule.to_owned()));
+                        found.push((
+                            slot,
+                            d.kind.as_str().to_owned(),
+                            action,
+                            d.range,
+                            d.kind.placeholder(),
+                        ));
+                    }
+                }
             }
-            let mut redact_here = Vec::new();
-            for d in &found {
-                let (family, action, slot) = if d.kind.is_secret() {
-                    ("secrets", self.secrets, 0)
-                } else {
-                    ("pii", self.pii, 1)
-                };
-                let Some(action) = action else { continue };
-                report.rules.push((family, d.rule));
+            if let Some(patterns) = &self.patterns {
+                for index in patterns.set.matches(text.content).iter() {
+                    let (id, action, regex) = &patterns.patterns[index];
+                    report.rules.push((FAMILIES[2], id.clone()));
+                    for m in regex.find_iter(text.content) {
+                        found.push((2, id.clone(), *action, m.range(), "[REDACTED]"));
+                    }
+                }
+            }
+            let mut redact_here: Vec<(Range<usize>, &'static str)> = Vec::new();
+            for (slot, label, action, range, placeholder) in found {
                 match action {
                     DataAction::Block => {
-                        let blocked = report.blocked.get_or_insert((family, Vec::new()));
-                        if blocked.0 == family && !blocked.1.contains(&d.kind) {
-                            blocked.1.push(d.kind);
+                        let blocked = report.blocked.get_or_insert((FAMILIES[slot], Vec::new()));
+                        if blocked.0 == FAMILIES[slot] && !blocked.1.contains(&label) {
+                            blocked.1.push(label);
                         }
                     }
                     DataAction::Flag => {
-                        if !flagged[slot].contains(&d.kind) {
-                            flagged[slot].push(d.kind);
+                        if !flagged[slot].contains(&label) {
+                            flagged[slot].push(label);
                         }
                     }
-                    DataAction::Redact => redact_here.push(d.clone()),
+                    DataAction::Redact => redact_here.push((range, placeholder)),
                 }
             }
             if !redact_here.is_empty() {
                 report
                     .redactions
-                    .push((text.pointer(), redact(text.content, &redact_here)));
+                    .push((text.pointer(), redact_ranges(text.content, redact_here)));
             }
         }
-        for (slot, family) in [(0, "secrets"), (1, "pii")] {
-            let kinds = std::mem::take(&mut flagged[slot]);
-            if !kinds.is_empty() {
-                report.flagged.push((family, kinds));
+        for (slot, labels) in flagged.into_iter().enumerate() {
+            if !labels.is_empty() {
+                report.flagged.push((FAMILIES[slot], labels));
             }
         }
         report
@@ -569,6 +638,14 @@ mod tests {
         assert_eq!(
             redact(text, &found),
             "Contact [EMAIL], card [CARD], key [SECRET]."
+        );
+        // Overlapping ranges become one placeholder.
+        assert_eq!(
+            redact_ranges(
+                "abcdefgh",
+                vec![(2..5, "[X]"), (1..4, "[Y]"), (6..7, "[Z]")]
+            ),
+            "a[Y]f[Z]h"
         );
         // IP addresses are off unless enabled.
         assert!(detectors.scan("from 10.0.0.1").is_empty());
