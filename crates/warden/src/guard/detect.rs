@@ -353,11 +353,19 @@ impl Detectors {
                 continue;
             }
             for m in self.regexes[index].find_iter(text) {
-                if valid(m.as_str()) {
+                // A greedy match can run into the next word ("DE89 … 00 A"): when it fails its
+                // check, its shorter prefixes that end before a space are tried.
+                let value = m.as_str();
+                let cuts =
+                    std::iter::once(value.len()).chain(value.rmatch_indices(' ').map(|(i, _)| i));
+                if let Some(end) = cuts
+                    .map(|end| value[..end].trim_end().len())
+                    .find(|&end| end > 0 && valid(&value[..end]))
+                {
                     found.push(Detected {
                         kind,
                         rule,
-                        range: m.range(),
+                        range: m.start()..m.start() + end,
                     });
                 }
             }
@@ -649,5 +657,56 @@ mod tests {
         );
         // IP addresses are off unless enabled.
         assert!(detectors.scan("from 10.0.0.1").is_empty());
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        const VALUES: &[&str] = &[
+            "jane.doe@example.com",
+            "4111 1111 1111 1111",
+            "123-45-6789",
+            "DE89 3704 0044 0532 0130 00",
+            "+44 20 7946 0958",
+            "AKIAIOSFODNN7EXAMPLE",
+            "ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+            "password=hunter2hunter2",
+        ];
+
+        fn detectors() -> &'static Detectors {
+            static DETECTORS: std::sync::OnceLock<Detectors> = std::sync::OnceLock::new();
+            DETECTORS.get_or_init(|| Detectors::new(false).expect("detectors"))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Whatever surrounds the values, redaction leaves valid UTF-8 in which no detector
+            /// finds anything, and keeps the text around the values.
+            #[test]
+            fn redaction_leaves_nothing_detectable(
+                pieces in proptest::collection::vec(("[a-zA-Zé日 .,;:!?\\-]{0,12}", 0..VALUES.len()), 1..6),
+                tail in "[a-zA-Zé日 .,]{0,12}",
+            ) {
+                let mut text = String::new();
+                for (filler, value) in &pieces {
+                    text.push_str(filler);
+                    text.push(' ');
+                    text.push_str(VALUES[*value]);
+                    text.push(' ');
+                }
+                text.push_str(&tail);
+                let found = detectors().scan(&text);
+                prop_assert!(found.len() >= pieces.len(), "{text:?}: {found:?}");
+                let redacted = redact(&text, &found);
+                prop_assert!(std::str::from_utf8(redacted.as_bytes()).is_ok());
+                prop_assert!(detectors().scan(&redacted).is_empty(), "{redacted:?}");
+                for value in VALUES {
+                    prop_assert!(!redacted.contains(value), "{redacted:?}");
+                }
+                prop_assert!(redacted.ends_with(tail.as_str()));
+            }
+        }
     }
 }
