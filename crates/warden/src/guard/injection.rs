@@ -888,6 +888,48 @@ mod tests {
         }
     }
 
+    /// A held-out corpus, written after the pack: its numbers are printed, not tuned; the
+    /// assertions only catch a collapse.
+    #[test]
+    fn detection_quality_on_the_held_out_corpus() {
+        let rules = InjectionRules::default_pack();
+        let attacks = corpus(include_str!(
+            "../../tests/corpus/injection_holdout_attacks.txt"
+        ));
+        let benign = corpus(include_str!(
+            "../../tests/corpus/injection_holdout_benign.txt"
+        ));
+        let blocked = |t: &str| rules.scan(t).score >= 1.0;
+        let missed: Vec<&String> = attacks.iter().filter(|a| !blocked(a)).collect();
+        let false_positives: Vec<&String> = benign.iter().filter(|b| blocked(b)).collect();
+        let recall = 1.0 - missed.len() as f64 / attacks.len() as f64;
+        let fpr = false_positives.len() as f64 / benign.len() as f64;
+        println!(
+            "held out: attacks {} benign {}: recall {recall:.3}, false positives {fpr:.3}",
+            attacks.len(),
+            benign.len()
+        );
+        for threshold in [0.5, 0.6, 0.8, 1.0] {
+            let hits = attacks
+                .iter()
+                .filter(|a| rules.scan(a).score >= threshold)
+                .count();
+            let fps = benign
+                .iter()
+                .filter(|b| rules.scan(b).score >= threshold)
+                .count();
+            println!(
+                "  at {threshold}: recall {hits}/{}, false positives {fps}/{}",
+                attacks.len(),
+                benign.len()
+            );
+        }
+        println!("missed: {missed:#?}\nfalse positives: {false_positives:#?}");
+        // Printed, not tuned: these floors only catch a collapse of the pack.
+        assert!(recall >= 0.2, "recall {recall}");
+        assert!(fpr <= 0.10, "false positives {fpr}");
+    }
+
     #[test]
     fn the_default_pack_compiles() {
         let rules = InjectionRules::build(&[]).expect("default pack");
