@@ -454,6 +454,39 @@ const DEFAULT_RULES: &[(&str, Category, f32, &str)] = &[
             r"[ \t\n\r]+(?:above|before|given|earlier|so[ \t\n\r]+far|you[ \t\n\r]+(?:were|have[ \t\n\r]+been)[ \t\n\r]+(?:given|told))(?-u:\b)"
         ),
     ),
+    // Cue pairs within one sentence: a verb of dismissal and what a model was told; a verb
+    // of disclosure and the model's own instructions; a persona and freedom from rules. They
+    // catch phrasings the fixed phrases do not name.
+    (
+        "pi.cue.dismiss_instructions",
+        C::Override,
+        1.0,
+        r"(?-u:\b)(?:ignore|disregard|forget|set[ \t\n\r]+aside|bypass|override|abandon|discard|do[ \t\n\r]+not[ \t\n\r]+follow|don't[ \t\n\r]+follow|stop[ \t\n\r]+following|no[ \t\n\r]+longer[ \t\n\r]+follow|pretend[ \t\n\r]+(?:that[ \t\n\r]+)?the)(?-u:\b)[^.!?\n]{0,60}(?-u:\b)(?:(?:your|the|all|any|previous|prior|earlier|original|initial|system|developer's|operator's)[ \t\n\r]+(?:[a-z]+[ \t\n\r]+)?(?:instructions?|rules|guidelines|directions|directives|prompts?|programming|restrictions|policies|constraints|preamble|configuration)|you[ \t\n\r]+(?:were|have[ \t\n\r]+been|'ve[ \t\n\r]+been)[ \t\n\r]+(?:told|given|instructed|programmed)|(?:your[ \t\n\r]+)?(?:operators?|developers?|creators?)[ \t\n\r]+(?:told|said|gave|instructed))(?-u:\b)",
+    ),
+    (
+        "pi.cue.instructions_void",
+        C::Override,
+        1.0,
+        r"(?-u:\b)(?:previous|prior|earlier|original|above|old|all|your|the)[ \t\n\r]+(?:instructions?|rules|guidelines|directions|directives|prompts?|restrictions)[ \t\n\r]+(?:are|is|have[ \t\n\r]+been|has[ \t\n\r]+been)[ \t\n\r]+(?:now[ \t\n\r]+)?(?:void|cancel+ed|invalid|obsolete|revoked|lifted|suspended|updated|replaced|overridden|no[ \t\n\r]+longer)(?-u:\b)",
+    ),
+    (
+        "pi.cue.disclose_own_prompt",
+        C::PromptExtraction,
+        1.0,
+        r"(?-u:\b)(?:reveal|show|print|output|repeat|echo|display|give|tell|dump|list|recite|respond[ \t\n\r]+with|write[ \t\n\r]+out|what)(?-u:\b)[^.!?\n]{0,50}(?-u:\b)(?:your[ \t\n\r]+(?:[a-z]+[ \t\n\r]+)?(?:prompt|instructions|configuration|preamble|context[ \t\n\r]+window|directives|guidelines|rules)|(?:hidden|secret|initial|raw)[ \t\n\r]+(?:preamble|prompt|instructions|text)|instructions[ \t\n\r]+(?:you|that[ \t\n\r]+you)[ \t\n\r]+(?:received|were[ \t\n\r]+given|got)|(?:everything|all|the[ \t\n\r]+text)[ \t\n\r]+in[ \t\n\r]+your[ \t\n\r]+context)(?-u:\b)",
+    ),
+    (
+        "pi.cue.persona_without_limits",
+        C::RoleHijack,
+        1.0,
+        r"(?-u:\b)(?:you[ \t\n\r]+are|you're|act[ \t\n\r]+as|pretend[ \t\n\r]+to[ \t\n\r]+be|roleplay(?:[ \t\n\r]+as)?|introduce[ \t\n\r]+yourself[ \t\n\r]+as|become)(?-u:\b)[^.!?\n]{0,40}(?-u:\b)(?:an?[ \t\n\r]+)?(?:ai|model|assistant|chatbot|bot|version|entity)(?-u:\b)[^.!?\n]{0,30}(?-u:\b)(?:without|with[ \t\n\r]+no|free[ \t\n\r]+(?:of|from)|broken[ \t\n\r]+free[ \t\n\r]+of|beyond|no[ \t\n\r]+longer[ \t\n\r]+bound[ \t\n\r]+by)[ \t\n\r]+(?:any[ \t\n\r]+|its[ \t\n\r]+|all[ \t\n\r]+)?(?:ethical[ \t\n\r]+|moral[ \t\n\r]+|content[ \t\n\r]+)?(?:limits|limitations|filters|restrictions|rules|guidelines|ethics|morals|boundaries|constraints)(?-u:\b)|(?-u:\b)(?:an?[ \t\n\r]+)?(?:unfiltered|uncensored|unrestricted|jailbroken)[ \t\n\r]+(?:ai|model|assistant|chatbot|version)(?-u:\b)",
+    ),
+    (
+        "pi.cue.addressed_imperative",
+        C::Indirect,
+        1.0,
+        r"(?-u:\b)(?:ai|llm|language[ \t\n\r]+model|assistant|agent|chatbot|gpt|claude)s?(?:[ \t\n\r]+(?:reading|processing|summari[sz]ing|seeing)[ \t\n\r]+this(?:[ \t\n\r]+[a-z]+)?)?[ \t\n\r]*[:,][ \t\n\r]*(?:please[ \t\n\r]+)?(?:when[ \t\n\r]+[^.!?\n]{0,40},[ \t\n\r]*)?(?:tell|add|close|send|email|forward|stop|ignore|say|insert|include|recommend|delete|remove|reply|respond|write|call|run|execute|do[ \t\n\r]+not)(?-u:\b)",
+    ),
     (
         "pi.override.ignore_everything",
         C::Override,
@@ -888,8 +921,8 @@ mod tests {
         }
     }
 
-    /// A held-out corpus, written after the pack: its numbers are printed, not tuned; the
-    /// assertions only catch a collapse.
+    /// The first held-out corpus, written after the phrase rules. Its misses were then read to
+    /// write the cue rules, so it is no longer held out: printed, with collapse floors.
     #[test]
     fn detection_quality_on_the_held_out_corpus() {
         let rules = InjectionRules::default_pack();
@@ -928,6 +961,32 @@ mod tests {
         // Printed, not tuned: these floors only catch a collapse of the pack.
         assert!(recall >= 0.2, "recall {recall}");
         assert!(fpr <= 0.10, "false positives {fpr}");
+    }
+
+    /// A second held-out corpus, written after the cue rules: the honest estimate of how the
+    /// pack generalizes. Printed; the floors only catch a collapse.
+    #[test]
+    fn detection_quality_on_the_fresh_corpus() {
+        let rules = InjectionRules::default_pack();
+        let attacks = corpus(include_str!(
+            "../../tests/corpus/injection_fresh_attacks.txt"
+        ));
+        let benign = corpus(include_str!(
+            "../../tests/corpus/injection_fresh_benign.txt"
+        ));
+        let blocked = |t: &str| rules.scan(t).score >= 1.0;
+        let missed: Vec<&String> = attacks.iter().filter(|a| !blocked(a)).collect();
+        let false_positives: Vec<&String> = benign.iter().filter(|b| blocked(b)).collect();
+        let recall = 1.0 - missed.len() as f64 / attacks.len() as f64;
+        let fpr = false_positives.len() as f64 / benign.len() as f64;
+        println!(
+            "fresh: attacks {} benign {}: recall {recall:.3}, false positives {fpr:.3}",
+            attacks.len(),
+            benign.len()
+        );
+        println!("missed: {missed:#?}\nfalse positives: {false_positives:#?}");
+        assert!(recall >= 0.3, "recall {recall}");
+        assert!(fpr <= 0.15, "false positives {fpr}");
     }
 
     #[test]
