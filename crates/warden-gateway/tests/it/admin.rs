@@ -26,7 +26,7 @@ async fn healthz_and_readyz_follow_the_upstream() {
 
 #[tokio::test]
 async fn readyz_is_false_while_the_upstream_is_unreachable() {
-    let dead_addr = unused_addr();
+    let dead_addr = dead_addr();
     let upstream = upstream().await;
     let config = config_for(BASIC, &format!("http://{dead_addr}")).expect("config");
     let gw = spawn_config(config, upstream).await;

@@ -205,7 +205,7 @@ async fn request_ids_are_kept_when_well_formed_and_replaced_otherwise() {
 
 #[tokio::test]
 async fn upstream_refusing_connections_is_502_without_detail() {
-    let dead_addr = unused_addr();
+    let dead_addr = dead_addr();
     let upstream = upstream().await;
     let config = config_for(BASIC, &format!("http://{dead_addr}")).expect("config");
     let gw = spawn_config(config, upstream).await;
@@ -213,7 +213,7 @@ async fn upstream_refusing_connections_is_502_without_detail() {
     reply.assert_problem(502);
     let text = reply.text();
     assert!(
-        !text.contains("127.0.0.1") && !text.contains("refused"),
+        !text.contains("127.0.0.3") && !text.contains("refused"),
         "{text}"
     );
 }

@@ -351,6 +351,14 @@ pub fn unused_addr() -> SocketAddr {
     listener.local_addr().expect("addr")
 }
 
+/// An address nothing listens on, for an upstream that is down: on 127.0.0.3, which no other
+/// test binds (a port merely free a moment ago on 127.0.0.1 can be taken by a concurrent test's
+/// listener, and the "dead" upstream would answer).
+pub fn dead_addr() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.3:0").expect("bind 127.0.0.3");
+    listener.local_addr().expect("addr")
+}
+
 /// The value of the metric line that starts with `series` (name and labels) on `gw`'s admin
 /// listener, 0 when absent. The recorder is process-wide: give series unique labels.
 pub async fn metric(gw: &TestGateway, series: &str) -> f64 {
