@@ -11,7 +11,7 @@
 //! part could carry text past every guard, so it fails closed. Fields Warden does not read are
 //! left alone and forwarded as sent.
 
-use super::json::{Document, Members, NodeRef, Span, View};
+use super::json::{Document, Members, NodeRef, Span, View, push_index, push_key};
 
 /// A declared body format.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -284,18 +284,8 @@ impl<'p> At<'p> {
         }
         match self.step {
             Step::Root => {}
-            Step::Key(key) => {
-                out.push('/');
-                if key.bytes().any(|b| b == b'~' || b == b'/') {
-                    out.push_str(&key.replace('~', "~0").replace('/', "~1"));
-                } else {
-                    out.push_str(key);
-                }
-            }
-            Step::Index(index) => {
-                out.push('/');
-                out.push_str(itoa::Buffer::new().format(index));
-            }
+            Step::Key(key) => push_key(out, key),
+            Step::Index(index) => push_index(out, index),
         }
     }
 

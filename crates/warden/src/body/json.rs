@@ -318,17 +318,9 @@ impl Document {
         }
         let mut pointer = String::new();
         for step in path {
-            pointer.push('/');
             match step {
-                Step::Key(key) => {
-                    let key = self.span(key);
-                    if key.contains(['~', '/']) {
-                        pointer.push_str(&key.replace('~', "~0").replace('/', "~1"));
-                    } else {
-                        pointer.push_str(key);
-                    }
-                }
-                Step::Index(index) => pointer.push_str(itoa::Buffer::new().format(index)),
+                Step::Key(key) => push_key(&mut pointer, self.span(key)),
+                Step::Index(index) => push_index(&mut pointer, index),
             }
         }
         Some(pointer)
@@ -374,6 +366,22 @@ impl Document {
     fn members(&self, block: Block) -> &[(Span, Node)] {
         self.members.get(block.range()).unwrap_or_default()
     }
+}
+
+/// Appends `/key` to an RFC 6901 pointer, escaping `~` and `/`.
+pub(crate) fn push_key(pointer: &mut String, key: &str) {
+    pointer.push('/');
+    if key.bytes().any(|b| b == b'~' || b == b'/') {
+        pointer.push_str(&key.replace('~', "~0").replace('/', "~1"));
+    } else {
+        pointer.push_str(key);
+    }
+}
+
+/// Appends `/index` to an RFC 6901 pointer.
+pub(crate) fn push_index(pointer: &mut String, index: usize) {
+    pointer.push('/');
+    pointer.push_str(itoa::Buffer::new().format(index));
 }
 
 /// One value of a [`Document`].
