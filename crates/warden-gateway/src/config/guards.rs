@@ -153,6 +153,24 @@ pub fn compile(c: &mut Compiler, raw: &RawGuards) -> GuardsConfig {
     }
 }
 
+/// Whether `id` can name a finding: it goes into the `X-Warden-Guard` header, its
+/// comma-separated lists and metric labels, so visible ASCII without `,` or `;`.
+fn finding_id(c: &mut Compiler, path: &str, id: &str) -> bool {
+    let ok = !id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b',' && b != b';');
+    if !ok {
+        c.error(
+            path.to_owned(),
+            format!(
+                "expected a name of visible characters without commas or semicolons, got {id:?}"
+            ),
+        );
+    }
+    ok
+}
+
 /// Compiles `guards.blocked_patterns` (`None`: none, or an error was reported).
 fn compile_patterns(c: &mut Compiler, raw: &[RawBlockedPattern]) -> Option<Arc<BlockedPatterns>> {
     if raw.is_empty() {
@@ -169,11 +187,7 @@ fn compile_patterns(c: &mut Compiler, raw: &[RawBlockedPattern]) -> Option<Arc<B
                 ("redact", DataAction::Redact),
             ],
         )?;
-        if entry.id.is_empty() || !entry.id.bytes().all(|b| b.is_ascii_graphic() && b != b',') {
-            c.error(
-                format!("guards.blocked_patterns[{j}].id"),
-                "expected a name of visible characters without commas",
-            );
+        if !finding_id(c, &format!("guards.blocked_patterns[{j}].id"), &entry.id) {
             return None;
         }
         entries.push((entry.id.clone(), entry.pattern.clone(), action));
@@ -286,11 +300,14 @@ pub fn compile_prompt_injection(
         .enumerate()
         .filter_map(|(j, rule)| {
             let weight = rule.weight.unwrap_or(1.0);
-            if rule.id.is_empty() || !(weight.is_finite() && weight > 0.0) {
+            if !(weight.is_finite() && weight > 0.0) {
                 c.error(
-                    format!("{path}.rules[{j}]"),
-                    "a rule needs an id and a positive weight",
+                    format!("{path}.rules[{j}].weight"),
+                    "expected a positive number",
                 );
+                return None;
+            }
+            if !finding_id(c, &format!("{path}.rules[{j}].id"), &rule.id) {
                 return None;
             }
             Some(CustomRule {
@@ -300,15 +317,11 @@ pub fn compile_prompt_injection(
             })
         })
         .collect();
-    let rules = if custom.is_empty() {
-        InjectionRules::default_pack()
-    } else {
-        match InjectionRules::with_custom(&custom) {
-            Ok(rules) => rules,
-            Err(e) => {
-                c.error(format!("{path}.rules"), e.to_string());
-                return None;
-            }
+    let rules = match InjectionRules::new(&custom) {
+        Ok(rules) => rules,
+        Err(e) => {
+            c.error(format!("{path}.rules"), e.to_string());
+            return None;
         }
     };
     Some(Arc::new(PromptGuard {

@@ -245,6 +245,22 @@ guards:
             "{expected} missing from:\n{errors}"
         );
     }
+    // Ids go into the flag header's lists: a separator in one is refused, with its path.
+    let errors = config_for(
+        "guards: { prompt_injection: { rules: [{ id: 'a;b', pattern: x }, { id: ok, pattern: x, weight: 0 }] } }",
+        "http://127.0.0.1:9",
+    )
+    .expect_err("refused")
+    .to_string();
+    for expected in [
+        "guards.prompt_injection.rules[0].id",
+        "guards.prompt_injection.rules[1].weight",
+    ] {
+        assert!(
+            errors.contains(expected),
+            "{expected} missing from:\n{errors}"
+        );
+    }
 }
 
 #[tokio::test]

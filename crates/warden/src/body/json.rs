@@ -319,7 +319,7 @@ impl Document {
         let mut pointer = String::new();
         for step in path {
             match step {
-                Step::Key(key) => push_key(&mut pointer, self.span(key)),
+                Step::Key(key) => push_key(&mut pointer, self.text_at(key)),
                 Step::Index(index) => push_index(&mut pointer, index),
             }
         }
@@ -347,13 +347,9 @@ impl Document {
         self.root().to_value()
     }
 
-    /// The string at `span` (from [`NodeRef::string_span`]).
-    pub(crate) fn text_at(&self, span: Span) -> &str {
-        self.span(span)
-    }
-
+    /// The string at `span` (a key's, or one from [`NodeRef::string_span`]).
     #[inline]
-    fn span(&self, span: Span) -> &str {
+    pub(crate) fn text_at(&self, span: Span) -> &str {
         span.of(&self.text, &self.unescaped)
     }
 
@@ -422,7 +418,7 @@ impl<'a> NodeRef<'a> {
                 Some(n) => View::Number(n),
                 None => View::Null,
             },
-            Node::String(span) => View::String(document.span(span)),
+            Node::String(span) => View::String(document.text_at(span)),
             Node::Array(block) => View::Array(Items {
                 document,
                 items: document.items(block),
@@ -438,7 +434,7 @@ impl<'a> NodeRef<'a> {
     #[inline]
     pub fn as_str(&self) -> Option<&'a str> {
         match self.node {
-            Node::String(span) => Some(self.document.span(*span)),
+            Node::String(span) => Some(self.document.text_at(*span)),
             _ => None,
         }
     }
@@ -546,7 +542,7 @@ impl<'a> Members<'a> {
         self.members
             .iter()
             // Lengths first: most keys are told apart without reading the body.
-            .find(|(name, _)| name.len() == key.len() && document.span(*name) == key)
+            .find(|(name, _)| name.len() == key.len() && document.text_at(*name) == key)
             .map(|(_, node)| NodeRef { document, node })
     }
 
@@ -589,7 +585,7 @@ impl<'a> Iterator for MembersIter<'a> {
         let document = self.document;
         self.members
             .next()
-            .map(|(name, node)| (document.span(*name), NodeRef { document, node }))
+            .map(|(name, node)| (document.text_at(*name), NodeRef { document, node }))
     }
 }
 

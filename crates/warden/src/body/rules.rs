@@ -27,7 +27,7 @@ use super::json::{self, JsonLimits};
 use super::schema::Schema;
 use crate::body::{self, Body};
 use crate::future::ResponseFuture;
-use crate::guard::detect::DataGuard;
+use crate::guard::detect::{DataGuard, Family};
 use crate::guard::injection::{GuardAction, PromptGuard};
 use crate::guard::models::{ModelRules, ModelVerdict};
 use crate::limit::client_body_failure;
@@ -70,7 +70,7 @@ pub struct BodyRules {
 pub struct Checked {
     /// What the body means.
     pub extracted: ExtractedBody,
-    /// The bytes to forward when sanitizing rewrote the body.
+    /// The bytes to forward when sanitizing or redaction rewrote the body.
     pub rewritten: Option<Bytes>,
     /// What guards in `flag` mode found, as `X-Warden-Guard` entries (the request goes on,
     /// marked; rule ids and types only).
@@ -94,8 +94,8 @@ impl BodyRules {
         }
     }
 
-    /// Runs every rule on a buffered body: the extracted body, and the bytes to forward when
-    /// sanitizing rewrote them.
+    /// Runs every rule on a buffered body: the extracted body, the bytes to forward when
+    /// sanitizing or redaction rewrote them, and what flagging guards found.
     pub fn check(&self, bytes: &[u8]) -> Result<Checked, Refusal> {
         let document = self.parse(bytes)?;
         if let Some(schema) = &self.schema {
@@ -170,40 +170,35 @@ impl BodyRules {
         if let Some(guard) = &self.data_guard {
             let report = guard.inspect(&extracted);
             for (family, rule) in &report.rules {
-                metrics::counter!("warden_guard_findings_total", "guard" => *family, "rule" => rule.clone())
-                    .increment(1);
+                metrics::counter!(
+                    "warden_guard_findings_total",
+                    "guard" => family.as_str(),
+                    "rule" => rule.clone(),
+                )
+                .increment(1);
             }
             if let Some((family, found)) = &report.blocked {
-                let kind = match *family {
-                    "secrets" => RejectionKind::SecretDetected,
-                    "pii" => RejectionKind::PiiDetected,
-                    _ => RejectionKind::BlockedContent,
+                let kind = match family {
+                    Family::Secrets => RejectionKind::SecretDetected,
+                    Family::Pii => RejectionKind::PiiDetected,
+                    Family::BlockedPatterns => RejectionKind::BlockedContent,
                 };
                 return Err(Refusal::new(
                     kind,
-                    format!("{family} in the body: {}", found.join(",")),
+                    format!("{} in the body: {}", family.as_str(), found.join(",")),
                 ));
             }
             for (family, found) in &report.flagged {
-                let what = if *family == "blocked_patterns" {
-                    "ids"
-                } else {
-                    "kinds"
-                };
-                flags.push(format!("{family}; {what}={}", found.join(",")));
+                flags.push(format!(
+                    "{}; {}={}",
+                    family.as_str(),
+                    family.labels(),
+                    found.join(",")
+                ));
             }
-            if !report.redactions.is_empty() {
-                let mut value = extracted.document().to_value();
-                for (pointer, redacted) in report.redactions {
-                    if let Some(slot) = value.pointer_mut(&pointer) {
-                        *slot = serde_json::Value::String(redacted);
-                    }
-                }
-                // Serializing a Value cannot fail (string keys, finite numbers).
-                if let Ok(bytes) = serde_json::to_vec(&value).map(Bytes::from) {
-                    extracted = self.extract(self.parse(&bytes)?)?;
-                    rewritten = Some(bytes);
-                }
+            if let Some(bytes) = rewrite(&extracted, report.redactions) {
+                extracted = self.extract(self.parse(&bytes)?)?;
+                rewritten = Some(bytes);
             }
         }
         Ok(Checked {
@@ -262,20 +257,26 @@ impl BodyRules {
 
 /// Cleans every extracted text as HTML; the re-serialized document when any changed.
 fn sanitize(extracted: &ExtractedBody) -> Option<Bytes> {
-    let changed: Vec<(String, String)> = extracted
+    let changed = extracted
         .texts()
         .filter_map(|text| {
             let clean = ammonia::clean(text.content);
             (clean != text.content).then_some((text.pointer(), clean))
         })
         .collect();
+    rewrite(extracted, changed)
+}
+
+/// The document with the strings at these pointers replaced, re-serialized; `None` when there
+/// is nothing to replace.
+fn rewrite(extracted: &ExtractedBody, changed: Vec<(String, String)>) -> Option<Bytes> {
     if changed.is_empty() {
         return None;
     }
     let mut value = extracted.document().to_value();
-    for (pointer, clean) in changed {
+    for (pointer, text) in changed {
         if let Some(slot) = value.pointer_mut(&pointer) {
-            *slot = serde_json::Value::String(clean);
+            *slot = serde_json::Value::String(text);
         }
     }
     // Serializing a Value cannot fail (string keys, finite numbers).

@@ -481,20 +481,50 @@ pub struct DataGuard {
     pub patterns: Option<std::sync::Arc<BlockedPatterns>>,
 }
 
+/// Which guard a finding belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// `guards.secrets`: credentials.
+    Secrets,
+    /// `guards.pii`: personal data.
+    Pii,
+    /// `guards.blocked_patterns`: operator patterns.
+    BlockedPatterns,
+}
+
+impl Family {
+    const ALL: [Family; 3] = [Family::Secrets, Family::Pii, Family::BlockedPatterns];
+
+    /// The stable label (metrics, the flag header, logs).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::Secrets => "secrets",
+            Family::Pii => "pii",
+            Family::BlockedPatterns => "blocked_patterns",
+        }
+    }
+
+    /// What the flag header calls this family's labels: kinds of value, or pattern ids.
+    pub fn labels(self) -> &'static str {
+        match self {
+            Family::BlockedPatterns => "ids",
+            Family::Secrets | Family::Pii => "kinds",
+        }
+    }
+}
+
 /// The data findings of one request.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct DataReport {
     /// A family whose action is `block` matched: the family and what matched (kinds or ids).
-    pub blocked: Option<(&'static str, Vec<String>)>,
-    /// Flagged kinds or pattern ids, by family (`secrets`, `pii`, `blocked_patterns`).
-    pub flagged: Vec<(&'static str, Vec<String>)>,
+    pub blocked: Option<(Family, Vec<String>)>,
+    /// Flagged kinds or pattern ids, by family.
+    pub flagged: Vec<(Family, Vec<String>)>,
     /// Texts to rewrite: (JSON pointer, redacted text).
     pub redactions: Vec<(String, String)>,
     /// Every finding: (family, rule or pattern id), for metrics.
-    pub rules: Vec<(&'static str, String)>,
+    pub rules: Vec<(Family, String)>,
 }
-
-const FAMILIES: [&str; 3] = ["secrets", "pii", "blocked_patterns"];
 
 impl DataGuard {
     /// Scans every extracted text except the operator's system prompt.
@@ -506,20 +536,20 @@ impl DataGuard {
             if text.role == Role::System {
                 continue;
             }
-            // (family slot, label, action, range, placeholder)
-            let mut found: Vec<(usize, String, DataAction, Range<usize>, &'static str)> =
+            // (family, label, action, range, placeholder)
+            let mut found: Vec<(Family, String, DataAction, Range<usize>, &'static str)> =
                 Vec::new();
             if let Some(detectors) = &self.detectors {
                 for d in detectors.scan(text.content) {
-                    let (slot, action) = if d.kind.is_secret() {
-                        (0, self.secrets)
+                    let (family, action) = if d.kind.is_secret() {
+                        (Family::Secrets, self.secrets)
                     } else {
-                        (1, self.pii)
+                        (Family::Pii, self.pii)
                     };
                     if let Some(action) = action {
-                        report.rules.push((FAMILIES[slot], d.rule.to_owned()));
+                        report.rules.push((family, d.rule.to_owned()));
                         found.push((
-                            slot,
+                            family,
                             d.kind.as_str().to_owned(),
                             action,
                             d.range,
@@ -531,24 +561,26 @@ impl DataGuard {
             if let Some(patterns) = &self.patterns {
                 for index in patterns.set.matches(text.content).iter() {
                     let (id, action, regex) = &patterns.patterns[index];
-                    report.rules.push((FAMILIES[2], id.clone()));
+                    report.rules.push((Family::BlockedPatterns, id.clone()));
                     for m in regex.find_iter(text.content) {
-                        found.push((2, id.clone(), *action, m.range(), "[REDACTED]"));
+                        let family = Family::BlockedPatterns;
+                        found.push((family, id.clone(), *action, m.range(), "[REDACTED]"));
                     }
                 }
             }
             let mut redact_here: Vec<(Range<usize>, &'static str)> = Vec::new();
-            for (slot, label, action, range, placeholder) in found {
+            for (family, label, action, range, placeholder) in found {
                 match action {
                     DataAction::Block => {
-                        let blocked = report.blocked.get_or_insert((FAMILIES[slot], Vec::new()));
-                        if blocked.0 == FAMILIES[slot] && !blocked.1.contains(&label) {
+                        let blocked = report.blocked.get_or_insert((family, Vec::new()));
+                        if blocked.0 == family && !blocked.1.contains(&label) {
                             blocked.1.push(label);
                         }
                     }
                     DataAction::Flag => {
-                        if !flagged[slot].contains(&label) {
-                            flagged[slot].push(label);
+                        let labels = &mut flagged[family as usize];
+                        if !labels.contains(&label) {
+                            labels.push(label);
                         }
                     }
                     DataAction::Redact => redact_here.push((range, placeholder)),
@@ -560,9 +592,9 @@ impl DataGuard {
                     .push((text.pointer(), redact_ranges(text.content, redact_here)));
             }
         }
-        for (slot, labels) in flagged.into_iter().enumerate() {
+        for (family, labels) in Family::ALL.into_iter().zip(flagged) {
             if !labels.is_empty() {
-                report.flagged.push((FAMILIES[slot], labels));
+                report.flagged.push((family, labels));
             }
         }
         report
