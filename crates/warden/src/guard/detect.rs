@@ -95,99 +95,109 @@ const DETECTORS: &[Detector] = &[
     (
         "secret.private_key",
         Kind::PrivateKey,
-        r"-----BEGIN (?:RSA |EC |DSA |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY(?: BLOCK)?-----[\s\S]{0,8192}?(?:-----END (?:RSA |EC |DSA |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY(?: BLOCK)?-----|\z)",
+        r"-----BEGIN (?:RSA |EC |DSA |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY(?: BLOCK)?-----(?:[A-Za-z0-9+/=\t\n\r :,.()]|-[A-Za-z0-9]){0,8192}(?:-----END (?:RSA |EC |DSA |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY(?: BLOCK)?-----|\z)",
         always,
     ),
     (
         "secret.aws_access_key",
         Kind::ApiToken,
-        r"\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b",
+        r"(?-u:\b)(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}(?-u:\b)",
         always,
     ),
     (
         "secret.github_token",
         Kind::ApiToken,
-        r"\b(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})\b",
+        r"(?-u:\b)(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})(?-u:\b)",
         always,
     ),
     (
         "secret.slack_token",
         Kind::ApiToken,
-        r"\bxox[abposr]-[0-9A-Za-z-]{10,250}\b",
+        r"(?-u:\b)xox[abposr]-[0-9A-Za-z-]{10,250}(?-u:\b)",
         always,
     ),
     (
         "secret.openai_key",
         Kind::ApiToken,
-        r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}(?:T3BlbkFJ[A-Za-z0-9_-]{20,})?",
+        r"(?-u:\b)sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,200}(?:T3BlbkFJ[A-Za-z0-9_-]{20,200})?",
         not_anthropic,
     ),
     (
         "secret.anthropic_key",
         Kind::ApiToken,
-        r"\bsk-ant-(?:api|admin)\d{2}-[A-Za-z0-9_-]{80,}",
+        r"(?-u:\b)sk-ant-(?:api|admin)\d{2}-[A-Za-z0-9_-]{80,200}",
         always,
     ),
     (
         "secret.stripe_key",
         Kind::ApiToken,
-        r"\b(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{16,}\b",
+        r"(?-u:\b)(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{16,128}(?-u:\b)",
         always,
     ),
     (
         "secret.google_api_key",
         Kind::ApiToken,
-        r"\bAIza[0-9A-Za-z_-]{35}\b",
+        r"(?-u:\b)AIza[0-9A-Za-z_-]{35}(?-u:\b)",
         always,
     ),
     (
         "secret.warden_api_key",
         Kind::ApiToken,
-        r"\bwdn_[A-Za-z0-9_-]{30,}",
+        r"(?-u:\b)wdn_[A-Za-z0-9_-]{30,64}",
         always,
     ),
     (
         "secret.jwt",
         Kind::Jwt,
-        r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{16,}",
+        r"(?-u:\b)eyJ[A-Za-z0-9_-]{8,1024}\.eyJ[A-Za-z0-9_-]{8,4096}\.[A-Za-z0-9_-]{16,1024}",
         always,
     ),
     (
         "secret.password_assignment",
         Kind::Password,
-        r#"(?i)\b(?:password|passwd|pwd|passphrase|secret|api[_-]?key|access[_-]?token|auth[_-]?token|client[_-]?secret)\b["']?\s*[:=]\s*["']?[^\s"',;]{6,}"#,
+        r#"(?i)(?-u:\b)(?:password|passwd|pwd|passphrase|secret|api[_-]?key|access[_-]?token|auth[_-]?token|client[_-]?secret)(?-u:\b)["']?\s{0,4}[:=]\s{0,4}["']?[^\s"',;]{6,128}"#,
         not_placeholder,
     ),
     (
         "pii.email",
         Kind::Email,
-        r"\b[A-Za-z0-9._%+-]{1,64}@(?:[A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,24}\b",
+        r"(?-u:\b)[A-Za-z0-9._%+-]{1,64}@(?:[A-Za-z0-9-]{1,63}\.){1,8}[A-Za-z]{2,24}(?-u:\b)",
         always,
     ),
-    ("pii.card", Kind::Card, r"\b(?:\d[ -]?){12,18}\d\b", card),
-    ("pii.ssn", Kind::Ssn, r"\b\d{3}-\d{2}-\d{4}\b", ssn),
+    (
+        "pii.card",
+        Kind::Card,
+        r"(?-u:\b)(?:\d[ -]?){12,18}\d(?-u:\b)",
+        card,
+    ),
+    (
+        "pii.ssn",
+        Kind::Ssn,
+        r"(?-u:\b)\d{3}-\d{2}-\d{4}(?-u:\b)",
+        ssn,
+    ),
     (
         "pii.iban",
         Kind::Iban,
-        r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b",
+        r"(?-u:\b)[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}(?-u:\b)",
         iban,
     ),
     (
         "pii.phone",
         Kind::Phone,
-        r"(?:\+\d{1,3}[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}(?:[ .-]?\d{2,4}){2,4}|\(\d{3}\)[ .-]?\d{3}[ .-]\d{4}|\b\d{3}[.-]\d{3}[.-]\d{4})\b",
+        r"(?:\+\d{1,3}[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}(?:[ .-]?\d{2,4}){2,4}|\(\d{3}\)[ .-]?\d{3}[ .-]\d{4}|(?-u:\b)\d{3}[.-]\d{3}[.-]\d{4})(?-u:\b)",
         phone,
     ),
     (
         "pii.ipv4",
         Kind::IpAddress,
-        r"\b(?:\d{1,3}\.){3}\d{1,3}\b",
+        r"(?-u:\b)(?:\d{1,3}\.){3}\d{1,3}(?-u:\b)",
         ipv4,
     ),
     (
         "pii.ipv6",
         Kind::IpAddress,
-        r"(?i)\b(?:[0-9a-f]{1,4}:){2,7}(?::|[0-9a-f]{1,4})(?:[0-9a-f:]*)\b",
+        r"(?i)(?-u:\b)(?:[0-9a-f]{1,4}:){2,7}(?::|[0-9a-f]{1,4})(?:[0-9a-f:]{0,39})(?-u:\b)",
         ipv6,
     ),
 ];
@@ -346,13 +356,50 @@ impl Detectors {
     /// Every valid value in `text`, in order, without overlaps (a secret wins over the PII
     /// inside it: an e-mail address in a private key is the key).
     pub fn scan(&self, text: &str) -> Vec<Detected> {
+        resolve(self.candidates(
+            text,
+            0,
+            &|kind| kind != Kind::IpAddress || self.ip_addresses,
+            None,
+        ))
+    }
+
+    /// The patterns, in table order, of the detectors `keep` selects (and their indices).
+    pub(crate) fn patterns(&self, keep: &dyn Fn(Kind) -> bool) -> Vec<(usize, &'static str)> {
+        (0..DETECTORS.len())
+            .filter(|&i| self.enabled(i, keep))
+            .map(|i| (i, DETECTORS[i].2))
+            .collect()
+    }
+
+    fn enabled(&self, index: usize, keep: &dyn Fn(Kind) -> bool) -> bool {
+        let kind = DETECTORS[index].1;
+        keep(kind) && (kind != Kind::IpAddress || self.ip_addresses)
+    }
+
+    /// Every valid value of a kind `keep` selects that starts at or after byte `from` of `text`
+    /// (the bytes before it count only as look-behind), overlaps included, unsorted. `spans`, if
+    /// given, receives every pattern match, valid or not: the search resumes after each, so a
+    /// stream must not be cut inside one.
+    pub(crate) fn candidates(
+        &self,
+        text: &str,
+        from: usize,
+        keep: &dyn Fn(Kind) -> bool,
+        mut spans: Option<&mut Vec<Range<usize>>>,
+    ) -> Vec<Detected> {
         let mut found: Vec<Detected> = Vec::new();
-        for index in self.set.matches(text).iter() {
-            let (rule, kind, _, valid) = DETECTORS[index];
-            if kind == Kind::IpAddress && !self.ip_addresses {
+        for index in self.set.matches_at(text, from).iter() {
+            if !self.enabled(index, keep) {
                 continue;
             }
-            for m in self.regexes[index].find_iter(text) {
+            let (rule, kind, _, valid) = DETECTORS[index];
+            let regex = &self.regexes[index];
+            let mut at = from;
+            while let Some(m) = regex.find_at(text, at) {
+                if let Some(spans) = spans.as_deref_mut() {
+                    spans.push(m.range());
+                }
                 // A greedy match can run into the next word ("DE89 … 00 A"): when it fails its
                 // check, its shorter prefixes that end before a space are tried.
                 let value = m.as_str();
@@ -367,31 +414,44 @@ impl Detectors {
                         rule,
                         range: m.start()..m.start() + end,
                     });
+                    at = m.start() + end;
+                } else {
+                    // Or it started too early ("123-45-6789 4111 1111 1111 1111" reads as one
+                    // number): the search goes on from its next group, not past its end.
+                    at = value
+                        .find([' ', '-'])
+                        .map_or(m.end(), |i| m.start() + i + 1);
                 }
             }
         }
-        // Earlier first; at one start, the longer and (by table order) the stronger first.
-        found.sort_by(|a, b| {
-            a.range
-                .start
-                .cmp(&b.range.start)
-                .then(b.range.end.cmp(&a.range.end))
-        });
-        let mut kept: Vec<Detected> = Vec::with_capacity(found.len());
-        for d in found {
-            match kept.last() {
-                Some(last) if d.range.start < last.range.end => {
-                    // Overlap: a secret outranks PII; otherwise the first (longer) stays.
-                    if d.kind.is_secret() && !last.kind.is_secret() {
-                        kept.pop();
-                        kept.push(d);
-                    }
-                }
-                _ => kept.push(d),
-            }
-        }
-        kept
+        found
     }
+}
+
+/// Candidates in order, without overlaps: values that overlap merge into one that covers them
+/// all (so no part of either is left readable), named after a secret among them if there is one
+/// (an e-mail address inside a private key is the key), else after the first.
+pub(crate) fn resolve(mut found: Vec<Detected>) -> Vec<Detected> {
+    found.sort_by(|a, b| {
+        a.range
+            .start
+            .cmp(&b.range.start)
+            .then(b.range.end.cmp(&a.range.end))
+    });
+    let mut kept: Vec<Detected> = Vec::with_capacity(found.len());
+    for d in found {
+        match kept.last_mut() {
+            Some(last) if d.range.start < last.range.end => {
+                last.range.end = last.range.end.max(d.range.end);
+                if d.kind.is_secret() && !last.kind.is_secret() {
+                    last.kind = d.kind;
+                    last.rule = d.rule;
+                }
+            }
+            _ => kept.push(d),
+        }
+    }
+    kept
 }
 
 /// `text` with every detected value replaced by its placeholder.
@@ -406,7 +466,7 @@ pub fn redact(text: &str, detected: &[Detected]) -> String {
 }
 
 /// `text` with each range replaced by its placeholder; overlapping ranges merge into the first.
-fn redact_ranges(text: &str, mut ranges: Vec<(Range<usize>, &'static str)>) -> String {
+pub(crate) fn redact_ranges(text: &str, mut ranges: Vec<(Range<usize>, &'static str)>) -> String {
     ranges.sort_by_key(|(range, _)| (range.start, std::cmp::Reverse(range.end)));
     let mut out = String::with_capacity(text.len());
     let mut at = 0;
