@@ -87,6 +87,8 @@ pub enum RejectionKind {
     PiiDetected,
     /// A `guards.blocked_patterns` entry with `action: block` matched (403).
     BlockedContent,
+    /// The upstream's answer was stopped by an output guard, or could not be inspected (502).
+    OutputBlocked,
     /// Too many or too large request headers.
     HeadersTooLarge,
     /// The gateway did not produce a response within the overall request timeout.
@@ -243,6 +245,12 @@ impl RejectionKind {
                 StatusCode::FORBIDDEN,
                 "Request refused by content inspection",
                 "urn:warden:problem:blocked-content",
+            ),
+            RejectionKind::OutputBlocked => (
+                "output_blocked",
+                StatusCode::BAD_GATEWAY,
+                "Answer withheld by content inspection",
+                "urn:warden:problem:output-blocked",
             ),
             RejectionKind::HeadersTooLarge => (
                 "headers_too_large",

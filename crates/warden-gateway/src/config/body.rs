@@ -12,7 +12,8 @@ use warden::body::rules::BodyRules;
 use warden::body::schema::Schema;
 
 use super::guards::{
-    GuardsConfig, RawRouteGuards, compile_data, compile_models, compile_prompt_injection,
+    GuardsConfig, RawRouteGuards, compile_data, compile_models, compile_output,
+    compile_prompt_injection,
 };
 use super::toolkit::{Compiler, Scalar};
 
@@ -210,6 +211,17 @@ pub fn compile(
             guards.data.as_ref().and_then(|d| d.patterns.clone()),
         ),
         None => guards.data.clone(),
+    };
+    rules.output_guard = match route_guards.filter(|g| g.secrets.is_some() || g.pii.is_some()) {
+        Some(g) => compile_output(
+            c,
+            &format!("routes[{i}].guards"),
+            g.secrets.as_ref(),
+            g.pii.as_ref(),
+            guards.max_output_chars,
+            guards.max_output_bytes,
+        ),
+        None => guards.output.clone(),
     };
     (!c.failed_since(before)).then_some(rules)
 }

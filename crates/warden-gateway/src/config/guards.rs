@@ -1,6 +1,8 @@
-//! `guards:` and `routes[].guards` — content rules over what a request asks for and says: the
-//! model allow/deny lists and prompt-injection inspection (the global ones, each replaced as a
-//! whole by a route's own), and the default `max_input_chars` of routes with body rules.
+//! `guards:` and `routes[].guards` — content rules over what a request asks for and says and
+//! what the upstream answers: the model allow/deny lists, prompt-injection inspection, secrets
+//! and PII in both directions (the global ones, each replaced as a whole by a route's own), the
+//! operator's blocked patterns, and the default `max_input_chars` and `max_output_chars` of
+//! routes with body rules.
 
 use std::sync::Arc;
 
@@ -9,8 +11,10 @@ use warden::body::format::Role;
 use warden::guard::detect::{BlockedPatterns, DataAction, DataGuard, Detectors};
 use warden::guard::injection::{CustomRule, GuardAction, InjectionRules, PromptGuard};
 use warden::guard::models::ModelRules;
+use warden::guard::output::OutputGuard;
+use warden::guard::stream::{OutputAction, Scanner};
 
-use super::toolkit::Compiler;
+use super::toolkit::{Compiler, Scalar};
 
 /// `guards:`
 #[derive(Debug, Default, Deserialize)]
@@ -28,6 +32,11 @@ pub struct RawGuards {
     pub pii: Option<RawPii>,
     /// Operator patterns, each with an action.
     pub blocked_patterns: Vec<RawBlockedPattern>,
+    /// Most characters of answer text (JSON answers and streams).
+    pub max_output_chars: Option<u64>,
+    /// Most bytes of a JSON answer the output guard buffers, and of one streamed event
+    /// (default 8 MiB).
+    pub max_output_bytes: Option<Scalar>,
 }
 
 /// `guards.blocked_patterns[]:`
@@ -49,6 +58,8 @@ pub struct RawBlockedPattern {
 pub struct RawSecrets {
     /// `block`, `flag`, `redact` or `off` (default `block`).
     pub action: Option<String>,
+    /// Credentials in answers: `redact`, `block` or `off` (default `redact`).
+    pub output: Option<String>,
 }
 
 /// `guards.pii:` (and a route's own).
@@ -57,6 +68,8 @@ pub struct RawSecrets {
 pub struct RawPii {
     /// Personal data in requests: `block`, `flag`, `redact` or `off` (default `redact`).
     pub input: Option<String>,
+    /// Personal data in answers: `redact`, `block` or `off` (default `off`).
+    pub output: Option<String>,
     /// Count IPv4 and IPv6 addresses as personal data (default false).
     pub ip_addresses: Option<bool>,
 }
@@ -114,7 +127,7 @@ pub struct RawModels {
 }
 
 /// Compiled `guards:`.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct GuardsConfig {
     /// Default `max_input_chars` of routes with body rules.
     pub max_input_chars: Option<usize>,
@@ -124,11 +137,39 @@ pub struct GuardsConfig {
     pub prompt_injection: Option<Arc<PromptGuard>>,
     /// Default secret and PII inspection of routes with body rules (`None`: off).
     pub data: Option<Arc<DataGuard>>,
+    /// Default inspection of answers on routes with body rules (`None`: off).
+    pub output: Option<Arc<OutputGuard>>,
+    /// `max_output_chars`, for routes with their own secrets or PII rules.
+    pub max_output_chars: Option<usize>,
+    /// `max_output_bytes`, likewise.
+    pub max_output_bytes: usize,
 }
+
+/// The default `guards.max_output_bytes`.
+pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 8 << 20;
 
 /// Compiles `guards:`.
 pub fn compile(c: &mut Compiler, raw: &RawGuards) -> GuardsConfig {
+    let max_output_chars = raw
+        .max_output_chars
+        .map(|n| c.count("guards.max_output_chars", Some(n), 1));
+    let max_output_bytes = usize::try_from(c.size(
+        "guards.max_output_bytes",
+        raw.max_output_bytes.as_ref(),
+        DEFAULT_MAX_OUTPUT_BYTES as u64,
+    ))
+    .unwrap_or(usize::MAX);
     GuardsConfig {
+        output: compile_output(
+            c,
+            "guards",
+            raw.secrets.as_ref(),
+            raw.pii.as_ref(),
+            max_output_chars,
+            max_output_bytes,
+        ),
+        max_output_chars,
+        max_output_bytes,
         max_input_chars: raw
             .max_input_chars
             .map(|n| c.count("guards.max_input_chars", Some(n), 1)),
@@ -252,6 +293,61 @@ pub fn compile_data(
         pii: pii_action,
         patterns,
     }))
+}
+
+/// Compiles the output side of `secrets` and `pii` under `path` (`None`: nothing to do).
+pub fn compile_output(
+    c: &mut Compiler,
+    path: &str,
+    secrets: Option<&RawSecrets>,
+    pii: Option<&RawPii>,
+    max_chars: Option<usize>,
+    max_bytes: usize,
+) -> Option<Arc<OutputGuard>> {
+    let actions = [
+        ("redact", Some(OutputAction::Redact)),
+        ("block", Some(OutputAction::Block)),
+        ("off", None),
+    ];
+    let secrets_action = secrets.and_then(|s| {
+        c.choose(
+            &format!("{path}.secrets.output"),
+            s.output.as_deref().unwrap_or("redact"),
+            &actions,
+        )
+        .flatten()
+    });
+    let pii_action = pii.and_then(|p| {
+        c.choose(
+            &format!("{path}.pii.output"),
+            p.output.as_deref().unwrap_or("off"),
+            &actions,
+        )
+        .flatten()
+    });
+    let scanner = if secrets_action.is_none() && pii_action.is_none() {
+        None
+    } else {
+        let ip_addresses = pii.and_then(|p| p.ip_addresses).unwrap_or(false);
+        let built = Detectors::new(ip_addresses)
+            .map_err(|e| e.to_string())
+            .and_then(|d| {
+                Scanner::new(Arc::new(d), secrets_action, pii_action).map_err(|e| e.to_string())
+            });
+        match built {
+            Ok(scanner) => Some(Arc::new(scanner)),
+            Err(e) => {
+                c.error(path.to_owned(), format!("output detectors: {e}"));
+                return None;
+            }
+        }
+    };
+    let guard = OutputGuard {
+        scanner,
+        max_chars,
+        max_bytes,
+    };
+    guard.is_active().then(|| Arc::new(guard))
 }
 
 /// Compiles a prompt-injection block at `path` (`None`: off, or an error was reported).

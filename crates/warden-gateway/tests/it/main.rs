@@ -19,6 +19,7 @@ mod interop;
 mod jwks;
 mod jwt;
 mod limits;
+mod output;
 mod policy;
 mod proxy;
 mod ratelimit;

@@ -30,6 +30,7 @@ use crate::future::ResponseFuture;
 use crate::guard::detect::{DataGuard, Family};
 use crate::guard::injection::{GuardAction, PromptGuard};
 use crate::guard::models::{ModelRules, ModelVerdict};
+use crate::guard::output::{FilteredBody, OutputGuard};
 use crate::limit::client_body_failure;
 use crate::rejection::{Rejection, RejectionKind};
 use crate::request_id::RequestId;
@@ -63,6 +64,8 @@ pub struct BodyRules {
     pub prompt_guard: Option<Arc<PromptGuard>>,
     /// Secret and PII inspection of the extracted texts, if any.
     pub data_guard: Option<Arc<DataGuard>>,
+    /// Inspection of the upstream's answers, if any.
+    pub output_guard: Option<Arc<OutputGuard>>,
 }
 
 /// A body that passed its rules.
@@ -91,6 +94,7 @@ impl BodyRules {
             sanitize_html: false,
             prompt_guard: None,
             data_guard: None,
+            output_guard: None,
         }
     }
 
@@ -301,6 +305,81 @@ fn media_problem(headers: &http::HeaderMap) -> Option<&'static str> {
     encoded.then_some("a Content-Encoding other than identity cannot be inspected")
 }
 
+/// The upstream's answer through the output guard: a JSON answer buffered and redacted, a
+/// stream filtered as it flows, anything else refused (it cannot be inspected).
+async fn guard_answer(
+    response: Response<Body>,
+    guard: Arc<OutputGuard>,
+    format: &Format,
+    request_id: Option<RequestId>,
+) -> Response<Body> {
+    let status = response.status();
+    if status == http::StatusCode::NO_CONTENT
+        || status == http::StatusCode::NOT_MODIFIED
+        || response.body().is_end_stream()
+    {
+        return response;
+    }
+    let refuse = |reason: &str| {
+        tracing::info!(
+            target: "warden::guard",
+            request_id = request_id.as_ref().map(RequestId::as_str),
+            reason,
+            "answer refused"
+        );
+        metrics::counter!("warden_output_stopped_total", "code" => "output_refused").increment(1);
+        Rejection::new(RejectionKind::OutputBlocked).into_response(request_id.as_ref())
+    };
+    let (mut parts, body) = response.into_parts();
+    let encoded = parts
+        .headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .any(|coding| !coding.as_bytes().eq_ignore_ascii_case(b"identity"));
+    if encoded {
+        return refuse("a compressed answer cannot be inspected");
+    }
+    let Some(media) = parts.headers.get(header::CONTENT_TYPE).cloned() else {
+        return refuse("an answer without Content-Type cannot be inspected");
+    };
+    let essence = media
+        .to_str()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let id = request_id.as_ref().map(|id| id.as_str().to_owned());
+    if json::is_json_media_type(&media) {
+        let limited = http_body_util::Limited::new(body, guard.max_bytes);
+        let bytes = match limited.collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(error) => return refuse(&format!("reading the JSON answer: {error}")),
+        };
+        return match guard.filter_json(&bytes) {
+            Ok(None) => Response::from_parts(parts, body::full(bytes)),
+            Ok(Some(rewritten)) => {
+                parts
+                    .headers
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(rewritten.len()));
+                Response::from_parts(parts, body::full(rewritten))
+            }
+            Err(error) => refuse(&error.to_string()),
+        };
+    }
+    let filtered = if essence == "text/event-stream" {
+        FilteredBody::sse(body, guard, format, id)
+    } else if essence.starts_with("text/") {
+        FilteredBody::text(body, guard, id)
+    } else {
+        return refuse(&format!("a {essence:?} answer cannot be inspected"));
+    };
+    // The length changes with redaction; the body is sent chunked.
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, body::boxed(filtered))
+}
+
 /// Body text shared between the extracted document and the forwarded body.
 struct SharedText(Arc<str>);
 
@@ -373,7 +452,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
         let bodiless = matches!(
             *req.method(),
             Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS
@@ -381,9 +460,44 @@ where
             && !req.headers().contains_key(header::CONTENT_TYPE);
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
+        let output = self
+            .rules
+            .output_guard
+            .clone()
+            .filter(|guard| guard.is_active());
+        if let Some(guard) = output {
+            // Answers are read as text: the upstream must not compress them.
+            req.headers_mut().remove(header::ACCEPT_ENCODING);
+            let head = req.method() == Method::HEAD;
+            let request_id = req.extensions().get::<RequestId>().cloned();
+            let format = self.rules.format.clone();
+            let call = if bodiless {
+                ResponseFuture::new(inner.call(req))
+            } else {
+                self.check_then_call(inner, req)
+            };
+            return ResponseFuture::new(async move {
+                let response = call.await?;
+                if head {
+                    return Ok(response);
+                }
+                Ok(guard_answer(response, guard, &format, request_id).await)
+            });
+        }
         if bodiless {
             return ResponseFuture::new(inner.call(req));
         }
+        self.check_then_call(inner, req)
+    }
+}
+
+impl<S> BodyRulesService<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>> + Send + 'static,
+    S::Future: Send,
+{
+    /// Reads and checks the body, then forwards the request.
+    fn check_then_call(&self, mut inner: S, req: Request<Body>) -> ResponseFuture<S::Error> {
         let rules = self.rules.clone();
         ResponseFuture::new(async move {
             let (mut parts, body) = req.into_parts();
