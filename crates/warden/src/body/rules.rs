@@ -358,8 +358,7 @@ async fn guard_answer(
             Err(error) => return refuse(&format!("reading the JSON answer: {error}")),
         };
         return match guard.filter_json(&bytes) {
-            Ok(None) => Response::from_parts(parts, body::full(bytes)),
-            Ok(Some(rewritten)) => {
+            Ok(rewritten) => {
                 parts
                     .headers
                     .insert(header::CONTENT_LENGTH, HeaderValue::from(rewritten.len()));

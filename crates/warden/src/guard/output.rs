@@ -65,8 +65,15 @@ impl OutputError {
     }
 }
 
-/// Keys whose strings are opaque tokens, not text: never rewritten.
-const OPAQUE: &[&str] = &["id", "signature", "encrypted_content", "system_fingerprint"];
+/// Keys whose strings are opaque tokens or encoded media, not text: never rewritten (a
+/// placeholder inside base64 audio or an image would only corrupt it).
+const OPAQUE: &[&str] = &[
+    "id",
+    "signature",
+    "encrypted_content",
+    "system_fingerprint",
+    "b64_json",
+];
 
 impl OutputGuard {
     /// Whether the guard does anything.
@@ -74,25 +81,28 @@ impl OutputGuard {
         self.scanner.is_some() || self.max_chars.is_some()
     }
 
-    /// A buffered JSON answer: the bytes to send instead, or `None` to send it unchanged.
-    pub fn filter_json(&self, bytes: &[u8]) -> Result<Option<Vec<u8>>, OutputError> {
+    /// A buffered JSON answer: the bytes to send. Always the document that was inspected,
+    /// re-serialized: the upstream's own bytes could hold what the parse did not keep (of a
+    /// duplicated key, a client may read the first value where the parse kept the last).
+    pub fn filter_json(&self, bytes: &[u8]) -> Result<Vec<u8>, OutputError> {
         if bytes.len() > self.max_bytes {
             return Err(OutputError::TooLarge(self.max_bytes));
         }
         let mut value: Value = serde_json::from_slice(bytes)
             .map_err(|_| OutputError::Invalid("the JSON answer does not parse"))?;
         let mut chars = 0;
-        let changed = self.walk(&mut value, &mut chars)?;
-        // Serializing a parsed Value cannot fail.
-        Ok(changed.then(|| serde_json::to_vec(&value).unwrap_or_default()))
+        self.walk(&mut value, Some(&mut chars))?;
+        serde_json::to_vec(&value).map_err(|_| OutputError::Invalid("the JSON answer"))
     }
 
-    /// Redacts every string of `value` as a whole value and counts its characters; whether
-    /// anything changed.
-    fn walk(&self, value: &mut Value, chars: &mut usize) -> Result<bool, OutputError> {
+    /// Redacts every string of `value` as a whole value and counts its characters into
+    /// `chars`, if given; whether anything changed.
+    fn walk(&self, value: &mut Value, mut chars: Option<&mut usize>) -> Result<bool, OutputError> {
         match value {
             Value::String(text) => {
-                self.count(chars, text)?;
+                if let Some(chars) = chars {
+                    self.count(chars, text)?;
+                }
                 match self.scanner.as_ref().map(|s| s.redact(text)).transpose()? {
                     Some(Some(redacted)) => {
                         *text = redacted;
@@ -104,7 +114,7 @@ impl OutputGuard {
             Value::Array(items) => {
                 let mut changed = false;
                 for item in items {
-                    changed |= self.walk(item, chars)?;
+                    changed |= self.walk(item, chars.as_deref_mut())?;
                 }
                 Ok(changed)
             }
@@ -116,15 +126,24 @@ impl OutputGuard {
     fn walk_members(
         &self,
         members: &mut Map<String, Value>,
-        chars: &mut usize,
+        mut chars: Option<&mut usize>,
     ) -> Result<bool, OutputError> {
         let mut changed = false;
         for (key, member) in members.iter_mut() {
             if key == "logprobs" && self.scanner.is_some() && !member.is_null() {
                 *member = Value::Null;
                 changed = true;
+            } else if key == "audio"
+                && let Value::Object(audio) = member
+            {
+                // Its `data` is base64 audio; its `transcript` is text.
+                for (field, value) in audio.iter_mut() {
+                    if field != "data" {
+                        changed |= self.walk(value, chars.as_deref_mut())?;
+                    }
+                }
             } else if !(OPAQUE.contains(&key.as_str()) && member.is_string()) {
-                changed |= self.walk(member, chars)?;
+                changed |= self.walk(member, chars.as_deref_mut())?;
             }
         }
         Ok(changed)
@@ -197,6 +216,9 @@ struct Event {
     data: Option<String>,
     size: usize,
 }
+
+/// Most content streams one answer may open (choices × fields, blocks, output parts).
+const MAX_STREAMS: usize = 256;
 
 /// Text delta fields of an OpenAI chat delta.
 const CHAT_FIELDS: &[&str] = &["content", "refusal", "reasoning_content", "reasoning"];
@@ -326,58 +348,89 @@ impl SseFilter {
     }
 
     fn on_event(&mut self, event: Event, out: &mut BytesMut) -> Result<(), OutputError> {
+        // Names, ids and comments are text a client receives too.
+        let mut lines = event.lines;
+        for line in &mut lines {
+            if let Some(redacted) = self.redact_whole(line)? {
+                *line = redacted;
+            }
+        }
         let Some(data) = event.data else {
-            put_lines(out, &event.lines);
+            put_lines(out, &lines);
             out.put_u8(b'\n');
             return Ok(());
         };
         if data.trim() == "[DONE]" {
             self.flush(out, |_| true)?;
-            put_lines(out, &event.lines);
+            put_lines(out, &lines);
             put_data(out, &data);
             return Ok(());
         }
-        let name = event_name(&event.lines);
+        let name = event_name(&lines);
         let Ok(mut value) = serde_json::from_str::<Value>(&data) else {
             let text = self.push(Key::Raw, &data)?;
-            put_lines(out, &event.lines);
+            put_lines(out, &lines);
             put_data(out, &text);
             return Ok(());
         };
         let kind = value.get("type").and_then(Value::as_str).map(str::to_owned);
-        if value.get("choices").is_some_and(Value::is_array) {
+        let streamed = if value.get("choices").is_some_and(Value::is_array) {
             self.dialect = Dialect::OpenAiChat;
-            self.on_chat(&mut value)?;
-        } else if let Some(kind) = kind.as_deref() {
-            if kind.starts_with("response.") {
-                self.dialect = Dialect::OpenAiResponses;
-                self.on_responses(kind, name.as_deref(), &mut value, out)?;
-            } else if ANTHROPIC_EVENTS.contains(&kind) {
-                self.dialect = Dialect::Anthropic;
-                self.on_anthropic(kind, &mut value, out)?;
-            } else {
-                self.whole(&mut value)?;
-            }
+            self.on_chat(&mut value)?
+        } else if let Some(kind) = kind.as_deref()
+            && kind.starts_with("response.")
+        {
+            self.dialect = Dialect::OpenAiResponses;
+            self.on_responses(kind, name.as_deref(), &mut value, out)?
+        } else if let Some(kind) = kind.as_deref()
+            && ANTHROPIC_EVENTS.contains(&kind)
+        {
+            self.dialect = Dialect::Anthropic;
+            self.on_anthropic(kind, &mut value, out)?
         } else {
-            self.whole(&mut value)?;
+            Vec::new()
+        };
+        if self.streams.len() > MAX_STREAMS {
+            return Err(OutputError::Invalid(
+                "too many content streams in one answer",
+            ));
         }
-        put_lines(out, &event.lines);
+        // Every other string is redacted as a whole value; the stream fields, released by
+        // their redactors, are set aside meanwhile (a piece alone is not the text it is part
+        // of, and redacting it again could differ from the whole answer's redaction).
+        let set_aside: Vec<(String, Value)> = streamed
+            .into_iter()
+            .filter_map(|pointer| {
+                let slot = value.pointer_mut(&pointer)?;
+                Some((pointer, std::mem::take(slot)))
+            })
+            .collect();
+        self.whole(&mut value)?;
+        for (pointer, text) in set_aside {
+            if let Some(slot) = value.pointer_mut(&pointer) {
+                *slot = text;
+            }
+        }
+        put_lines(out, &lines);
         put_data(out, &value.to_string());
         Ok(())
     }
 
-    fn on_chat(&mut self, chunk: &mut Value) -> Result<(), OutputError> {
+    fn redact_whole(&self, text: &str) -> Result<Option<String>, OutputError> {
+        match &self.guard.scanner {
+            Some(scanner) => Ok(scanner.redact(text)?),
+            None => Ok(None),
+        }
+    }
+
+    /// An OpenAI chat chunk; the pointers of the stream fields it now carries.
+    fn on_chat(&mut self, chunk: &mut Value) -> Result<Vec<String>, OutputError> {
+        let mut streamed = Vec::new();
         let Some(choices) = chunk.get_mut("choices").and_then(Value::as_array_mut) else {
-            return Ok(());
+            return Ok(streamed);
         };
         for (position, choice) in choices.iter_mut().enumerate() {
             let index = index_of(choice, "index", position);
-            if let Some(object) = choice.as_object_mut() {
-                // Token log-probabilities repeat the text past any redaction.
-                if self.guard.scanner.is_some() && object.contains_key("logprobs") {
-                    object.insert("logprobs".into(), Value::Null);
-                }
-            }
             let finished = choice
                 .get("finish_reason")
                 .is_some_and(|reason| !reason.is_null());
@@ -413,16 +466,34 @@ impl SseFilter {
                     append_chat(delta, &key, &text);
                 }
             }
+            for &field in CHAT_FIELDS {
+                if delta.get(field).is_some_and(Value::is_string) {
+                    streamed.push(format!("/choices/{position}/delta/{field}"));
+                }
+            }
+            if let Some(Value::Array(calls)) = delta.get("tool_calls") {
+                for (j, call) in calls.iter().enumerate() {
+                    if call
+                        .pointer("/function/arguments")
+                        .is_some_and(Value::is_string)
+                    {
+                        streamed.push(format!(
+                            "/choices/{position}/delta/tool_calls/{j}/function/arguments"
+                        ));
+                    }
+                }
+            }
         }
-        Ok(())
+        Ok(streamed)
     }
 
+    /// An Anthropic Messages event; the pointer of the stream field it carries, if any.
     fn on_anthropic(
         &mut self,
         kind: &str,
         event: &mut Value,
         out: &mut BytesMut,
-    ) -> Result<(), OutputError> {
+    ) -> Result<Vec<String>, OutputError> {
         let index = index_of(event, "index", 0);
         match kind {
             "content_block_delta" => {
@@ -433,7 +504,7 @@ impl SseFilter {
                 let Some(&(delta_kind, field)) =
                     BLOCK_DELTAS.iter().find(|(kind, _)| *kind == delta_type)
                 else {
-                    return self.whole(event);
+                    return Ok(Vec::new());
                 };
                 if let Some(Value::String(text)) =
                     event.get_mut("delta").and_then(|d| d.get_mut(field))
@@ -444,18 +515,22 @@ impl SseFilter {
                         field,
                     };
                     *text = self.push(key, text)?;
+                    return Ok(vec![format!("/delta/{field}")]);
                 }
-                Ok(())
+                Ok(Vec::new())
             }
-            "content_block_stop" => self.flush(
-                out,
-                |key| matches!(key, Key::Block { index: i, .. } if *i == index),
-            ),
+            "content_block_stop" => {
+                self.flush(
+                    out,
+                    |key| matches!(key, Key::Block { index: i, .. } if *i == index),
+                )?;
+                Ok(Vec::new())
+            }
             "message_stop" | "message_delta" => {
                 self.flush(out, |_| true)?;
-                self.whole(event)
+                Ok(Vec::new())
             }
-            _ => self.whole(event),
+            _ => Ok(Vec::new()),
         }
     }
 
@@ -465,18 +540,16 @@ impl SseFilter {
         name: Option<&str>,
         event: &mut Value,
         out: &mut BytesMut,
-    ) -> Result<(), OutputError> {
+    ) -> Result<Vec<String>, OutputError> {
         let output = index_of(event, "output_index", 0);
         let part = event
             .get("content_index")
             .or_else(|| event.get("summary_index"))
             .and_then(Value::as_u64)
             .unwrap_or(0);
-        if let Some(object) = event.as_object_mut()
-            && self.guard.scanner.is_some()
-            && object.contains_key("logprobs")
-        {
-            object.insert("logprobs".into(), Value::Null);
+        // `response.audio.delta` carries base64 audio, not text: set aside, untouched.
+        if kind == "response.audio.delta" {
+            return Ok(vec!["/delta".to_owned()]);
         }
         if kind.ends_with(".delta")
             && let Some(Value::String(text)) = event.get_mut("delta")
@@ -491,7 +564,7 @@ impl SseFilter {
             if let Some(stream) = self.streams.iter_mut().find(|s| s.key == key) {
                 stream.template = Some(template);
             }
-            return Ok(());
+            return Ok(vec!["/delta".to_owned()]);
         }
         if let Some(stem) = kind.strip_suffix(".done") {
             let delta = format!("{stem}.delta");
@@ -505,14 +578,13 @@ impl SseFilter {
         ) {
             self.flush(out, |_| true)?;
         }
-        self.whole(event)
+        Ok(Vec::new())
     }
 
-    /// Redacts every string of a non-delta event as a whole value.
+    /// Redacts every string of an event as a whole value. Not counted toward
+    /// `max_output_chars`: only deltas are (done and completed events repeat their text).
     fn whole(&mut self, value: &mut Value) -> Result<(), OutputError> {
-        let mut chars = self.chars;
-        self.guard.walk(value, &mut chars)?;
-        self.chars = chars;
+        self.guard.walk(value, None)?;
         Ok(())
     }
 
@@ -873,5 +945,223 @@ impl http_body::Body for FilteredBody {
                 Err(error) => return Poll::Ready(this.stop(error)),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::guard::detect::Detectors;
+    use crate::guard::stream::OutputAction;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn guard(max_chars: Option<usize>) -> Arc<OutputGuard> {
+        static SCANNER: std::sync::OnceLock<Arc<Scanner>> = std::sync::OnceLock::new();
+        let scanner = SCANNER.get_or_init(|| {
+            let detectors = Arc::new(Detectors::new(false).expect("detectors"));
+            Arc::new(
+                Scanner::new(
+                    detectors,
+                    Some(OutputAction::Redact),
+                    Some(OutputAction::Redact),
+                )
+                .expect("scanner"),
+            )
+        });
+        Arc::new(OutputGuard {
+            scanner: Some(scanner.clone()),
+            max_chars,
+            max_bytes: 1 << 20,
+        })
+    }
+
+    /// Feeds `bytes` cut at `cuts` through a filter; the output, or the error.
+    fn run(format: &Format, bytes: &[u8], cuts: &[usize]) -> Result<String, OutputError> {
+        let mut filter = SseFilter::new(guard(None), format);
+        let mut points: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+        points.extend([0, bytes.len()]);
+        points.sort_unstable();
+        points.dedup();
+        let mut out = Vec::new();
+        for w in points.windows(2) {
+            out.extend_from_slice(&filter.feed(&bytes[w[0]..w[1]])?);
+        }
+        out.extend_from_slice(&filter.finish()?);
+        Ok(String::from_utf8(out).expect("UTF-8 out"))
+    }
+
+    /// Every event's data, parsed (each must be JSON, or `[DONE]`).
+    fn datas(text: &str) -> Vec<Value> {
+        text.split("\n\n")
+            .filter(|b| !b.trim().is_empty())
+            .filter_map(|block| {
+                let data: Vec<&str> = block
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data: "))
+                    .collect();
+                let data = data.join("\n");
+                (data != "[DONE]" && !data.is_empty()).then(|| {
+                    serde_json::from_str(&data).unwrap_or_else(|e| panic!("{e}: {data:?}"))
+                })
+            })
+            .collect()
+    }
+
+    fn chat_sse(pieces: &[String]) -> String {
+        let mut out = String::new();
+        for piece in pieces {
+            let chunk = json!({"object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": null}]});
+            out.push_str(&format!("data: {chunk}\r\n\r\n"));
+        }
+        let last = json!({"object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
+        out.push_str(&format!("data: {last}\n\ndata: [DONE]\n\n"));
+        out
+    }
+
+    fn anthropic_sse(pieces: &[String]) -> String {
+        let mut out = String::from(
+            "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+        );
+        for piece in pieces {
+            let event = json!({"type": "content_block_delta", "index": 0,
+                "delta": {"type": "text_delta", "text": piece}});
+            out.push_str(&format!("event: content_block_delta\ndata: {event}\n\n"));
+        }
+        out.push_str(
+            "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+        );
+        out.push_str("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
+        out
+    }
+
+    const VALUES: &[&str] = &[
+        "jane.doe@example.com",
+        "4111 1111 1111 1111",
+        "+44 20 7946 0958",
+        "AKIAIOSFODNN7EXAMPLE",
+        "DE89 3704 0044 0532 0130 00",
+        "123-45-6789",
+        "naïve café 日本",
+    ];
+
+    fn pieces_of(text: &str, sizes: &[usize]) -> Vec<String> {
+        let chars: Vec<char> = text.chars().collect();
+        let mut pieces = Vec::new();
+        let mut at = 0;
+        let mut sizes = sizes.iter().cycle();
+        while at < chars.len() {
+            let n = (sizes.next().copied().unwrap_or(1) % 4 + 1).min(chars.len() - at);
+            pieces.push(chars[at..at + n].iter().collect());
+            at += n;
+        }
+        pieces
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Whatever the split into events and the cut of the bytes into chunks (mid-line,
+        /// mid-CRLF, mid-character), the client's text equals the whole answer's redaction and
+        /// every event is well formed.
+        #[test]
+        fn streamed_events_equal_the_whole_redaction(
+            parts in proptest::collection::vec(("[a-z ,.\\-0-9]{0,8}", 0..VALUES.len()), 1..5),
+            sizes in proptest::collection::vec(any::<usize>(), 1..8),
+            cuts in proptest::collection::vec(any::<usize>(), 0..30),
+            anthropic in any::<bool>(),
+        ) {
+            let mut text = String::new();
+            for (filler, value) in &parts {
+                text.push_str(filler);
+                text.push(' ');
+                text.push_str(VALUES[*value]);
+            }
+            let whole = guard(None).scanner.as_ref().expect("scanner").redact(&text)
+                .expect("not blocked").unwrap_or_else(|| text.clone());
+            let pieces = pieces_of(&text, &sizes);
+            let (format, sse) = if anthropic {
+                (Format::AnthropicMessages, anthropic_sse(&pieces))
+            } else {
+                (Format::OpenAiChat, chat_sse(&pieces))
+            };
+            let out = run(&format, sse.as_bytes(), &cuts).expect("filtered");
+            let streamed: String = datas(&out)
+                .iter()
+                .filter_map(|v| {
+                    v.pointer("/choices/0/delta/content")
+                        .or_else(|| v.pointer("/delta/text"))
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                })
+                .collect();
+            prop_assert_eq!(streamed, whole);
+        }
+    }
+
+    #[test]
+    fn comments_names_and_ids_are_redacted_too_and_media_is_left_alone() {
+        let sse = "id: jane@example.com\n: contact jane@example.com\ndata: {\"type\":\"response.audio.delta\",\"delta\":\"amFuZUBleGFtcGxlLmNvbQ==\",\"output_index\":0}\n\n";
+        let out = run(&Format::OpenAiResponses, sse.as_bytes(), &[]).expect("filtered");
+        assert!(!out.contains("jane@"), "{out}");
+        assert!(out.contains("id: [EMAIL]\n: contact [EMAIL]\n"), "{out}");
+        assert!(out.contains("amFuZUBleGFtcGxlLmNvbQ=="), "{out}");
+        let answer = json!({"choices": [{"message": {"content": "mail jane@example.com",
+            "audio": {"data": "4111 1111 1111 1111", "transcript": "card 4111 1111 1111 1111"}},
+            "logprobs": {"content": [{"token": "jane"}]}}]});
+        let filtered = guard(None)
+            .filter_json(answer.to_string().as_bytes())
+            .expect("filtered");
+        let filtered: Value = serde_json::from_slice(&filtered).expect("json");
+        let message = &filtered["choices"][0]["message"];
+        assert_eq!(message["content"], "mail [EMAIL]");
+        assert_eq!(message["audio"]["data"], "4111 1111 1111 1111");
+        assert_eq!(message["audio"]["transcript"], "card [CARD]");
+        assert_eq!(filtered["choices"][0]["logprobs"], Value::Null);
+    }
+
+    #[test]
+    fn a_json_answer_is_sent_as_inspected_even_with_a_duplicated_key() {
+        let answer = br#"{"content": "mail jane@example.com", "content": "nothing here"}"#;
+        let filtered = guard(None).filter_json(answer).expect("filtered");
+        assert_eq!(filtered, br#"{"content":"nothing here"}"#);
+    }
+
+    #[test]
+    fn bad_streams_are_stopped_not_passed() {
+        // An event larger than max_bytes, a line that never ends, too many content streams.
+        let mut filter = SseFilter::new(
+            Arc::new(OutputGuard {
+                max_bytes: 1024,
+                ..(*guard(None)).clone()
+            }),
+            &Format::OpenAiChat,
+        );
+        let line = format!("data: {}", "x".repeat(2000));
+        assert!(matches!(
+            filter.feed(line.as_bytes()),
+            Err(OutputError::TooLarge(1024))
+        ));
+        let mut sse = String::new();
+        for i in 0..300 {
+            let chunk = json!({"choices": [{"index": i, "delta": {"content": "a"}}]});
+            sse.push_str(&format!("data: {chunk}\n\n"));
+        }
+        assert!(matches!(
+            run(&Format::OpenAiChat, sse.as_bytes(), &[]),
+            Err(OutputError::Invalid(_))
+        ));
+        // max_output_chars counts deltas once, not the done and completed events that repeat
+        // them.
+        let mut filter = SseFilter::new(guard(Some(5)), &Format::OpenAiResponses);
+        let sse = concat!(
+            "data: {\"type\":\"response.output_text.delta\",\"output_index\":0,\"content_index\":0,\"delta\":\"abcd\"}\n\n",
+            "data: {\"type\":\"response.output_text.done\",\"output_index\":0,\"content_index\":0,\"text\":\"abcd\"}\n\n",
+            "data: {\"type\":\"response.completed\",\"response\":{\"output\":[{\"content\":[{\"text\":\"abcd\"}]}]}}\n\n",
+        );
+        let out = filter.feed(sse.as_bytes()).expect("within the limit");
+        assert!(String::from_utf8_lossy(&out).contains("response.completed"));
     }
 }
