@@ -217,6 +217,27 @@ async fn the_demo_serves_the_quickstart_and_its_examples_behave_as_printed() {
         assert!(banner.contains(body), "the demo prints {body}");
     }
 
+    // The printed output-filtering example: the streamed address arrives as [EMAIL].
+    let body = r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"Who runs support?"}]}"#;
+    assert!(banner.contains(body), "the demo prints {body}");
+    let reply = send(&client(), post("/v1/chat/completions", body)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let streamed: String = reply
+        .text()
+        .split("\n\n")
+        .filter_map(|event| event.strip_prefix("data: "))
+        .filter_map(|data| serde_json::from_str::<serde_json::Value>(data).ok())
+        .filter_map(|chunk| {
+            chunk["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(
+        streamed,
+        warden_gateway::demo::DEMO_STREAMED_ANSWER.replace("dana.support@example.com", "[EMAIL]")
+    );
+
     // The printed rate-limit example: the admin's 6th run in a minute is refused.
     let mut statuses = Vec::new();
     for _ in 0..6 {

@@ -127,7 +127,7 @@ async fn injections_are_blocked_plain_and_disguised() {
     // Findings are counted by rule.
     let count = metric(
         &gw,
-        r#"warden_guard_findings_total{guard="prompt_injection",rule="pi.delimiter.chat_template_token"}"#,
+        r#"warden_guard_findings_total{guard="prompt_injection",rule="pi.delimiter.chat_template_token",direction="input"}"#,
     )
     .await;
     assert!(count >= 1.0, "{count}");

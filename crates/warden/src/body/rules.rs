@@ -153,6 +153,7 @@ impl BodyRules {
                     "warden_guard_findings_total",
                     "guard" => "prompt_injection",
                     "rule" => rule.to_string(),
+                    "direction" => "input",
                 )
                 .increment(1);
             }
@@ -178,6 +179,7 @@ impl BodyRules {
                     "warden_guard_findings_total",
                     "guard" => family.as_str(),
                     "rule" => rule.clone(),
+                    "direction" => "input",
                 )
                 .increment(1);
             }
