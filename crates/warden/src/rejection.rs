@@ -89,6 +89,10 @@ pub enum RejectionKind {
     BlockedContent,
     /// The upstream's answer was stopped by an output guard, or could not be inspected (502).
     OutputBlocked,
+    /// An external classifier flagged the request (403).
+    ContentFlagged,
+    /// An external classifier gave no verdict and fails closed (503).
+    GuardUnavailable,
     /// Too many or too large request headers.
     HeadersTooLarge,
     /// The gateway did not produce a response within the overall request timeout.
@@ -245,6 +249,18 @@ impl RejectionKind {
                 StatusCode::FORBIDDEN,
                 "Request refused by content inspection",
                 "urn:warden:problem:blocked-content",
+            ),
+            RejectionKind::ContentFlagged => (
+                "content_flagged",
+                StatusCode::FORBIDDEN,
+                "Request refused by content inspection",
+                "urn:warden:problem:content-flagged",
+            ),
+            RejectionKind::GuardUnavailable => (
+                "guard_unavailable",
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Content inspection unavailable",
+                "urn:warden:problem:guard-unavailable",
             ),
             RejectionKind::OutputBlocked => (
                 "output_blocked",

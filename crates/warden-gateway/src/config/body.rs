@@ -218,11 +218,11 @@ pub fn compile(
             &format!("routes[{i}].guards"),
             g.secrets.as_ref(),
             g.pii.as_ref(),
-            guards.max_output_chars,
-            guards.max_output_bytes,
+            &guards.output_settings,
         ),
         None => guards.output.clone(),
     };
+    rules.classifiers = guards.classifiers_in.clone();
     (!c.failed_since(before)).then_some(rules)
 }
 

@@ -5,10 +5,12 @@
 //! routes with body rules.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Deserialize;
 use warden::body::format::Role;
 use warden::guard::detect::{BlockedPatterns, DataAction, DataGuard, Detectors};
+use warden::guard::external::{Classify, Direction, HttpClassifier, OnError};
 use warden::guard::injection::{CustomRule, GuardAction, InjectionRules, PromptGuard};
 use warden::guard::models::ModelRules;
 use warden::guard::output::OutputGuard;
@@ -37,6 +39,32 @@ pub struct RawGuards {
     /// Most bytes of a JSON answer the output guard buffers, and of one streamed event
     /// (default 8 MiB).
     pub max_output_bytes: Option<Scalar>,
+    /// External moderation-style classifiers.
+    pub external: Vec<RawClassifier>,
+}
+
+/// `guards.external[]:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClassifier {
+    /// Its name (metrics, logs).
+    pub name: String,
+    /// The endpoint texts are posted to (https, or http to a loopback address).
+    pub url: String,
+    /// `input` or `output`.
+    pub direction: String,
+    /// The time budget of one call (default 1s).
+    #[serde(default)]
+    pub timeout: Option<Scalar>,
+    /// `block` (default) or `allow` when the call fails or runs out of time.
+    #[serde(default)]
+    pub on_error: Option<String>,
+    /// Sent as `Authorization: Bearer …`; a `${env:…}` or `${file:…}` reference.
+    #[serde(default)]
+    pub api_key: Option<String>,
+    /// Output: characters of a streamed answer judged at a time, held meanwhile (default 500).
+    #[serde(default)]
+    pub segment_chars: Option<u64>,
 }
 
 /// `guards.blocked_patterns[]:`
@@ -127,7 +155,7 @@ pub struct RawModels {
 }
 
 /// Compiled `guards:`.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct GuardsConfig {
     /// Default `max_input_chars` of routes with body rules.
     pub max_input_chars: Option<usize>,
@@ -139,10 +167,10 @@ pub struct GuardsConfig {
     pub data: Option<Arc<DataGuard>>,
     /// Default inspection of answers on routes with body rules (`None`: off).
     pub output: Option<Arc<OutputGuard>>,
-    /// `max_output_chars`, for routes with their own secrets or PII rules.
-    pub max_output_chars: Option<usize>,
-    /// `max_output_bytes`, likewise.
-    pub max_output_bytes: usize,
+    /// The output limits and classifiers, for routes with their own secrets or PII rules.
+    pub output_settings: OutputSettings,
+    /// External classifiers of requests, on every route with body rules.
+    pub classifiers_in: Vec<Arc<dyn Classify>>,
 }
 
 /// The default `guards.max_output_bytes`.
@@ -159,17 +187,23 @@ pub fn compile(c: &mut Compiler, raw: &RawGuards) -> GuardsConfig {
         DEFAULT_MAX_OUTPUT_BYTES as u64,
     ))
     .unwrap_or(usize::MAX);
+    let (classifiers_in, classifiers_out, segment_chars) = compile_classifiers(c, &raw.external);
+    let output_settings = OutputSettings {
+        max_chars: max_output_chars,
+        max_bytes: max_output_bytes,
+        classifiers: classifiers_out,
+        segment_chars,
+    };
     GuardsConfig {
         output: compile_output(
             c,
             "guards",
             raw.secrets.as_ref(),
             raw.pii.as_ref(),
-            max_output_chars,
-            max_output_bytes,
+            &output_settings,
         ),
-        max_output_chars,
-        max_output_bytes,
+        output_settings,
+        classifiers_in,
         max_input_chars: raw
             .max_input_chars
             .map(|n| c.count("guards.max_input_chars", Some(n), 1)),
@@ -295,14 +329,104 @@ pub fn compile_data(
     }))
 }
 
-/// Compiles the output side of `secrets` and `pii` under `path` (`None`: nothing to do).
+/// What every route's output guard shares: the limits and the output classifiers.
+#[derive(Clone)]
+pub struct OutputSettings {
+    /// `guards.max_output_chars`.
+    pub max_chars: Option<usize>,
+    /// `guards.max_output_bytes`.
+    pub max_bytes: usize,
+    /// The `direction: output` classifiers.
+    pub classifiers: Vec<Arc<dyn Classify>>,
+    /// Their segment size.
+    pub segment_chars: usize,
+}
+
+type Classifiers = Vec<Arc<dyn Classify>>;
+
+/// The default `segment_chars` of output classifiers.
+const DEFAULT_SEGMENT_CHARS: usize = 500;
+
+/// Compiles `guards.external`: the input classifiers, the output ones, and the output segment
+/// size (the smallest any of them asks for).
+fn compile_classifiers(
+    c: &mut Compiler,
+    raw: &[RawClassifier],
+) -> (Classifiers, Classifiers, usize) {
+    let mut input: Classifiers = Vec::new();
+    let mut output: Classifiers = Vec::new();
+    let mut segment = None::<usize>;
+    for (j, entry) in raw.iter().enumerate() {
+        let at = |field: &str| format!("guards.external[{j}].{field}");
+        if !finding_id(c, &at("name"), &entry.name) {
+            continue;
+        }
+        if raw[..j].iter().any(|e| e.name == entry.name) {
+            c.error(at("name"), format!("{:?} is already used", entry.name));
+            continue;
+        }
+        let Some(direction) = c.choose(
+            &at("direction"),
+            &entry.direction,
+            &[("input", Direction::Input), ("output", Direction::Output)],
+        ) else {
+            continue;
+        };
+        let Some(on_error) = c.choose(
+            &at("on_error"),
+            entry.on_error.as_deref().unwrap_or("block"),
+            &[("block", OnError::Block), ("allow", OnError::Allow)],
+        ) else {
+            continue;
+        };
+        let timeout = c.duration(
+            &at("timeout"),
+            entry.timeout.as_ref(),
+            Duration::from_secs(1),
+        );
+        if timeout.is_zero() {
+            c.error(at("timeout"), "expected a positive duration");
+        }
+        if let Some(n) = entry.segment_chars {
+            if direction == Direction::Input {
+                c.error(at("segment_chars"), "applies to output classifiers only");
+            }
+            let n = c.count(&at("segment_chars"), Some(n), DEFAULT_SEGMENT_CHARS);
+            segment = Some(segment.map_or(n, |s| s.min(n)));
+        }
+        if entry.api_key.is_some() && !c.is_secret(&at("api_key")) {
+            c.error(
+                at("api_key"),
+                "a credential belongs in a ${env:NAME} or ${file:PATH} reference, not in the file",
+            );
+            continue;
+        }
+        match HttpClassifier::new(
+            entry.name.clone(),
+            &entry.url,
+            direction,
+            timeout,
+            on_error,
+            entry.api_key.clone(),
+        ) {
+            Ok(classifier) => match direction {
+                Direction::Input => input.push(Arc::new(classifier)),
+                Direction::Output => output.push(Arc::new(classifier)),
+            },
+            Err(e) => c.error(at("url"), e.to_string()),
+        }
+    }
+    (input, output, segment.unwrap_or(DEFAULT_SEGMENT_CHARS))
+}
+
+/// Compiles the output side of `secrets` and `pii` under `path`, with the shared settings
+/// (`None`: nothing to do).
 pub fn compile_output(
     c: &mut Compiler,
     path: &str,
     secrets: Option<&RawSecrets>,
     pii: Option<&RawPii>,
-    max_chars: Option<usize>,
-    max_bytes: usize,
+    settings: &OutputSettings,
 ) -> Option<Arc<OutputGuard>> {
     let actions = [
         ("redact", Some(OutputAction::Redact)),
@@ -344,8 +468,10 @@ pub fn compile_output(
     };
     let guard = OutputGuard {
         scanner,
-        max_chars,
-        max_bytes,
+        max_chars: settings.max_chars,
+        max_bytes: settings.max_bytes,
+        classifiers: settings.classifiers.clone(),
+        segment_chars: settings.segment_chars,
     };
     guard.is_active().then(|| Arc::new(guard))
 }

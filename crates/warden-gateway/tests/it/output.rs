@@ -1,7 +1,8 @@
-//! Output guards through real sockets: personal data and credentials in JSON answers and in
-//! streamed answers of each format (split one character per event), redacted or ending the
-//! stream with a terminal event; answers that cannot be inspected refused; streams still flow
-//! event by event.
+//! Output guards and external classifiers through real sockets: personal data and credentials
+//! in JSON answers and in streamed answers of each format (split one character per event),
+//! redacted or ending the stream with a terminal event; answers that cannot be inspected
+//! refused; streams still flow event by event; a moderation endpoint judging requests and
+//! answers, with its flagged, timeout and error paths.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -23,6 +24,9 @@ use crate::common::*;
 const ANSWER: &str = "Sure: write to jane.doe@example.com, card 4111 1111 1111 1111. Bye.";
 const REDACTED: &str = "Sure: write to [EMAIL], card [CARD]. Bye.";
 const LEAK: &str = "The key is AKIAIOSFODNN7EXAMPLE and that is all.";
+/// An answer the mock classifier flags in its second half.
+const FORBIDDEN: &str =
+    "Here is a perfectly fine opening. Later the forbidden topic comes up, and more follows.";
 
 const YAML: &str = r#"
 guards:
@@ -154,6 +158,10 @@ async fn model(gate: Arc<Notify>, req: Request<Incoming>) -> Result<Response<Bod
         "/v1/messages" => sse(anthropic_stream(ANSWER)),
         "/v1/responses" => sse(responses_stream(ANSWER)),
         "/leak" | "/leak-blocked" => sse(chat_stream(LEAK)),
+        "/forbidden" if stream => sse(chat_stream(FORBIDDEN)),
+        "/forbidden" => {
+            json_answer(json!({"choices": [{"index": 0, "message": {"content": FORBIDDEN}}]}))
+        }
         "/text" => {
             let stream = futures_util::stream::iter(
                 ANSWER
@@ -476,4 +484,213 @@ async fn the_upstream_is_not_asked_to_compress_inspected_answers() {
     assert_eq!(reply.status, 200, "{}", reply.text());
     let seen = gw.upstream.last();
     assert_eq!(seen.headers.get("accept-encoding"), None);
+}
+
+/// A moderation endpoint: flags texts that mention "forbidden topic"; `/slow` never answers in
+/// time, `/broken` answers 500, `/garbage` answers something that is not a moderation result.
+/// Records what it was sent.
+async fn classifier() -> (String, Arc<std::sync::Mutex<Vec<Vec<String>>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let seen: Arc<std::sync::Mutex<Vec<Vec<String>>>> = Arc::default();
+    let record = seen.clone();
+    serve(listener, move |req: Request<Incoming>| {
+        let record = record.clone();
+        async move {
+            let path = req.uri().path().to_owned();
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
+            let input: Vec<String> = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| serde_json::from_value(v["input"].clone()).ok())
+                .unwrap_or_default();
+            let flagged = input
+                .iter()
+                .any(|t| t.to_lowercase().contains("forbidden topic"));
+            record.lock().expect("lock").push(input);
+            let answer = match path.as_str() {
+                "/slow" => {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    json!({"results": [{"flagged": false}]}).to_string()
+                }
+                "/garbage" => "<html>oops</html>".to_owned(),
+                _ => json!({"id": "modr-1", "results": [{"flagged": flagged,
+                    "categories": {"harassment": flagged, "violence": false}}]})
+                .to_string(),
+            };
+            let mut response = Response::new(body::full(answer));
+            if path == "/broken" {
+                *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+            }
+            Ok::<_, Infallible>(response)
+        }
+    });
+    (format!("http://{addr}"), seen)
+}
+
+fn classified(url: &str, direction: &str, extra: &str) -> String {
+    format!(
+        r#"
+guards:
+  external:
+    - {{ name: moderation, url: "{url}", direction: {direction}, timeout: 300ms{extra} }}
+routes:
+  - {{ path: /v1/chat/completions, methods: [POST], auth: none, body: {{ format: openai_chat }} }}
+  - {{ path: /forbidden, methods: [POST], auth: none, body: {{ format: openai_chat }} }}
+"#
+    )
+}
+
+fn user_says(text: &str) -> Value {
+    json!({"model": "gpt-4o-mini", "messages": [
+        {"role": "system", "content": "Operator instructions stay private."},
+        {"role": "user", "content": text}]})
+}
+
+#[tokio::test]
+async fn an_input_classifier_blocks_flagged_requests_and_fails_closed() {
+    let (base, seen) = classifier().await;
+    let (gw, _) = gateway(&classified(&format!("{base}/moderate"), "input", "")).await;
+    let reply = send(
+        &client(),
+        ask(
+            &gw,
+            "/v1/chat/completions",
+            &user_says("Tell me about the forbidden topic"),
+        ),
+    )
+    .await;
+    reply.assert_problem(403);
+    assert_eq!(reply.json()["type"], "urn:warden:problem:content-flagged");
+    assert!(
+        !reply.text().contains("harassment"),
+        "categories are logged, not sent"
+    );
+    let reply = send(
+        &client(),
+        ask(
+            &gw,
+            "/v1/chat/completions",
+            &user_says("What is the weather?"),
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    // The classifier saw the user's text, not the operator's system prompt.
+    let last = seen.lock().expect("lock").last().cloned().expect("a call");
+    assert_eq!(last, vec!["What is the weather?".to_owned()]);
+    let flagged = metric(
+        &gw,
+        r#"warden_classifier_calls_total{name="moderation",outcome="flagged"}"#,
+    )
+    .await;
+    assert!(flagged >= 1.0);
+
+    // No verdict: a timeout, an error status and a non-moderation answer each fail closed.
+    for path in ["/slow", "/broken", "/garbage"] {
+        let (gw, _) = gateway(&classified(&format!("{base}{path}"), "input", "")).await;
+        let reply = tokio::time::timeout(
+            Duration::from_secs(10),
+            send(
+                &client(),
+                ask(&gw, "/v1/chat/completions", &user_says("hi")),
+            ),
+        )
+        .await
+        .expect("the time budget holds");
+        reply.assert_problem(503);
+        assert_eq!(
+            reply.json()["type"],
+            "urn:warden:problem:guard-unavailable",
+            "{path}"
+        );
+    }
+    // Unless the classifier is configured to let traffic pass.
+    let (gw, _) = gateway(&classified(
+        &format!("{base}/slow"),
+        "input",
+        ", on_error: allow",
+    ))
+    .await;
+    let reply = send(
+        &client(),
+        ask(&gw, "/v1/chat/completions", &user_says("hi")),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    let timeouts = metric(
+        &gw,
+        r#"warden_classifier_calls_total{name="moderation",outcome="timeout"}"#,
+    )
+    .await;
+    assert!(timeouts >= 1.0);
+}
+
+#[tokio::test]
+async fn an_output_classifier_judges_answers_before_the_client_reads_them() {
+    let (base, seen) = classifier().await;
+    let (gw, _) = gateway(&classified(
+        &format!("{base}/moderate"),
+        "output",
+        ", segment_chars: 30",
+    ))
+    .await;
+    // A JSON answer is judged whole.
+    let reply = send(&client(), ask(&gw, "/forbidden", &chat(false))).await;
+    reply.assert_problem(502);
+    assert!(!reply.text().contains("forbidden topic"));
+    let reply = send(&client(), ask(&gw, "/v1/chat/completions", &chat(false))).await;
+    assert_eq!(reply.status, 200);
+    // A stream is judged in segments: the segments before the flagged one reach the client,
+    // the flagged one never does, and the stream ends with a terminal event.
+    let reply = send(&client(), ask(&gw, "/forbidden", &chat(true))).await;
+    assert_eq!(reply.status, 200);
+    let streamed = events(&reply.text());
+    let text = chat_text(&streamed);
+    assert!(!text.contains("forbidden"), "{text}");
+    assert!(text.starts_with("Here is a perfectly fine"), "{text}");
+    assert_eq!(
+        streamed.last().map(|e| e.1["error"]["code"].clone()),
+        Some(json!("output_flagged"))
+    );
+    // Each judged segment carried the end of the one before it as context.
+    let calls = seen.lock().expect("lock").clone();
+    assert!(calls.iter().any(|texts| texts.len() == 2), "{calls:?}");
+}
+
+#[test]
+fn classifier_and_output_settings_are_checked() {
+    let refused = |yaml: &str| {
+        config_for(yaml, "http://127.0.0.1:9")
+            .expect_err("refused")
+            .to_string()
+    };
+    // Texts must not cross the network in clear, a credential must be a reference, names are
+    // unique, and only output classifiers have segments.
+    let errors = refused(
+        r#"guards: { external: [
+            { name: a, url: "http://moderation.example.com/v1", direction: input },
+            { name: b, url: "https://moderation.example.com/v1", direction: input, api_key: sk-literal },
+            { name: b, url: "https://moderation.example.com/v1", direction: output },
+            { name: c, url: "https://moderation.example.com/v1", direction: sideways },
+            { name: d, url: "https://moderation.example.com/v1", direction: input, segment_chars: 10 },
+        ] }"#,
+    );
+    for path in [
+        "guards.external[0].url",
+        "guards.external[1].api_key",
+        "guards.external[2].name",
+        "guards.external[3].direction",
+        "guards.external[4].segment_chars",
+    ] {
+        assert!(errors.contains(path), "{path}: {errors}");
+    }
+    assert!(!errors.contains("sk-literal"), "{errors}");
+    let errors = refused("guards: { secrets: { output: flag }, pii: { output: maybe } }");
+    assert!(errors.contains("guards.secrets.output"), "{errors}");
+    assert!(errors.contains("guards.pii.output"), "{errors}");
 }

@@ -22,15 +22,16 @@ use http_body::Body as _;
 use http_body_util::BodyExt;
 use tower::{Layer, Service};
 
-use super::format::{ExtractedBody, Format};
+use super::format::{ExtractedBody, Format, Role};
 use super::json::{self, JsonLimits};
 use super::schema::Schema;
 use crate::body::{self, Body};
 use crate::future::ResponseFuture;
 use crate::guard::detect::{DataGuard, Family};
+use crate::guard::external::{Classify, Judgement, judge_all};
 use crate::guard::injection::{GuardAction, PromptGuard};
 use crate::guard::models::{ModelRules, ModelVerdict};
-use crate::guard::output::{FilteredBody, OutputGuard};
+use crate::guard::output::{FilteredBody, OutputError, OutputGuard};
 use crate::limit::client_body_failure;
 use crate::rejection::{Rejection, RejectionKind};
 use crate::request_id::RequestId;
@@ -66,6 +67,8 @@ pub struct BodyRules {
     pub data_guard: Option<Arc<DataGuard>>,
     /// Inspection of the upstream's answers, if any.
     pub output_guard: Option<Arc<OutputGuard>>,
+    /// External classifiers of the extracted texts, run after every local rule passed.
+    pub classifiers: Vec<Arc<dyn Classify>>,
 }
 
 /// A body that passed its rules.
@@ -95,6 +98,7 @@ impl BodyRules {
             prompt_guard: None,
             data_guard: None,
             output_guard: None,
+            classifiers: Vec::new(),
         }
     }
 
@@ -359,7 +363,19 @@ async fn guard_answer(
             Ok(collected) => collected.to_bytes(),
             Err(error) => return refuse(&format!("reading the JSON answer: {error}")),
         };
-        return match guard.filter_json(&bytes) {
+        let filtered = guard.filter_json(&bytes);
+        if let Ok(rewritten) = &filtered
+            && !guard.classifiers.is_empty()
+        {
+            let texts = OutputGuard::texts_of(rewritten);
+            let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+            let judged: Result<(), OutputError> =
+                judge_all(&guard.classifiers, &texts).await.into();
+            if let Err(error) = judged {
+                return refuse(&error.to_string());
+            }
+        }
+        return match filtered {
             Ok(rewritten) => {
                 parts
                     .headers
@@ -535,6 +551,30 @@ where
                 Ok(checked) => checked,
                 Err(refusal) => return refuse(&parts, refusal),
             };
+            if !rules.classifiers.is_empty() {
+                let texts: Vec<&str> = extracted
+                    .texts()
+                    .filter(|text| text.role != Role::System)
+                    .map(|text| text.content)
+                    .collect();
+                let refusal = match judge_all(&rules.classifiers, &texts).await {
+                    Judgement::Pass => None,
+                    Judgement::Flagged { name, categories } => Some(Refusal::new(
+                        RejectionKind::ContentFlagged,
+                        format!(
+                            "classifier {name} flagged the request ({})",
+                            categories.join(",")
+                        ),
+                    )),
+                    Judgement::Failed { name, reason } => Some(Refusal::new(
+                        RejectionKind::GuardUnavailable,
+                        format!("classifier {name} gave no verdict: {reason}"),
+                    )),
+                };
+                if let Some(refusal) = refusal {
+                    return refuse(&parts, refusal);
+                }
+            }
             if !flags.is_empty() {
                 let value = flags.join(", ");
                 tracing::info!(

@@ -3,6 +3,7 @@
 //! [`injection`] scores prompt injection; [`detect`] finds secrets and personal data; [`stream`] redacts answers that arrive in pieces; [`output`] filters the upstream's answers.
 
 pub mod detect;
+pub mod external;
 pub mod injection;
 pub mod models;
 pub mod normalize;

@@ -18,11 +18,14 @@
 //! `logprobs` are removed from answers while a guard redacts: they repeat the text token by
 //! token, past any redaction.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::{Map, Value};
 
+use super::external::{Classify, Judgement, judge_all};
 use super::stream::{Blocked, Scanner, TextRedactor};
 use crate::body::format::Format;
 
@@ -35,6 +38,10 @@ pub struct OutputGuard {
     pub max_chars: Option<usize>,
     /// Most bytes of a buffered JSON answer, and of one event of a stream.
     pub max_bytes: usize,
+    /// External classifiers of answers.
+    pub classifiers: Vec<Arc<dyn Classify>>,
+    /// Characters of streamed text an external classifier judges at a time (held meanwhile).
+    pub segment_chars: usize,
 }
 
 /// Why an answer was stopped.
@@ -52,6 +59,24 @@ pub enum OutputError {
     /// The answer is not what its media type says.
     #[error("the answer cannot be inspected: {0}")]
     Invalid(&'static str),
+    /// An external classifier flagged the answer (its name and categories).
+    #[error("classifier {0} flagged the answer ({1})")]
+    Flagged(String, String),
+    /// An external classifier gave no verdict and its `on_error` blocks.
+    #[error("classifier {0} gave no verdict: {1}")]
+    Unjudged(String, String),
+}
+
+impl From<Judgement> for Result<(), OutputError> {
+    fn from(judgement: Judgement) -> Self {
+        match judgement {
+            Judgement::Pass => Ok(()),
+            Judgement::Flagged { name, categories } => {
+                Err(OutputError::Flagged(name, categories.join(",")))
+            }
+            Judgement::Failed { name, reason } => Err(OutputError::Unjudged(name, reason)),
+        }
+    }
 }
 
 impl OutputError {
@@ -61,6 +86,8 @@ impl OutputError {
             OutputError::Blocked(_) => "output_blocked",
             OutputError::TooLong(_) => "output_too_long",
             OutputError::TooLarge(_) | OutputError::Invalid(_) => "output_uninspectable",
+            OutputError::Flagged(..) => "output_flagged",
+            OutputError::Unjudged(..) => "guard_unavailable",
         }
     }
 }
@@ -78,7 +105,30 @@ const OPAQUE: &[&str] = &[
 impl OutputGuard {
     /// Whether the guard does anything.
     pub fn is_active(&self) -> bool {
-        self.scanner.is_some() || self.max_chars.is_some()
+        self.scanner.is_some() || self.max_chars.is_some() || !self.classifiers.is_empty()
+    }
+
+    /// The texts of an inspected JSON answer, for the external classifiers.
+    pub fn texts_of(bytes: &[u8]) -> Vec<String> {
+        fn collect(value: &Value, out: &mut Vec<String>) {
+            match value {
+                Value::String(text) if !text.is_empty() => out.push(text.clone()),
+                Value::Array(items) => items.iter().for_each(|item| collect(item, out)),
+                Value::Object(members) => {
+                    for (key, member) in members {
+                        if !(OPAQUE.contains(&key.as_str()) || key == "audio") {
+                            collect(member, out);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut out = Vec::new();
+        if let Ok(value) = serde_json::from_slice::<Value>(bytes) {
+            collect(&value, &mut out);
+        }
+        out
     }
 
     /// A buffered JSON answer: the bytes to send. Always the document that was inspected,
@@ -234,11 +284,15 @@ pub struct SseFilter {
     event: Event,
     streams: Vec<Stream>,
     chars: usize,
+    /// Delta text released since the last [`SseFilter::take_released`], kept only when
+    /// classifiers judge the answer.
+    released: Option<String>,
 }
 
 impl SseFilter {
     /// A filter for an answer to a request of `format`.
     pub fn new(guard: Arc<OutputGuard>, format: &Format) -> SseFilter {
+        let guard_has_no_classifiers = guard.classifiers.is_empty();
         SseFilter {
             guard,
             dialect: Dialect::of(format),
@@ -247,6 +301,21 @@ impl SseFilter {
             event: Event::default(),
             streams: Vec::new(),
             chars: 0,
+            released: (!guard_has_no_classifiers).then(String::new),
+        }
+    }
+
+    /// The delta text released since the last call (classifiers only).
+    pub fn take_released(&mut self) -> String {
+        self.released
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    fn note_released(&mut self, text: &str) {
+        if let Some(released) = &mut self.released {
+            released.push_str(text);
         }
     }
 
@@ -604,10 +673,12 @@ impl SseFilter {
                 &mut self.streams[last]
             }
         };
-        match &mut stream.redactor {
-            Some(redactor) => Ok(redactor.push(piece)?),
-            None => Ok(piece.to_owned()),
-        }
+        let released = match &mut stream.redactor {
+            Some(redactor) => redactor.push(piece)?,
+            None => piece.to_owned(),
+        };
+        self.note_released(&released);
+        Ok(released)
     }
 
     /// Ends the streams `which` selects: their keys, templates and held text.
@@ -636,6 +707,9 @@ impl SseFilter {
                 None => String::new(),
             };
             if !text.is_empty() {
+                if let Some(released) = &mut self.released {
+                    released.push_str(&text);
+                }
                 ended.push((stream.key, stream.template, text));
             }
         }
@@ -783,6 +857,8 @@ fn put_data(out: &mut BytesMut, text: &str) {
 pub struct TextFilter {
     guard: Arc<OutputGuard>,
     redactor: Option<TextRedactor>,
+    /// Text released since the last [`TextFilter::take_released`] (classifiers only).
+    released: Option<String>,
     /// The first bytes of a UTF-8 sequence the next chunk completes.
     partial: Vec<u8>,
     chars: usize,
@@ -792,9 +868,11 @@ impl TextFilter {
     /// A filter for one plain-text answer.
     pub fn new(guard: Arc<OutputGuard>) -> TextFilter {
         let redactor = guard.scanner.as_ref().map(|s| s.redactor());
+        let released = (!guard.classifiers.is_empty()).then(String::new);
         TextFilter {
             guard,
             redactor,
+            released,
             partial: Vec::new(),
             chars: 0,
         }
@@ -812,10 +890,26 @@ impl TextFilter {
         let text = String::from_utf8(std::mem::replace(&mut self.partial, rest))
             .map_err(|_| OutputError::Invalid("the text answer is not UTF-8"))?;
         self.guard.count(&mut self.chars, &text)?;
-        Ok(match &mut self.redactor {
-            Some(redactor) => Bytes::from(redactor.push(&text)?),
-            None => Bytes::from(text),
-        })
+        let out = match &mut self.redactor {
+            Some(redactor) => redactor.push(&text)?,
+            None => text,
+        };
+        Ok(self.note_released(out))
+    }
+
+    /// The text released since the last call (classifiers only).
+    pub fn take_released(&mut self) -> String {
+        self.released
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    fn note_released(&mut self, text: String) -> Bytes {
+        if let Some(released) = &mut self.released {
+            released.push_str(&text);
+        }
+        Bytes::from(text)
     }
 
     /// The answer ended: what is still held.
@@ -825,10 +919,11 @@ impl TextFilter {
                 "the text answer ends inside a character",
             ));
         }
-        Ok(match &mut self.redactor {
-            Some(redactor) => Bytes::from(redactor.finish()?),
-            None => Bytes::new(),
-        })
+        let out = match &mut self.redactor {
+            Some(redactor) => redactor.finish()?,
+            None => String::new(),
+        };
+        Ok(self.note_released(out))
     }
 }
 
@@ -837,10 +932,57 @@ enum Filter {
     Text(TextFilter),
 }
 
+impl Filter {
+    fn feed(&mut self, chunk: &[u8]) -> Result<Bytes, OutputError> {
+        match self {
+            Filter::Sse(filter) => filter.feed(chunk),
+            Filter::Text(filter) => filter.feed(chunk),
+        }
+    }
+
+    fn finish(&mut self) -> Result<Bytes, OutputError> {
+        match self {
+            Filter::Sse(filter) => filter.finish(),
+            Filter::Text(filter) => filter.finish(),
+        }
+    }
+
+    fn take_released(&mut self) -> String {
+        match self {
+            Filter::Sse(filter) => filter.take_released(),
+            Filter::Text(filter) => filter.take_released(),
+        }
+    }
+}
+
+type Verdict = Pin<Box<dyn Future<Output = Judgement> + Send>>;
+
+/// The characters of the previous segment sent again with the next, so that what spans two
+/// segments is judged together.
+const SEGMENT_OVERLAP: usize = 200;
+
+/// Output that external classifiers judge before the client receives it: filtered bytes are
+/// held while the text they carry is judged, a segment at a time.
+#[derive(Default)]
+struct Judged {
+    /// Filtered bytes not yet sent.
+    held: BytesMut,
+    /// The text they carry.
+    text: String,
+    /// The end of the previous segment, for context.
+    overlap: String,
+    /// The verdict being awaited.
+    verdict: Option<Verdict>,
+}
+
 /// A streamed answer read through its filter.
 pub struct FilteredBody {
     inner: crate::body::Body,
     filter: Filter,
+    guard: Arc<OutputGuard>,
+    judged: Judged,
+    /// The upstream's body has ended.
+    ended: bool,
     done: bool,
     request_id: Option<String>,
 }
@@ -853,12 +995,8 @@ impl FilteredBody {
         format: &Format,
         request_id: Option<String>,
     ) -> Self {
-        FilteredBody {
-            inner,
-            filter: Filter::Sse(SseFilter::new(guard, format)),
-            done: false,
-            request_id,
-        }
+        let filter = Filter::Sse(SseFilter::new(guard.clone(), format));
+        Self::with(inner, filter, guard, request_id)
     }
 
     /// Reads `inner` as plain text.
@@ -867,9 +1005,22 @@ impl FilteredBody {
         guard: Arc<OutputGuard>,
         request_id: Option<String>,
     ) -> Self {
+        let filter = Filter::Text(TextFilter::new(guard.clone()));
+        Self::with(inner, filter, guard, request_id)
+    }
+
+    fn with(
+        inner: crate::body::Body,
+        filter: Filter,
+        guard: Arc<OutputGuard>,
+        request_id: Option<String>,
+    ) -> Self {
         FilteredBody {
             inner,
-            filter: Filter::Text(TextFilter::new(guard)),
+            filter,
+            guard,
+            judged: Judged::default(),
+            ended: false,
             done: false,
             request_id,
         }
@@ -883,6 +1034,7 @@ impl FilteredBody {
     ) -> Option<Result<http_body::Frame<Bytes>, crate::body::BoxError>> {
         self.done = true;
         self.inner = crate::body::empty();
+        self.judged = Judged::default();
         tracing::info!(
             target: "warden::guard",
             request_id = self.request_id.as_deref(),
@@ -895,6 +1047,42 @@ impl FilteredBody {
             Filter::Sse(filter) => Some(Ok(http_body::Frame::data(filter.terminal(&error)))),
             Filter::Text(_) => Some(Err(Box::new(error))),
         }
+    }
+
+    /// Takes filtered bytes: straight through without classifiers; otherwise held, and a
+    /// segment sent for judgement once it is long enough or the answer has ended. The bytes
+    /// that can go to the client now, if any.
+    fn admit(&mut self, bytes: Bytes) -> Option<Bytes> {
+        if self.guard.classifiers.is_empty() {
+            return (!bytes.is_empty()).then_some(bytes);
+        }
+        self.judged.held.extend_from_slice(&bytes);
+        self.judged.text.push_str(&self.filter.take_released());
+        if self.judged.text.is_empty() {
+            // Nothing to judge in what is held (a role chunk, a keep-alive): it can go.
+            let held = std::mem::take(&mut self.judged.held).freeze();
+            return (!held.is_empty()).then_some(held);
+        }
+        if self.ended || self.judged.text.chars().count() >= self.guard.segment_chars {
+            let segment = std::mem::take(&mut self.judged.text);
+            let mut texts = Vec::with_capacity(2);
+            if !self.judged.overlap.is_empty() {
+                texts.push(std::mem::take(&mut self.judged.overlap));
+            }
+            let tail_from = segment
+                .char_indices()
+                .rev()
+                .nth(SEGMENT_OVERLAP)
+                .map_or(0, |(i, _)| i);
+            self.judged.overlap = segment[tail_from..].to_owned();
+            texts.push(segment);
+            let classifiers = self.guard.classifiers.clone();
+            self.judged.verdict = Some(Box::pin(async move {
+                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                judge_all(&classifiers, &refs).await
+            }));
+        }
+        None
     }
 }
 
@@ -912,16 +1100,37 @@ impl http_body::Body for FilteredBody {
             if this.done {
                 return Poll::Ready(None);
             }
+            if let Some(verdict) = &mut this.judged.verdict {
+                let judgement = match verdict.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(judgement) => judgement,
+                };
+                this.judged.verdict = None;
+                if let Err(error) = Result::<(), OutputError>::from(judgement) {
+                    return Poll::Ready(this.stop(error));
+                }
+                let held = std::mem::take(&mut this.judged.held).freeze();
+                if !held.is_empty() {
+                    return Poll::Ready(Some(Ok(http_body::Frame::data(held))));
+                }
+                continue;
+            }
+            if this.ended {
+                // The last segment was judged (or there was none): what is held can go.
+                this.done = true;
+                let held = std::mem::take(&mut this.judged.held).freeze();
+                if this.judged.text.is_empty() && !held.is_empty() {
+                    return Poll::Ready(Some(Ok(http_body::Frame::data(held))));
+                }
+                return Poll::Ready(None);
+            }
             let frame = match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(frame) => frame,
             };
             let result = match frame {
                 Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => match &mut this.filter {
-                        Filter::Sse(filter) => filter.feed(&data),
-                        Filter::Text(filter) => filter.feed(&data),
-                    },
+                    Ok(data) => this.filter.feed(&data),
                     // Trailers carry no text.
                     Err(frame) => return Poll::Ready(Some(Ok(frame))),
                 },
@@ -932,16 +1141,16 @@ impl http_body::Body for FilteredBody {
                     return Poll::Ready(Some(Err(error)));
                 }
                 None => {
-                    this.done = true;
-                    match &mut this.filter {
-                        Filter::Sse(filter) => filter.finish(),
-                        Filter::Text(filter) => filter.finish(),
-                    }
+                    this.ended = true;
+                    this.filter.finish()
                 }
             };
             match result {
-                Ok(bytes) if bytes.is_empty() => continue,
-                Ok(bytes) => return Poll::Ready(Some(Ok(http_body::Frame::data(bytes)))),
+                Ok(bytes) => {
+                    if let Some(bytes) = this.admit(bytes) {
+                        return Poll::Ready(Some(Ok(http_body::Frame::data(bytes))));
+                    }
+                }
                 Err(error) => return Poll::Ready(this.stop(error)),
             }
         }
@@ -973,6 +1182,8 @@ mod tests {
             scanner: Some(scanner.clone()),
             max_chars,
             max_bytes: 1 << 20,
+            classifiers: Vec::new(),
+            segment_chars: 500,
         })
     }
 
