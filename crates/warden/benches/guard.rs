@@ -1,9 +1,16 @@
 //! Content inspection: the prompt-injection pack (folding, one RegexSet pass, blob decoding) on
-//! prose of 1 KB and 50 KB, ASCII and not.
+//! prose of 1 KB and 50 KB, ASCII and not; secret and PII detection on the same texts; and
+//! output redaction of a streamed answer, per event.
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use std::sync::Arc;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use warden::body::format::Format;
+use warden::guard::detect::Detectors;
 use warden::guard::injection::InjectionRules;
 use warden::guard::normalize::Folded;
+use warden::guard::output::{OutputGuard, SseFilter};
+use warden::guard::stream::{OutputAction, Scanner};
 
 fn prose(size: usize, ascii: bool) -> String {
     let sentence = if ascii {
@@ -20,6 +27,7 @@ fn prose(size: usize, ascii: bool) -> String {
 
 fn bench(c: &mut Criterion) {
     let rules = InjectionRules::new(&[]).expect("default pack");
+    let detectors = Arc::new(Detectors::new(false).expect("detectors"));
     for (name, size) in [("1KB", 1_000), ("50KB", 50_000)] {
         for (script, ascii) in [("ascii", true), ("non_ascii", false)] {
             let text = prose(size, ascii);
@@ -29,8 +37,55 @@ fn bench(c: &mut Criterion) {
             c.bench_function(&format!("fold_{script}_{name}"), |b| {
                 b.iter(|| Folded::new(std::hint::black_box(&text)).text().len())
             });
+            c.bench_function(&format!("detect_{script}_{name}"), |b| {
+                b.iter(|| detectors.scan(std::hint::black_box(&text)).len())
+            });
         }
     }
+    stream(c, detectors);
+}
+
+/// A 1 KB answer with an address and a card in it, streamed as OpenAI chunks of four
+/// characters (≈ one token each), through the SSE filter with PII and secrets redacted.
+fn stream(c: &mut Criterion, detectors: Arc<Detectors>) {
+    let scanner = Scanner::new(
+        detectors,
+        Some(OutputAction::Redact),
+        Some(OutputAction::Redact),
+    )
+    .expect("scanner");
+    let guard = Arc::new(OutputGuard {
+        scanner: Some(Arc::new(scanner)),
+        max_chars: None,
+        max_bytes: 1 << 20,
+        classifiers: Vec::new(),
+        segment_chars: 500,
+    });
+    let mut answer = prose(900, true);
+    answer.push_str("Write to jane.doe@example.com, card 4111 1111 1111 1111. ");
+    let chars: Vec<char> = answer.chars().collect();
+    let events: Vec<String> = chars
+        .chunks(4)
+        .map(|piece| {
+            let piece: String = piece.iter().collect();
+            let chunk = serde_json::json!({"id": "chatcmpl-1", "object": "chat.completion.chunk",
+                "model": "gpt-4o-mini", "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": null}]});
+            format!("data: {chunk}\n\n")
+        })
+        .collect();
+    let mut group = c.benchmark_group("output_stream");
+    group.throughput(Throughput::Elements(events.len() as u64));
+    group.bench_function("sse_1KB_answer_4_chars_per_event", |b| {
+        b.iter(|| {
+            let mut filter = SseFilter::new(guard.clone(), &Format::OpenAiChat);
+            let mut sent = 0;
+            for event in &events {
+                sent += filter.feed(event.as_bytes()).expect("filtered").len();
+            }
+            sent + filter.finish().expect("finished").len()
+        })
+    });
+    group.finish();
 }
 
 criterion_group!(benches, bench);
