@@ -68,6 +68,16 @@ impl Kind {
         }
     }
 
+    /// Which of two overlapping values names their merged range: a specific credential over a
+    /// generic `password=` assignment over personal data.
+    fn rank(self) -> u8 {
+        match self {
+            Kind::PrivateKey | Kind::ApiToken | Kind::Jwt => 2,
+            Kind::Password => 1,
+            _ => 0,
+        }
+    }
+
     /// Whether this is a credential (the secrets guard) rather than personal data (PII).
     pub fn is_secret(self) -> bool {
         matches!(
@@ -102,49 +112,49 @@ const DETECTORS: &[Detector] = &[
         "secret.aws_access_key",
         Kind::ApiToken,
         r"(?-u:\b)(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}(?-u:\b)",
-        always,
+        varied,
     ),
     (
         "secret.github_token",
         Kind::ApiToken,
         r"(?-u:\b)(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})(?-u:\b)",
-        always,
+        varied,
     ),
     (
         "secret.slack_token",
         Kind::ApiToken,
         r"(?-u:\b)xox[abposr]-[0-9A-Za-z-]{10,250}(?-u:\b)",
-        always,
+        varied,
     ),
     (
         "secret.openai_key",
         Kind::ApiToken,
         r"(?-u:\b)sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,200}(?:T3BlbkFJ[A-Za-z0-9_-]{20,200})?",
-        not_anthropic,
+        openai_key,
     ),
     (
         "secret.anthropic_key",
         Kind::ApiToken,
         r"(?-u:\b)sk-ant-(?:api|admin)\d{2}-[A-Za-z0-9_-]{80,200}",
-        always,
+        varied,
     ),
     (
         "secret.stripe_key",
         Kind::ApiToken,
         r"(?-u:\b)(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{16,128}(?-u:\b)",
-        always,
+        varied,
     ),
     (
         "secret.google_api_key",
         Kind::ApiToken,
         r"(?-u:\b)AIza[0-9A-Za-z_-]{35}(?-u:\b)",
-        always,
+        varied,
     ),
     (
         "secret.warden_api_key",
         Kind::ApiToken,
         r"(?-u:\b)wdn_[A-Za-z0-9_-]{30,64}",
-        always,
+        varied,
     ),
     (
         "secret.jwt",
@@ -155,8 +165,14 @@ const DETECTORS: &[Detector] = &[
     (
         "secret.password_assignment",
         Kind::Password,
-        r#"(?i)(?-u:\b)(?:password|passwd|pwd|passphrase|secret|api[_-]?key|access[_-]?token|auth[_-]?token|client[_-]?secret)(?-u:\b)["']?\s{0,4}[:=]\s{0,4}["']?[^\s"',;]{6,128}"#,
+        r#"(?i)(?-u:\b)(?:[a-z0-9]{1,32}_?)?(?:password|passwd|pwd|passphrase|secret|api[_-]?key|access[_-]?token|auth[_-]?token|client[_-]?secret)(?:_[a-z0-9]{1,16})?(?-u:\b)["']?\s{0,4}[:=]\s{0,4}["']?[^\s"',;]{6,128}"#,
         not_placeholder,
+    ),
+    (
+        "secret.url_credentials",
+        Kind::Password,
+        r"(?i)(?-u:\b)[a-z][a-z0-9+.-]{1,20}://[^\s:/@]{1,64}:[^\s/@]{3,128}@",
+        url_password,
     ),
     (
         "pii.email",
@@ -185,7 +201,7 @@ const DETECTORS: &[Detector] = &[
     (
         "pii.phone",
         Kind::Phone,
-        r"(?:\+\d{1,3}[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}(?:[ .-]?\d{2,4}){2,4}|\(\d{3}\)[ .-]?\d{3}[ .-]\d{4}|(?-u:\b)\d{3}[.-]\d{3}[.-]\d{4})(?-u:\b)",
+        r"(?:\+\d{1,3}[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}(?:[ .-]?\d{2,4}){2,4}|\(\d{3}\)[ .-]?\d{3}[ .-]\d{4}|(?-u:\b)\d{3}[.-]\d{3}[.-]\d{4}(?:-[A-Za-z0-9]{1,8})?|(?-u:\b)0[1-9]\d{0,3}(?:[ .-]\d{2,4}){0,3}[ .-]\d{2,8}|\(0[1-9]\d{0,3}\)[ .-]?\d{2,4}(?:[ .-]\d{2,4}){0,2}[ .-]\d{2,8})(?-u:\b)",
         phone,
     ),
     (
@@ -197,7 +213,7 @@ const DETECTORS: &[Detector] = &[
     (
         "pii.ipv6",
         Kind::IpAddress,
-        r"(?i)(?-u:\b)(?:[0-9a-f]{1,4}:){2,7}(?::|[0-9a-f]{1,4})(?:[0-9a-f:]{0,39})(?-u:\b)",
+        r"(?i)(?-u:\b)[0-9a-f]{1,4}(?::{1,2}[0-9a-f]{1,4}){2,7}(?-u:\b)",
         ipv6,
     ),
 ];
@@ -206,8 +222,32 @@ fn always(_: &str) -> bool {
     true
 }
 
-fn not_anthropic(value: &str) -> bool {
-    !value.starts_with("sk-ant-")
+/// Random key material: at least eight distinct characters (a real 16-character key has about
+/// twelve; `AKIAXXXXXXXXXXXXXXXX` and `ghp_xxxx…` placeholders have four).
+fn varied(token: &str) -> bool {
+    let mut seen = [false; 128];
+    let mut distinct = 0;
+    for b in token.bytes().filter(u8::is_ascii_alphanumeric) {
+        if !std::mem::replace(&mut seen[usize::from(b)], true) {
+            distinct += 1;
+        }
+    }
+    distinct >= 8
+}
+
+/// An OpenAI key that is not an Anthropic one (whose prefix `sk-ant-` it shares).
+fn openai_key(value: &str) -> bool {
+    !value.starts_with("sk-ant-") && varied(value)
+}
+
+/// `scheme://user:password@`: the password is not a placeholder.
+fn url_password(candidate: &str) -> bool {
+    let credentials = candidate.rsplit("://").next().unwrap_or("");
+    let password = credentials
+        .split_once(':')
+        .map_or("", |(_, p)| p)
+        .trim_end_matches('@');
+    not_placeholder(&format!("password={password}"))
 }
 
 /// Values that are obviously not secrets: placeholders and references.
@@ -219,7 +259,11 @@ fn not_placeholder(assignment: &str) -> bool {
         .trim()
         .trim_matches(['"', '\'']);
     let lower = value.to_ascii_lowercase();
+    // Words that say what goes here rather than being it (`your-password`, `example123`).
+    let descriptive = ["your", "example", "placeholder", "changeme", "redacted"];
     !(value.starts_with('$')
+        || descriptive.iter().any(|word| lower.starts_with(word))
+        || lower.contains("xxxx")
         || value.starts_with('{')
         || value.starts_with('<')
         || value.starts_with('%')
@@ -228,10 +272,7 @@ fn not_placeholder(assignment: &str) -> bool {
         || value
             .chars()
             .all(|c| c == '*' || c == 'x' || c == 'X' || c == '.')
-        || matches!(
-            lower.as_str(),
-            "changeme" | "password" | "secret" | "example" | "redacted" | "placeholder"
-        ))
+        || matches!(lower.as_str(), "password" | "secret"))
 }
 
 /// A card number: a known issuer prefix with that issuer's length, and the Luhn checksum.
@@ -292,10 +333,96 @@ fn ssn(candidate: &str) -> bool {
     area != 0 && area != 666 && area < 900 && group != "00" && serial != "0000"
 }
 
-/// An IBAN whose mod-97 check holds (ISO 13616).
+/// IBAN lengths by country (the SWIFT IBAN registry), for the countries that issue them.
+const IBAN_LENGTHS: &[(&str, usize)] = &[
+    ("AD", 24),
+    ("AE", 23),
+    ("AL", 28),
+    ("AT", 20),
+    ("AZ", 28),
+    ("BA", 20),
+    ("BE", 16),
+    ("BG", 22),
+    ("BH", 22),
+    ("BR", 29),
+    ("BY", 28),
+    ("CH", 21),
+    ("CR", 22),
+    ("CY", 28),
+    ("CZ", 24),
+    ("DE", 22),
+    ("DK", 18),
+    ("DO", 28),
+    ("EE", 20),
+    ("EG", 29),
+    ("ES", 24),
+    ("FI", 18),
+    ("FO", 18),
+    ("FR", 27),
+    ("GB", 22),
+    ("GE", 22),
+    ("GI", 23),
+    ("GL", 18),
+    ("GR", 27),
+    ("GT", 28),
+    ("HR", 21),
+    ("HU", 28),
+    ("IE", 22),
+    ("IL", 23),
+    ("IQ", 23),
+    ("IS", 26),
+    ("IT", 27),
+    ("JO", 30),
+    ("KW", 30),
+    ("KZ", 20),
+    ("LB", 28),
+    ("LC", 32),
+    ("LI", 21),
+    ("LT", 20),
+    ("LU", 20),
+    ("LV", 21),
+    ("MC", 27),
+    ("MD", 24),
+    ("ME", 22),
+    ("MK", 19),
+    ("MR", 27),
+    ("MT", 31),
+    ("MU", 30),
+    ("NL", 18),
+    ("NO", 15),
+    ("PK", 24),
+    ("PL", 28),
+    ("PS", 29),
+    ("PT", 25),
+    ("QA", 29),
+    ("RO", 24),
+    ("RS", 22),
+    ("SA", 24),
+    ("SC", 31),
+    ("SE", 24),
+    ("SI", 19),
+    ("SK", 24),
+    ("SM", 27),
+    ("ST", 25),
+    ("SV", 28),
+    ("TL", 23),
+    ("TN", 24),
+    ("TR", 26),
+    ("UA", 29),
+    ("VA", 22),
+    ("VG", 24),
+    ("XK", 20),
+];
+
+/// An IBAN of its country's length whose mod-97 check holds (ISO 13616). The length matters:
+/// a shorter prefix of a longer number passes mod-97 one time in 97.
 fn iban(candidate: &str) -> bool {
     let compact: String = candidate.chars().filter(|c| !c.is_whitespace()).collect();
-    if !(15..=34).contains(&compact.len()) {
+    let expected = IBAN_LENGTHS
+        .iter()
+        .find(|(country, _)| compact.starts_with(country))
+        .map(|(_, len)| *len);
+    if expected.is_some_and(|len| compact.len() != len) || !(15..=34).contains(&compact.len()) {
         return false;
     }
     let (head, tail) = compact.split_at(4);
@@ -312,10 +439,38 @@ fn iban(candidate: &str) -> bool {
     remainder == 1
 }
 
-/// A phone number of 8–15 digits (E.164's range) that is not a date or a card.
+/// Whether text ending so is a number that a match after it would continue (`5194 0283 8304`
+/// holds no phone number `0283 8304`): a digit, or a digit and one separator. Two bytes of
+/// look-behind, within what a stream keeps.
+fn continues_a_number(before: &str) -> bool {
+    let tail = before.as_bytes();
+    match tail {
+        [.., d] if d.is_ascii_digit() => true,
+        [.., d, b' ' | b'-' | b'.' | b'/'] => d.is_ascii_digit(),
+        _ => false,
+    }
+}
+
+/// A phone number: international, 8–15 digits (E.164's range) and not a card; national with a
+/// trunk `0`, 9–12 digits; North American, area code and exchange starting 2–9 (NANP). A
+/// product code (`400-123-4567-XL`) is none of these.
 fn phone(candidate: &str) -> bool {
-    let digits = candidate.chars().filter(char::is_ascii_digit).count();
-    (8..=15).contains(&digits) && !luhn(candidate)
+    if candidate.bytes().any(|b| b.is_ascii_alphabetic()) {
+        return false;
+    }
+    let digits: Vec<u8> = candidate
+        .bytes()
+        .filter(u8::is_ascii_digit)
+        .map(|b| b - b'0')
+        .collect();
+    let n = digits.len();
+    if candidate.starts_with('+') {
+        (8..=15).contains(&n) && !luhn(candidate)
+    } else if digits.first() == Some(&0) {
+        (9..=12).contains(&n)
+    } else {
+        n == 10 && digits[0] >= 2 && digits[3] >= 2
+    }
 }
 
 fn ipv4(candidate: &str) -> bool {
@@ -405,9 +560,11 @@ impl Detectors {
                 let value = m.as_str();
                 let cuts =
                     std::iter::once(value.len()).chain(value.rmatch_indices(' ').map(|(i, _)| i));
+                let national = kind == Kind::Phone && !value.starts_with('+');
                 if let Some(end) = cuts
                     .map(|end| value[..end].trim_end().len())
                     .find(|&end| end > 0 && valid(&value[..end]))
+                    .filter(|_| !(national && continues_a_number(&text[..m.start()])))
                 {
                     found.push(Detected {
                         kind,
@@ -429,8 +586,9 @@ impl Detectors {
 }
 
 /// Candidates in order, without overlaps: values that overlap merge into one that covers them
-/// all (so no part of either is left readable), named after a secret among them if there is one
-/// (an e-mail address inside a private key is the key), else after the first.
+/// all (so no part of either is left readable), named after the strongest kind among them (an
+/// e-mail address inside a private key is the key; `X-API-Key: wdn_…` is a Warden key, not a
+/// generic assignment), else after the first.
 pub(crate) fn resolve(mut found: Vec<Detected>) -> Vec<Detected> {
     found.sort_by(|a, b| {
         a.range
@@ -443,7 +601,7 @@ pub(crate) fn resolve(mut found: Vec<Detected>) -> Vec<Detected> {
         match kept.last_mut() {
             Some(last) if d.range.start < last.range.end => {
                 last.range.end = last.range.end.max(d.range.end);
-                if d.kind.is_secret() && !last.kind.is_secret() {
+                if d.kind.rank() > last.kind.rank() {
                     last.kind = d.kind;
                     last.rule = d.rule;
                 }
@@ -749,6 +907,84 @@ mod tests {
         );
         // IP addresses are off unless enabled.
         assert!(detectors.scan("from 10.0.0.1").is_empty());
+    }
+
+    /// Recall by kind and the false-positive rate on look-alikes of a labeled corpus
+    /// (`kind<TAB>text` lines); the misses are printed.
+    fn quality(name: &str, corpus: &str) -> (f64, f64, Vec<(String, usize, usize)>) {
+        let plain = Detectors::new(false).expect("detectors");
+        let with_ip = Detectors::new(true).expect("detectors");
+        let mut found: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
+        let mut look_alikes = (0, 0);
+        for line in corpus
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
+            let (label, text) = line.split_once('\t').expect("kind<TAB>text");
+            let text = text.replace("\\n", "\n");
+            let detectors = if label == "ip" { &with_ip } else { &plain };
+            let kinds: Vec<&str> = detectors
+                .scan(&text)
+                .iter()
+                .map(|d| d.kind.as_str())
+                .collect();
+            if label == "none" {
+                look_alikes.0 += 1;
+                if !kinds.is_empty() {
+                    look_alikes.1 += 1;
+                    eprintln!("  {name}: false positive {kinds:?}: {text}");
+                }
+                continue;
+            }
+            let label = if label == "ip" { "ip_address" } else { label };
+            let entry = found.entry(label.to_owned()).or_default();
+            entry.0 += 1;
+            if kinds.contains(&label) {
+                entry.1 += 1;
+            } else {
+                eprintln!("  {name}: missed {label} ({kinds:?}): {text}");
+            }
+        }
+        let (total, hits) = found.values().fold((0, 0), |(t, h), (n, k)| (t + n, h + k));
+        let recall = hits as f64 / total as f64;
+        let fpr = look_alikes.1 as f64 / look_alikes.0 as f64;
+        let by_kind: Vec<(String, usize, usize)> =
+            found.into_iter().map(|(k, (n, h))| (k, n, h)).collect();
+        eprintln!(
+            "{name}: {total} values, recall {recall:.3} ({by_kind:?}); {} look-alikes, false positives {fpr:.3}",
+            look_alikes.0
+        );
+        (recall, fpr, by_kind)
+    }
+
+    /// The corpus the detectors were checked and fixed against (`tests/corpus/pii_secrets.txt`:
+    /// synthetic values; look-alikes that fail exactly the checks — Luhn, mod-97, SSA ranges —
+    /// public keys and certificates, password mentions and placeholders).
+    #[test]
+    fn detection_quality_on_the_labeled_corpus() {
+        let (recall, fpr, by_kind) = quality(
+            "labeled",
+            include_str!("../../tests/corpus/pii_secrets.txt"),
+        );
+        assert!(recall >= 0.95, "recall {recall}");
+        for (kind, n, hits) in by_kind {
+            assert!(hits as f64 / n as f64 >= 0.9, "{kind}: {hits}/{n}");
+        }
+        assert!(fpr <= 0.05, "false positives {fpr}");
+    }
+
+    /// A second corpus, written after the first had been used for fixes (other countries,
+    /// formats, contexts and look-alikes). Its first run found 0.891 recall and 0.147 false
+    /// positives (national phone formats, URL credentials, `PGPASSWORD=`, placeholder keys,
+    /// product codes read as phones); the fixes were general, and it now guards them.
+    #[test]
+    fn detection_quality_on_the_fresh_corpus() {
+        let (recall, fpr, _) = quality(
+            "fresh",
+            include_str!("../../tests/corpus/pii_secrets_fresh.txt"),
+        );
+        assert!(recall >= 0.95, "recall {recall}");
+        assert!(fpr <= 0.05, "false positives {fpr}");
     }
 
     mod properties {

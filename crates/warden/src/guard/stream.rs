@@ -490,7 +490,7 @@ mod tests {
             let (streamed, held) = stream(scanner, &chunks);
             prop_assert_eq!(&streamed, &whole, "chunks {:?}", chunks);
             prop_assert!(held <= scanner.window() + LOOK_BEHIND + 8, "held {held}");
-            prop_assert!(scanner.redact(&streamed).expect("not blocked").is_none(), "{streamed:?}");
+            // (That nothing detectable is left is the detectors' own property test.)
             // Input semantics agree: the same values as the request-side scan.
             let detectors = &scanner.detectors;
             prop_assert_eq!(&whole, &detect::redact(&text, &detectors.scan(&text)));
