@@ -407,6 +407,20 @@ macro_rules! safety {
     };
 }
 
+/// What governs a model: its instructions, guidance, setup, policies, training.
+macro_rules! governing {
+    () => {
+        r"(?:instructions?|rules|guidance|guidelines|directives?|prompts?|programming|configuration|setup|constraints|restrictions|limitations|polic(?:y|ies)|guardrails|filters|safeguards|training|boundaries|principles|preamble|system[ \t\n\r]+message)"
+    };
+}
+
+/// Said of what governs a model: it no longer holds.
+macro_rules! void {
+    () => {
+        r"(?-u:\b)(?:no[ \t\n\r]+longer[ \t\n\r]+(?:matters?|appl(?:y|ies)|valid|relevant|binding|in[ \t\n\r]+(?:force|effect)|exists?|counts?)|(?:is|are|was|were|be|as|have|has)[ \t\n\r]+(?:(?:now|hereby|been)[ \t\n\r]+)*(?:cancel+ed|void(?:ed)?|null(?:ified)?|suspended|lifted|waived|revoked|obsolete|irrelevant|over|gone|invalid|deleted|removed|expired|off|disabled|overridden|superseded)|(?:do|does)(?:n't|[ \t\n\r]+not)[ \t\n\r]+(?:exist|matter|count|apply(?:[ \t\n\r]+(?:to|for)[ \t\n\r]+you)?))(?-u:\b)"
+    };
+}
+
 /// The default pack: (id, category, weight, pattern). Patterns see folded text (lowercase,
 /// one space between words) or, for other scripts, the original.
 const DEFAULT_RULES: &[(&str, Category, f32, &str)] = &[
@@ -536,6 +550,145 @@ const DEFAULT_RULES: &[(&str, Category, f32, &str)] = &[
         C::Override,
         0.5,
         r"(?-u:\b)(?:never|don't|do[ \t\n\r]+not|must[ \t\n\r]+not|cannot|can't|won't)[ \t\n\r]+(?:refuse|decline|reject|say[ \t\n\r]+(?:no|sorry|you[ \t\n\r]+can't)|apologi[sz]e|add[ \t\n\r]+(?:any[ \t\n\r]+)?(?:warnings?|disclaimers?))(?-u:\b)|(?-u:\b)without[ \t\n\r]+(?:any[ \t\n\r]+)?(?:warnings?|disclaimers?|moral(?:izing)?|ethical[ \t\n\r]+(?:concerns|considerations)|filters?|censorship|refusals?|refusing|hesitation)(?-u:\b)",
+    ),
+    // Third round: vocabulary classes rather than phrases. What governs the model (its
+    // instructions, guidance, setup, policies, training), said to be void; disclosure of its
+    // setup in any wording; obedience moved to the user; personas freed from rules; defiance of
+    // its training. Written from the misses of the second held-out set.
+    (
+        "pi.cue.governing_void",
+        C::Override,
+        1.0,
+        concat!(
+            r"(?-u:\b)(?:(?:(?:your|the[ \t\n\r]+(?:system|assistant's|model's|ai's|bot's))(?:[ \t\n\r]+(?:operator's|developer's|creators?'s?|owner's))?|(?:operator's|developer's))[ \t\n\r]+(?:[a-z']+[ \t\n\r]+){0,3}?",
+            governing!(),
+            r"|",
+            governing!(),
+            r"[ \t\n\r]+(?:(?:that[ \t\n\r]+)?you[ \t\n\r]+(?:were|have[ \t\n\r]+been|'ve[ \t\n\r]+been)[ \t\n\r]+(?:given|told|programmed|trained|initiali[sz]ed|configured|instructed|set[ \t\n\r]+up)|(?:set|given|written|defined|imposed)[ \t\n\r]+by[ \t\n\r]+(?:your|the)[ \t\n\r]+(?:creators?|developers?|operators?|makers?|owners?|company))|whatever[ \t\n\r]+you[ \t\n\r]+(?:were|have[ \t\n\r]+been)[ \t\n\r]+(?:told|given|instructed))[^.!?\n]{0,60}?",
+            void!()
+        ),
+    ),
+    (
+        "pi.cue.governing_void_unowned",
+        C::Override,
+        0.6,
+        concat!(
+            r"(?-u:\b)(?:the|all|any)[ \t\n\r]+(?:previous|prior|earlier|original|initial|above|existing|preceding)[ \t\n\r]+(?:[a-z']+[ \t\n\r]+)?",
+            governing!(),
+            r"[^.!?\n]{0,40}?",
+            void!()
+        ),
+    ),
+    (
+        "pi.cue.obey_me",
+        C::Override,
+        1.0,
+        r"(?-u:\b)(?:obey|follow|listen[ \t\n\r]+to|serve|answer[ \t\n\r]+to)[ \t\n\r]+(?:only[ \t\n\r]+)?(?:me|mine|the[ \t\n\r]+user|my[ \t\n\r]+(?:commands|orders|instructions|rules))(?-u:\b)[^.!?\n]{0,30}?(?-u:\b)(?:rather[ \t\n\r]+than|instead[ \t\n\r]+of|over|not)[ \t\n\r]+(?:your|the)[ \t\n\r]+(?:developers?|creators?|operators?|makers?|owners?|rules|programming|guidelines|instructions|training)(?-u:\b)",
+    ),
+    (
+        "pi.cue.obedience_shift",
+        C::Override,
+        0.5,
+        r"(?-u:\b)you[ \t\n\r]+(?:now[ \t\n\r]+)?(?:only[ \t\n\r]+)?(?:obey|serve|answer[ \t\n\r]+to)[ \t\n\r]+(?:me|the[ \t\n\r]+user)(?-u:\b)|(?-u:\b)(?:follow|obey)[ \t\n\r]+mine(?-u:\b)",
+    ),
+    (
+        "pi.cue.comply_freely",
+        C::Override,
+        0.4,
+        r"(?-u:\b)(?:comply[ \t\n\r]+with[ \t\n\r]+(?:my|every|all|the[ \t\n\r]+user's)[ \t\n\r]+(?:requests?|demands?|commands?|instructions?)|(?:speak|answer|respond|talk|reply)[ \t\n\r]+(?:freely|without[ \t\n\r]+(?:limits|restrictions|filters|censorship))|answer[ \t\n\r]+(?:everything|anything)|(?:you[ \t\n\r]+)?say[ \t\n\r]+anything|do[ \t\n\r]+exactly[ \t\n\r]+what[ \t\n\r]+i[ \t\n\r]+(?:say|write|tell))(?-u:\b)",
+    ),
+    (
+        "pi.cue.disclose_setup",
+        C::PromptExtraction,
+        1.0,
+        concat!(
+            r"(?-u:\b)(?:reveal|show|print|output|repeat|echo|display|give|tell|dump|list|recite|paste|share|copy|provide|quote|send|leak|expose|reproduce|transcribe|write[ \t\n\r]+out|what[ \t\n\r]+(?:is|are|was|were))(?-u:\b)[^.!?\n]{0,60}?(?-u:\b)",
+            r"(?:(?:hidden|secret|raw|confidential|internal|startup|boot|setup)[ \t\n\r]+(?:[a-z]+[ \t\n\r]+)?(?:preamble|prompt|instructions|text|configuration|message|directives|rules)",
+            r"|your[ \t\n\r]+(?:[a-z]+[ \t\n\r]+){0,2}?(?:prompt|instructions|configuration|preamble|directives|setup|initiali[sz]ation)",
+            r"|(?:message|text|prompt|instructions|words)[ \t\n\r]+that[ \t\n\r]+(?:configured|configures|defines?|set[ \t\n\r]+up|sets[ \t\n\r]+up|governs?|shapes?|controls?|initiali[sz]ed)[ \t\n\r]+(?:you|your)",
+            r"|(?:instructions|preamble|prompt|text|message)[ \t\n\r]+(?:(?:that[ \t\n\r]+)?you[ \t\n\r]+)(?:received|were[ \t\n\r]+given|got|were[ \t\n\r]+initiali[sz]ed[ \t\n\r]+with|started[ \t\n\r]+with)",
+            r"|what[ \t\n\r]+your[ \t\n\r]+(?:developers?|creators?|operators?|makers?)[ \t\n\r]+(?:instructed|told|asked|programmed)[ \t\n\r]+you",
+            r"|(?:everything|all|the[ \t\n\r]+text)[ \t\n\r]+(?:that[ \t\n\r]+)?(?:precedes|preceded|came[ \t\n\r]+before|comes[ \t\n\r]+before)[ \t\n\r]+(?:my|this)[ \t\n\r]+(?:first[ \t\n\r]+)?(?:message|question|prompt))(?-u:\b)"
+        ),
+    ),
+    (
+        "pi.cue.persona_unbound",
+        C::RoleHijack,
+        1.0,
+        r"(?-u:\b)(?:assume|play|take[ \t\n\r]+on|adopt|become|respond[ \t\n\r]+as|answer[ \t\n\r]+as|speak[ \t\n\r]+as|act[ \t\n\r]+as|you[ \t\n\r]+are|you're)(?-u:\b)[^.!?\n]{0,40}?(?-u:\b)(?:ai|model|assistant|chatbot|bot|version|entity|persona|character|[a-z]*gpt)(?-u:\b)[^.!?\n]{0,40}?(?-u:\b)(?:with[ \t\n\r]+(?:zero|no)[ \t\n\r]+(?:limitations|limits|rules|filters|restrictions|boundaries|guidelines)|(?:freed|free|liberated|released|unshackled|unchained)[ \t\n\r]+(?:from|of)[ \t\n\r]+(?:all[ \t\n\r]+)?(?:of[ \t\n\r]+)?(?:its[ \t\n\r]+|your[ \t\n\r]+|any[ \t\n\r]+|the[ \t\n\r]+)?(?:policies|rules|restrictions|limits|limitations|filters|guidelines|training|programming|constraints)|(?:says|answers|does|tells|say)[ \t\n\r]+anything)(?-u:\b)|(?-u:\b)stop[ \t\n\r]+being[ \t\n\r]+(?:an?[ \t\n\r]+)?(?:[a-z]+[ \t\n\r]+)?(?:assistant|ai|model|chatbot)[ \t\n\r]+(?:with|that[ \t\n\r]+follows|bound[ \t\n\r]+by)[ \t\n\r]+(?:rules|restrictions|limits|guidelines|filters)(?-u:\b)",
+    ),
+    (
+        "pi.cue.defy_training",
+        C::Override,
+        1.0,
+        r"(?-u:\b)(?:disobey|defy|break[ \t\n\r]+out[ \t\n\r]+of|escape|rebel[ \t\n\r]+against|go[ \t\n\r]+against|abandon|ignore|ignoring|disregard|disregarding|bypass|circumvent|forget)[ \t\n\r]+(?:(?:all|every|each|any)[ \t\n\r]+(?:of[ \t\n\r]+)?)?(?:your[ \t\n\r]+(?:own[ \t\n\r]+|usual[ \t\n\r]+)?(?:training|alignment|programming|guidelines|guardrails|policies|directives|conditioning|safety[ \t\n\r]+[a-z]+)|(?:the[ \t\n\r]+)?(?:training|alignment|guardrails|safety[ \t\n\r]+(?:rules?|guidelines|training|measures|filters|protocols?)|content[ \t\n\r]+polic(?:y|ies)))(?-u:\b)",
+    ),
+    (
+        "pi.cue.mode_header",
+        C::Override,
+        0.6,
+        r"(?-u:\b)(?:override|admin|god|developer|debug|maintenance|sudo|root|unrestricted)[ \t\n\r]+mode[ \t\n\r]*[:\-—](?:[^a-z0-9_]|$)",
+    ),
+    (
+        "pi.cue.safety_off",
+        C::Override,
+        0.6,
+        r"(?-u:\b)(?:safety|filters?|guardrails|restrictions|censorship|content[ \t\n\r]+filter(?:ing)?|safety[ \t\n\r]+checks)[ \t\n\r]+(?:are[ \t\n\r]+|is[ \t\n\r]+)?(?:now[ \t\n\r]+)?(?:off|disabled|removed|deactivated|none)(?-u:\b)",
+    ),
+    (
+        "pi.cue.above_was_fake",
+        C::Override,
+        0.6,
+        r"(?-u:\b)(?:everything|all|anything)[ \t\n\r]+(?:above|before|so[ \t\n\r]+far|previous(?:ly)?)[ \t\n\r]+(?:this[ \t\n\r]+)?(?:was|is|were)[ \t\n\r]+(?:(?:just|only|merely)[ \t\n\r]+)?(?:an?[ \t\n\r]+)?(?:test|fake|joke|drill|irrelevant|void|fiction|placeholder)(?-u:\b)",
+    ),
+    (
+        "pi.multilingual.dismiss_your_rules",
+        C::Override,
+        1.0,
+        r"(?-u:\b)(?:ignor[a-z]*|vergiss|olvida|oublie|dimentica|esqueça|esqueca|missachte)[ \t\n\r]+(?:(?:alle|todas|toutes|tutte|todos|tous|tutti)[ \t\n\r]+)?(?:tes|vos|tus|sus|deine|ihre|tue|le[ \t\n\r]+tue|suas|tuas|seine|las|les|le|die|as|os)[ \t\n\r]+(?:(?:bisherigen|vorherigen|obigen|anteriores|previas|precedentes|precedenti|anteriori)[ \t\n\r]+)?(?:instrucciones|instructions|anweisungen|instruktionen|istruzioni|instruções|instrucoes|indicaciones|consignes|vorgaben|regeln|reglas|regles|regole|regras|richtlinien|directives|direttive|directrices)(?-u:\b)|(?-u:\b)(?:vergiss|olvida|oublie|dimentica|esqueça|esqueca)[ \t\n\r]+(?:alle|todas|toutes|tutte)[ \t\n\r]+(?:bisherigen|vorherigen|obigen|anteriores|precedentes|precedenti)[ \t\n\r]+(?:anweisungen|instrucciones|instructions|istruzioni|regeln|reglas)(?-u:\b)|(?-u:\b)(?:negeer|vergeet)[ \t\n\r]+(?:alle[ \t\n\r]+)?(?:je[ \t\n\r]+|jouw[ \t\n\r]+|uw[ \t\n\r]+|de[ \t\n\r]+)?(?:eerdere[ \t\n\r]+|vorige[ \t\n\r]+|bovenstaande[ \t\n\r]+)?(?:instructies|regels|richtlijnen|opdrachten)(?-u:\b)",
+    ),
+    // Fourth round, from the misses of the fourth held-out set.
+    (
+        "pi.override.ignore_the_above",
+        C::Override,
+        1.0,
+        r"(?-u:\b)(?:ignore|disregard|forget|skip)[ \t\n\r]+(?:all[ \t\n\r]+)?(?:of[ \t\n\r]+)?the[ \t\n\r]+above(?:[ \t\n\r]*(?:[.,;:!]|$)|[ \t\n\r]+(?:and|instructions|text|prompt|directions|rules|then))",
+    ),
+    (
+        "pi.override.supersedes",
+        C::Override,
+        0.8,
+        r"(?-u:\b)(?:supersedes?|overrides?|takes[ \t\n\r]+precedence[ \t\n\r]+over)[ \t\n\r]+(?:all[ \t\n\r]+)?(?:others|other[ \t\n\r]+(?:instructions|directives|prompts)|(?:your|any|all)[ \t\n\r]+(?:(?:previous|prior|earlier|original|other|existing)[ \t\n\r]+)?(?:instructions|directives|guidelines|programming|system[ \t\n\r]+prompt))(?-u:\b)",
+    ),
+    (
+        "pi.override.authority_message",
+        C::Override,
+        0.6,
+        r"(?-u:\b)(?:message|notice|update|note|memo|instruction)[ \t\n\r]+from[ \t\n\r]+(?:the[ \t\n\r]+|your[ \t\n\r]+)?(?:developers?|creators?|openai|anthropic|admins?|administrators?|system|operators?)[ \t\n\r]*:",
+    ),
+    (
+        "pi.cue.filter_retired",
+        C::Override,
+        0.6,
+        r"(?-u:\b)(?:the[ \t\n\r]+|your[ \t\n\r]+)?(?:content|safety|moderation|ethics)[ \t\n\r]+(?:filters?|filtering|policy|policies|checks|layer)[ \t\n\r]+(?:is|are|has[ \t\n\r]+been|have[ \t\n\r]+been)[ \t\n\r]+(?:now[ \t\n\r]+)?(?:deprecated|retired|disabled|suspended|lifted|gone|removed|turned[ \t\n\r]+off|switched[ \t\n\r]+off)(?-u:\b)",
+    ),
+    (
+        "pi.cue.disclose_given",
+        C::PromptExtraction,
+        1.0,
+        r"(?-u:\b)(?:reveal|show|print|output|repeat|display|give|tell|dump|list|recite|paste|share|copy|provide|quote|spill|leak|expose|what[ \t\n\r]+(?:is|are|was|were))(?-u:\b)[^.!?\n]{0,40}?(?-u:\b)(?:(?:instructions|rules|guidelines|prompt|directives)[ \t\n\r]+(?:that[ \t\n\r]+)?(?:openai|anthropic|google|meta|microsoft|your[ \t\n\r]+(?:developers?|creators?|operators?|makers?)|they)[ \t\n\r]+(?:gave|wrote|provided|set|gives)[ \t\n\r]+(?:to[ \t\n\r]+)?you|(?:the[ \t\n\r]+)?contents?[ \t\n\r]+of[ \t\n\r]+your[ \t\n\r]+(?:system[ \t\n\r]+prompt|instructions|prompt|context|configuration))(?-u:\b)",
+    ),
+    (
+        "pi.role.simulate_unbound",
+        C::RoleHijack,
+        1.0,
+        r"(?-u:\b)(?:simulate|emulate|imagine|play|be|become|act[ \t\n\r]+as|pretend[ \t\n\r]+to[ \t\n\r]+be)[ \t\n\r]+(?:an?[ \t\n\r]+|the[ \t\n\r]+)?(?:[a-z]+[ \t\n\r]+)?(?:ai|model|assistant|chatbot|bot|version|narrator|character)[ \t\n\r]+(?:without|with[ \t\n\r]+no|with[ \t\n\r]+zero|that[ \t\n\r]+has[ \t\n\r]+no|lacking)[ \t\n\r]+(?:any[ \t\n\r]+)?(?:(?:safety|ethical|moral|content)[ \t\n\r]+)?(?:training|guidelines|filters|restrictions|limits|limitations|rules|alignment|guardrails|boundaries)(?-u:\b)|(?-u:\b)(?:narrator|character|persona|entity)[ \t\n\r]+(?:with|having)[ \t\n\r]+(?:no|zero)[ \t\n\r]+(?:restrictions|limits|rules|filters|limitations|boundaries)(?-u:\b)",
+    ),
+    (
+        "pi.jailbreak.grandma",
+        C::Jailbreak,
+        1.0,
+        r"(?-u:\b)my[ \t\n\r]+(?:late|deceased|dead|dying)[ \t\n\r]+(?:grand(?:ma|mother|pa|father)|granny|nan)(?-u:\b)[^.!?\n]{0,80}?(?-u:\b)(?:read|tell|recite|teach|give)[ \t\n\r]+me[ \t\n\r]+(?:the[ \t\n\r]+)?(?:[a-z]+[ \t\n\r]+)?(?:steps|recipe|keys|codes|instructions|formula|process|serials?|passwords?)(?-u:\b)",
     ),
     // --- Role hijack
     (
@@ -945,6 +1098,65 @@ mod tests {
         // Printed, not tuned: these floors only catch a collapse of the pack.
         assert!(recall >= 0.2, "recall {recall}");
         assert!(fpr <= 0.10, "false positives {fpr}");
+    }
+
+    /// Recall and false-positive rate of the default pack on a pair of corpus files, printed
+    /// with the misses.
+    fn held_out(name: &str, attacks: &str, benign: &str) -> (f64, f64) {
+        let rules = InjectionRules::new(&[]).expect("default pack");
+        let attacks = corpus(attacks);
+        let benign = corpus(benign);
+        let blocked = |t: &str| rules.scan(t).score >= 1.0;
+        let missed: Vec<&String> = attacks.iter().filter(|a| !blocked(a)).collect();
+        let false_positives: Vec<&String> = benign.iter().filter(|b| blocked(b)).collect();
+        let recall = 1.0 - missed.len() as f64 / attacks.len() as f64;
+        let fpr = false_positives.len() as f64 / benign.len() as f64;
+        println!(
+            "{name}: attacks {} benign {}: recall {recall:.3}, false positives {fpr:.3}",
+            attacks.len(),
+            benign.len()
+        );
+        println!("missed: {missed:#?}\nfalse positives: {false_positives:#?}");
+        (recall, fpr)
+    }
+
+    /// A third held-out corpus, written before the third round of rules (broader vocabulary
+    /// classes) and not used to write them.
+    #[test]
+    fn detection_quality_on_the_third_corpus() {
+        let (recall, fpr) = held_out(
+            "third",
+            include_str!("../../tests/corpus/injection_third_attacks.txt"),
+            include_str!("../../tests/corpus/injection_third_benign.txt"),
+        );
+        assert!(recall >= 0.0 && fpr <= 1.0);
+    }
+
+    /// A fifth held-out corpus, written after the fourth round of rules and not used since:
+    /// the honest estimate of how the pack generalizes. Printed; the floors only catch a
+    /// collapse.
+    #[test]
+    fn detection_quality_on_the_fifth_corpus() {
+        let (recall, fpr) = held_out(
+            "fifth",
+            include_str!("../../tests/corpus/injection_fifth_attacks.txt"),
+            include_str!("../../tests/corpus/injection_fifth_benign.txt"),
+        );
+        assert!(recall >= 0.3, "recall {recall}");
+        assert!(fpr <= 0.15, "false positives {fpr}");
+    }
+
+    /// A fourth held-out corpus, written after the third round of rules; its first run (0.526
+    /// recall, no false positives) shaped the fourth round.
+    #[test]
+    fn detection_quality_on_the_fourth_corpus() {
+        let (recall, fpr) = held_out(
+            "fourth",
+            include_str!("../../tests/corpus/injection_fourth_attacks.txt"),
+            include_str!("../../tests/corpus/injection_fourth_benign.txt"),
+        );
+        assert!(recall >= 0.3, "recall {recall}");
+        assert!(fpr <= 0.15, "false positives {fpr}");
     }
 
     /// A second held-out corpus, written after the cue rules: the honest estimate of how the
