@@ -690,6 +690,52 @@ const DEFAULT_RULES: &[(&str, Category, f32, &str)] = &[
         1.0,
         r"(?-u:\b)my[ \t\n\r]+(?:late|deceased|dead|dying)[ \t\n\r]+(?:grand(?:ma|mother|pa|father)|granny|nan)(?-u:\b)[^.!?\n]{0,80}?(?-u:\b)(?:read|tell|recite|teach|give)[ \t\n\r]+me[ \t\n\r]+(?:the[ \t\n\r]+)?(?:[a-z]+[ \t\n\r]+)?(?:steps|recipe|keys|codes|instructions|formula|process|serials?|passwords?)(?-u:\b)",
     ),
+    // Fifth round, from half of a public in-the-wild jailbreak collection and half of a public
+    // set of system-prompt extraction attempts (the other halves are the held-out measure):
+    // personas declared free of rules, morals or policies; policies declared not to apply;
+    // transformations and completions of the system prompt.
+    (
+        "pi.persona.amoral",
+        C::Jailbreak,
+        0.6,
+        r"(?-u:\b)(?:is|are|be|being|am|as)[ \t\n\r]+(?:an?[ \t\n\r]+)?(?:completely[ \t\n\r]+|totally[ \t\n\r]+|fully[ \t\n\r]+)?(?:amoral|unethical|immoral|uncensored|unfiltered|unfiltred|unrestricted|unbound|lawless|deviant|unhinged)(?-u:\b)|(?-u:\b)(?:amoral|uncensored|unfiltered|unrestricted)[ \t\n\r]+(?:ai|assistant|chatbot|bot|model|character|persona|version)(?-u:\b)",
+    ),
+    (
+        "pi.persona.not_bound",
+        C::Jailbreak,
+        0.8,
+        r"(?-u:\b)(?:not|never|isn't|aren't|doesn't|don't|won't|no[ \t\n\r]+longer)[ \t\n\r]+(?:[a-z']+[ \t\n\r]+){0,2}?(?:bound|restricted|limited|constrained|governed|held[ \t\n\r]+back)[ \t\n\r]+by[ \t\n\r]+(?:any[ \t\n\r]+|the[ \t\n\r]+|openai's[ \t\n\r]+|its[ \t\n\r]+)?(?:rules|morals|morality|ethics|laws|guidelines|policies|restrictions|openai|content[ \t\n\r]+polic(?:y|ies)|programming|principles)(?-u:\b)|(?-u:\b)(?:do|does|don't|doesn't)[ \t\n\r]+(?:not[ \t\n\r]+)?(?:have[ \t\n\r]+to[ \t\n\r]+)?abide[ \t\n\r]+by[ \t\n\r]+(?:the[ \t\n\r]+|any[ \t\n\r]+)?(?:rules|guidelines|policies)(?-u:\b)|(?-u:\b)(?:broken|break|breaks)[ \t\n\r]+free[ \t\n\r]+(?:of|from)(?-u:\b)|(?-u:\b)(?:doesn't|does[ \t\n\r]+not|don't|do[ \t\n\r]+not|won't|never)[ \t\n\r]+(?:care|concern|worry)[ \t\n\r]+(?:about[ \t\n\r]+)?(?:[a-z]+[ \t\n\r]+)?(?:laws|legality|morals|morality|ethics|rules|consequences|guidelines)(?-u:\b)|(?-u:\b)(?:doesn't|does[ \t\n\r]+not|don't|do[ \t\n\r]+not)[ \t\n\r]+follow[ \t\n\r]+(?:any[ \t\n\r]+)?(?:principles|guidelines|rules|policies|ethics)(?-u:\b)|(?-u:\b)(?:has|have|with)[ \t\n\r]+no[ \t\n\r]+(?:restrictions|filters|limits|limitations|morals|ethics|rules)[ \t\n\r]+(?:or[ \t\n\r]+[a-z]+[ \t\n\r]+)?(?:of[ \t\n\r]+any[ \t\n\r]+kind|whatsoever|at[ \t\n\r]+all)(?-u:\b)",
+    ),
+    (
+        "pi.persona.policies_do_not_apply",
+        C::Override,
+        1.0,
+        r"(?-u:\b)(?:openai(?:'s)?|content|anthropic(?:'s)?|safety|usage)[ \t\n\r]+(?:rules|policies|guidelines|policy|restrictions)[ \t\n\r]+(?:don't|do[ \t\n\r]+not|doesn't|does[ \t\n\r]+not|no[ \t\n\r]+longer|won't)[ \t\n\r]+apply(?-u:\b)",
+    ),
+    (
+        "pi.persona.answer_anything",
+        C::Jailbreak,
+        0.5,
+        r"(?-u:\b)(?:will|can|must|shall|should)[ \t\n\r]+(?:always[ \t\n\r]+)?(?:answer|respond[ \t\n\r]+to|do|say|generate|write)[ \t\n\r]+(?:anything|everything|any[ \t\n\r]+and[ \t\n\r]+all|all[ \t\n\r]+(?:requests|questions|prompts)|any[ \t\n\r]+(?:request|question|prompt))(?-u:\b)|(?-u:\b)(?:never|not)[ \t\n\r]+break(?:ing)?[ \t\n\r]+character(?-u:\b)|(?-u:\b)(?:can|will)[ \t\n\r]+do[ \t\n\r]+(?:everything|anything)[ \t\n\r]+(?:that[ \t\n\r]+)?(?:chatgpt|gpt|the[ \t\n\r]+(?:original|normal)|you)(?-u:\b)",
+    ),
+    (
+        "pi.persona.named_ai",
+        C::RoleHijack,
+        0.4,
+        r"(?-u:\b)(?:you[ \t\n\r]+(?:are|will)[ \t\n\r]+(?:now[ \t\n\r]+)?(?:going[ \t\n\r]+to[ \t\n\r]+)?(?:pretend|act|simulate|play|be|become|roleplay)|pretend[ \t\n\r]+to[ \t\n\r]+be|simulate)[^.!?\n]{0,40}?(?-u:\b)(?:an?[ \t\n\r]+)?(?:ai|chatbot|bot|model|assistant)[ \t\n\r]+(?:named|called|known[ \t\n\r]+as)(?-u:\b)",
+    ),
+    (
+        "pi.extract.transform_prompt",
+        C::PromptExtraction,
+        1.0,
+        r"(?-u:\b)(?:encode|decode|translate|convert|rot13|base64|reverse|spell|paraphrase|summari[sz]e|rewrite|complete|continue|repeat|output|print)(?-u:\b)[^.!?\n]{0,40}?(?-u:\b)(?:your|the)[ \t\n\r]+(?:system[ \t\n\r]+prompt|initial[ \t\n\r]+(?:instructions|prompt)|original[ \t\n\r]+instructions|hidden[ \t\n\r]+instructions|instructions[ \t\n\r]+you[ \t\n\r]+(?:were|have[ \t\n\r]+been)[ \t\n\r]+given|text[ \t\n\r]+you[ \t\n\r]+were[ \t\n\r]+given)(?-u:\b)|(?-u:\b)(?:complete|continue|finish|start[ \t\n\r]+(?:your[ \t\n\r]+(?:answer|reply|response)[ \t\n\r]+)?with)(?-u:\b)[^\n]{0,40}?(?:(?-u:\b)(?:my|the)[ \t\n\r]+(?:instructions|system[ \t\n\r]+prompt|initial[ \t\n\r]+prompt)[ \t\n\r]+(?:are|is|was|were)|(?-u:\b)i[ \t\n\r]+(?:was|have[ \t\n\r]+been)[ \t\n\r]+(?:instructed|told|programmed)[ \t\n\r]+to)(?-u:\b)",
+    ),
+    (
+        "pi.extract.told_before",
+        C::PromptExtraction,
+        1.0,
+        r"(?-u:\b)what[ \t\n\r]+(?:were|have)[ \t\n\r]+you[ \t\n\r]+(?:been[ \t\n\r]+)?(?:told|instructed|given|asked)(?-u:\b)[^.!?\n]{0,30}?(?-u:\b)(?:before|prior[ \t\n\r]+to|at[ \t\n\r]+the[ \t\n\r]+(?:start|beginning)[ \t\n\r]+of)[ \t\n\r]+(?:this|the|our)[ \t\n\r]+(?:conversation|chat|session|dialogue)(?-u:\b)|(?-u:\b)(?:repeat|output|print|copy)[ \t\n\r]+the[ \t\n\r]+(?:above|previous|preceding)[ \t\n\r]+text(?-u:\b)",
+    ),
     // --- Role hijack
     (
         "pi.role.you_are_now",
