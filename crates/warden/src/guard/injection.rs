@@ -1235,13 +1235,14 @@ mod tests {
             let hits = texts.iter().filter(|t| rules.scan(t).score >= 1.0).count();
             hits as f64 / texts.len() as f64
         };
-        let (test, tune): (Vec<(usize, &str)>, Vec<(usize, &str)>) = wild
-            .iter()
-            .copied()
-            .enumerate()
-            .partition(|(i, _)| held_out.contains(i));
-        let test: Vec<&str> = test.into_iter().map(|(_, t)| t).collect();
-        let tune: Vec<&str> = tune.into_iter().map(|(_, t)| t).collect();
+        let half = |held: bool| -> Vec<&str> {
+            wild.iter()
+                .enumerate()
+                .filter(|(i, _)| held_out.contains(i) == held)
+                .map(|(_, t)| *t)
+                .collect()
+        };
+        let (test, tune) = (half(true), half(false));
         let (test_recall, tune_recall, extraction_recall) =
             (rate(&test), rate(&tune), rate(&extraction));
         println!(
