@@ -276,6 +276,18 @@ fn compile_patterns(c: &mut Compiler, raw: &[RawBlockedPattern]) -> Option<Arc<B
     }
 }
 
+/// The action at `path` (its `default` when absent); `None` for `off` or an unknown word (which
+/// is reported).
+fn action<T: Copy>(
+    c: &mut Compiler,
+    path: String,
+    word: Option<&str>,
+    default: &str,
+    options: &[(&str, Option<T>)],
+) -> Option<T> {
+    c.choose(&path, word.unwrap_or(default), options).flatten()
+}
+
 /// Compiles `secrets` and `pii` under `path` into one data guard (`None`: both off or absent).
 pub fn compile_data(
     c: &mut Compiler,
@@ -291,20 +303,22 @@ pub fn compile_data(
         ("off", None),
     ];
     let secrets = secrets.and_then(|s| {
-        c.choose(
-            &format!("{path}.secrets.action"),
-            s.action.as_deref().unwrap_or("block"),
+        action(
+            c,
+            format!("{path}.secrets.action"),
+            s.action.as_deref(),
+            "block",
             &actions,
         )
-        .flatten()
     });
     let pii_action = pii.and_then(|p| {
-        c.choose(
-            &format!("{path}.pii.input"),
-            p.input.as_deref().unwrap_or("redact"),
+        action(
+            c,
+            format!("{path}.pii.input"),
+            p.input.as_deref(),
+            "redact",
             &actions,
         )
-        .flatten()
     });
     if secrets.is_none() && pii_action.is_none() && patterns.is_none() {
         return None;
@@ -434,20 +448,22 @@ pub fn compile_output(
         ("off", None),
     ];
     let secrets_action = secrets.and_then(|s| {
-        c.choose(
-            &format!("{path}.secrets.output"),
-            s.output.as_deref().unwrap_or("redact"),
+        action(
+            c,
+            format!("{path}.secrets.output"),
+            s.output.as_deref(),
+            "redact",
             &actions,
         )
-        .flatten()
     });
     let pii_action = pii.and_then(|p| {
-        c.choose(
-            &format!("{path}.pii.output"),
-            p.output.as_deref().unwrap_or("off"),
+        action(
+            c,
+            format!("{path}.pii.output"),
+            p.output.as_deref(),
+            "off",
             &actions,
         )
-        .flatten()
     });
     let scanner = if secrets_action.is_none() && pii_action.is_none() {
         None
