@@ -326,14 +326,16 @@ async fn guard_answer(
     {
         return response;
     }
-    let refuse = |reason: &str| {
+    let refuse = |error: OutputError, detail: &str| {
         tracing::info!(
             target: "warden::guard",
             request_id = request_id.as_ref().map(RequestId::as_str),
-            reason,
+            code = error.code(),
+            reason = %error,
+            detail,
             "answer refused"
         );
-        metrics::counter!("warden_output_stopped_total", "code" => "output_refused").increment(1);
+        metrics::counter!("warden_output_stopped_total", "code" => error.code()).increment(1);
         Rejection::new(RejectionKind::OutputBlocked).into_response(request_id.as_ref())
     };
     let (mut parts, body) = response.into_parts();
@@ -343,10 +345,10 @@ async fn guard_answer(
         .iter()
         .any(|coding| !coding.as_bytes().eq_ignore_ascii_case(b"identity"));
     if encoded {
-        return refuse("a compressed answer cannot be inspected");
+        return refuse(OutputError::Invalid("a compressed answer"), "");
     }
     let Some(media) = parts.headers.get(header::CONTENT_TYPE).cloned() else {
-        return refuse("an answer without Content-Type cannot be inspected");
+        return refuse(OutputError::Invalid("an answer without Content-Type"), "");
     };
     let essence = media
         .to_str()
@@ -358,39 +360,52 @@ async fn guard_answer(
         .to_ascii_lowercase();
     let id = request_id.as_ref().map(|id| id.as_str().to_owned());
     if json::is_json_media_type(&media) {
-        let limited = http_body_util::Limited::new(body, guard.max_bytes);
-        let bytes = match limited.collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(error) => return refuse(&format!("reading the JSON answer: {error}")),
-        };
-        let filtered = guard.filter_json(&bytes);
-        if let Ok(rewritten) = &filtered
-            && !guard.classifiers.is_empty()
+        let bytes = match http_body_util::Limited::new(body, guard.max_bytes)
+            .collect()
+            .await
         {
-            let texts = OutputGuard::texts_of(rewritten);
+            Ok(collected) => collected.to_bytes(),
+            Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+                return refuse(OutputError::TooLarge(guard.max_bytes), "");
+            }
+            Err(error) => {
+                tracing::warn!(
+                    target: "warden::guard",
+                    request_id = request_id.as_ref().map(RequestId::as_str),
+                    error = %error,
+                    "the upstream's answer failed while it was read"
+                );
+                return Rejection::new(RejectionKind::BadGateway)
+                    .into_response(request_id.as_ref());
+            }
+        };
+        let rewritten = match guard.filter_json(&bytes) {
+            Ok(rewritten) => rewritten,
+            Err(error) => return refuse(error, ""),
+        };
+        if !guard.classifiers.is_empty() {
+            let texts = OutputGuard::texts_of(&rewritten);
             let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
             let judged: Result<(), OutputError> =
                 judge_all(&guard.classifiers, &texts).await.into();
             if let Err(error) = judged {
-                return refuse(&error.to_string());
+                return refuse(error, "");
             }
         }
-        return match filtered {
-            Ok(rewritten) => {
-                parts
-                    .headers
-                    .insert(header::CONTENT_LENGTH, HeaderValue::from(rewritten.len()));
-                Response::from_parts(parts, body::full(rewritten))
-            }
-            Err(error) => refuse(&error.to_string()),
-        };
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(rewritten.len()));
+        return Response::from_parts(parts, body::full(rewritten));
     }
     let filtered = if essence == "text/event-stream" {
         FilteredBody::sse(body, guard, format, id)
     } else if essence.starts_with("text/") {
         FilteredBody::text(body, guard, id)
     } else {
-        return refuse(&format!("a {essence:?} answer cannot be inspected"));
+        return refuse(
+            OutputError::Invalid("an answer of this media type"),
+            &essence,
+        );
     };
     // The length changes with redaction; the body is sent chunked.
     parts.headers.remove(header::CONTENT_LENGTH);

@@ -15,6 +15,10 @@
 //! - Other `text/*` bodies are one text stream (a block ends the body with an error: plain text
 //!   has no terminal event). Anything else cannot be inspected and is refused (fail closed).
 //!
+//! With external classifiers of answers, a JSON answer is judged whole after redaction, and a
+//! stream a segment at a time: the filtered bytes of a segment are held until its verdict, so
+//! no text reaches the client unjudged.
+//!
 //! `logprobs` are removed from answers while a guard redacts: they repeat the text token by
 //! token, past any redaction.
 
@@ -116,8 +120,15 @@ impl OutputGuard {
                 Value::Array(items) => items.iter().for_each(|item| collect(item, out)),
                 Value::Object(members) => {
                     for (key, member) in members {
-                        if !(OPAQUE.contains(&key.as_str()) || key == "audio") {
-                            collect(member, out);
+                        match member {
+                            // Base64 audio is not text; its transcript is.
+                            Value::Object(audio) if key == "audio" => {
+                                if let Some(transcript) = audio.get("transcript") {
+                                    collect(transcript, out);
+                                }
+                            }
+                            Value::String(_) if OPAQUE.contains(&key.as_str()) => {}
+                            _ => collect(member, out),
                         }
                     }
                 }
@@ -146,57 +157,49 @@ impl OutputGuard {
     }
 
     /// Redacts every string of `value` as a whole value and counts its characters into
-    /// `chars`, if given; whether anything changed.
-    fn walk(&self, value: &mut Value, mut chars: Option<&mut usize>) -> Result<bool, OutputError> {
+    /// `chars`, if given.
+    fn walk(&self, value: &mut Value, mut chars: Option<&mut usize>) -> Result<(), OutputError> {
         match value {
             Value::String(text) => {
                 if let Some(chars) = chars {
                     self.count(chars, text)?;
                 }
-                match self.scanner.as_ref().map(|s| s.redact(text)).transpose()? {
-                    Some(Some(redacted)) => {
-                        *text = redacted;
-                        Ok(true)
-                    }
-                    _ => Ok(false),
+                if let Some(redacted) = self
+                    .scanner
+                    .as_ref()
+                    .map(|s| s.redact(text))
+                    .transpose()?
+                    .flatten()
+                {
+                    *text = redacted;
                 }
             }
             Value::Array(items) => {
-                let mut changed = false;
                 for item in items {
-                    changed |= self.walk(item, chars.as_deref_mut())?;
+                    self.walk(item, chars.as_deref_mut())?;
                 }
-                Ok(changed)
             }
-            Value::Object(members) => self.walk_members(members, chars),
-            _ => Ok(false),
-        }
-    }
-
-    fn walk_members(
-        &self,
-        members: &mut Map<String, Value>,
-        mut chars: Option<&mut usize>,
-    ) -> Result<bool, OutputError> {
-        let mut changed = false;
-        for (key, member) in members.iter_mut() {
-            if key == "logprobs" && self.scanner.is_some() && !member.is_null() {
-                *member = Value::Null;
-                changed = true;
-            } else if key == "audio"
-                && let Value::Object(audio) = member
-            {
-                // Its `data` is base64 audio; its `transcript` is text.
-                for (field, value) in audio.iter_mut() {
-                    if field != "data" {
-                        changed |= self.walk(value, chars.as_deref_mut())?;
+            Value::Object(members) => {
+                for (key, member) in members.iter_mut() {
+                    match member {
+                        // Token log-probabilities repeat the text past any redaction.
+                        _ if key == "logprobs" && self.scanner.is_some() => *member = Value::Null,
+                        // Its `data` is base64 audio; its `transcript` is text.
+                        Value::Object(audio) if key == "audio" => {
+                            for (field, value) in audio.iter_mut() {
+                                if field != "data" {
+                                    self.walk(value, chars.as_deref_mut())?;
+                                }
+                            }
+                        }
+                        Value::String(_) if OPAQUE.contains(&key.as_str()) => {}
+                        _ => self.walk(member, chars.as_deref_mut())?,
                     }
                 }
-            } else if !(OPAQUE.contains(&key.as_str()) && member.is_string()) {
-                changed |= self.walk(member, chars.as_deref_mut())?;
             }
+            _ => {}
         }
-        Ok(changed)
+        Ok(())
     }
 
     fn count(&self, chars: &mut usize, text: &str) -> Result<(), OutputError> {
@@ -255,9 +258,12 @@ struct Stream {
     key: Key,
     /// Redacts this stream's text (absent when only a length limit applies).
     redactor: Option<TextRedactor>,
-    /// For OpenAI Responses: the last delta event, re-sent with the held text at the end.
-    template: Option<(Option<String>, Value)>,
+    /// For OpenAI Responses: its first delta event, re-sent with the held text at the end.
+    template: Option<Template>,
 }
+
+/// An event's name and data, to send again with other text.
+type Template = (Option<String>, Value);
 
 /// One parsed event: its lines other than `data`, in order, and its data.
 #[derive(Debug, Default)]
@@ -292,7 +298,7 @@ pub struct SseFilter {
 impl SseFilter {
     /// A filter for an answer to a request of `format`.
     pub fn new(guard: Arc<OutputGuard>, format: &Format) -> SseFilter {
-        let guard_has_no_classifiers = guard.classifiers.is_empty();
+        let released = (!guard.classifiers.is_empty()).then(String::new);
         SseFilter {
             guard,
             dialect: Dialect::of(format),
@@ -301,7 +307,7 @@ impl SseFilter {
             event: Event::default(),
             streams: Vec::new(),
             chars: 0,
-            released: (!guard_has_no_classifiers).then(String::new),
+            released,
         }
     }
 
@@ -629,9 +635,10 @@ impl SseFilter {
                 part,
             };
             *text = self.push(key.clone(), text)?;
-            let template = (name.map(str::to_owned), event.clone());
-            if let Some(stream) = self.streams.iter_mut().find(|s| s.key == key) {
-                stream.template = Some(template);
+            if let Some(stream) = self.streams.iter_mut().find(|s| s.key == key)
+                && stream.template.is_none()
+            {
+                stream.template = Some((name.map(str::to_owned), event.clone()));
             }
             return Ok(vec!["/delta".to_owned()]);
         }
@@ -653,8 +660,7 @@ impl SseFilter {
     /// Redacts every string of an event as a whole value. Not counted toward
     /// `max_output_chars`: only deltas are (done and completed events repeat their text).
     fn whole(&mut self, value: &mut Value) -> Result<(), OutputError> {
-        self.guard.walk(value, None)?;
-        Ok(())
+        self.guard.walk(value, None)
     }
 
     /// Adds a piece to a content stream; the text to send now.
@@ -690,11 +696,10 @@ impl SseFilter {
             .collect())
     }
 
-    #[allow(clippy::type_complexity)]
     fn take_streams(
         &mut self,
         which: impl Fn(&Key) -> bool,
-    ) -> Result<Vec<(Key, Option<(Option<String>, Value)>, String)>, OutputError> {
+    ) -> Result<Vec<(Key, Option<Template>, String)>, OutputError> {
         let mut ended = Vec::new();
         let mut kept = Vec::with_capacity(self.streams.len());
         for mut stream in std::mem::take(&mut self.streams) {
