@@ -124,12 +124,26 @@ impl<'a> Folded<'a> {
 /// Whether plain ASCII text holds something folding would change beyond case: control
 /// whitespace or whitespace runs, letter-spacing, or digits and symbols inside words.
 fn needs_ascii_folding(bytes: &[u8]) -> bool {
-    bytes.iter().enumerate().any(|(i, &b)| match b {
-        b'\t' | b'\n' | b'\r' | 0x0b | 0x0c => true,
-        b' ' if bytes.get(i + 1) == Some(&b' ') => true,
-        _ if is_separator(Some(b)) && spaced_at(bytes, i) => true,
-        _ if leet(b).is_some() => in_word(bytes, i),
-        _ => false,
+    // Letters are most of any text and never matter alone: one table load passes them.
+    const NOTABLE: [bool; 256] = {
+        let mut table = [false; 256];
+        let notable = b"\t\n\r\x0b\x0c .-_*|/01345 7!@$";
+        let mut i = 0;
+        while i < notable.len() {
+            table[notable[i] as usize] = true;
+            i += 1;
+        }
+        table
+    };
+    bytes.iter().enumerate().any(|(i, &b)| {
+        NOTABLE[usize::from(b)]
+            && match b {
+                b'\t' | b'\n' | b'\r' | 0x0b | 0x0c => true,
+                b' ' if bytes.get(i + 1) == Some(&b' ') => true,
+                _ if is_separator(Some(b)) && spaced_at(bytes, i) => true,
+                _ if leet(b).is_some() => in_word(bytes, i),
+                _ => false,
+            }
     })
 }
 
