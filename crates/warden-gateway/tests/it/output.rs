@@ -41,6 +41,7 @@ routes:
   - { path: /binary, methods: [POST], auth: none, body: { format: openai_chat } }
   - { path: /gzip, methods: [POST], auth: none, body: { format: openai_chat } }
   - { path: /gated, methods: [POST], auth: none, body: { format: openai_chat } }
+  - { path: /broken, methods: [POST], auth: none, body: { format: openai_chat } }
   - { path: /leak, methods: [POST], auth: none, body: { format: openai_chat } }
   - { path: /leak-blocked, methods: [POST], auth: none, body: { format: openai_chat }, guards: { secrets: { output: block } } }
   - { path: /plain, methods: [POST], auth: none }
@@ -193,6 +194,29 @@ async fn model(gate: Arc<Notify>, req: Request<Incoming>) -> Result<Response<Bod
             response
                 .headers_mut()
                 .insert("content-encoding", "gzip".parse().expect("value"));
+            response
+        }
+        "/broken" => {
+            // Part of an address, then the upstream fails.
+            let first = chat_chunk(json!({"content": "Mail jane.doe@exam"}), Value::Null);
+            let stream = futures_util::stream::unfold(0u8, move |step| {
+                let first = first.clone();
+                async move {
+                    match step {
+                        0 => Some((Ok(Frame::data(Bytes::from(first))), 1)),
+                        1 => {
+                            // After the headers have gone out.
+                            tokio::time::sleep(Duration::from_millis(300)).await;
+                            Some((Err(std::io::Error::other("upstream reset")), 2))
+                        }
+                        _ => None,
+                    }
+                }
+            });
+            let mut response = Response::new(body::boxed(StreamBody::new(stream)));
+            response
+                .headers_mut()
+                .insert("content-type", "text/event-stream".parse().expect("value"));
             response
         }
         "/gated" => {
@@ -690,4 +714,35 @@ fn classifier_and_output_settings_are_checked() {
     let errors = refused("guards: { secrets: { output: flag }, pii: { output: maybe } }");
     assert!(errors.contains("guards.secrets.output"), "{errors}");
     assert!(errors.contains("guards.pii.output"), "{errors}");
+}
+
+#[tokio::test]
+async fn an_upstream_failing_mid_stream_aborts_the_answer_without_releasing_held_text() {
+    let (gw, _) = gateway(YAML).await;
+    let response = client()
+        .request(ask(&gw, "/broken", &chat(true)))
+        .await
+        .expect("response");
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let mut seen = String::new();
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(5), body.frame())
+            .await
+            .expect("no hang")
+        {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    seen.push_str(&String::from_utf8_lossy(&data));
+                }
+            }
+            Some(Err(_)) => break "error",
+            None => break "clean end",
+        }
+    };
+    assert_eq!(
+        ended, "error",
+        "an incomplete answer must not look complete: {seen}"
+    );
+    assert!(!seen.contains("jane"), "held text was released: {seen}");
 }
