@@ -42,6 +42,7 @@ routes:
   - { path: /gzip, methods: [POST], auth: none, body: { format: openai_chat } }
   - { path: /gated, methods: [POST], auth: none, body: { format: openai_chat } }
   - { path: /broken, methods: [POST], auth: none, body: { format: openai_chat } }
+  - { path: /text-blocked, methods: [POST], auth: none, body: { format: openai_chat }, guards: { pii: { output: block } } }
   - { path: /leak, methods: [POST], auth: none, body: { format: openai_chat } }
   - { path: /leak-blocked, methods: [POST], auth: none, body: { format: openai_chat }, guards: { secrets: { output: block } } }
   - { path: /plain, methods: [POST], auth: none }
@@ -168,7 +169,7 @@ async fn model(gate: Arc<Notify>, req: Request<Incoming>) -> Result<Response<Bod
         "/forbidden" => {
             json_answer(json!({"choices": [{"index": 0, "message": {"content": FORBIDDEN}}]}))
         }
-        "/text" => {
+        "/text" | "/text-blocked" => {
             let stream = futures_util::stream::iter(
                 ANSWER
                     .chars()
@@ -745,4 +746,21 @@ async fn an_upstream_failing_mid_stream_aborts_the_answer_without_releasing_held
         "an incomplete answer must not look complete: {seen}"
     );
     assert!(!seen.contains("jane"), "held text was released: {seen}");
+}
+
+#[tokio::test]
+async fn a_blocked_plain_text_stream_ends_with_an_aborted_body() {
+    let (gw, _) = gateway(YAML).await;
+    let response = client()
+        .request(ask(&gw, "/text-blocked", &chat(false)))
+        .await
+        .expect("response");
+    assert_eq!(response.status(), 200, "the stream had started");
+    let collected = tokio::time::timeout(Duration::from_secs(5), response.into_body().collect())
+        .await
+        .expect("no hang");
+    assert!(
+        collected.is_err(),
+        "plain text has no terminal event: the body is cut"
+    );
 }
