@@ -3,6 +3,7 @@
 //! Sits just under the request-id layer, so it sees the final status of every request,
 //! rejections included, and learns *why* from the [`Outcome`] the rejection put in the response
 //! extensions. It never logs headers, query strings or bodies: those are where credentials live.
+//! Content-guard findings are logged as guard, rule and JSON pointer, never the text.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -13,6 +14,7 @@ use http::{Method, Request, Response};
 use tower::{Layer, Service};
 use warden::body::Body;
 use warden::client_ip::ClientIp;
+use warden::guard::GuardFindings;
 use warden::rejection::Outcome;
 use warden::request_id::RequestId;
 
@@ -132,6 +134,11 @@ impl Record {
         .increment(1);
         metrics::histogram!(names::DURATION, "route" => route.clone())
             .record(elapsed.as_secs_f64());
+        // What the content guards found (guard, rule, JSON pointer; never the text).
+        let guard_findings = response
+            .extensions()
+            .get::<GuardFindings>()
+            .map(GuardFindings::summary);
         tracing::info!(
             target: "warden::access",
             request_id = self.request_id.as_ref().map(RequestId::as_str),
@@ -142,6 +149,7 @@ impl Record {
             outcome,
             client = self.client.map(|ip| ip.to_string()),
             duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            guard_findings,
             "request"
         );
     }

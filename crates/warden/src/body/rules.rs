@@ -32,6 +32,7 @@ use crate::guard::external::{Classify, Judgement, judge_all};
 use crate::guard::injection::{GuardAction, PromptGuard};
 use crate::guard::models::{ModelRules, ModelVerdict};
 use crate::guard::output::{FilteredBody, OutputError, OutputGuard};
+use crate::guard::{GuardFinding, GuardFindings};
 use crate::limit::client_body_failure;
 use crate::rejection::{Rejection, RejectionKind};
 use crate::request_id::RequestId;
@@ -81,6 +82,8 @@ pub struct Checked {
     /// What guards in `flag` mode found, as `X-Warden-Guard` entries (the request goes on,
     /// marked; rule ids and types only).
     pub flags: Vec<String>,
+    /// Every finding, for the request's record.
+    pub findings: Vec<GuardFinding>,
 }
 
 impl BodyRules {
@@ -116,7 +119,8 @@ impl BodyRules {
                 );
                 return Err(Refusal {
                     rejection: Rejection::schema_violation(errors),
-                    reason,
+                    reason: reason.into_boxed_str(),
+                    findings: None,
                 });
             }
         }
@@ -149,6 +153,7 @@ impl BodyRules {
             rewritten = Some(bytes);
         }
         let mut flags = Vec::new();
+        let mut findings = Vec::new();
         if let Some(guard) = &self.prompt_guard
             && let Some(report) = guard.inspect(&extracted)
         {
@@ -160,6 +165,11 @@ impl BodyRules {
                     "direction" => "input",
                 )
                 .increment(1);
+                findings.push(GuardFinding {
+                    guard: "prompt_injection".into(),
+                    rule: rule.to_string(),
+                    location: report.pointer.clone(),
+                });
             }
             match guard.action {
                 GuardAction::Block => {
@@ -171,14 +181,15 @@ impl BodyRules {
                             report.score,
                             report.rules.join(", ")
                         ),
-                    ));
+                    )
+                    .with_findings(findings));
                 }
                 GuardAction::Flag => flags.push(report.header_value()),
             }
         }
         if let Some(guard) = &self.data_guard {
             let report = guard.inspect(&extracted);
-            for (family, rule) in &report.rules {
+            for (family, rule, pointer) in &report.rules {
                 metrics::counter!(
                     "warden_guard_findings_total",
                     "guard" => family.as_str(),
@@ -186,6 +197,11 @@ impl BodyRules {
                     "direction" => "input",
                 )
                 .increment(1);
+                findings.push(GuardFinding {
+                    guard: family.as_str().into(),
+                    rule: rule.clone(),
+                    location: pointer.clone(),
+                });
             }
             if let Some((family, found)) = &report.blocked {
                 let kind = match family {
@@ -196,7 +212,8 @@ impl BodyRules {
                 return Err(Refusal::new(
                     kind,
                     format!("{} in the body: {}", family.as_str(), found.join(",")),
-                ));
+                )
+                .with_findings(findings));
             }
             for (family, found) in &report.flagged {
                 flags.push(format!(
@@ -215,6 +232,7 @@ impl BodyRules {
             extracted,
             rewritten,
             flags,
+            findings,
         })
     }
 
@@ -427,15 +445,24 @@ pub struct Refusal {
     /// What the client gets.
     pub rejection: Rejection,
     /// What the log says.
-    pub reason: String,
+    pub reason: Box<str>,
+    /// What the guards found before refusing, for the request's record (boxed: refusals
+    /// travel in `Result`s and most carry none).
+    pub findings: Option<Box<Vec<GuardFinding>>>,
 }
 
 impl Refusal {
     fn new(kind: RejectionKind, reason: String) -> Self {
         Refusal {
             rejection: Rejection::new(kind),
-            reason,
+            reason: reason.into_boxed_str(),
+            findings: None,
         }
+    }
+
+    fn with_findings(mut self, findings: Vec<GuardFinding>) -> Self {
+        self.findings = (!findings.is_empty()).then(|| Box::new(findings));
+        self
     }
 }
 
@@ -542,7 +569,11 @@ where
                     reason = %refusal.reason,
                     "request body refused"
                 );
-                Ok(refusal.rejection.into_response(request_id))
+                let mut response = refusal.rejection.into_response(request_id);
+                if let Some(findings) = refusal.findings {
+                    response.extensions_mut().insert(GuardFindings(*findings));
+                }
+                Ok(response)
             };
             if let Some(problem) = media_problem(&parts.headers) {
                 let refusal = Refusal::new(RejectionKind::UnsupportedMediaType, problem.into());
@@ -562,6 +593,7 @@ where
                 extracted,
                 rewritten,
                 flags,
+                mut findings,
             } = match rules.check(&bytes) {
                 Ok(checked) => checked,
                 Err(refusal) => return refuse(&parts, refusal),
@@ -574,17 +606,29 @@ where
                     .collect();
                 let refusal = match judge_all(&rules.classifiers, &texts).await {
                     Judgement::Pass => None,
-                    Judgement::Flagged { name, categories } => Some(Refusal::new(
-                        RejectionKind::ContentFlagged,
-                        format!(
+                    Judgement::Flagged { name, categories } => {
+                        let reason = format!(
                             "classifier {name} flagged the request ({})",
                             categories.join(",")
-                        ),
-                    )),
-                    Judgement::Failed { name, reason } => Some(Refusal::new(
-                        RejectionKind::GuardUnavailable,
-                        format!("classifier {name} gave no verdict: {reason}"),
-                    )),
+                        );
+                        findings.extend(categories.into_iter().map(|category| GuardFinding {
+                            guard: name.clone(),
+                            rule: category,
+                            location: String::new(),
+                        }));
+                        let findings = std::mem::take(&mut findings);
+                        Some(
+                            Refusal::new(RejectionKind::ContentFlagged, reason)
+                                .with_findings(findings),
+                        )
+                    }
+                    Judgement::Failed { name, reason } => Some(
+                        Refusal::new(
+                            RejectionKind::GuardUnavailable,
+                            format!("classifier {name} gave no verdict: {reason}"),
+                        )
+                        .with_findings(std::mem::take(&mut findings)),
+                    ),
                 };
                 if let Some(refusal) = refusal {
                     return refuse(&parts, refusal);
@@ -618,6 +662,12 @@ where
             inner
                 .call(Request::from_parts(parts, body::full(forwarded)))
                 .await
+                .map(|mut response| {
+                    if !findings.is_empty() {
+                        response.extensions_mut().insert(GuardFindings(findings));
+                    }
+                    response
+                })
         })
     }
 }

@@ -740,8 +740,9 @@ pub struct DataReport {
     pub flagged: Vec<(Family, Vec<String>)>,
     /// Texts to rewrite: (JSON pointer, redacted text).
     pub redactions: Vec<(String, String)>,
-    /// Every finding: (family, rule or pattern id), for metrics.
-    pub rules: Vec<(Family, String)>,
+    /// Every finding: (family, rule or pattern id, JSON pointer of its text), for metrics and
+    /// the request's record.
+    pub rules: Vec<(Family, String, String)>,
 }
 
 impl DataGuard {
@@ -765,7 +766,9 @@ impl DataGuard {
                         (Family::Pii, self.pii)
                     };
                     if let Some(action) = action {
-                        report.rules.push((family, d.rule.to_owned()));
+                        report
+                            .rules
+                            .push((family, d.rule.to_owned(), text.pointer()));
                         found.push((
                             family,
                             d.kind.as_str().to_owned(),
@@ -779,7 +782,9 @@ impl DataGuard {
             if let Some(patterns) = &self.patterns {
                 for index in patterns.set.matches(text.content).iter() {
                     let (id, action, regex) = &patterns.patterns[index];
-                    report.rules.push((Family::BlockedPatterns, id.clone()));
+                    report
+                        .rules
+                        .push((Family::BlockedPatterns, id.clone(), text.pointer()));
                     for m in regex.find_iter(text.content) {
                         let family = Family::BlockedPatterns;
                         found.push((family, id.clone(), *action, m.range(), "[REDACTED]"));
