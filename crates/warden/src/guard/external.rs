@@ -105,7 +105,7 @@ mod http {
     }
 
     /// One configured classifier.
-    #[derive(Clone, Debug)]
+    #[derive(Clone)]
     pub struct HttpClassifier {
         name: String,
         url: reqwest::Url,
@@ -114,6 +114,21 @@ mod http {
         on_error: OnError,
         bearer: Option<String>,
         client: reqwest::Client,
+    }
+
+    /// Leaves out the credential and the URL (whose query or user part may hold one): a
+    /// route's rules are printed in debug output.
+    impl std::fmt::Debug for HttpClassifier {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("HttpClassifier")
+                .field("name", &self.name)
+                .field("host", &self.url.host_str())
+                .field("direction", &self.direction)
+                .field("timeout", &self.timeout)
+                .field("on_error", &self.on_error)
+                .field("bearer", &self.bearer.as_ref().map(|_| "<hidden>"))
+                .finish_non_exhaustive()
+        }
     }
 
     /// The most bytes of a classifier's answer that are read.
@@ -297,4 +312,47 @@ pub async fn judge_all(classifiers: &[Arc<dyn Classify>], texts: &[&str]) -> Jud
         .into_iter()
         .find(|j| *j != Judgement::Pass)
         .unwrap_or(Judgement::Pass)
+}
+
+#[cfg(all(test, feature = "classifiers"))]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn debug_output_hides_the_credential_and_the_url() {
+        let classifier = HttpClassifier::new(
+            "moderation".into(),
+            "https://user:url-secret@moderation.example/v1?key=query-secret",
+            Direction::Input,
+            Duration::from_secs(1),
+            OnError::Block,
+            Some("bearer-secret".into()),
+        )
+        .expect("classifier");
+        let shown = format!("{classifier:?}");
+        for secret in ["bearer-secret", "url-secret", "query-secret"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("moderation.example"), "{shown}");
+    }
+
+    #[test]
+    fn texts_cross_the_network_in_clear_only_to_loopback() {
+        let new = |url: &str| {
+            HttpClassifier::new(
+                "m".into(),
+                url,
+                Direction::Output,
+                Duration::from_secs(1),
+                OnError::Block,
+                None,
+            )
+        };
+        assert!(new("http://127.0.0.1:9/v1").is_ok());
+        assert!(new("http://localhost:9/v1").is_ok());
+        assert!(new("https://moderation.example/v1").is_ok());
+        assert!(new("http://moderation.example/v1").is_err());
+        assert!(new("ftp://127.0.0.1/v1").is_err());
+    }
 }
