@@ -218,6 +218,7 @@ pub fn compile(
             &format!("routes[{i}].guards"),
             g.secrets.as_ref(),
             g.pii.as_ref(),
+            rules.data_guard.as_ref().and_then(|d| d.detectors.as_ref()),
             &guards.output_settings,
         ),
         None => guards.output.clone(),

@@ -194,14 +194,24 @@ pub fn compile(c: &mut Compiler, raw: &RawGuards) -> GuardsConfig {
         classifiers: classifiers_out,
         segment_chars,
     };
+    let patterns = compile_patterns(c, &raw.blocked_patterns);
+    let data = compile_data(
+        c,
+        "guards",
+        raw.secrets.as_ref(),
+        raw.pii.as_ref(),
+        patterns,
+    );
     GuardsConfig {
         output: compile_output(
             c,
             "guards",
             raw.secrets.as_ref(),
             raw.pii.as_ref(),
+            data.as_ref().and_then(|d| d.detectors.as_ref()),
             &output_settings,
         ),
+        data,
         output_settings,
         classifiers_in,
         max_input_chars: raw
@@ -215,16 +225,6 @@ pub fn compile(c: &mut Compiler, raw: &RawGuards) -> GuardsConfig {
             .prompt_injection
             .as_ref()
             .and_then(|p| compile_prompt_injection(c, "guards.prompt_injection", p)),
-        data: {
-            let patterns = compile_patterns(c, &raw.blocked_patterns);
-            compile_data(
-                c,
-                "guards",
-                raw.secrets.as_ref(),
-                raw.pii.as_ref(),
-                patterns,
-            )
-        },
     }
 }
 
@@ -326,14 +326,7 @@ pub fn compile_data(
     let detectors = if secrets.is_none() && pii_action.is_none() {
         None
     } else {
-        let ip_addresses = pii.and_then(|p| p.ip_addresses).unwrap_or(false);
-        match Detectors::new(ip_addresses) {
-            Ok(detectors) => Some(Arc::new(detectors)),
-            Err(e) => {
-                c.error(path.to_owned(), format!("detectors: {e}"));
-                return None;
-            }
-        }
+        Some(detectors(c, path, pii, None)?)
     };
     Some(Arc::new(DataGuard {
         detectors,
@@ -433,13 +426,36 @@ fn compile_classifiers(
     (input, output, segment.unwrap_or(DEFAULT_SEGMENT_CHARS))
 }
 
-/// Compiles the output side of `secrets` and `pii` under `path`, with the shared settings
-/// (`None`: nothing to do).
+/// The detectors of the `pii` block under `path`: `shared` (those the input side of the same
+/// block compiled) when given, else compiled here.
+fn detectors(
+    c: &mut Compiler,
+    path: &str,
+    pii: Option<&RawPii>,
+    shared: Option<&Arc<Detectors>>,
+) -> Option<Arc<Detectors>> {
+    if let Some(shared) = shared {
+        return Some(shared.clone());
+    }
+    let ip_addresses = pii.and_then(|p| p.ip_addresses).unwrap_or(false);
+    match Detectors::new(ip_addresses) {
+        Ok(detectors) => Some(Arc::new(detectors)),
+        Err(e) => {
+            c.error(path.to_owned(), format!("detectors: {e}"));
+            None
+        }
+    }
+}
+
+/// Compiles the output side of `secrets` and `pii` under `path`, with the shared settings;
+/// `shared` are the detectors the input side of the same blocks compiled, if any (`None`:
+/// nothing to do).
 pub fn compile_output(
     c: &mut Compiler,
     path: &str,
     secrets: Option<&RawSecrets>,
     pii: Option<&RawPii>,
+    shared: Option<&Arc<Detectors>>,
     settings: &OutputSettings,
 ) -> Option<Arc<OutputGuard>> {
     let actions = [
@@ -468,13 +484,8 @@ pub fn compile_output(
     let scanner = if secrets_action.is_none() && pii_action.is_none() {
         None
     } else {
-        let ip_addresses = pii.and_then(|p| p.ip_addresses).unwrap_or(false);
-        let built = Detectors::new(ip_addresses)
-            .map_err(|e| e.to_string())
-            .and_then(|d| {
-                Scanner::new(Arc::new(d), secrets_action, pii_action).map_err(|e| e.to_string())
-            });
-        match built {
+        let detectors = detectors(c, path, pii, shared)?;
+        match Scanner::new(detectors, secrets_action, pii_action) {
             Ok(scanner) => Some(Arc::new(scanner)),
             Err(e) => {
                 c.error(path.to_owned(), format!("output detectors: {e}"));

@@ -397,19 +397,22 @@ async fn guard_answer(
                     .into_response(request_id.as_ref());
             }
         };
-        let rewritten = match guard.filter_json(&bytes) {
-            Ok(rewritten) => rewritten,
+        let inspected = match guard.filter_json(&bytes) {
+            Ok(inspected) => inspected,
             Err(error) => return refuse(error, ""),
         };
         if !guard.classifiers.is_empty() {
-            let texts = OutputGuard::texts_of(&rewritten);
-            let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+            let texts = OutputGuard::texts_of(&inspected);
             let judged: Result<(), OutputError> =
                 judge_all(&guard.classifiers, &texts).await.into();
             if let Err(error) = judged {
                 return refuse(error, "");
             }
         }
+        let rewritten = match serde_json::to_vec(&inspected) {
+            Ok(rewritten) => rewritten,
+            Err(_) => return refuse(OutputError::Invalid("the JSON answer"), ""),
+        };
         parts
             .headers
             .insert(header::CONTENT_LENGTH, HeaderValue::from(rewritten.len()));

@@ -78,6 +78,15 @@ impl Kind {
         }
     }
 
+    /// The guard this kind belongs to: `secrets` for credentials, `pii` for personal data.
+    pub fn family(self) -> Family {
+        if self.is_secret() {
+            Family::Secrets
+        } else {
+            Family::Pii
+        }
+    }
+
     /// Whether this is a credential (the secrets guard) rather than personal data (PII).
     pub fn is_secret(self) -> bool {
         matches!(
@@ -758,17 +767,18 @@ impl DataGuard {
             // (family, label, action, range, placeholder)
             let mut found: Vec<(Family, String, DataAction, Range<usize>, &'static str)> =
                 Vec::new();
+            // Built once per text, and only for a text with findings.
+            let pointer = std::cell::OnceCell::new();
+            let pointer = || pointer.get_or_init(|| text.pointer()).clone();
             if let Some(detectors) = &self.detectors {
                 for d in detectors.scan(text.content) {
-                    let (family, action) = if d.kind.is_secret() {
-                        (Family::Secrets, self.secrets)
-                    } else {
-                        (Family::Pii, self.pii)
+                    let family = d.kind.family();
+                    let action = match family {
+                        Family::Secrets => self.secrets,
+                        _ => self.pii,
                     };
                     if let Some(action) = action {
-                        report
-                            .rules
-                            .push((family, d.rule.to_owned(), text.pointer()));
+                        report.rules.push((family, d.rule.to_owned(), pointer()));
                         found.push((
                             family,
                             d.kind.as_str().to_owned(),
@@ -784,7 +794,7 @@ impl DataGuard {
                     let (id, action, regex) = &patterns.patterns[index];
                     report
                         .rules
-                        .push((Family::BlockedPatterns, id.clone(), text.pointer()));
+                        .push((Family::BlockedPatterns, id.clone(), pointer()));
                     for m in regex.find_iter(text.content) {
                         let family = Family::BlockedPatterns;
                         found.push((family, id.clone(), *action, m.range(), "[REDACTED]"));

@@ -127,7 +127,8 @@ fn needs_ascii_folding(bytes: &[u8]) -> bool {
     // Letters are most of any text and never matter alone: one table load passes them.
     const NOTABLE: [bool; 256] = {
         let mut table = [false; 256];
-        let notable = b"\t\n\r\x0b\x0c .-_*|/01345 7!@$";
+        // Control whitespace, separators of letter-spacing, and leetspeak stand-ins.
+        let notable = b"\t\n\r\x0b\x0c .-_*|/013457!@$";
         let mut i = 0;
         while i < notable.len() {
             table[notable[i] as usize] = true;

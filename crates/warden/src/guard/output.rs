@@ -112,16 +112,16 @@ impl OutputGuard {
         self.scanner.is_some() || self.max_chars.is_some() || !self.classifiers.is_empty()
     }
 
-    /// The texts of an inspected JSON answer, for the external classifiers.
-    pub fn texts_of(bytes: &[u8]) -> Vec<String> {
-        fn collect(value: &Value, out: &mut Vec<String>) {
+    /// The texts of an inspected JSON answer, for the external classifiers: every string but
+    /// opaque tokens and base64 audio.
+    pub fn texts_of(value: &Value) -> Vec<&str> {
+        fn collect<'v>(value: &'v Value, out: &mut Vec<&'v str>) {
             match value {
-                Value::String(text) if !text.is_empty() => out.push(text.clone()),
+                Value::String(text) if !text.is_empty() => out.push(text),
                 Value::Array(items) => items.iter().for_each(|item| collect(item, out)),
                 Value::Object(members) => {
                     for (key, member) in members {
                         match member {
-                            // Base64 audio is not text; its transcript is.
                             Value::Object(audio) if key == "audio" => {
                                 if let Some(transcript) = audio.get("transcript") {
                                     collect(transcript, out);
@@ -136,16 +136,14 @@ impl OutputGuard {
             }
         }
         let mut out = Vec::new();
-        if let Ok(value) = serde_json::from_slice::<Value>(bytes) {
-            collect(&value, &mut out);
-        }
+        collect(value, &mut out);
         out
     }
 
-    /// A buffered JSON answer: the bytes to send. Always the document that was inspected,
-    /// re-serialized: the upstream's own bytes could hold what the parse did not keep (of a
+    /// A buffered JSON answer, inspected: the document to send. Always re-serialized by the
+    /// caller: the upstream's own bytes could hold what the parse did not keep (of a
     /// duplicated key, a client may read the first value where the parse kept the last).
-    pub fn filter_json(&self, bytes: &[u8]) -> Result<Vec<u8>, OutputError> {
+    pub fn filter_json(&self, bytes: &[u8]) -> Result<Value, OutputError> {
         if bytes.len() > self.max_bytes {
             return Err(OutputError::TooLarge(self.max_bytes));
         }
@@ -153,7 +151,7 @@ impl OutputGuard {
             .map_err(|_| OutputError::Invalid("the JSON answer does not parse"))?;
         let mut chars = 0;
         self.walk(&mut value, Some(&mut chars))?;
-        serde_json::to_vec(&value).map_err(|_| OutputError::Invalid("the JSON answer"))
+        Ok(value)
     }
 
     /// Redacts every string of `value` as a whole value and counts its characters into
@@ -1330,7 +1328,11 @@ mod tests {
         let filtered = guard(None)
             .filter_json(answer.to_string().as_bytes())
             .expect("filtered");
-        let filtered: Value = serde_json::from_slice(&filtered).expect("json");
+        // Classifiers read the transcript, not the audio.
+        assert_eq!(
+            OutputGuard::texts_of(&filtered),
+            vec!["card [CARD]", "mail [EMAIL]"]
+        );
         let message = &filtered["choices"][0]["message"];
         assert_eq!(message["content"], "mail [EMAIL]");
         assert_eq!(message["audio"]["data"], "4111 1111 1111 1111");
@@ -1342,7 +1344,8 @@ mod tests {
     fn a_json_answer_is_sent_as_inspected_even_with_a_duplicated_key() {
         let answer = br#"{"content": "mail jane@example.com", "content": "nothing here"}"#;
         let filtered = guard(None).filter_json(answer).expect("filtered");
-        assert_eq!(filtered, br#"{"content":"nothing here"}"#);
+        let sent = serde_json::to_vec(&filtered).expect("serialize");
+        assert_eq!(sent, br#"{"content":"nothing here"}"#);
     }
 
     #[test]

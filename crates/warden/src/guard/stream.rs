@@ -43,8 +43,9 @@ pub struct Blocked {
     pub kind: Kind,
 }
 
-/// Bytes kept before the release point as look-behind for the next scan: one UTF-8 scalar is
-/// all any detector looks behind (ASCII word boundaries).
+/// Bytes kept before the release point as look-behind for the next scan: detectors look one
+/// byte behind (ASCII word boundaries), the national phone check two (a number it would
+/// continue), so four bytes, widened to a character boundary, cover both.
 const LOOK_BEHIND: usize = 4;
 
 type NewCache =
@@ -129,7 +130,10 @@ impl Scanner {
         pii: Option<OutputAction>,
         kind: Kind,
     ) -> Option<OutputAction> {
-        if kind.is_secret() { secrets } else { pii }
+        match kind.family() {
+            Family::Secrets => secrets,
+            _ => pii,
+        }
     }
 
     fn action(&self, kind: Kind) -> Option<OutputAction> {
@@ -173,11 +177,7 @@ impl Scanner {
     /// Counts findings; the first one whose family blocks stops the answer.
     fn account(&self, found: &[Detected]) -> Result<(), Blocked> {
         for d in found {
-            let family = if d.kind.is_secret() {
-                Family::Secrets
-            } else {
-                Family::Pii
-            };
+            let family = d.kind.family();
             metrics::counter!(
                 "warden_guard_findings_total",
                 "guard" => family.as_str(),
