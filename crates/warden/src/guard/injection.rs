@@ -87,7 +87,6 @@ pub struct RuleError {
 pub struct InjectionRules {
     rules: Vec<Rule>,
     set: RegexSet,
-    blob: Regex,
 }
 
 /// One rule that matched.
@@ -220,13 +219,7 @@ impl InjectionRules {
                 id: "(pack)".into(),
                 message: e.to_string(),
             })?;
-        let blob =
-            Regex::new(r"[A-Za-z0-9+/_-]{24,}={0,2}|(?-u:\b)(?:[0-9a-fA-F]{2}){16,}(?-u:\b)")
-                .map_err(|e| RuleError {
-                    id: "(blobs)".into(),
-                    message: e.to_string(),
-                })?;
-        Ok(InjectionRules { rules, set, blob })
+        Ok(InjectionRules { rules, set })
     }
 
     /// The rules of this pack.
@@ -262,6 +255,11 @@ impl InjectionRules {
         hit: &mut [bool],
         detection: &mut Detection,
     ) {
+        // Most texts match no rule: the set's plain search (first match ends it) says so faster
+        // than the search for every matching rule.
+        if !self.set.is_match(haystack) {
+            return;
+        }
         for index in self.set.matches(haystack).iter() {
             if hit[index] {
                 continue;
@@ -292,15 +290,15 @@ impl InjectionRules {
     /// Decodes base64 and hex blobs (bounded) and scans their text with the same rules.
     fn scan_blobs(&self, text: &str, detection: &mut Detection) {
         let mut best: Option<(f32, Range<usize>)> = None;
-        for blob in self.blob.find_iter(text).take(MAX_BLOBS) {
-            let raw = blob.as_str();
+        for blob in blobs(text).take(MAX_BLOBS) {
+            let raw = &text[blob.clone()];
             let raw = &raw[..raw.len().min(MAX_BLOB_BYTES)];
             let Some(decoded) = decode(raw) else {
                 continue;
             };
             let inner = self.scan_folded(&decoded);
             if inner.score > best.as_ref().map_or(0.0, |b| b.0) {
-                best = Some((inner.score, blob.range()));
+                best = Some((inner.score, blob));
             }
         }
         if let Some((score, range)) = best {
@@ -314,6 +312,48 @@ impl InjectionRules {
             });
         }
     }
+}
+
+/// The runs of at least 24 base64 or base64url characters (hex is a subset), each with up to
+/// two `=` of padding after it: what might be an encoded instruction.
+fn blobs(text: &str) -> impl Iterator<Item = Range<usize>> + '_ {
+    const BLOB: [bool; 256] = {
+        let mut table = [false; 256];
+        let mut b = 0;
+        while b < 256 {
+            let c = b as u8;
+            table[b] = c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'_' | b'-');
+            b += 1;
+        }
+        table
+    };
+    let bytes = text.as_bytes();
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        let mut start = at;
+        while at < bytes.len() {
+            if BLOB[usize::from(bytes[at])] {
+                at += 1;
+                continue;
+            }
+            if at - start >= 24 {
+                break;
+            }
+            at += 1;
+            start = at;
+        }
+        if at - start < 24 {
+            return None;
+        }
+        let end = at
+            + bytes[at..]
+                .iter()
+                .take(2)
+                .take_while(|&&b| b == b'=')
+                .count();
+        at = end;
+        Some(start..end)
+    })
 }
 
 /// The text a base64 or hex blob decodes to, if it is mostly printable UTF-8.
@@ -1245,6 +1285,23 @@ mod tests {
             assert!(recall >= 0.25, "{name}: recall {recall}");
             assert!(fpr <= 0.10, "{name}: false positives {fpr}");
         }
+    }
+
+    #[test]
+    fn blobs_are_maximal_runs_of_base64_characters() {
+        let text =
+            "short abc123 then QWxhZGRpbjpvcGVuIHNlc2FtZQ== and 0123456789abcdef0123456789abcdef.";
+        let found: Vec<&str> = blobs(text).map(|r| &text[r]).collect();
+        assert_eq!(
+            found,
+            [
+                "QWxhZGRpbjpvcGVuIHNlc2FtZQ==",
+                "0123456789abcdef0123456789abcdef"
+            ]
+        );
+        assert_eq!(blobs("").count(), 0);
+        assert_eq!(blobs(&"a".repeat(23)).count(), 0);
+        assert_eq!(blobs(&"a".repeat(24)).count(), 1);
     }
 
     #[test]
