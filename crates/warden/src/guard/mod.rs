@@ -6,6 +6,7 @@ pub mod detect;
 pub mod external;
 pub mod injection;
 pub mod models;
+pub mod ngram;
 pub mod normalize;
 pub mod output;
 pub mod stream;
