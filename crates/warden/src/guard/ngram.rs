@@ -11,9 +11,9 @@
 //! The weights are compiled in (`injection_model.txt`, written by
 //! `scripts/train-injection-model.py` from pinned public collections; the script, the sources and
 //! the held-out measurements are in `docs/configuration.md`). No model is downloaded and no
-//! network call is made. A feature is looked up by a 64-bit FNV-1a hash of its bytes; the pair
-//! `a b` is hashed as `a`, a space, `b`, so the hash of a pair continues the hash of its first
-//! word and no string is built.
+//! network call is made. A word is hashed eight bytes at a time and a pair combines the hashes
+//! of its words, so no string is built; a bit filter of the model's words skips the lookups of
+//! the many words that are in no feature.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -29,6 +29,9 @@ const MAX_WORD: usize = 32;
 #[derive(Debug)]
 pub struct NgramModel {
     weights: HashMap<u64, f32, BuildHasherDefault<Premixed>>,
+    /// One bit per word hash bucket, set for every word of a feature: most words of a text are
+    /// in no feature, and one bit test skips both of their lookups.
+    vocabulary: Vec<u64>,
     bias: f32,
     threshold: f32,
     version: String,
@@ -59,6 +62,7 @@ impl NgramModel {
     pub fn parse(text: &str) -> Result<NgramModel, ModelError> {
         let mut model = NgramModel {
             weights: HashMap::default(),
+            vocabulary: vec![0; VOCABULARY_BITS / 64],
             bias: 0.0,
             threshold: f32::INFINITY,
             version: String::new(),
@@ -73,7 +77,20 @@ impl NgramModel {
             }
             if let Some((weight, feature)) = line.split_once('\t') {
                 let weight: f32 = weight.parse().map_err(|_| error("bad weight"))?;
-                model.weights.insert(hash(feature.as_bytes()), weight);
+                let key = match feature.split_once(' ') {
+                    Some((first, second)) => {
+                        let (first, second) = (word_hash(first), word_hash(second));
+                        model.remember(first);
+                        model.remember(second);
+                        pair_hash(first, second)
+                    }
+                    None => {
+                        let word = word_hash(feature);
+                        model.remember(word);
+                        word
+                    }
+                };
+                model.weights.insert(key, weight);
                 continue;
             }
             let (key, value) = line.split_once(' ').ok_or(error("bad line"))?;
@@ -117,21 +134,25 @@ impl NgramModel {
         let mut halves: Vec<(f32, u32, usize, usize)> = Vec::new();
         let (mut sum, mut count, mut words) = (0.0f32, 0u32, 0usize);
         let mut start = 0;
-        let mut previous: Option<u64> = None;
+        // The previous word's hash, if it is in the vocabulary (a pair needs both words there).
+        let mut previous: Option<Option<u64>> = None;
         for range in words_of(text) {
             if words == 0 {
                 start = range.start;
             }
-            let word = lowered(FNV_OFFSET, &text.as_bytes()[range.clone()]);
-            sum += self.weight(word);
+            let word = word_hash(&text[range.clone()]);
+            let known = self.knows(word);
+            if known {
+                sum += self.weight(word);
+            }
             count += 1;
             if let Some(first) = previous {
-                // The pair continues the first word's hash with a space and the second word.
-                let pair = lowered(step(first, b' '), &text.as_bytes()[range.clone()]);
-                sum += self.weight(pair);
+                if let (Some(first), true) = (first, known) {
+                    sum += self.weight(pair_hash(first, word));
+                }
                 count += 1;
             }
-            previous = Some(word);
+            previous = Some(known.then_some(word));
             words += 1;
             if words == STEP {
                 halves.push((sum, count, start, range.end));
@@ -157,6 +178,21 @@ impl NgramModel {
     fn weight(&self, hash: u64) -> f32 {
         self.weights.get(&hash).copied().unwrap_or(0.0)
     }
+
+    fn bit(hash: u64) -> (usize, u64) {
+        let bucket = (hash >> 52) as usize % VOCABULARY_BITS;
+        (bucket / 64, 1 << (bucket % 64))
+    }
+
+    fn remember(&mut self, word: u64) {
+        let (i, bit) = NgramModel::bit(word);
+        self.vocabulary[i] |= bit;
+    }
+
+    fn knows(&self, word: u64) -> bool {
+        let (i, bit) = NgramModel::bit(word);
+        self.vocabulary[i] & bit != 0
+    }
 }
 
 /// The words the model reads, as the training read them: lowercased (ASCII; a folded text's
@@ -168,45 +204,85 @@ pub fn words(text: &str) -> Vec<String> {
 }
 
 /// Byte ranges of the words of `text`: maximal runs of letters and digits, cut at 32 bytes.
+/// ASCII is classified by a table; other characters are decoded and asked.
 fn words_of(text: &str) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
-    let mut chars = text.char_indices().peekable();
+    const ALNUM: [bool; 128] = {
+        let mut table = [false; 128];
+        let mut b = 0;
+        while b < 128 {
+            table[b] = (b as u8).is_ascii_alphanumeric();
+            b += 1;
+        }
+        table
+    };
+    let bytes = text.as_bytes();
+    // Whether the character at `i` (a character boundary) is a letter or digit, and its length.
+    let char_at = move |i: usize| -> (bool, usize) {
+        let b = bytes[i];
+        if b < 0x80 {
+            return (ALNUM[usize::from(b)], 1);
+        }
+        text[i..]
+            .chars()
+            .next()
+            .map_or((false, 1), |c| (c.is_alphanumeric(), c.len_utf8()))
+    };
+    let mut at = 0;
     std::iter::from_fn(move || {
-        let (start, _) = chars.by_ref().find(|(_, c)| c.is_alphanumeric())?;
-        let mut end = text.len();
+        let start = loop {
+            if at >= bytes.len() {
+                return None;
+            }
+            match char_at(at) {
+                (true, _) => break at,
+                (false, n) => at += n,
+            }
+        };
         let mut cut = None;
-        while let Some(&(i, c)) = chars.peek() {
-            if !c.is_alphanumeric() {
-                end = i;
+        while at < bytes.len() {
+            let (word, n) = char_at(at);
+            if !word {
                 break;
             }
-            if cut.is_none() && i + c.len_utf8() - start > MAX_WORD {
-                cut = Some(i);
+            if cut.is_none() && at + n - start > MAX_WORD {
+                cut = Some(at);
             }
-            chars.next();
+            at += n;
         }
-        Some(start..cut.unwrap_or(end).min(end))
+        Some(start..cut.unwrap_or(at))
     })
 }
 
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+/// Buckets of the vocabulary filter.
+const VOCABULARY_BITS: usize = 4096;
+const K: u64 = 0x9e37_79b9_7f4a_7c15;
 
-fn step(hash: u64, byte: u8) -> u64 {
-    (hash ^ u64::from(byte)).wrapping_mul(FNV_PRIME)
+/// The hash of a word, eight bytes at a time, lowercased: a word of ASCII letters and digits
+/// lowercases by one bit per byte (digits have it set already); a folded word with other
+/// letters is lowercase already.
+fn word_hash(word: &str) -> u64 {
+    let ascii = word.is_ascii();
+    word.as_bytes()
+        .chunks(8)
+        .fold(word.len() as u64, |h, chunk| {
+            // A short copy by hand: a call to memmove per word would cost more than the hash.
+            let mut v = chunk
+                .iter()
+                .rev()
+                .fold(0u64, |v, &b| (v << 8) | u64::from(b));
+            if ascii {
+                v |= 0x2020_2020_2020_2020;
+            }
+            (h.rotate_left(5) ^ v).wrapping_mul(K)
+        })
 }
 
-/// Continues `hash` with `bytes`, ASCII-lowercased.
-fn lowered(hash: u64, bytes: &[u8]) -> u64 {
-    bytes
-        .iter()
-        .fold(hash, |h, &b| step(h, b.to_ascii_lowercase()))
+/// The hash of the pair `first second`.
+fn pair_hash(first: u64, second: u64) -> u64 {
+    (first.rotate_left(23) ^ second.wrapping_mul(0xff51_afd7_ed55_8ccd)).wrapping_mul(K)
 }
 
-fn hash(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(FNV_OFFSET, |h, &b| step(h, b))
-}
-
-/// The map's hasher: the keys are FNV hashes already; one multiply spreads them over the table.
+/// The map's hasher: the keys are hashes already; one multiply spreads them over the table.
 #[derive(Default)]
 struct Premixed(u64);
 
@@ -215,7 +291,9 @@ impl Hasher for Premixed {
         self.0.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29)
     }
     fn write(&mut self, bytes: &[u8]) {
-        self.0 = hash(bytes);
+        self.0 = bytes.iter().fold(self.0, |h, &b| {
+            (h.rotate_left(8) ^ u64::from(b)).wrapping_mul(K)
+        });
     }
     fn write_u64(&mut self, value: u64) {
         self.0 = value;
@@ -229,7 +307,7 @@ mod tests {
     #[test]
     fn the_builtin_model_loads() {
         let model = NgramModel::parse(include_str!("injection_model.txt")).expect("model");
-        assert!(model.features() > 1000, "{}", model.features());
+        assert!(model.features() > 300, "{}", model.features());
         assert!(!model.version().is_empty());
     }
 
@@ -247,11 +325,13 @@ mod tests {
     }
 
     #[test]
-    fn a_pair_hash_continues_its_first_word() {
-        assert_eq!(
-            lowered(step(lowered(FNV_OFFSET, b"Ignore"), b' '), b"ALL"),
-            hash(b"ignore all")
-        );
+    fn word_hashes_ignore_ascii_case_and_pairs_are_ordered() {
+        assert_eq!(word_hash("IgNoRe"), word_hash("ignore"));
+        assert_eq!(word_hash("Prev10us"), word_hash("prev10us"));
+        assert_ne!(word_hash("ignore"), word_hash("ignores"));
+        assert_ne!(word_hash("abcdefgh"), word_hash("abcdefgh0"));
+        let (a, b) = (word_hash("ignore"), word_hash("all"));
+        assert_ne!(pair_hash(a, b), pair_hash(b, a));
     }
 
     #[test]
