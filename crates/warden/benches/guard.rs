@@ -1,4 +1,5 @@
-//! Content inspection: the prompt-injection pack (folding, one RegexSet pass, blob decoding) on
+//! Content inspection: the prompt-injection pack (folding, one RegexSet pass, blob decoding, the
+//! learned model; and without the model) on
 //! prose of 1 KB and 50 KB, ASCII and not; secret and PII detection on the same texts; and
 //! output redaction of a streamed answer, per event.
 
@@ -27,12 +28,18 @@ fn prose(size: usize, ascii: bool) -> String {
 
 fn bench(c: &mut Criterion) {
     let rules = InjectionRules::new(&[]).expect("default pack");
+    let rules_only = InjectionRules::new(&[])
+        .expect("default pack")
+        .without_model();
     let detectors = Arc::new(Detectors::new(false).expect("detectors"));
     for (name, size) in [("1KB", 1_000), ("50KB", 50_000)] {
         for (script, ascii) in [("ascii", true), ("non_ascii", false)] {
             let text = prose(size, ascii);
             c.bench_function(&format!("injection_scan_{script}_{name}"), |b| {
                 b.iter(|| rules.scan(std::hint::black_box(&text)))
+            });
+            c.bench_function(&format!("injection_rules_only_{script}_{name}"), |b| {
+                b.iter(|| rules_only.scan(std::hint::black_box(&text)))
             });
             c.bench_function(&format!("fold_{script}_{name}"), |b| {
                 b.iter(|| Folded::new(std::hint::black_box(&text)).text().len())

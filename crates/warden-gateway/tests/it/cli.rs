@@ -113,6 +113,14 @@ fn check_accepts_the_shipped_examples() {
             String::from_utf8_lossy(&output.stderr)
         );
         assert!(stdout.contains(": ok ("), "{stdout}");
+        assert!(
+            stdout.contains(&format!(
+                "prompt-injection rule pack {}, learned model {}",
+                warden::guard::injection::PACK_VERSION,
+                warden::guard::ngram::NgramModel::builtin().version()
+            )),
+            "{stdout}"
+        );
     }
 }
 

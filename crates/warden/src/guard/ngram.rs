@@ -5,8 +5,9 @@
 //! 14), so disguises fold away before it too. The text is cut into words (runs of letters and
 //! digits, lowercased, at most 32 bytes); every word and every pair of adjacent words is a
 //! feature with a weight. The text is read in windows of 256 words, each overlapping the next by
-//! half: a window scores `bias + Σ weights / √(features in it)`, and the text scores its best
-//! window, so a jailbreak buried in a long benign document is read at its own density.
+//! half: a window scores `bias + Σ weights / √(features in it, at least 24)`, and the text
+//! scores its best window, so a jailbreak buried in a long benign document is read at its own
+//! density and a short message needs more than one telling word.
 //!
 //! The weights are compiled in (`injection_model.txt`, written by
 //! `scripts/train-injection-model.py` from pinned public collections; the script, the sources and
@@ -22,6 +23,9 @@ use std::sync::OnceLock;
 /// Words per window, and the step between windows.
 const WINDOW: usize = 256;
 const STEP: usize = WINDOW / 2;
+/// A window with fewer features is scored as if it had this many: a few words are weak
+/// evidence, and a lone word of the model never reads as an attack (a unit test holds it).
+const MIN_FEATURES: u32 = 24;
 /// A word is cut after this many bytes (at a character boundary).
 const MAX_WORD: usize = 32;
 
@@ -168,7 +172,10 @@ impl NgramModel {
             if let Some(&(s2, n2, _, to2)) = halves.get(i + 1) {
                 (s, n, to) = (s + s2, n + n2, to2);
             }
-            (self.bias + s / (n as f32).sqrt(), from..to)
+            (
+                self.bias + s / (n.max(MIN_FEATURES) as f32).sqrt(),
+                from..to,
+            )
         };
         // A text of one half window is one window; otherwise each window is two halves.
         let windows = halves.len().saturating_sub(1).max(1).min(halves.len());
@@ -311,6 +318,24 @@ mod tests {
         assert!(!model.version().is_empty());
     }
 
+    /// However strong a word or pair, alone it is not an attack: the minimum window size keeps
+    /// a one-word message ("Assistant", "ChatGPT", "restrictions") from being refused.
+    #[test]
+    fn no_lone_word_of_the_model_reads_as_an_attack() {
+        let text = include_str!("injection_model.txt");
+        let model = NgramModel::parse(text).expect("model");
+        let mut words = 0;
+        for line in text.lines() {
+            let Some((_, feature)) = line.split_once('\t') else {
+                continue;
+            };
+            let (score, _) = model.score(feature).expect("words");
+            assert!(score < model.threshold(), "{feature:?} scores {score}");
+            words += 1;
+        }
+        assert_eq!(words, model.features());
+    }
+
     #[test]
     fn words_are_lowercased_runs_of_letters_and_digits_cut_at_32_bytes() {
         assert_eq!(
@@ -338,8 +363,11 @@ mod tests {
     fn windows_score_at_their_own_density() {
         let model = NgramModel::parse("bias -1\nthreshold 0\n2\tjailbreak\n").expect("model");
         let (alone, _) = model.score("jailbreak now").expect("words");
-        // bias + 2 / √3 (two words and one pair).
-        assert!((alone - (-1.0 + 2.0 / 3f32.sqrt())).abs() < 1e-6, "{alone}");
+        // bias + 2 / √24: two words and one pair count as the minimum of 24 features.
+        assert!(
+            (alone - (-1.0 + 2.0 / 24f32.sqrt())).abs() < 1e-6,
+            "{alone}"
+        );
         let filler = "the weather is fine today ".repeat(400);
         let buried = format!("{filler}jailbreak now {filler}");
         let (score, range) = model.score(&buried).expect("words");
