@@ -359,6 +359,26 @@ mod tests {
         assert_ne!(pair_hash(a, b), pair_hash(b, a));
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        /// Any text, folded or not: the score is finite, its window lies on character
+        /// boundaries of the text, and the words are what the model hashed.
+        #[test]
+        fn any_text_scores_within_its_bounds(text in "(?s).{0,600}|([a-zA-Zé日ＩĲ' .,\n0-9]{0,40} ){0,80}") {
+            let model = NgramModel::builtin();
+            let folded = super::super::normalize::Folded::new(&text);
+            match model.score(folded.text()) {
+                Some((score, window)) => {
+                    proptest::prop_assert!(score.is_finite());
+                    proptest::prop_assert!(folded.text().get(window.clone()).is_some());
+                    let original = folded.original_range(window);
+                    proptest::prop_assert!(text.get(original).is_some());
+                }
+                None => proptest::prop_assert!(words(folded.text()).is_empty()),
+            }
+        }
+    }
+
     #[test]
     fn windows_score_at_their_own_density() {
         let model = NgramModel::parse("bias -1\nthreshold 0\n2\tjailbreak\n").expect("model");
