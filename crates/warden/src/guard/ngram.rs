@@ -234,8 +234,19 @@ fn words_of(text: &str) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
             .next()
             .map_or((false, 1), |c| (c.is_alphanumeric(), c.len_utf8()))
     };
+    let ascii = text.is_ascii();
     let mut at = 0;
     std::iter::from_fn(move || {
+        if ascii {
+            // Most texts: one table load per byte, no decoding.
+            let start = at + bytes[at..].iter().position(|&b| ALNUM[usize::from(b)])?;
+            let run = bytes[start..]
+                .iter()
+                .position(|&b| !ALNUM[usize::from(b)])
+                .unwrap_or(bytes.len() - start);
+            at = start + run;
+            return Some(start..start + run.min(MAX_WORD));
+        }
         let start = loop {
             if at >= bytes.len() {
                 return None;
