@@ -13,7 +13,6 @@ and half of every benign source (chosen by a hash of the text). Needs PyYAML.
 import ast
 import hashlib
 import json
-import os
 import re
 import subprocess
 import sys
@@ -171,13 +170,13 @@ def collect():
     add(train, "SpamAssassin mail (ham and spam)", 0, [t for t in mails if not held_out(t)])
     add(test, "SpamAssassin mail (ham and spam)", 0, [t for t in mails if held_out(t)])
 
-    stdlib = Path(os.__file__).parent
+    # Code: lm-eval's own Python sources (pinned with the wheel), cut into 40-line pieces.
     code = []
-    for path in sorted(stdlib.glob("*.py"))[:400]:
-        lines = path.read_text(errors="replace").splitlines()
+    for n in sorted(x for x in lm.namelist() if x.endswith(".py"))[:400]:
+        lines = lm.read(n).decode(errors="replace").splitlines()
         code.extend("\n".join(lines[i:i + 40]) for i in range(0, len(lines), 40))
-    add(train, "Python standard library code", 0, [t for t in code if not held_out(t)])
-    add(test, "Python standard library code", 0, [t for t in code if held_out(t)])
+    add(train, "lm-eval Python code", 0, [t for t in code if not held_out(t)])
+    add(test, "lm-eval Python code", 0, [t for t in code if held_out(t)])
 
     for kind in ("", "holdout_", "fresh_", "third_", "fourth_"):
         add(train, "hand-written sets", 1, corpus_file(f"injection_{kind}attacks.txt"))

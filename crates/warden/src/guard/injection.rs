@@ -1229,7 +1229,7 @@ mod tests {
     #[test]
     fn detection_quality_on_the_public_held_out_corpus() {
         let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../target/test-data/injection-held-out-2026.12.2.jsonl");
+            .join("../../target/test-data/injection-held-out-2026.12.3.jsonl");
         let text = std::fs::read_to_string(&file).unwrap_or_else(|e| {
             panic!("{} ({e}): run scripts/install-test-deps.sh", file.display())
         });
@@ -1244,7 +1244,7 @@ mod tests {
                 )
             })
             .collect();
-        assert_eq!(entries.len(), 19_747, "the pinned corpus is complete");
+        assert_eq!(entries.len(), 18_730, "the pinned corpus is complete");
         let both = InjectionRules::new(&[]).expect("default pack");
         let rules = InjectionRules::new(&[])
             .expect("default pack")

@@ -134,52 +134,61 @@ impl NgramModel {
     /// The best window's score of `text` (folded; ASCII letters may be in either case), and the
     /// byte range of that window; `None` for a text without words.
     pub fn score(&self, text: &str) -> Option<(f32, std::ops::Range<usize>)> {
-        // Per half window: the sum of the weights of its features, how many it has, its range.
-        let mut halves: Vec<(f32, u32, usize, usize)> = Vec::new();
-        let (mut sum, mut count, mut words) = (0.0f32, 0u32, 0usize);
-        let mut start = 0;
+        // Half windows are summed as the words come; each window is a half and the one before
+        // it (a text of one half is one window), so only the previous half is kept.
+        let mut current = Half::default();
+        let mut previous_half: Option<Half> = None;
+        // Whether a window of two halves was scored already.
+        let mut halves_before = false;
+        let mut best: Option<(f32, std::ops::Range<usize>)> = None;
+        let mut consider = |half: &Half, before: Option<&Half>| {
+            let (sum, count, from) = match before {
+                Some(b) => (b.sum + half.sum, b.count + half.count, b.range.start),
+                None => (half.sum, half.count, half.range.start),
+            };
+            let score = self.bias + sum / (count.max(MIN_FEATURES) as f32).sqrt();
+            if best.as_ref().is_none_or(|(s, _)| score > *s) {
+                best = Some((score, from..half.range.end));
+            }
+        };
         // The previous word's hash, if it is in the vocabulary (a pair needs both words there).
         let mut previous: Option<Option<u64>> = None;
         for range in words_of(text) {
-            if words == 0 {
-                start = range.start;
+            if current.words == 0 {
+                current.range = range.start..range.start;
             }
             let word = word_hash(&text[range.clone()]);
             let known = self.knows(word);
             if known {
-                sum += self.weight(word);
+                current.sum += self.weight(word);
             }
-            count += 1;
+            current.count += 1;
             if let Some(first) = previous {
                 if let (Some(first), true) = (first, known) {
-                    sum += self.weight(pair_hash(first, word));
+                    current.sum += self.weight(pair_hash(first, word));
                 }
-                count += 1;
+                current.count += 1;
             }
             previous = Some(known.then_some(word));
-            words += 1;
-            if words == STEP {
-                halves.push((sum, count, start, range.end));
-                (sum, count, words) = (0.0, 0, 0);
+            current.words += 1;
+            if current.words == STEP {
+                current.range.end = range.end;
+                let done = std::mem::take(&mut current);
+                if let Some(before) = &previous_half {
+                    consider(&done, Some(before));
+                    halves_before = true;
+                }
+                previous_half = Some(done);
             }
         }
-        if words > 0 {
-            halves.push((sum, count, start, text.len()));
+        if current.words > 0 {
+            current.range.end = text.len();
+            consider(&current, previous_half.as_ref());
+        } else if let Some(only) = previous_half.filter(|_| !halves_before) {
+            // Exactly one full half and nothing after it.
+            consider(&only, None);
         }
-        let window = |i: usize| {
-            let (s, n, from, mut to) = halves[i];
-            let (mut s, mut n) = (s, n);
-            if let Some(&(s2, n2, _, to2)) = halves.get(i + 1) {
-                (s, n, to) = (s + s2, n + n2, to2);
-            }
-            (
-                self.bias + s / (n.max(MIN_FEATURES) as f32).sqrt(),
-                from..to,
-            )
-        };
-        // A text of one half window is one window; otherwise each window is two halves.
-        let windows = halves.len().saturating_sub(1).max(1).min(halves.len());
-        (0..windows).map(window).max_by(|a, b| a.0.total_cmp(&b.0))
+        best
     }
 
     fn weight(&self, hash: u64) -> f32 {
@@ -271,6 +280,16 @@ fn words_of(text: &str) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
     })
 }
 
+/// A half window as it is summed: the weights of its features, how many it has, its words and
+/// its byte range.
+#[derive(Default)]
+struct Half {
+    sum: f32,
+    count: u32,
+    words: usize,
+    range: std::ops::Range<usize>,
+}
+
 /// Buckets of the vocabulary filter.
 const VOCABULARY_BITS: usize = 4096;
 const K: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -306,7 +325,7 @@ struct Premixed(u64);
 
 impl Hasher for Premixed {
     fn finish(&self) -> u64 {
-        self.0.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29)
+        self.0.wrapping_mul(K).rotate_left(29)
     }
     fn write(&mut self, bytes: &[u8]) {
         self.0 = bytes.iter().fold(self.0, |h, &b| {
