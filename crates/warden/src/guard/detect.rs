@@ -284,21 +284,49 @@ fn not_placeholder(assignment: &str) -> bool {
         || matches!(lower.as_str(), "password" | "secret"))
 }
 
+/// The digits of a card-length candidate, without allocating: `None` when it has more than
+/// nineteen (no card has).
+struct Digits {
+    digits: [u8; 19],
+    len: usize,
+}
+
+impl Digits {
+    fn of(candidate: &str) -> Option<Digits> {
+        let mut digits = Digits {
+            digits: [0; 19],
+            len: 0,
+        };
+        for b in candidate.bytes().filter(u8::is_ascii_digit) {
+            *digits.digits.get_mut(digits.len)? = b - b'0';
+            digits.len += 1;
+        }
+        Some(digits)
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        &self.digits[..self.len]
+    }
+
+    /// The number the first `n` digits spell (0 when there are fewer).
+    fn prefix(&self, n: usize) -> u32 {
+        self.as_slice()
+            .get(..n)
+            .map_or(0, |p| p.iter().fold(0, |acc, &d| acc * 10 + u32::from(d)))
+    }
+}
+
 /// A card number: a known issuer prefix with that issuer's length, and the Luhn checksum.
 fn card(candidate: &str) -> bool {
-    let digits: String = candidate.chars().filter(char::is_ascii_digit).collect();
-    let len = digits.len();
-    let prefix = |n: usize| {
-        digits
-            .get(..n)
-            .and_then(|p| p.parse::<u32>().ok())
-            .unwrap_or(0)
+    let Some(digits) = Digits::of(candidate) else {
+        return false;
     };
-    let issuer = match prefix(1) {
-        4 => matches!(len, 13 | 16 | 19),                     // Visa
-        5 => (51..=55).contains(&prefix(2)) && len == 16,     // Mastercard
-        2 => (2221..=2720).contains(&prefix(4)) && len == 16, // Mastercard
-        3 => match prefix(2) {
+    let len = digits.len;
+    let issuer = match digits.prefix(1) {
+        4 => matches!(len, 13 | 16 | 19),                            // Visa
+        5 => (51..=55).contains(&digits.prefix(2)) && len == 16,     // Mastercard
+        2 => (2221..=2720).contains(&digits.prefix(4)) && len == 16, // Mastercard
+        3 => match digits.prefix(2) {
             34 | 37 => len == 15,                          // Amex
             35 => (16..=19).contains(&len),                // JCB
             30 | 36 | 38 | 39 => (14..=19).contains(&len), // Diners
@@ -307,12 +335,12 @@ fn card(candidate: &str) -> bool {
         6 => (16..=19).contains(&len), // Discover, UnionPay, Maestro
         _ => false,
     };
-    issuer && luhn(candidate)
+    issuer && luhn(&digits)
 }
 
-/// The Luhn checksum of a 13–19 digit number.
-fn luhn(candidate: &str) -> bool {
-    let digits: Vec<u32> = candidate.chars().filter_map(|c| c.to_digit(10)).collect();
+/// The Luhn checksum of a 13–19 digit number (not all one digit).
+fn luhn(digits: &Digits) -> bool {
+    let digits = digits.as_slice();
     if !(13..=19).contains(&digits.len()) || digits.iter().all(|&d| d == digits[0]) {
         return false;
     }
@@ -321,6 +349,7 @@ fn luhn(candidate: &str) -> bool {
         .rev()
         .enumerate()
         .map(|(i, &d)| {
+            let d = u32::from(d);
             if i % 2 == 1 {
                 let doubled = d * 2;
                 if doubled > 9 { doubled - 9 } else { doubled }
@@ -426,17 +455,22 @@ const IBAN_LENGTHS: &[(&str, usize)] = &[
 /// An IBAN of its country's length whose mod-97 check holds (ISO 13616). The length matters:
 /// a shorter prefix of a longer number passes mod-97 one time in 97.
 fn iban(candidate: &str) -> bool {
-    let compact: String = candidate.chars().filter(|c| !c.is_whitespace()).collect();
+    let compact = || candidate.chars().filter(|c| !c.is_whitespace());
+    let len = compact().count();
+    let country: [char; 2] = {
+        let mut head = compact();
+        [head.next().unwrap_or(' '), head.next().unwrap_or(' ')]
+    };
     let expected = IBAN_LENGTHS
         .iter()
-        .find(|(country, _)| compact.starts_with(country))
+        .find(|(code, _)| code.chars().eq(country))
         .map(|(_, len)| *len);
-    if expected.is_some_and(|len| compact.len() != len) || !(15..=34).contains(&compact.len()) {
+    if expected.is_some_and(|expected| len != expected) || !(15..=34).contains(&len) {
         return false;
     }
-    let (head, tail) = compact.split_at(4);
+    // The check digits and country code move to the end (ISO 13616).
     let mut remainder: u32 = 0;
-    for c in tail.chars().chain(head.chars()) {
+    for c in compact().skip(4).chain(compact().take(4)) {
         let value = match c {
             '0'..='9' => c as u32 - '0' as u32,
             'A'..='Z' => c as u32 - 'A' as u32 + 10,
@@ -467,18 +501,25 @@ fn phone(candidate: &str) -> bool {
     if candidate.bytes().any(|b| b.is_ascii_alphabetic()) {
         return false;
     }
-    let digits: Vec<u8> = candidate
+    let (mut n, mut first, mut fourth) = (0, None, None);
+    for d in candidate
         .bytes()
         .filter(u8::is_ascii_digit)
         .map(|b| b - b'0')
-        .collect();
-    let n = digits.len();
+    {
+        match n {
+            0 => first = Some(d),
+            3 => fourth = Some(d),
+            _ => {}
+        }
+        n += 1;
+    }
     if candidate.starts_with('+') {
-        (8..=15).contains(&n) && !luhn(candidate)
-    } else if digits.first() == Some(&0) {
+        (8..=15).contains(&n) && !Digits::of(candidate).is_some_and(|d| luhn(&d))
+    } else if first == Some(0) {
         (9..=12).contains(&n)
     } else {
-        n == 10 && digits[0] >= 2 && digits[3] >= 2
+        n == 10 && first >= Some(2) && fourth >= Some(2)
     }
 }
 
@@ -489,6 +530,9 @@ fn ipv4(candidate: &str) -> bool {
 fn ipv6(candidate: &str) -> bool {
     candidate.parse::<std::net::Ipv6Addr>().is_ok()
 }
+
+/// How many lengths of one match are checked (the whole and its shorter prefixes).
+const MAX_CUTS: usize = 4;
 
 /// The compiled detectors.
 #[derive(Clone, Debug)]
@@ -565,10 +609,13 @@ impl Detectors {
                     spans.push(m.range());
                 }
                 // A greedy match can run into the next word ("DE89 … 00 A"): when it fails its
-                // check, its shorter prefixes that end before a space are tried.
+                // check, its shorter prefixes that end before a space are tried — the three
+                // longest, enough for a value followed by a short number and bounded for text
+                // that is all separators and digits (`1 1 1 …`).
                 let value = m.as_str();
-                let cuts =
-                    std::iter::once(value.len()).chain(value.rmatch_indices(' ').map(|(i, _)| i));
+                let cuts = std::iter::once(value.len())
+                    .chain(value.rmatch_indices(' ').map(|(i, _)| i))
+                    .take(MAX_CUTS);
                 let national = kind == Kind::Phone && !value.starts_with('+');
                 if let Some(end) = cuts
                     .map(|end| value[..end].trim_end().len())

@@ -122,30 +122,55 @@ impl<'a> Folded<'a> {
 }
 
 /// Whether plain ASCII text holds something folding would change beyond case: control
-/// whitespace or whitespace runs, letter-spacing, or digits and symbols inside words.
+/// whitespace or whitespace runs, letter-spacing, or digits and symbols inside words. Linear:
+/// a run of word characters is judged once, at its first digit or symbol.
 fn needs_ascii_folding(bytes: &[u8]) -> bool {
+    const PASS: u8 = 0;
+    const ALWAYS: u8 = 1;
+    const SPACE: u8 = 2;
+    const SEPARATOR: u8 = 3;
+    const LEET: u8 = 4;
     // Letters are most of any text and never matter alone: one table load passes them.
-    const NOTABLE: [bool; 256] = {
-        let mut table = [false; 256];
-        // Control whitespace, separators of letter-spacing, and leetspeak stand-ins.
-        let notable = b"\t\n\r\x0b\x0c .-_*|/013457!@$";
-        let mut i = 0;
-        while i < notable.len() {
-            table[notable[i] as usize] = true;
-            i += 1;
+    const CLASS: [u8; 256] = {
+        let mut table = [PASS; 256];
+        let classes: [(&[u8], u8); 4] = [
+            (b"\t\n\r\x0b\x0c", ALWAYS),
+            (b" ", SPACE),
+            (b".-_*|/", SEPARATOR),
+            (b"013457!@$", LEET),
+        ];
+        let mut c = 0;
+        while c < classes.len() {
+            let (bytes, class) = classes[c];
+            let mut i = 0;
+            while i < bytes.len() {
+                table[bytes[i] as usize] = class;
+                i += 1;
+            }
+            c += 1;
         }
         table
     };
-    bytes.iter().enumerate().any(|(i, &b)| {
-        NOTABLE[usize::from(b)]
-            && match b {
-                b'\t' | b'\n' | b'\r' | 0x0b | 0x0c => true,
-                b' ' if bytes.get(i + 1) == Some(&b' ') => true,
-                _ if is_separator(Some(b)) && spaced_at(bytes, i) => true,
-                _ if leet(b).is_some() => in_word(bytes, i),
-                _ => false,
+    let mut i = 0;
+    while i < bytes.len() {
+        match CLASS[usize::from(bytes[i])] {
+            PASS => {}
+            ALWAYS => return true,
+            SPACE if bytes.get(i + 1) == Some(&b' ') || spaced_at(bytes, i) => return true,
+            SEPARATOR if spaced_at(bytes, i) => return true,
+            LEET => {
+                let (end, inside) = word_run(bytes, i);
+                if inside {
+                    return true;
+                }
+                i = end;
+                continue;
             }
-    })
+            _ => {}
+        }
+        i += 1;
+    }
+    false
 }
 
 /// Whether `bytes[i]` is a separator between single letters (`x y z`): the start of a spaced
@@ -180,10 +205,11 @@ fn is_separator(b: Option<u8>) -> bool {
     matches!(b, Some(b' ' | b'.' | b'-' | b'_' | b'*' | b'|' | b'/'))
 }
 
-/// Whether the digit or symbol at `i` stands inside a word: its run of letters, digits and
-/// leet symbols holds a letter and is not mostly digits (`1gn0re`, `prev10us`, `t0`; not
-/// `2024` or `1080p`).
-fn in_word(bytes: &[u8], i: usize) -> bool {
+/// The end of the run of letters, digits and leet symbols around `bytes[i]`, and whether a
+/// digit or symbol in it stands inside a word: the run holds a letter and is not mostly digits
+/// (`1gn0re`, `prev10us`, `t0`; not `2024` or `1080p`). Callers judge a run once, not once per
+/// digit: a text of digits alone stays linear.
+fn word_run(bytes: &[u8], i: usize) -> (usize, bool) {
     let wordish = |b: &u8| b.is_ascii_alphanumeric() || leet(*b).is_some();
     let start = bytes[..i]
         .iter()
@@ -195,7 +221,7 @@ fn in_word(bytes: &[u8], i: usize) -> bool {
         .map_or(bytes.len(), |p| i + p);
     let run = &bytes[start..end];
     let letters = run.iter().filter(|b| b.is_ascii_alphabetic()).count();
-    letters >= 1 && letters * 2 >= run.len() - letters
+    (end, letters >= 1 && letters * 2 >= run.len() - letters)
 }
 
 /// The letter a digit or symbol stands for inside a word.
@@ -230,6 +256,8 @@ impl Folder {
     fn fold(&mut self, original: &str) {
         let bytes = original.as_bytes();
         let mut chars = original.char_indices().peekable();
+        // The run of word characters last judged by `word_run`: its end and verdict.
+        let mut run = (0, false);
         while let Some((at, c)) = chars.next() {
             if c.is_ascii() {
                 let b = c as u8;
@@ -238,7 +266,12 @@ impl Folder {
                     continue;
                 }
                 if let Some(letter) = leet(b)
-                    && in_word(bytes, at)
+                    && {
+                        if at >= run.0 {
+                            run = word_run(bytes, at);
+                        }
+                        run.1
+                    }
                 {
                     self.signals.leet += 1;
                     self.push(letter as char, at);
@@ -416,6 +449,24 @@ mod tests {
                 "{disguised:?} folded to {folded:?}"
             );
         }
+    }
+
+    #[test]
+    fn digits_read_as_letters_only_inside_words() {
+        assert_eq!(
+            fold("1gn0re the 2024 and 1080p"),
+            "ignore the 2024 and 1080p"
+        );
+        // Each run is judged once: a megabyte of digits (or of digits in words) folds in one
+        // pass; judging every digit by its whole run took seconds per 50 KB.
+        let digits = "1".repeat(1 << 20);
+        assert!(Folded::new(&digits).is_original());
+        let with_tab = format!("{digits}\t");
+        let folded = Folded::new(&with_tab);
+        assert_eq!(folded.text().len(), digits.len() + 1);
+        assert_eq!(folded.signals.leet, 0);
+        let words = format!("{}\t", "n0".repeat(1 << 19));
+        assert_eq!(Folded::new(&words).signals.leet, 1 << 19);
     }
 
     #[test]
