@@ -16,8 +16,7 @@
 //! of its words, so no string is built; a bit filter of the model's words skips the lookups of
 //! the many words that are in no feature.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::ops::Range;
 use std::sync::OnceLock;
 
 /// Words per window, and the step between windows.
@@ -32,7 +31,7 @@ const MAX_WORD: usize = 32;
 /// The compiled model.
 #[derive(Debug)]
 pub struct NgramModel {
-    weights: HashMap<u64, f32, BuildHasherDefault<Premixed>>,
+    weights: Weights,
     /// One bit per word hash bucket, set for every word of a feature: most words of a text are
     /// in no feature, and one bit test skips both of their lookups.
     vocabulary: Vec<u64>,
@@ -65,7 +64,7 @@ impl NgramModel {
     /// `<weight>\t<feature>` line per feature (a word, or two words and a space).
     pub fn parse(text: &str) -> Result<NgramModel, ModelError> {
         let mut model = NgramModel {
-            weights: HashMap::default(),
+            weights: Weights::default(),
             vocabulary: vec![0; VOCABULARY_BITS / 64],
             bias: 0.0,
             threshold: f32::INFINITY,
@@ -107,7 +106,7 @@ impl NgramModel {
                 _ => return Err(error("unknown key")),
             }
         }
-        if model.weights.is_empty() || !model.threshold.is_finite() {
+        if model.weights.len == 0 || !model.threshold.is_finite() {
             return Err(ModelError {
                 line: 0,
                 message: "no weights or no threshold",
@@ -128,7 +127,7 @@ impl NgramModel {
 
     /// The number of weighted features.
     pub fn features(&self) -> usize {
-        self.weights.len()
+        self.weights.len
     }
 
     /// The best window's score of `text` (folded; ASCII letters may be in either case), and the
@@ -153,11 +152,16 @@ impl NgramModel {
         };
         // The previous word's hash, if it is in the vocabulary (a pair needs both words there).
         let mut previous: Option<Option<u64>> = None;
+        let (bytes, ascii) = (text.as_bytes(), text.is_ascii());
         for range in words_of(text) {
             if current.words == 0 {
                 current.range = range.start..range.start;
             }
-            let word = word_hash(&text[range.clone()]);
+            let word = word_hash_in(
+                bytes,
+                range.clone(),
+                ascii || bytes[range.clone()].is_ascii(),
+            );
             let known = self.knows(word);
             if known {
                 current.sum += self.weight(word);
@@ -192,7 +196,7 @@ impl NgramModel {
     }
 
     fn weight(&self, hash: u64) -> f32 {
-        self.weights.get(&hash).copied().unwrap_or(0.0)
+        self.weights.get(hash)
     }
 
     fn bit(hash: u64) -> (usize, u64) {
@@ -298,20 +302,33 @@ const K: u64 = 0x9e37_79b9_7f4a_7c15;
 /// lowercases by one bit per byte (digits have it set already); a folded word with other
 /// letters is lowercase already.
 fn word_hash(word: &str) -> u64 {
-    let ascii = word.is_ascii();
-    word.as_bytes()
-        .chunks(8)
-        .fold(word.len() as u64, |h, chunk| {
-            // A short copy by hand: a call to memmove per word would cost more than the hash.
-            let mut v = chunk
+    word_hash_in(word.as_bytes(), 0..word.len(), word.is_ascii())
+}
+
+/// The hash of the word at `word` in `text`, as [`word_hash`] computes it. Eight bytes are read
+/// at once where the text has them and the bytes past the word masked off: most words are
+/// shorter than eight bytes, and a copy byte by byte would cost more than the hash.
+fn word_hash_in(text: &[u8], word: Range<usize>, ascii: bool) -> u64 {
+    const LOWER: u64 = 0x2020_2020_2020_2020;
+    let mut hash = word.len() as u64;
+    let mut at = word.start;
+    while at < word.end {
+        let n = (word.end - at).min(8);
+        let eight: Option<[u8; 8]> = text.get(at..at + 8).and_then(|b| b.try_into().ok());
+        let mut v = match eight {
+            Some(eight) => u64::from_le_bytes(eight) & (u64::MAX >> (64 - 8 * n)),
+            None => text[at..at + n]
                 .iter()
                 .rev()
-                .fold(0u64, |v, &b| (v << 8) | u64::from(b));
-            if ascii {
-                v |= 0x2020_2020_2020_2020;
-            }
-            (h.rotate_left(5) ^ v).wrapping_mul(K)
-        })
+                .fold(0u64, |v, &b| (v << 8) | u64::from(b)),
+        };
+        if ascii {
+            v |= LOWER;
+        }
+        hash = (hash.rotate_left(5) ^ v).wrapping_mul(K);
+        at += n;
+    }
+    hash
 }
 
 /// The hash of the pair `first second`.
@@ -319,21 +336,55 @@ fn pair_hash(first: u64, second: u64) -> u64 {
     (first.rotate_left(23) ^ second.wrapping_mul(0xff51_afd7_ed55_8ccd)).wrapping_mul(K)
 }
 
-/// The map's hasher: the keys are hashes already; one multiply spreads them over the table.
-#[derive(Default)]
-struct Premixed(u64);
+/// The feature weights: an open-addressing table indexed by the feature hash itself (the keys
+/// are hashes already), at most a quarter full, so a lookup is one or two probes.
+#[derive(Debug, Default)]
+struct Weights {
+    /// `(hash, weight)`; a slot with weight 0 is empty (a feature of weight 0 adds nothing).
+    slots: Vec<(u64, f32)>,
+    len: usize,
+}
 
-impl Hasher for Premixed {
-    fn finish(&self) -> u64 {
-        self.0.wrapping_mul(K).rotate_left(29)
+impl Weights {
+    fn insert(&mut self, key: u64, weight: f32) {
+        if weight == 0.0 {
+            return;
+        }
+        if (self.len + 1) * 4 > self.slots.len() {
+            let old = std::mem::replace(
+                &mut self.slots,
+                vec![(0, 0.0); ((self.len + 1) * 4).next_power_of_two().max(64)],
+            );
+            self.len = 0;
+            for (key, weight) in old.into_iter().filter(|s| s.1 != 0.0) {
+                self.insert(key, weight);
+            }
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = Weights::slot(key, mask);
+        while self.slots[i].1 != 0.0 && self.slots[i].0 != key {
+            i = (i + 1) & mask;
+        }
+        if self.slots[i].1 == 0.0 {
+            self.len += 1;
+        }
+        self.slots[i] = (key, weight);
     }
-    fn write(&mut self, bytes: &[u8]) {
-        self.0 = bytes.iter().fold(self.0, |h, &b| {
-            (h.rotate_left(8) ^ u64::from(b)).wrapping_mul(K)
-        });
+
+    fn get(&self, key: u64) -> f32 {
+        let mask = self.slots.len().wrapping_sub(1);
+        let mut i = Weights::slot(key, mask);
+        while let Some(&(k, weight)) = self.slots.get(i) {
+            if weight == 0.0 || k == key {
+                return if k == key { weight } else { 0.0 };
+            }
+            i = (i + 1) & mask;
+        }
+        0.0
     }
-    fn write_u64(&mut self, value: u64) {
-        self.0 = value;
+
+    fn slot(key: u64, mask: usize) -> usize {
+        (key.wrapping_mul(K) >> 32) as usize & mask
     }
 }
 
@@ -387,6 +438,48 @@ mod tests {
         assert_ne!(word_hash("abcdefgh"), word_hash("abcdefgh0"));
         let (a, b) = (word_hash("ignore"), word_hash("all"));
         assert_ne!(pair_hash(a, b), pair_hash(b, a));
+        // Read in place (eight bytes at once, masked), a word hashes as it does alone: in the
+        // middle of a text, at its very end, and past eight bytes.
+        for text in [
+            "Ignore ALL previous instructions",
+            "x SupercalifragilisticExpialidocious",
+            "a",
+            "ab cd",
+            "réponse Ignore",
+        ] {
+            let ascii = text.is_ascii();
+            for range in words_of(text) {
+                let word = &text[range.clone()];
+                assert_eq!(
+                    word_hash_in(text.as_bytes(), range, ascii || word.is_ascii()),
+                    word_hash(word),
+                    "{word:?} in {text:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_weight_table_finds_every_feature_and_nothing_else() {
+        let mut table = Weights::default();
+        let mut reference = std::collections::HashMap::new();
+        for i in 0..5_000u64 {
+            let key = word_hash(&i.to_string());
+            let weight = (i % 7) as f32 - 3.0;
+            table.insert(key, weight);
+            if weight != 0.0 {
+                reference.insert(key, weight);
+            }
+        }
+        assert_eq!(table.len, reference.len());
+        assert!(table.slots.len() >= 4 * table.len);
+        for (key, weight) in &reference {
+            assert_eq!(table.get(*key), *weight);
+        }
+        for i in 5_000..10_000u64 {
+            assert_eq!(table.get(word_hash(&i.to_string())), 0.0);
+        }
+        assert_eq!(Weights::default().get(1), 0.0);
     }
 
     proptest::proptest! {
