@@ -1,7 +1,8 @@
 //! Content inspection: the prompt-injection pack (folding, one RegexSet pass, blob decoding, the
 //! learned model; and without the model) on
-//! prose of 1 KB and 50 KB, ASCII and not; secret and PII detection on the same texts; and
-//! output redaction of a streamed answer, per event.
+//! prose of 1 KB and 50 KB, ASCII and not; secret and PII detection on the same texts, on
+//! business prose full of numbers and on the worst shape found (digit groups); and output
+//! redaction of a streamed answer, per event.
 
 use std::sync::Arc;
 
@@ -49,6 +50,26 @@ fn bench(c: &mut Criterion) {
             });
         }
     }
+    // Business prose with numbers, dates, amounts and a contact line in every paragraph: the
+    // digit and `:` windows of the detectors are searched often.
+    let paragraph = "Invoice 2024-113 for 3 items: total 1,240.50 EUR, due 12/29. Contact Jane at \
+                     +44 20 7946 0958 or jane.doe@example.com. Ref: PO-88213, qty=40. ";
+    let numbers = paragraph.repeat(50_000 / paragraph.len() + 1);
+    c.bench_function("injection_scan_ascii_numbers_50KB", |b| {
+        b.iter(|| rules.scan(std::hint::black_box(&numbers)))
+    });
+    c.bench_function("detect_ascii_numbers_50KB", |b| {
+        b.iter(|| detectors.scan(std::hint::black_box(&numbers)).len())
+    });
+    // The worst shape found for the detectors: digits and separators only, every group a
+    // candidate card or phone number that fails its check.
+    let digits = "1 ".repeat(25_000);
+    c.bench_function("detect_worst_case_digit_groups_50KB", |b| {
+        b.iter(|| detectors.scan(std::hint::black_box(&digits)).len())
+    });
+    c.bench_function("injection_scan_worst_case_digit_groups_50KB", |b| {
+        b.iter(|| rules.scan(std::hint::black_box(&digits)))
+    });
     stream(c, detectors);
 }
 
