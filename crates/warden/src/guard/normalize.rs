@@ -72,9 +72,10 @@ impl<'a> Folded<'a> {
             out: String::with_capacity(original.len()),
             origin: Vec::with_capacity(original.len()),
             signals: Signals::default(),
+            recent: [None; 64],
         };
         folder.fold(original);
-        let (text, origin) = join_spaced(&folder.out, &folder.origin, &mut folder.signals);
+        let (text, origin) = join_spaced(folder.out, folder.origin, &mut folder.signals);
         Folded {
             original,
             text: Cow::Owned(text),
@@ -241,9 +242,29 @@ struct Folder {
     out: String,
     origin: Vec<u32>,
     signals: Signals,
+    /// Recent letters folded the costly way (decomposition, skeleton, lowercase), by code
+    /// point: a text repeats its few non-ASCII letters, and each is worked out once.
+    recent: [Option<Remembered>; 64],
+}
+
+/// How a non-ASCII letter folded: what it became (at most 16 bytes) and whether that made it
+/// read as ASCII.
+#[derive(Clone, Copy)]
+struct Remembered {
+    c: char,
+    bytes: [u8; 16],
+    len: u8,
+    confusable: bool,
 }
 
 impl Folder {
+    /// Pushes an ASCII byte: the common case, without encoding a character.
+    fn push_ascii(&mut self, b: u8, at: usize) {
+        self.out.push(char::from(b));
+        // Bodies are far below 4 GiB (the JSON parser refuses more than 2 GiB).
+        self.origin.push(at as u32);
+    }
+
     fn push(&mut self, c: char, at: usize) {
         let before = self.out.len();
         self.out.push(c);
@@ -262,7 +283,7 @@ impl Folder {
             if c.is_ascii() {
                 let b = c as u8;
                 if b.is_ascii_alphabetic() {
-                    self.push(b.to_ascii_lowercase() as char, at);
+                    self.push_ascii(b.to_ascii_lowercase(), at);
                     continue;
                 }
                 if let Some(letter) = leet(b)
@@ -274,7 +295,7 @@ impl Folder {
                     }
                 {
                     self.signals.leet += 1;
-                    self.push(letter as char, at);
+                    self.push_ascii(letter, at);
                     continue;
                 }
                 if b.is_ascii_whitespace() || b == 0x0b {
@@ -287,7 +308,7 @@ impl Folder {
                     }
                     continue;
                 }
-                self.push(c, at);
+                self.push_ascii(b, at);
                 continue;
             }
             self.fold_non_ascii(c, at);
@@ -320,6 +341,20 @@ impl Folder {
             self.push('i', at);
             return;
         }
+        let slot = code as usize % 64;
+        if let Some(known) = self.recent[slot].filter(|r| r.c == c) {
+            let bytes = &known.bytes[..usize::from(known.len)];
+            // The bytes are a whole folding: valid UTF-8.
+            self.out
+                .push_str(std::str::from_utf8(bytes).unwrap_or_default());
+            self.origin
+                .extend(std::iter::repeat_n(at as u32, bytes.len()));
+            if known.confusable {
+                self.signals.confusables += 1;
+            }
+            return;
+        }
+        let before = self.out.len();
         let mut folded_any = false;
         unicode_normalization::char::decompose_compatible(c, |d| {
             if unicode_normalization::char::is_combining_mark(d) {
@@ -349,6 +384,17 @@ impl Folder {
         if folded_any {
             self.signals.confusables += 1;
         }
+        let folding = &self.out.as_bytes()[before..];
+        if folding.len() <= 16 {
+            let mut bytes = [0; 16];
+            bytes[..folding.len()].copy_from_slice(folding);
+            self.recent[slot] = Some(Remembered {
+                c,
+                bytes,
+                len: folding.len() as u8,
+                confusable: folded_any,
+            });
+        }
     }
 }
 
@@ -377,8 +423,16 @@ fn is_invisible(c: char) -> bool {
 
 /// Joins letter-spaced runs (`i g n o r e`): three or more single letters each separated by one
 /// separator lose their separators. Double spaces (word gaps) end a run and become one space.
-fn join_spaced(text: &str, origin: &[u32], signals: &mut Signals) -> (String, Vec<u32>) {
+fn join_spaced(text: String, origin: Vec<u32>, signals: &mut Signals) -> (String, Vec<u32>) {
     let bytes = text.as_bytes();
+    // Most folded texts have neither: they are kept as they are, not copied again.
+    let spaced = bytes
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| is_separator(Some(b)) && spaced_at(bytes, i));
+    if !spaced && !bytes.windows(2).any(|pair| pair == b"  ") {
+        return (text, origin);
+    }
     let mut out = Vec::with_capacity(bytes.len());
     let mut map = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -467,6 +521,21 @@ mod tests {
         assert_eq!(folded.signals.leet, 0);
         let words = format!("{}\t", "n0".repeat(1 << 19));
         assert_eq!(Folded::new(&words).signals.leet, 1 << 19);
+    }
+
+    #[test]
+    fn letters_fold_the_same_every_time_they_recur() {
+        // Folded once and then remembered: the second time reads and counts as the first.
+        let once = Folded::new("Іgnоrе");
+        let twice = Folded::new("Іgnоrе Іgnоrе");
+        assert_eq!(twice.text(), "ignore ignore");
+        assert_eq!(twice.signals.confusables, 2 * once.signals.confusables);
+        // Letters sharing a slot of the memory (U+00E9 and U+0129 are 64 apart) do not mix.
+        assert_eq!(fold("éĩéĩ ﬁﬁ"), "eiei fifi");
+        let original = "ĩé ﬁx";
+        let folded = Folded::new(original);
+        let start = folded.text().find("fix").expect("found");
+        assert_eq!(&original[folded.original_range(start..start + 3)], "ﬁx");
     }
 
     #[test]
