@@ -39,6 +39,12 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Audit trail tools.
+    Audit {
+        /// What to do.
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Development tokens and keys (refuses production configurations).
     Token {
         /// What to do.
@@ -86,6 +92,29 @@ pub enum KeysCommand {
         /// How long the old key stays valid (default 24h).
         #[arg(long, default_value = "24h")]
         grace: String,
+    },
+}
+
+/// `warden audit …`
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check audit files (in order: a rotated file before the one that continues it); exits 1
+    /// at the first modified, deleted, reordered, inserted or cut record or forged checkpoint.
+    Verify {
+        /// The files, oldest first.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The checkpoint key's public half (base64, as `warden audit keygen` prints it):
+        /// every checkpoint must verify and the trail must end with one.
+        #[arg(long)]
+        public_key: Option<String>,
+    },
+    /// Generate an Ed25519 key for signed checkpoints (PKCS#8 PEM, mode 0600) and print its
+    /// public half.
+    Keygen {
+        /// Where to write the private key.
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 

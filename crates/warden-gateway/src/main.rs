@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
-use warden_gateway::cli::{Cli, Command, KeysCommand, TokenCommand};
+use warden_gateway::cli::{AuditCommand, Cli, Command, KeysCommand, TokenCommand};
 use warden_gateway::config;
 use warden_gateway::server::Gateway;
 
@@ -17,6 +17,7 @@ fn main() -> ExitCode {
         Command::Check { config } => return check(&config),
         Command::Serve { config } => runtime().and_then(|rt| rt.block_on(serve(&config))),
         Command::Demo => runtime().and_then(|rt| rt.block_on(demo())),
+        Command::Audit { command } => return audit(command),
         Command::Token { command } => token(*command),
         Command::Keys { config, command } => match config {
             Some(config) => keys(&config, command),
@@ -175,6 +176,80 @@ fn token(command: TokenCommand) -> anyhow::Result<()> {
                 jwks_path.display()
             );
             Ok(())
+        }
+    }
+}
+
+fn audit(command: AuditCommand) -> ExitCode {
+    match audit_command(command) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Exit 0: the trail holds; 1: it does not (the problem is printed); 2: it could not be read.
+fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
+    use base64::Engine as _;
+    use warden::audit::chain;
+    match command {
+        AuditCommand::Verify { files, public_key } => {
+            let key = public_key
+                .map(|k| base64::engine::general_purpose::STANDARD.decode(k.trim()))
+                .transpose()
+                .context("--public-key: expected the base64 that `warden audit keygen` prints")?;
+            let texts = files
+                .iter()
+                .map(|f| {
+                    std::fs::read_to_string(f)
+                        .with_context(|| format!("cannot read {}", f.display()))
+                })
+                .collect::<anyhow::Result<Vec<String>>>()?;
+            let report = chain::verify(texts.iter().map(String::as_str), key.as_deref());
+            let Some(problem) = report.problem else {
+                let (seq, hash) = report.head.unwrap_or((0, String::new()));
+                println!(
+                    "ok: {} records, {} signed checkpoints; head seq {seq} hash {hash}",
+                    report.records, report.checkpoints
+                );
+                return Ok(ExitCode::SUCCESS);
+            };
+            // Which file the trail-wide line number falls in.
+            let line = problem.line();
+            let mut before = 0u64;
+            let mut place = files.first().map(|f| f.display().to_string());
+            for (file, text) in files.iter().zip(&texts) {
+                let count = text.lines().count() as u64;
+                if line <= before + count.max(1) {
+                    place = Some(format!("{}:{}", file.display(), line - before));
+                    break;
+                }
+                before += count;
+            }
+            println!(
+                "{}: {problem} ({} records verified before it)",
+                place.unwrap_or_default(),
+                report.records
+            );
+            Ok(ExitCode::from(1))
+        }
+        AuditCommand::Keygen { out } => {
+            let der = chain::generate_signing_key()?;
+            let signer = chain::Signer::from_pkcs8(&der)?;
+            warden_gateway::token::write_private_file(
+                &out,
+                warden_gateway::token::pem("PRIVATE KEY", &der).as_bytes(),
+            )
+            .with_context(|| format!("cannot write {}", out.display()))?;
+            println!(
+                "private key: {} (key id {})\npublic key: {}",
+                out.display(),
+                signer.key_id(),
+                signer.public_key()
+            );
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

@@ -49,7 +49,8 @@ impl std::fmt::Debug for SigningKey {
     }
 }
 
-fn pem(label: &str, der: &[u8]) -> String {
+/// `der` as PEM with `label` (`PRIVATE KEY`).
+pub fn pem(label: &str, der: &[u8]) -> String {
     let body = STANDARD.encode(der);
     let mut out = format!("-----BEGIN {label}-----\n");
     for line in body.as_bytes().chunks(64) {
@@ -60,7 +61,8 @@ fn pem(label: &str, der: &[u8]) -> String {
     out
 }
 
-fn der_from_pem(text: &[u8]) -> Result<Vec<u8>, TokenError> {
+/// The DER inside a PEM text (its first block).
+pub fn der_from_pem(text: &[u8]) -> Result<Vec<u8>, TokenError> {
     let text = std::str::from_utf8(text).map_err(|_| TokenError::Key("PEM is not text".into()))?;
     let body: String = text
         .lines()

@@ -5,6 +5,7 @@ mod common;
 
 mod admin;
 mod api_keys;
+mod audit;
 mod authz;
 mod bodies;
 mod cli;

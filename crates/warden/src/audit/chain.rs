@@ -370,6 +370,22 @@ pub enum Problem {
     },
 }
 
+impl Problem {
+    /// The line it is on, counted across the files in the order given.
+    pub fn line(&self) -> u64 {
+        match self {
+            Problem::Unreadable { line }
+            | Problem::TruncatedLine { line }
+            | Problem::Modified { line }
+            | Problem::Deleted { line, .. }
+            | Problem::Reordered { line, .. }
+            | Problem::Inserted { line }
+            | Problem::ForgedCheckpoint { line }
+            | Problem::Unsealed { line, .. } => *line,
+        }
+    }
+}
+
 /// Verifies a trail given as its lines (`text` of each file in order: a rotated file's first
 /// record links to the last of the one before). With `public_key` (base64 of the raw Ed25519
 /// key), every checkpoint must verify and the trail must end with one; without, it must end

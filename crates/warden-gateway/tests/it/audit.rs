@@ -1,0 +1,175 @@
+//! The audit trail through the `warden` binary: `warden audit keygen` and `warden audit verify`
+//! on trails written by the sink, intact and tampered with in each way `verify` must name.
+
+use std::path::Path;
+use std::process::Command;
+
+use warden::audit::chain::Signer;
+use warden::audit::sink::{FileSink, SinkConfig, Target};
+use warden::audit::{Action, AuditEvent, AuditSink, Outcome};
+
+use crate::common::temp_dir;
+
+fn warden() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_warden"));
+    command.env_remove("RUST_LOG");
+    command
+}
+
+/// Runs `warden audit verify` on `files`: (exit code, stdout).
+fn verify(files: &[&Path], public_key: Option<&str>) -> (i32, String) {
+    let mut command = warden();
+    command.args(["audit", "verify"]).args(files);
+    if let Some(key) = public_key {
+        command.args(["--public-key", key]);
+    }
+    let output = command.output().expect("run");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr),
+    )
+}
+
+/// Writes a trail of `n` requests and a shutdown through the sink, signed when `key` is given.
+fn write_trail(path: &Path, n: u64, key: Option<&Path>) {
+    let mut config = SinkConfig::new(Target::File(path.to_owned()));
+    if let Some(key) = key {
+        let pem = std::fs::read(key).expect("key");
+        let der = warden_gateway::token::der_from_pem(&pem).expect("pem");
+        config.signer = Some(Signer::from_pkcs8(&der).expect("signer"));
+        config.checkpoint_every = 10;
+    }
+    let sink = FileSink::start(config).expect("sink");
+    for i in 0..n {
+        let mut event = AuditEvent::new(Action::Request, Outcome::Success, None);
+        event.set("url.path", format!("/v1/items/{i}"));
+        event.set("user.id", "alice");
+        sink.record(event);
+    }
+    sink.record(AuditEvent::new(Action::Shutdown, Outcome::Success, None));
+    sink.close();
+}
+
+fn rewrite(path: &Path, edit: impl FnOnce(&mut Vec<String>)) -> std::path::PathBuf {
+    let mut lines: Vec<String> = std::fs::read_to_string(path)
+        .expect("read")
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    edit(&mut lines);
+    let out = path.with_extension(format!("edited{}", lines.len()));
+    std::fs::write(
+        &out,
+        lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
+    )
+    .expect("write");
+    out
+}
+
+#[test]
+fn verify_passes_an_intact_trail_and_names_each_kind_of_tampering() {
+    let dir = temp_dir("audit-verify");
+    let trail = dir.join("audit.jsonl");
+    write_trail(&trail, 20, None);
+    let (code, out) = verify(&[&trail], None);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("ok: 21 records"), "{out}");
+
+    type Edit = Box<dyn FnOnce(&mut Vec<String>)>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        (
+            "edited",
+            Box::new(|l| l[4] = l[4].replace("alice", "mallory")),
+            ":5: line 5: the record was modified",
+        ),
+        (
+            "deleted",
+            Box::new(|l| drop(l.remove(7))),
+            ":8: line 8: 1 record(s) before it were deleted",
+        ),
+        (
+            "swapped",
+            Box::new(|l| l.swap(2, 3)),
+            ":3: line 3: record out of order",
+        ),
+        (
+            "shortened",
+            Box::new(|l| l.truncate(15)),
+            ":1: line 1: 15 record(s) from here on are covered by no closing record",
+        ),
+        (
+            "junk",
+            Box::new(|l| l.insert(9, "{}".into())),
+            ":10: line 10: not an audit record",
+        ),
+    ];
+    for (name, edit, expected) in cases {
+        let edited = rewrite(&trail, edit);
+        let (code, out) = verify(&[&edited], None);
+        assert_eq!(code, 1, "{name}: {out}");
+        assert!(out.contains(expected), "{name}: {out}");
+    }
+    // Cut mid-record.
+    let text = std::fs::read(&trail).expect("read");
+    let cut = dir.join("cut.jsonl");
+    std::fs::write(&cut, &text[..text.len() - 20]).expect("write");
+    let (code, out) = verify(&[&cut], None);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("ends inside a record (truncated)"), "{out}");
+    // A file that is not there is an error of its own (exit 2), not a verdict.
+    let (code, out) = verify(&[&dir.join("missing.jsonl")], None);
+    assert_eq!(code, 2, "{out}");
+}
+
+#[test]
+fn signed_checkpoints_expose_a_rewrite_with_a_recomputed_chain() {
+    let dir = temp_dir("audit-signed");
+    let key = dir.join("audit-ed25519.pem");
+    let output = warden()
+        .args(["audit", "keygen", "--out"])
+        .arg(&key)
+        .output()
+        .expect("run");
+    assert!(output.status.success());
+    let printed = String::from_utf8_lossy(&output.stdout).into_owned();
+    let public = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("public key: "))
+        .expect("public key printed")
+        .to_owned();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).expect("key").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let trail = dir.join("audit.jsonl");
+    write_trail(&trail, 25, Some(&key));
+    let (code, out) = verify(&[&trail], Some(&public));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("3 signed checkpoints"), "{out}");
+
+    // The whole file rewritten: one record edited and every hash after it recomputed.
+    let text = std::fs::read_to_string(&trail).expect("read");
+    let mut chain = warden::audit::chain::Chain::new();
+    let forged: String = text
+        .lines()
+        .map(|line| {
+            let mut record: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(&line.replace("/v1/items/3\"", "/v1/items/innocent\""))
+                    .expect("json");
+            if let Some(warden) = record.get_mut("warden").and_then(|w| w.as_object_mut()) {
+                warden.remove("chain");
+            }
+            chain.seal(record) + "\n"
+        })
+        .collect();
+    let rewritten = dir.join("rewritten.jsonl");
+    std::fs::write(&rewritten, forged).expect("write");
+    // Without the key the recomputed chain holds; with it, the first checkpoint is forged.
+    assert_eq!(verify(&[&rewritten], None).0, 0);
+    let (code, out) = verify(&[&rewritten], Some(&public));
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(":11: line 11: forged checkpoint"), "{out}");
+}
