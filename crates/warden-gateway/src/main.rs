@@ -96,6 +96,19 @@ async fn serve_logged(path: &std::path::Path) -> anyhow::Result<()> {
         tracing::warn!(path = %warning.path, "{}", warning.message);
     }
     let gateway = Gateway::start(config).await?;
+    #[cfg(unix)]
+    if let Some(sink) = gateway.audit_sink() {
+        // External rotation: the file was moved away; SIGUSR1 starts a new one at the path.
+        let mut usr1 =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+                .context("cannot listen for SIGUSR1")?;
+        tokio::spawn(async move {
+            while usr1.recv().await.is_some() {
+                tracing::info!("SIGUSR1: reopening the audit file");
+                sink.reopen();
+            }
+        });
+    }
     let handle = gateway.shutdown_handle();
     tokio::spawn(async move {
         shutdown_signal().await;

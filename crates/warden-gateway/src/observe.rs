@@ -1,4 +1,6 @@
-//! Access log and metrics: one structured line and a few counters per request.
+//! Access log, metrics and the audit trail's request events: one record per request, written as
+//! a structured log line, a few counters and (when an audit sink is configured) an ECS-shaped
+//! `request` event.
 //!
 //! Sits just under the request-id layer, so it sees the final status of every request,
 //! rejections included, and learns *why* from the [`Outcome`] the rejection put in the response
@@ -7,11 +9,13 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use http::{Method, Request, Response};
 use tower::{Layer, Service};
+use warden::audit::{Action, AuditEvent, AuditSink, Outcome as AuditOutcome};
 use warden::body::Body;
 use warden::client_ip::ClientIp;
 use warden::guard::GuardFindings;
@@ -31,13 +35,25 @@ pub mod names {
 }
 
 /// Layer producing [`Observe`].
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ObserveLayer;
+#[derive(Clone, Debug, Default)]
+pub struct ObserveLayer {
+    audit: Option<Arc<dyn AuditSink>>,
+}
+
+impl ObserveLayer {
+    /// Logs and counts every request, and records it in `audit` if given.
+    pub fn new(audit: Option<Arc<dyn AuditSink>>) -> ObserveLayer {
+        ObserveLayer { audit }
+    }
+}
 
 impl<S> Layer<S> for ObserveLayer {
     type Service = Observe<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        Observe { inner }
+        Observe {
+            inner,
+            audit: self.audit.clone(),
+        }
     }
 }
 
@@ -45,6 +61,7 @@ impl<S> Layer<S> for ObserveLayer {
 #[derive(Clone, Debug)]
 pub struct Observe<S> {
     inner: S,
+    audit: Option<Arc<dyn AuditSink>>,
 }
 
 impl<S> Service<Request<Body>> for Observe<S>
@@ -64,6 +81,8 @@ where
             && req.headers().contains_key("access-control-request-method");
         let record = Record {
             start: Instant::now(),
+            started_at: SystemTime::now(),
+            audit: self.audit.clone(),
             method: req.method().clone(),
             // A `Uri` clone shares its bytes: no allocation on the hot path.
             uri: req.uri().clone(),
@@ -80,6 +99,8 @@ where
 
 struct Record {
     start: Instant,
+    started_at: SystemTime,
+    audit: Option<Arc<dyn AuditSink>>,
     method: Method,
     uri: http::Uri,
     request_id: Option<RequestId>,
@@ -113,6 +134,52 @@ where
 }
 
 impl Record {
+    /// The audit trail's `request` event: what was asked, by whom (as far as the gateway knows
+    /// at this layer), what was decided and why — never headers, query strings or bodies.
+    fn event(
+        &self,
+        response: &Response<Body>,
+        outcome: &'static str,
+        route: &str,
+        elapsed: std::time::Duration,
+        findings: Option<&GuardFindings>,
+    ) -> AuditEvent {
+        let status = response.status();
+        let (result, reason) = if status.is_client_error() || status.is_server_error() {
+            (AuditOutcome::Failure, Some(outcome))
+        } else {
+            (AuditOutcome::Success, None)
+        };
+        let mut event = AuditEvent::at(self.started_at, Action::Request, result, reason);
+        event
+            .set(
+                "event.duration",
+                u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
+            )
+            .set("http.request.method", self.method.as_str())
+            .set("url.path", self.uri.path())
+            .set("http.response.status_code", status.as_u16())
+            .set("warden.route", route)
+            .set("warden.outcome", outcome);
+        if let Some(ip) = self.client {
+            event.set("source.ip", ip.to_string());
+        }
+        if let Some(id) = &self.request_id {
+            event.set("warden.request_id", id.as_str());
+        }
+        if let Some(findings) = findings.filter(|f| !f.0.is_empty()) {
+            let list: Vec<serde_json::Value> = findings
+                .0
+                .iter()
+                .map(|f| {
+                    serde_json::json!({ "guard": f.guard, "rule": f.rule, "location": f.location })
+                })
+                .collect();
+            event.set("warden.guard.findings", list);
+        }
+        event
+    }
+
     fn finish(self, response: &Response<Body>) {
         let elapsed = self.start.elapsed();
         let outcome = match response.extensions().get::<Outcome>() {
@@ -135,10 +202,11 @@ impl Record {
         metrics::histogram!(names::DURATION, "route" => route.clone())
             .record(elapsed.as_secs_f64());
         // What the content guards found (guard, rule, JSON pointer; never the text).
-        let guard_findings = response
-            .extensions()
-            .get::<GuardFindings>()
-            .map(GuardFindings::summary);
+        let findings = response.extensions().get::<GuardFindings>();
+        let guard_findings = findings.map(GuardFindings::summary);
+        if let Some(audit) = &self.audit {
+            audit.record(self.event(response, outcome, &route, elapsed, findings));
+        }
         tracing::info!(
             target: "warden::access",
             request_id = self.request_id.as_ref().map(RequestId::as_str),

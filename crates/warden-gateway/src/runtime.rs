@@ -7,7 +7,9 @@
 //! start, and `startup: wait` providers are awaited. A failure aborts what was already spawned.
 
 use std::sync::Arc;
+
 use std::time::Duration;
+use warden::audit::sink::FileSink;
 
 use tokio::task::JoinHandle;
 use warden::authn::Authenticator;
@@ -46,6 +48,9 @@ pub enum BuildError {
     /// The rate-limit store could not be set up.
     #[error("{0}")]
     RateLimitStore(String),
+    /// The audit file could not be opened.
+    #[error("audit sink: {0}")]
+    Audit(std::io::Error),
 }
 
 /// A readiness check `/readyz` runs besides the gateway's own.
@@ -112,11 +117,18 @@ impl Runtime {
             tasks.push(spawn_usage_flusher(keys, touch_interval));
         }
         tasks.push(spawn_sweeper(memory));
+        let audit = match &config.audit {
+            Some(audit) => Some(Arc::new(
+                FileSink::start(audit.sink_config()).map_err(BuildError::Audit)?,
+            )),
+            None => None,
+        };
         Ok(Runtime {
             shared: Shared {
                 chain,
                 store,
                 clock,
+                audit,
             },
             tasks,
             ready_checks,

@@ -27,6 +27,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 use tower::ServiceExt;
+use warden::audit::sink::FileSink;
+use warden::audit::{Action, AuditEvent, AuditSink, Outcome};
 use warden::body;
 use warden::canonical::MAX_PATH_LEN;
 use warden::client_ip::PeerAddr;
@@ -71,6 +73,7 @@ pub struct Gateway {
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
     tasks: Vec<JoinHandle<()>>,
+    audit: Option<Arc<FileSink>>,
 }
 
 impl Gateway {
@@ -125,6 +128,14 @@ impl Gateway {
             shutdown_rx,
         ));
         tracing::info!(%addr, %admin_addr, "warden listening");
+        let audit = runtime.shared.audit.clone();
+        if let Some(sink) = &audit {
+            let mut event = AuditEvent::new(Action::Startup, Outcome::Success, None);
+            event
+                .set("service.version", env!("CARGO_PKG_VERSION"))
+                .set("server.address", addr.to_string());
+            sink.record(event);
+        }
         Ok(Gateway {
             addr,
             admin_addr,
@@ -132,6 +143,7 @@ impl Gateway {
             shutdown,
             task,
             tasks: runtime.tasks,
+            audit,
         })
     }
 
@@ -139,18 +151,26 @@ impl Gateway {
     pub async fn shutdown(self) {
         self.readiness.shutting_down.store(true, Ordering::SeqCst);
         let _ = self.shutdown.send(true);
-        let _ = self.task.await;
-        for handle in self.tasks {
-            handle.abort();
-        }
+        self.wait().await;
     }
 
-    /// Waits until the accept loop ends (after a shutdown).
+    /// Waits until the accept loop ends (after a shutdown), then writes the audit trail's last
+    /// record and everything still queued before it returns.
     pub async fn wait(self) {
         let _ = self.task.await;
         for handle in self.tasks {
             handle.abort();
         }
+        if let Some(sink) = self.audit {
+            sink.record(AuditEvent::new(Action::Shutdown, Outcome::Success, None));
+            // Joining the writer blocks: off the async workers.
+            let _ = tokio::task::spawn_blocking(move || sink.close()).await;
+        }
+    }
+
+    /// The audit sink, if configured (SIGUSR1 asks it to reopen its file after a rotation).
+    pub fn audit_sink(&self) -> Option<Arc<FileSink>> {
+        self.audit.clone()
     }
 
     /// A handle that triggers shutdown from elsewhere (signal handlers).

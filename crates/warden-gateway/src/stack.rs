@@ -55,6 +55,8 @@ use crate::config::{Config, CorsConfig};
 use crate::observe::ObserveLayer;
 use crate::proxy::Proxy;
 use crate::route::{RouteService, Router, RouterBuilder};
+use warden::audit::AuditSink;
+use warden::audit::sink::FileSink;
 
 /// The complete gateway service for one listener.
 pub type GatewayService = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
@@ -77,6 +79,8 @@ pub struct Shared {
     pub store: Arc<dyn RateLimitStore>,
     /// Injected time.
     pub clock: Arc<dyn Clock>,
+    /// The audit trail's sink, if one is configured.
+    pub audit: Option<Arc<FileSink>>,
 }
 
 impl Shared {
@@ -87,6 +91,7 @@ impl Shared {
             chain: Vec::new(),
             store: Arc::new(MemoryStore::new(clock.clone())),
             clock,
+            audit: None,
         }
     }
 }
@@ -141,7 +146,9 @@ pub fn build_with_leaf(
         // Resolved once, before the access log: every line names the real client.
         .layer(ClientIpLayer::new(config.server.trusted_proxies.clone()))
         // Sees the final status of everything below, sheds included.
-        .layer(ObserveLayer)
+        .layer(ObserveLayer::new(
+            shared.audit.clone().map(|sink| sink as Arc<dyn AuditSink>),
+        ))
         // Counts requests, not connections: HTTP/2 streams are bounded too.
         .layer(InFlightLimitLayer::new(config.server.limits.max_requests))
         .service(dispatch);

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use warden::authz::rbac::RoleTable;
 use warden::headers::HeaderPolicy;
 
+use super::audit::{self, AuditConfig};
 use super::auth::{self, AuthConfig};
 use super::cors::{self, CorsConfig};
 use super::load::Parsed;
@@ -38,6 +39,8 @@ pub struct Config {
     pub headers: HeaderPolicy,
     /// Routes in file order.
     pub routes: Vec<RouteConfig>,
+    /// The audit trail, if configured.
+    pub audit: Option<AuditConfig>,
     /// Valid but probably not meant (`warden check` prints them, `serve` logs them).
     pub warnings: Vec<super::ConfigError>,
 }
@@ -61,6 +64,7 @@ pub fn compile_parsed(parsed: Parsed) -> Result<Config, ConfigErrors> {
     let policy = authz::compile_policy(&mut c, raw.authz.policy.as_ref());
     let rate_limits = rate_limits::compile(&mut c, &raw.rate_limits);
     let guards = guards::compile(&mut c, &raw.guards);
+    let audit = audit::compile(&mut c, raw.audit.as_ref());
     let routes = routes::compile(
         &mut c,
         &raw.routes,
@@ -81,6 +85,7 @@ pub fn compile_parsed(parsed: Parsed) -> Result<Config, ConfigErrors> {
             cors,
             headers,
             routes,
+            audit,
             warnings,
         })
     } else {
@@ -196,6 +201,52 @@ routes:
         );
         assert_eq!(config.routes[0].max_body_bytes, 1024);
         assert_eq!(config.upstream.base_path, "/base");
+    }
+
+    #[test]
+    fn audit_settings_are_checked_and_the_signing_key_must_be_a_reference() {
+        let head = "upstream: { url: http://127.0.0.1:8000 }\nroutes: [{ path: /a, auth: none }]\n";
+        let config = compile_yaml(&format!("{head}audit: {{ sink: stdout }}\n")).expect("valid");
+        let audit = config.audit.expect("audit on");
+        assert!(audit.hash_chain);
+        assert_eq!(audit.target, warden::audit::sink::Target::Stdout);
+        assert!(compile_yaml(head).expect("valid").audit.is_none());
+
+        let broken = format!(
+            "{head}audit: {{ sink: 'ftp://x', signing_key: 'literal', on_overflow: maybe, fsync: sometimes, queue: 100000000, checkpoint_every: 0 }}\n"
+        );
+        let errors = compile_yaml(&broken).expect_err("refused").to_string();
+        for expected in [
+            "audit.sink: expected stdout or file://PATH",
+            "audit.signing_key: must be a secret reference",
+            "audit.on_overflow: expected block or drop",
+            "audit.fsync: expected interval, every or never",
+            "audit.queue: at most 1048576",
+            "audit.checkpoint_every: must be at least 1",
+        ] {
+            assert!(errors.contains(expected), "{expected}: {errors}");
+        }
+        let der = warden::audit::chain::generate_signing_key().expect("key");
+        let env = vec![
+            ("GOOD".to_owned(), crate::token::pem("PRIVATE KEY", &der)),
+            (
+                "BAD".to_owned(),
+                "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n".to_owned(),
+            ),
+        ];
+        let yaml =
+            |key: &str| format!("{head}audit: {{ sink: stdout, signing_key: '${{env:{key}}}' }}\n");
+        let parsed = parse_raw(&yaml("GOOD"), Format::Yaml, &env, &[]).expect("parse");
+        let config = compile_parsed(parsed).expect("a real key");
+        assert!(config.audit.expect("audit").sink_config().signer.is_some());
+        let parsed = parse_raw(&yaml("BAD"), Format::Yaml, &env, &[]).expect("parse");
+        let errors = compile_parsed(parsed).expect_err("not a key").to_string();
+        assert!(
+            errors.contains("audit.signing_key: not an Ed25519 private key"),
+            "{errors}"
+        );
+        // The key never shows in an error.
+        assert!(!errors.contains("AAAA"), "{errors}");
     }
 
     #[test]

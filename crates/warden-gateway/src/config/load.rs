@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 use super::toolkit::{
     ConfigError, ConfigErrors, MAX_CONFIG_FILE, MAX_SECRET_FILE, read_text, scrub,
 };
-use super::{auth, authz, cors, guards, headers, rate_limits, routes, server, upstream};
+use super::{audit, auth, authz, cors, guards, headers, rate_limits, routes, server, upstream};
 
 /// The prefix of environment overrides.
 pub const ENV_PREFIX: &str = "WARDEN_";
@@ -346,6 +346,8 @@ pub struct RawConfig {
     pub headers: headers::RawHeaders,
     /// Content rules.
     pub guards: guards::RawGuards,
+    /// The audit trail.
+    pub audit: Option<audit::RawAudit>,
     /// The route table.
     pub routes: Vec<routes::RawRoute>,
 }
@@ -363,6 +365,7 @@ fn extract_sections(root: Value, errors: &mut Vec<ConfigError>) -> RawConfig {
         cors: section(&mut map, "cors", errors).unwrap_or_default(),
         headers: section(&mut map, "headers", errors).unwrap_or_default(),
         guards: section(&mut map, "guards", errors).unwrap_or_default(),
+        audit: section(&mut map, "audit", errors),
         routes: Vec::new(),
     };
     if let Some(Value::Array(routes)) = map.remove("routes") {
@@ -380,7 +383,7 @@ fn extract_sections(root: Value, errors: &mut Vec<ConfigError>) -> RawConfig {
     for key in map.keys() {
         errors.push(ConfigError::new(
             key.clone(),
-            "unknown section (expected server, upstream, auth, authz, rate_limits, cors, headers, guards or routes)",
+            "unknown section (expected server, upstream, auth, authz, rate_limits, cors, headers, guards, audit or routes)",
         ));
     }
     raw

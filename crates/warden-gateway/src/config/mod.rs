@@ -7,6 +7,7 @@
 //! Dependencies point one way: sections use the toolkit (and `routes` the sections it refers
 //! to), `load` and `compile` use the sections. `warden check` runs exactly this code.
 
+pub mod audit;
 pub mod auth;
 pub mod authz;
 pub mod body;

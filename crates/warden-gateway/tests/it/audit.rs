@@ -173,3 +173,136 @@ fn signed_checkpoints_expose_a_rewrite_with_a_recomputed_chain() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains(":11: line 11: forged checkpoint"), "{out}");
 }
+
+/// A gateway writing its trail to a file in a fresh directory.
+async fn audited_gateway(name: &str) -> (crate::common::TestGateway, std::path::PathBuf) {
+    let path = temp_dir(name).join("audit.jsonl");
+    let yaml = format!(
+        "audit: {{ sink: \"file://{}\", hash_chain: true }}\n{}",
+        path.display(),
+        crate::common::BASIC
+    );
+    (crate::common::spawn(&yaml).await, path)
+}
+
+fn events(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .expect("trail")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect()
+}
+
+fn action(event: &serde_json::Value) -> &str {
+    event
+        .pointer("/event/action")
+        .and_then(|a| a.as_str())
+        .unwrap_or("")
+}
+
+#[tokio::test]
+async fn every_request_is_recorded_in_a_verified_trail_without_credentials() {
+    use crate::common::{client, get, request, send};
+    let (gw, path) = audited_gateway("audit-gateway").await;
+    for i in 0..20 {
+        let reply = get(&gw.url(&format!("/items/{i}?token=query-secret-xyz"))).await;
+        assert_eq!(reply.status, 200);
+    }
+    assert_eq!(get(&gw.url("/nowhere")).await.status, 404);
+    let with_credentials = request("GET", &gw.url("/echo"))
+        .header("authorization", "Bearer header-secret-abc")
+        .header("x-api-key", "wdn_key-secret-def")
+        .header("cookie", "session=cookie-secret-ghi")
+        .body(warden::body::empty())
+        .expect("request");
+    assert_eq!(send(&client(), with_credentials).await.status, 200);
+    let crate::common::TestGateway { gateway, .. } = gw;
+    gateway.shutdown().await;
+
+    let text = std::fs::read_to_string(&path).expect("trail");
+    let report = warden::audit::chain::verify([text.as_str()], None);
+    assert_eq!(report.problem, None, "{text}");
+    for secret in [
+        "query-secret-xyz",
+        "header-secret-abc",
+        "key-secret-def",
+        "cookie-secret-ghi",
+    ] {
+        assert!(!text.contains(secret), "{secret} leaked into the trail");
+    }
+    let events = events(&path);
+    assert_eq!(action(&events[0]), "startup");
+    assert_eq!(action(events.last().expect("events")), "shutdown");
+    let requests: Vec<&serde_json::Value> =
+        events.iter().filter(|e| action(e) == "request").collect();
+    assert_eq!(
+        requests.len(),
+        22,
+        "one event per request, rejections included"
+    );
+    let refused = requests
+        .iter()
+        .find(|e| e.pointer("/url/path").and_then(|p| p.as_str()) == Some("/nowhere"))
+        .expect("the 404 is recorded");
+    assert_eq!(
+        refused.pointer("/http/response/status_code"),
+        Some(&404.into())
+    );
+    assert_eq!(refused.pointer("/event/outcome"), Some(&"failure".into()));
+    assert_eq!(refused.pointer("/event/reason"), Some(&"not_found".into()));
+    assert_eq!(refused.pointer("/source/ip"), Some(&"127.0.0.1".into()));
+    let served = requests[0];
+    assert_eq!(served.pointer("/event/outcome"), Some(&"success".into()));
+    assert_eq!(served.pointer("/http/request/method"), Some(&"GET".into()));
+    assert!(served.pointer("/warden/request_id").is_some());
+    assert!(
+        served
+            .pointer("/event/duration")
+            .and_then(|d| d.as_u64())
+            .is_some()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_under_load_loses_no_event() {
+    let (gw, path) = audited_gateway("audit-load").await;
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut load = Vec::new();
+    for worker in 0..8 {
+        let url = gw.url(&format!("/items/{worker}"));
+        let answered = answered.clone();
+        load.push(tokio::spawn(async move {
+            let client = crate::common::client();
+            loop {
+                let req = crate::common::request("GET", &url)
+                    .body(warden::body::empty())
+                    .expect("request");
+                match client.request(req).await {
+                    Ok(_) => answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+                    Err(_) => break,
+                };
+            }
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let crate::common::TestGateway { gateway, .. } = gw;
+    gateway.shutdown().await;
+    for task in load {
+        let _ = task.await;
+    }
+    let answered = answered.load(std::sync::atomic::Ordering::SeqCst);
+    let events = events(&path);
+    let recorded = events.iter().filter(|e| action(e) == "request").count() as u64;
+    assert!(answered > 50, "the load ran ({answered} answered)");
+    // Every answered request has its event; a response written as the connection closed may
+    // have one its client never read (at most one per client).
+    assert!(
+        (answered..=answered + 8).contains(&recorded),
+        "{answered} answered, {recorded} recorded"
+    );
+    let text = std::fs::read_to_string(&path).expect("trail");
+    assert_eq!(
+        warden::audit::chain::verify([text.as_str()], None).problem,
+        None
+    );
+}

@@ -1,0 +1,189 @@
+//! `audit:` — where the audit trail goes and how it is sealed: the sink, the hash chain, the
+//! checkpoint signing key, the queue's size and overflow, and when lines reach the disk.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use warden::audit::chain::Signer;
+use warden::audit::sink::{Fsync, Overflow, SinkConfig, Target};
+
+use super::toolkit::{Compiler, Scalar};
+
+/// The largest queue: its slots are allocated when the sink starts.
+const MAX_QUEUE: usize = 1 << 20;
+
+/// `audit:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAudit {
+    /// `stdout` or `file://PATH` (relative to the configuration file's directory).
+    pub sink: Option<String>,
+    /// Seal every record into the hash chain (default true).
+    pub hash_chain: Option<bool>,
+    /// Ed25519 private key (PKCS#8 PEM) for signed checkpoints: a secret reference.
+    pub signing_key: Option<String>,
+    /// `block` (default: no event is lost, requests wait) or `drop` (counted).
+    pub on_overflow: Option<String>,
+    /// Events the queue holds (default 65,536).
+    pub queue: Option<u64>,
+    /// `interval` (default), `every` or `never`.
+    pub fsync: Option<String>,
+    /// With `fsync: interval`: the most a crash loses (default 1s).
+    pub fsync_interval: Option<Scalar>,
+    /// A signed checkpoint after this many records (default 10,000).
+    pub checkpoint_every: Option<u64>,
+    /// And at least this often while records are written (default 1m).
+    pub checkpoint_interval: Option<Scalar>,
+}
+
+/// Compiled `audit:`.
+#[derive(Clone)]
+pub struct AuditConfig {
+    /// Where.
+    pub target: Target,
+    /// Whether records are chained.
+    pub hash_chain: bool,
+    /// The checkpoint key (PKCS#8 DER), checked at load.
+    signing_key: Option<Vec<u8>>,
+    /// Queue size.
+    pub queue: usize,
+    /// What a full queue does.
+    pub overflow: Overflow,
+    /// When lines are synced.
+    pub fsync: Fsync,
+    /// Checkpoint every N records.
+    pub checkpoint_every: u64,
+    /// And every T.
+    pub checkpoint_interval: Duration,
+}
+
+impl std::fmt::Debug for AuditConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key is never printed.
+        f.debug_struct("AuditConfig")
+            .field("target", &self.target)
+            .field("hash_chain", &self.hash_chain)
+            .field("signed", &self.signing_key.is_some())
+            .field("queue", &self.queue)
+            .field("overflow", &self.overflow)
+            .field("fsync", &self.fsync)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuditConfig {
+    /// The sink's settings (the signer made from the checked key).
+    pub fn sink_config(&self) -> SinkConfig {
+        let mut config = SinkConfig::new(self.target.clone());
+        config.hash_chain = self.hash_chain;
+        config.signer = self
+            .signing_key
+            .as_deref()
+            .and_then(|der| Signer::from_pkcs8(der).ok());
+        config.queue = self.queue;
+        config.overflow = self.overflow;
+        config.fsync = self.fsync;
+        config.checkpoint_every = self.checkpoint_every;
+        config.checkpoint_interval = self.checkpoint_interval;
+        config
+    }
+}
+
+/// Compiles `audit:`; `None` when the section is absent.
+pub fn compile(c: &mut Compiler, raw: Option<&RawAudit>) -> Option<AuditConfig> {
+    let raw = raw?;
+    let target = match raw.sink.as_deref().map(str::trim) {
+        None => {
+            c.error("audit.sink", "required: stdout or file://PATH");
+            Target::Stdout
+        }
+        Some("stdout") => Target::Stdout,
+        Some(sink) => match sink.strip_prefix("file://") {
+            Some(path) if !path.is_empty() => Target::File(c.resolve(path)),
+            _ => {
+                c.error(
+                    "audit.sink",
+                    format!(
+                        "expected stdout or file://PATH, got {}",
+                        c.quoted("audit.sink", sink)
+                    ),
+                );
+                Target::File(PathBuf::new())
+            }
+        },
+    };
+    let hash_chain = raw.hash_chain.unwrap_or(true);
+    let signing_key = raw.signing_key.as_deref().and_then(|pem| {
+        if !c.is_secret("audit.signing_key") {
+            c.error(
+                "audit.signing_key",
+                "must be a secret reference (${file:PATH} or ${env:NAME}), not a literal",
+            );
+            return None;
+        }
+        if !hash_chain {
+            c.error(
+                "audit.signing_key",
+                "checkpoints sign the hash chain: needs hash_chain: true",
+            );
+            return None;
+        }
+        let der = crate::token::der_from_pem(pem.as_bytes()).ok();
+        match der.filter(|der| Signer::from_pkcs8(der).is_ok()) {
+            Some(der) => Some(der),
+            None => {
+                c.error(
+                    "audit.signing_key",
+                    "not an Ed25519 private key in PKCS#8 PEM (warden audit keygen writes one)",
+                );
+                None
+            }
+        }
+    });
+    let overflow = c.choice(
+        "audit.on_overflow",
+        raw.on_overflow.as_deref(),
+        &[("block", Overflow::Block), ("drop", Overflow::Drop)],
+        Overflow::Block,
+    );
+    let interval = c.duration(
+        "audit.fsync_interval",
+        raw.fsync_interval.as_ref(),
+        Duration::from_secs(1),
+    );
+    let fsync = c.choice(
+        "audit.fsync",
+        raw.fsync.as_deref(),
+        &[
+            ("interval", Fsync::Interval(interval)),
+            ("every", Fsync::Every),
+            ("never", Fsync::Never),
+        ],
+        Fsync::Interval(interval),
+    );
+    let mut queue = c.count("audit.queue", raw.queue, 65_536);
+    if queue > MAX_QUEUE {
+        c.error(
+            "audit.queue",
+            format!("at most {MAX_QUEUE} (the queue is allocated up front)"),
+        );
+        queue = MAX_QUEUE;
+    }
+    let checkpoint_every = c.count("audit.checkpoint_every", raw.checkpoint_every, 10_000) as u64;
+    let checkpoint_interval = c.duration(
+        "audit.checkpoint_interval",
+        raw.checkpoint_interval.as_ref(),
+        Duration::from_secs(60),
+    );
+    Some(AuditConfig {
+        target,
+        hash_chain,
+        signing_key,
+        queue,
+        overflow,
+        fsync,
+        checkpoint_every,
+        checkpoint_interval,
+    })
+}
