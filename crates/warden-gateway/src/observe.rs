@@ -19,6 +19,7 @@ use warden::audit::{Action, AuditEvent, AuditSink, Outcome as AuditOutcome};
 use warden::body::Body;
 use warden::client_ip::ClientIp;
 use warden::guard::GuardFindings;
+use warden::identity::Identity;
 use warden::rejection::Outcome;
 use warden::request_id::RequestId;
 
@@ -166,6 +167,17 @@ impl Record {
         }
         if let Some(id) = &self.request_id {
             event.set("warden.request_id", id.as_str());
+        }
+        if let Some(who) = response.extensions().get::<Arc<Identity>>() {
+            event
+                .set("user.id", who.subject.as_str())
+                .set("warden.auth.method", who.method.as_str());
+            if let Some(tenant) = &who.tenant {
+                event.set("organization.id", tenant.as_str());
+            }
+            if let Some(key) = &who.key_id {
+                event.set("warden.auth.key_id", key.as_str());
+            }
         }
         if let Some(findings) = findings.filter(|f| !f.0.is_empty()) {
             let list: Vec<serde_json::Value> = findings

@@ -216,6 +216,11 @@ async fn every_request_is_recorded_in_a_verified_trail_without_credentials() {
         .body(warden::body::empty())
         .expect("request");
     assert_eq!(send(&client(), with_credentials).await.status, 200);
+    let with_body = request("POST", &gw.url("/echo"))
+        .header("content-type", "application/json")
+        .body(warden::body::full(r#"{"password":"body-secret-jkl"}"#))
+        .expect("request");
+    assert_eq!(send(&client(), with_body).await.status, 200);
     let crate::common::TestGateway { gateway, .. } = gw;
     gateway.shutdown().await;
 
@@ -227,6 +232,7 @@ async fn every_request_is_recorded_in_a_verified_trail_without_credentials() {
         "header-secret-abc",
         "key-secret-def",
         "cookie-secret-ghi",
+        "body-secret-jkl",
     ] {
         assert!(!text.contains(secret), "{secret} leaked into the trail");
     }
@@ -237,7 +243,7 @@ async fn every_request_is_recorded_in_a_verified_trail_without_credentials() {
         events.iter().filter(|e| action(e) == "request").collect();
     assert_eq!(
         requests.len(),
-        22,
+        23,
         "one event per request, rejections included"
     );
     let refused = requests
@@ -304,5 +310,69 @@ async fn shutdown_under_load_loses_no_event() {
     assert_eq!(
         warden::audit::chain::verify([text.as_str()], None).problem,
         None
+    );
+}
+
+#[tokio::test]
+async fn a_request_event_names_who_made_it() {
+    use crate::common::{client, config_with_env, request, send, spawn_config, upstream};
+    const SECRET: &str = "audit-test-hmac-secret-0123456789abcdef";
+    let path = temp_dir("audit-identity").join("audit.jsonl");
+    let yaml = format!(
+        "audit: {{ sink: \"file://{}\" }}\nauth:\n  jwt:\n    - {{ name: corp, issuer: 'https://hmac.test', audiences: [agents], \
+         secret: '${{env:AUDIT_JWT_SECRET}}', algorithms: [HS256], claims: {{ tenant: tenant_id }} }}\n\
+         routes:\n  - {{ path: /private, authorize: authenticated }}\n",
+        path.display()
+    );
+    let upstream = upstream().await;
+    let config = config_with_env(&yaml, &upstream.url(), &[("AUDIT_JWT_SECRET", SECRET)])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let gw = spawn_config(config, upstream).await;
+    let key = warden_gateway::token::SigningKey::from_secret(
+        SECRET.as_bytes(),
+        jsonwebtoken::Algorithm::HS256,
+        None,
+    )
+    .expect("key");
+    let now = warden_gateway::token::now_unix();
+    let token = key
+        .mint(
+            &serde_json::json!({ "iss": "https://hmac.test", "aud": "agents", "sub": "alice",
+            "tenant_id": "acme", "iat": now, "exp": now + 600 }),
+        )
+        .expect("mint");
+    let call = |token: String| {
+        request("GET", &gw.url("/private"))
+            .header("authorization", format!("Bearer {token}"))
+            .body(warden::body::empty())
+            .expect("request")
+    };
+    assert_eq!(send(&client(), call(token.clone())).await.status, 200);
+    assert_eq!(send(&client(), call(format!("{token}x"))).await.status, 401);
+    let crate::common::TestGateway { gateway, .. } = gw;
+    gateway.shutdown().await;
+    let text = std::fs::read_to_string(&path).expect("trail");
+    assert!(
+        !text.contains(&token[..40]),
+        "the token leaked into the trail"
+    );
+    let events = events(&path);
+    let requests: Vec<&serde_json::Value> =
+        events.iter().filter(|e| action(e) == "request").collect();
+    assert_eq!(requests.len(), 2);
+    let allowed = requests[0];
+    assert_eq!(allowed.pointer("/user/id"), Some(&"alice".into()));
+    assert_eq!(allowed.pointer("/organization/id"), Some(&"acme".into()));
+    assert_eq!(allowed.pointer("/warden/auth/method"), Some(&"jwt".into()));
+    let refused = requests[1];
+    assert_eq!(refused.pointer("/event/outcome"), Some(&"failure".into()));
+    assert_eq!(
+        refused.pointer("/event/reason"),
+        Some(&"invalid_credentials".into())
+    );
+    assert_eq!(
+        refused.pointer("/user/id"),
+        None,
+        "a refused credential names nobody"
     );
 }

@@ -197,7 +197,15 @@ where
             let (mut parts, body) = req.into_parts();
             let request_id = parts.extensions.get::<RequestId>().cloned();
             match authenticate(&layer, &mut parts).await {
-                Ok(()) => inner.call(Request::from_parts(parts, body)).await,
+                Ok(()) => {
+                    // Who it was travels back on the response, for the request's audit record.
+                    let identity = parts.extensions.get::<Arc<Identity>>().cloned();
+                    let mut response = inner.call(Request::from_parts(parts, body)).await?;
+                    if let Some(identity) = identity {
+                        response.extensions_mut().insert(identity);
+                    }
+                    Ok(response)
+                }
                 Err((rejection, failure)) => {
                     if let Some(error) = &failure {
                         log_failure(request_id.as_ref(), error);
