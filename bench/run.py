@@ -223,6 +223,11 @@ def scenarios(setup: Setup):
     def full_uncached():
         return warden(setup, "full.yaml", {"WARDEN_AUTH__TOKEN_CACHE": "0"})
 
+    def full_audit():
+        trail = setup.work / "audit.jsonl"
+        trail.unlink(missing_ok=True)
+        return warden(setup, "full-audit.yaml", {"BENCH_AUDIT": str(trail)})
+
     def full_redis():
         return warden(setup, "full.yaml", {"BENCH_RATE_STORE": f"redis://127.0.0.1:{setup.redis_port}"})
 
@@ -261,6 +266,7 @@ def scenarios(setup: Setup):
         ("warden-full", "Warden: RS256 JWT (cached), RBAC, memory rate limit, CORS, headers", full_cached, auth),
         ("warden-full-uncached", "the same, JWT verified on every request", full_uncached, auth),
         ("warden-full-redis", "the same (JWT cached), rate limit in Redis", full_redis, auth),
+        ("warden-full-audit", "the same (JWT cached), every request in a hash-chained audit file", full_audit, auth),
         ("nginx", "nginx plain reverse proxy, no security features", nginx, {}),
         ("fastapi", "FastAPI in-app: PyJWT RS256, RBAC, slowapi, CORS, headers (uvicorn, 2 workers)", fastapi, auth),
         ("express", "Express proxy: jose RS256, RBAC, express-rate-limit, helmet, cors, http-proxy-middleware", express, auth),

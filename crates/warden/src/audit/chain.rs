@@ -76,9 +76,12 @@ impl Chain {
         self.prev
     }
 
-    /// Links `record` into the chain and returns its line (without the newline).
+    /// Links `record` into the chain and returns its line (without the newline). The line is
+    /// the canonical encoding itself, so it is encoded once: the hash of the encoding without
+    /// `hash`, then `hash` put in its sorted place (first key of `warden.chain`).
     pub fn seal(&mut self, mut record: Map<String, Value>) -> String {
-        let chain = serde_json::json!({ "seq": self.next_seq, "prev": hex(&self.prev) });
+        let prev = hex(&self.prev);
+        let chain = serde_json::json!({ "seq": self.next_seq, "prev": prev });
         match record.get_mut("warden").and_then(Value::as_object_mut) {
             Some(warden) => {
                 warden.insert("chain".into(), chain);
@@ -87,18 +90,25 @@ impl Chain {
                 record.insert("warden".into(), serde_json::json!({ "chain": chain }));
             }
         }
-        let hash = record_hash(&record);
-        if let Some(chain) = record
-            .get_mut("warden")
-            .and_then(|w| w.get_mut("chain"))
-            .and_then(Value::as_object_mut)
-        {
-            chain.insert("hash".into(), Value::String(hex(&hash)));
-        }
+        let mut text = Vec::with_capacity(768);
+        canonical_object(&record, &mut text, Level::Record);
+        let hash = sha256(&text);
+        // Quotes inside JSON strings are escaped, so this is the chain object and nothing else.
+        let unsealed = format!(
+            "\"chain\":{{\"prev\":\"{prev}\",\"seq\":{}}}",
+            self.next_seq
+        );
+        let sealed = format!(
+            "\"chain\":{{\"hash\":\"{}\",\"prev\":\"{prev}\",\"seq\":{}}}",
+            hex(&hash),
+            self.next_seq
+        );
         self.next_seq += 1;
         self.prev = hash;
-        // A map of JSON values always serializes.
-        serde_json::to_string(&record).unwrap_or_default()
+        // serde_json writes UTF-8.
+        String::from_utf8(text)
+            .unwrap_or_default()
+            .replacen(&unsealed, &sealed, 1)
     }
 
     /// The signature a checkpoint sealed next carries over the chain's head.
@@ -188,75 +198,91 @@ impl Link {
 
 /// SHA-256 of the canonical encoding of `record` without `warden.chain.hash`.
 fn record_hash(record: &Map<String, Value>) -> [u8; 32] {
-    let mut text = String::with_capacity(512);
-    canonical_object(record, &mut text, true);
+    let mut text = Vec::with_capacity(768);
+    canonical_object(record, &mut text, Level::Record);
+    sha256(&text)
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
     let mut hash = [0; 32];
-    hash.copy_from_slice(digest::digest(&digest::SHA256, text.as_bytes()).as_ref());
+    hash.copy_from_slice(digest::digest(&digest::SHA256, bytes).as_ref());
     hash
 }
 
 /// Writes `value` canonically: object keys sorted by their bytes, no whitespace, strings and
 /// numbers as `serde_json` writes them. The writer and the verifier share it, so the encoding
 /// does not depend on how a map keeps its keys.
-pub fn canonical(value: &Value, out: &mut String) {
+pub fn canonical(value: &Value, out: &mut Vec<u8>) {
     match value {
-        Value::Object(map) => canonical_object(map, out, false),
+        Value::Object(map) => canonical_object(map, out, Level::Plain),
         Value::Array(items) => {
-            out.push('[');
+            out.push(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 canonical(item, out);
             }
-            out.push(']');
+            out.push(b']');
         }
-        // Scalars: serde_json's own encoding (it cannot fail for them).
-        scalar => out.push_str(&serde_json::to_string(scalar).unwrap_or_default()),
+        // Scalars: serde_json's own encoding (writing to a Vec cannot fail).
+        scalar => {
+            let _ = serde_json::to_writer(&mut *out, scalar);
+        }
     }
 }
 
-/// `skip_hash`: leave out `warden.chain.hash` (the top level's `warden`, then its `chain`).
-fn canonical_object(map: &Map<String, Value>, out: &mut String, skip_hash: bool) {
-    let mut keys: Vec<&String> = map.keys().collect();
-    keys.sort();
-    out.push('{');
+/// Where an object is, for leaving out `warden.chain.hash`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Level {
+    /// Anywhere: everything is encoded.
+    Plain,
+    /// A record whose `warden.chain.hash` is left out.
+    Record,
+    /// The `warden.chain` object of such a record: `hash` is left out.
+    Chain,
+}
+
+fn canonical_object(map: &Map<String, Value>, out: &mut Vec<u8>, level: Level) {
+    let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    out.push(b'{');
     let mut first = true;
-    for key in keys {
-        let value = &map[key];
+    for (key, value) in entries {
+        if level == Level::Chain && key == "hash" {
+            continue;
+        }
         if !first {
-            out.push(',');
+            out.push(b',');
         }
         first = false;
-        out.push_str(&serde_json::to_string(key).unwrap_or_default());
-        out.push(':');
-        match (skip_hash, key.as_str(), value) {
-            (true, "warden", Value::Object(warden)) => {
-                // Inside `warden`, only `chain` loses its `hash`.
-                let mut keys: Vec<&String> = warden.keys().collect();
-                keys.sort();
-                out.push('{');
-                for (i, key) in keys.into_iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    out.push_str(&serde_json::to_string(key).unwrap_or_default());
-                    out.push(':');
-                    match (key.as_str(), &warden[key]) {
-                        ("chain", Value::Object(chain)) => {
-                            let mut chain = chain.clone();
-                            chain.remove("hash");
-                            canonical_object(&chain, out, false);
-                        }
-                        (_, value) => canonical(value, out),
-                    }
-                }
-                out.push('}');
-            }
+        let _ = serde_json::to_writer(&mut *out, key);
+        out.push(b':');
+        match (level, key.as_str(), value) {
+            // Inside `warden`, only `chain` loses its `hash`.
+            (Level::Record, "warden", Value::Object(warden)) => canonical_warden(warden, out),
             _ => canonical(value, out),
         }
     }
-    out.push('}');
+    out.push(b'}');
+}
+
+fn canonical_warden(warden: &Map<String, Value>, out: &mut Vec<u8>) {
+    let mut entries: Vec<(&String, &Value)> = warden.iter().collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    out.push(b'{');
+    for (i, (key, value)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let _ = serde_json::to_writer(&mut *out, key);
+        out.push(b':');
+        match (key.as_str(), value) {
+            ("chain", Value::Object(chain)) => canonical_object(chain, out, Level::Chain),
+            _ => canonical(value, out),
+        }
+    }
+    out.push(b'}');
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -620,6 +646,24 @@ mod tests {
         assert_eq!(
             Some(record_hash(&reread)),
             Link::of(&reread).and_then(|l| l.hash)
+        );
+    }
+
+    #[test]
+    fn a_sealed_line_is_its_own_canonical_encoding_and_covers_every_field() {
+        let mut chain = Chain::new();
+        let mut record = event("request", 1);
+        // A field named like the chain's own, elsewhere, is content like any other.
+        record.insert("hash".into(), Value::String("top".into()));
+        let line = chain.seal(record);
+        let parsed: Value = serde_json::from_str(&line).expect("json");
+        let mut again = Vec::new();
+        canonical(&parsed, &mut again);
+        assert_eq!(String::from_utf8(again).expect("utf-8"), line);
+        let edited = line.replace("\"hash\":\"top\"", "\"hash\":\"pot\"");
+        assert_eq!(
+            verify([format!("{edited}\n").as_str()], None).problem,
+            Some(Problem::Modified { line: 1 })
         );
     }
 

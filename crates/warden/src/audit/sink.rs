@@ -104,6 +104,9 @@ impl SinkConfig {
     }
 }
 
+/// How long a busy writer lets events gather between batches.
+const BATCH_PAUSE: Duration = Duration::from_millis(2);
+
 enum Message {
     Event(Map<String, Value>),
     Reopen,
@@ -333,6 +336,7 @@ impl Writer {
             };
             let mut acks = Vec::new();
             let mut closing = false;
+            let mut events = 0usize;
             // Drain what is queued: one flush for the whole batch.
             for message in first
                 .into_iter()
@@ -342,6 +346,7 @@ impl Writer {
                     Message::Event(fields) => {
                         self.shared.queued.fetch_sub(1, Ordering::Relaxed);
                         self.write(fields);
+                        events += 1;
                     }
                     Message::Reopen => self.reopen(),
                     Message::Flush(ack) => acks.push(ack),
@@ -366,6 +371,12 @@ impl Writer {
             }
             if closing {
                 return;
+            }
+            if events > 0 {
+                // Busy: let events gather instead of being woken for each one. While the writer
+                // sleeps, a sender only queues (no wake-up, no context switch); the next batch
+                // is one flush.
+                std::thread::sleep(BATCH_PAUSE);
             }
         }
     }
