@@ -22,6 +22,7 @@ use warden::guard::GuardFindings;
 use warden::identity::Identity;
 use warden::rejection::Outcome;
 use warden::request_id::RequestId;
+use warden::trace_context::TraceContext;
 
 use warden::routing::RouteName;
 
@@ -88,6 +89,7 @@ where
             // A `Uri` clone shares its bytes: no allocation on the hot path.
             uri: req.uri().clone(),
             request_id: req.extensions().get::<RequestId>().cloned(),
+            trace: req.extensions().get::<TraceContext>().cloned(),
             client: req.extensions().get::<ClientIp>().map(|c| c.ip),
             preflight,
         };
@@ -105,6 +107,7 @@ struct Record {
     method: Method,
     uri: http::Uri,
     request_id: Option<RequestId>,
+    trace: Option<TraceContext>,
     client: Option<std::net::IpAddr>,
     preflight: bool,
 }
@@ -168,6 +171,9 @@ impl Record {
         if let Some(id) = &self.request_id {
             event.set("warden.request_id", id.as_str());
         }
+        if let Some(trace) = &self.trace {
+            event.set("trace.id", trace.trace_id());
+        }
         if let Some(who) = response.extensions().get::<Arc<Identity>>() {
             event
                 .set("user.id", who.subject.as_str())
@@ -222,6 +228,7 @@ impl Record {
         tracing::info!(
             target: "warden::access",
             request_id = self.request_id.as_ref().map(RequestId::as_str),
+            trace_id = self.trace.as_ref().map(TraceContext::trace_id),
             method = %self.method,
             path = %self.uri.path(),
             route = %route,

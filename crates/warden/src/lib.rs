@@ -72,3 +72,4 @@ pub mod request_head;
 pub mod request_id;
 pub mod routing;
 pub mod timeout;
+pub mod trace_context;

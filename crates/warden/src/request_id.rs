@@ -1,4 +1,5 @@
-//! Request ids: accept a well-formed incoming `X-Request-Id`, otherwise generate one.
+//! Request ids: accept a well-formed incoming `X-Request-Id`, otherwise generate one; and the
+//! W3C trace context beside it (`trace_context`).
 //!
 //! Sits near the top of the global stack so every later layer, log line, rejection body and the
 //! upstream see the same id. Incoming ids are accepted only when they are short and made of a
@@ -12,6 +13,7 @@ use http::{HeaderName, HeaderValue, Request, Response};
 use tower::{Layer, Service};
 
 use crate::body::Body;
+use crate::trace_context::TraceContext;
 
 /// The header that carries the request id both ways.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -97,6 +99,9 @@ where
         req.headers_mut()
             .insert(X_REQUEST_ID.clone(), id.header_value().clone());
         req.extensions_mut().insert(id.clone());
+        // The trace context travels with the id: kept when well formed, else generated.
+        let trace = TraceContext::of_request(req.headers_mut());
+        req.extensions_mut().insert(trace);
         ResponseFuture {
             inner: self.inner.call(req),
             id: Some(id),

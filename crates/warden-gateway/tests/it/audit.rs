@@ -376,3 +376,59 @@ async fn a_request_event_names_who_made_it() {
         "a refused credential names nobody"
     );
 }
+
+#[tokio::test]
+async fn the_trace_context_is_kept_or_made_and_recorded() {
+    use crate::common::{client, request, send};
+    let (gw, path) = audited_gateway("audit-trace").await;
+    let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let traced = request("GET", &gw.url("/echo"))
+        .header("traceparent", incoming)
+        .header("tracestate", "vendor=1")
+        .body(warden::body::empty())
+        .expect("request");
+    assert_eq!(send(&client(), traced).await.status, 200);
+    let seen = gw.upstream.last();
+    assert_eq!(
+        seen.headers
+            .get("traceparent")
+            .map(|v| v.to_str().expect("ascii")),
+        Some(incoming)
+    );
+    assert_eq!(
+        seen.headers
+            .get("tracestate")
+            .map(|v| v.to_str().expect("ascii")),
+        Some("vendor=1")
+    );
+    let forged = request("GET", &gw.url("/echo"))
+        .header("traceparent", "00-ZZZ-not-a-trace")
+        .header("tracestate", "vendor=2")
+        .body(warden::body::empty())
+        .expect("request");
+    assert_eq!(send(&client(), forged).await.status, 200);
+    let seen = gw.upstream.last();
+    let made = seen
+        .headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .expect("a traceparent is always forwarded")
+        .to_owned();
+    assert!(
+        warden::trace_context::TraceContext::parse(&made.parse().expect("header")).is_some(),
+        "{made}"
+    );
+    assert!(
+        seen.headers.get("tracestate").is_none(),
+        "a replaced parent drops its state"
+    );
+    let crate::common::TestGateway { gateway, .. } = gw;
+    gateway.shutdown().await;
+    let events = events(&path);
+    let traces: Vec<&str> = events
+        .iter()
+        .filter(|e| action(e) == "request")
+        .filter_map(|e| e.pointer("/trace/id").and_then(|t| t.as_str()))
+        .collect();
+    assert_eq!(traces, ["4bf92f3577b34da6a3ce929d0e0e4736", &made[3..35]]);
+}
