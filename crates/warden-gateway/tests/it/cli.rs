@@ -308,6 +308,13 @@ async fn serve_logs_json_without_secrets_and_stops_cleanly_on_sigterm() {
     assert_eq!(access[0]["fields"]["status"], 200);
     assert_eq!(access[0]["fields"]["path"], "/echo");
     assert_eq!(access[0]["fields"]["client"], "203.0.113.77");
+    // A trace id (generated: the request carried none) on every line.
+    assert!(
+        access.iter().all(|a| a["fields"]["trace_id"]
+            .as_str()
+            .is_some_and(|t| t.len() == 32)),
+        "{access:?}"
+    );
     let chat_line = access
         .iter()
         .find(|a| a["fields"]["path"] == "/chat")
