@@ -328,19 +328,11 @@ async fn a_request_event_names_who_made_it() {
     let config = config_with_env(&yaml, &upstream.url(), &[("AUDIT_JWT_SECRET", SECRET)])
         .unwrap_or_else(|e| panic!("{e}"));
     let gw = spawn_config(config, upstream).await;
-    let key = warden_gateway::token::SigningKey::from_secret(
-        SECRET.as_bytes(),
-        jsonwebtoken::Algorithm::HS256,
-        None,
-    )
-    .expect("key");
-    let now = warden_gateway::token::now_unix();
-    let token = key
-        .mint(
-            &serde_json::json!({ "iss": "https://hmac.test", "aud": "agents", "sub": "alice",
-            "tenant_id": "acme", "iat": now, "exp": now + 600 }),
-        )
-        .expect("mint");
+    let token = crate::common::hs256_token(
+        SECRET,
+        serde_json::json!({ "iss": "https://hmac.test", "aud": "agents", "sub": "alice",
+            "tenant_id": "acme" }),
+    );
     let call = |token: String| {
         request("GET", &gw.url("/private"))
             .header("authorization", format!("Bearer {token}"))

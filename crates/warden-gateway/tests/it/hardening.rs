@@ -861,16 +861,10 @@ routes:
     let config = config_with_env(yaml, &upstream.url(), &[("ORDER_SECRET", SECRET)])
         .unwrap_or_else(|e| panic!("{e}"));
     let gw = spawn_config(config, upstream).await;
-    let key = warden_gateway::token::SigningKey::from_secret(
-        SECRET.as_bytes(),
-        jsonwebtoken::Algorithm::HS256,
-        None,
-    )
-    .expect("key");
-    let now = warden_gateway::token::now_unix();
-    let token = key
-        .mint(&serde_json::json!({ "iss": "https://order.test", "aud": "api", "sub": "a", "exp": now + 600 }))
-        .expect("mint");
+    let token = hs256_token(
+        SECRET,
+        serde_json::json!({ "iss": "https://order.test", "aud": "api", "sub": "a" }),
+    );
     let series = "warden_jwt_verifications_total{provider=\"order-probe\"}";
     let mut builder =
         request("GET", &gw.url("/private")).header("authorization", format!("Bearer {token}"));

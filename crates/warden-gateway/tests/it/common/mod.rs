@@ -188,6 +188,23 @@ pub fn config_with_env(
     compile::compile_parsed(parsed)
 }
 
+/// An HS256 token over `claims` (`exp` and `iat` are added, ten minutes from now), signed with
+/// `secret` and no key id.
+pub fn hs256_token(secret: &str, mut claims: serde_json::Value) -> String {
+    let key = warden_gateway::token::SigningKey::from_secret(
+        secret.as_bytes(),
+        jsonwebtoken::Algorithm::HS256,
+        None,
+    )
+    .expect("key");
+    let now = warden_gateway::token::now_unix();
+    if let Some(map) = claims.as_object_mut() {
+        map.entry("iat").or_insert(now.into());
+        map.entry("exp").or_insert((now + 600).into());
+    }
+    key.mint(&claims).expect("mint")
+}
+
 /// A fresh temporary directory for this test.
 pub fn temp_dir(name: &str) -> std::path::PathBuf {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
