@@ -16,6 +16,7 @@ use std::time::{Instant, SystemTime};
 use http::{Method, Request, Response};
 use tower::{Layer, Service};
 use warden::audit::{Action, AuditEvent, AuditSink, Outcome as AuditOutcome};
+use warden::authn::AuthnFailure;
 use warden::body::Body;
 use warden::client_ip::ClientIp;
 use warden::guard::GuardFindings;
@@ -223,7 +224,24 @@ impl Record {
         let findings = response.extensions().get::<GuardFindings>();
         let guard_findings = findings.map(GuardFindings::summary);
         if let Some(audit) = &self.audit {
-            audit.record(self.event(response, outcome, &route, elapsed, findings));
+            let event = self.event(response, outcome, &route, elapsed, findings);
+            if let Some(AuthnFailure(reason)) = response.extensions().get::<AuthnFailure>() {
+                // The failure on its own, as SIEM rules on authentication expect it, with the
+                // precise reason the client's 401 does not tell.
+                let mut failure = AuditEvent::at(
+                    self.started_at,
+                    Action::AuthenticationFailure,
+                    AuditOutcome::Failure,
+                    Some(reason),
+                );
+                for field in ["source", "url", "trace", "warden"] {
+                    if let Some(value) = event.get(field) {
+                        failure.set(field, value.clone());
+                    }
+                }
+                audit.record(failure);
+            }
+            audit.record(event);
         }
         tracing::info!(
             target: "warden::access",

@@ -367,6 +367,25 @@ async fn a_request_event_names_who_made_it() {
         None,
         "a refused credential names nobody"
     );
+    // The failure has its own event, with the precise reason the 401 does not tell.
+    let failures: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| action(e) == "authentication-failure")
+        .collect();
+    assert_eq!(failures.len(), 1);
+    assert_eq!(
+        failures[0].pointer("/event/reason"),
+        Some(&"bad_signature".into())
+    );
+    assert_eq!(
+        failures[0].pointer("/event/category/0"),
+        Some(&"authentication".into())
+    );
+    assert_eq!(
+        failures[0].pointer("/warden/request_id"),
+        refused.pointer("/warden/request_id")
+    );
+    assert_eq!(failures[0].pointer("/source/ip"), Some(&"127.0.0.1".into()));
 }
 
 #[tokio::test]

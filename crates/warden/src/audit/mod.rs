@@ -24,6 +24,8 @@ use serde_json::{Map, Value};
 pub enum Action {
     /// A request was answered (every request, rejections included).
     Request,
+    /// Credentials were presented and refused (the precise reason in `event.reason`).
+    AuthenticationFailure,
     /// The gateway started.
     Startup,
     /// The gateway stopped (the last record it writes).
@@ -41,6 +43,7 @@ impl Action {
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Request => "request",
+            Action::AuthenticationFailure => "authentication-failure",
             Action::Startup => "startup",
             Action::Shutdown => "shutdown",
             Action::Checkpoint => "audit-checkpoint",
@@ -53,6 +56,7 @@ impl Action {
     fn ecs(self) -> (&'static str, &'static str, &'static str) {
         match self {
             Action::Request => ("event", "web", "access"),
+            Action::AuthenticationFailure => ("event", "authentication", "start"),
             Action::Startup => ("event", "process", "start"),
             Action::Shutdown => ("event", "process", "end"),
             Action::Checkpoint | Action::Reopened => ("state", "file", "info"),

@@ -70,6 +70,48 @@ pub enum AuthnError {
     StoreUnavailable(String),
 }
 
+impl AuthnError {
+    /// The reason as a code of a closed vocabulary, for the audit trail's `event.reason`
+    /// (never the credential, never text from the request).
+    pub fn code(&self) -> &'static str {
+        match self {
+            AuthnError::Invalid(reason) => reason.code(),
+            AuthnError::Ambiguous(_) => "ambiguous_credentials",
+            AuthnError::KeysUnavailable(_) => "keys_unavailable",
+            AuthnError::StoreUnavailable(_) => "store_unavailable",
+        }
+    }
+}
+
+impl InvalidReason {
+    /// The reason as a code (see [`AuthnError::code`]).
+    pub fn code(&self) -> &'static str {
+        match self {
+            InvalidReason::Malformed(_) => "malformed",
+            InvalidReason::CriticalHeader => "crit_header",
+            InvalidReason::EmbeddedKey(_) => "embedded_key",
+            InvalidReason::AlgorithmNotAllowed(_) => "algorithm_not_allowed",
+            InvalidReason::UnknownIssuer => "unknown_issuer",
+            InvalidReason::UnknownKid => "unknown_kid",
+            InvalidReason::BadSignature => "bad_signature",
+            InvalidReason::Expired => "expired",
+            InvalidReason::NotYetValid => "not_yet_valid",
+            InvalidReason::IssuedInFuture => "issued_in_future",
+            InvalidReason::WrongAudience => "wrong_audience",
+            InvalidReason::MissingClaim(_) => "missing_claim",
+            InvalidReason::WrongClaimType(_) => "wrong_claim_type",
+            InvalidReason::SessionTooOld => "session_too_old",
+            InvalidReason::UnknownKey => "unknown_key",
+            InvalidReason::Revoked => "revoked",
+        }
+    }
+}
+
+/// Why a request's credentials were refused, as a code: in the rejection's response
+/// extensions, for the audit trail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuthnFailure(pub &'static str);
+
 /// The precise reason a credential was refused. For logs and audit only.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -207,10 +249,12 @@ where
                     Ok(response)
                 }
                 Err((rejection, failure)) => {
+                    let mut response = rejection.into_response(request_id.as_ref());
                     if let Some(error) = &failure {
                         log_failure(request_id.as_ref(), error);
+                        response.extensions_mut().insert(AuthnFailure(error.code()));
                     }
-                    Ok(rejection.into_response(request_id.as_ref()))
+                    Ok(response)
                 }
             }
         })
