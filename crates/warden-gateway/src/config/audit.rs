@@ -1,7 +1,6 @@
 //! `audit:` — where the audit trail goes and how it is sealed: the sink, the hash chain, the
 //! checkpoint signing key, the queue's size and overflow, and when lines reach the disk.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -17,8 +16,9 @@ const MAX_QUEUE: usize = 1 << 20;
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawAudit {
-    /// `stdout` or `file://PATH` (relative to the configuration file's directory).
-    pub sink: Option<String>,
+    /// `stdout`, `file://PATH` (relative to the configuration file's directory), or both as a
+    /// list.
+    pub sink: Option<RawSinks>,
     /// Seal every record into the hash chain (default true).
     pub hash_chain: Option<bool>,
     /// Ed25519 private key (PKCS#8 PEM) for signed checkpoints: a secret reference.
@@ -37,11 +37,23 @@ pub struct RawAudit {
     pub checkpoint_interval: Option<Scalar>,
 }
 
+/// `audit.sink`: one or a list.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawSinks {
+    /// One sink.
+    One(String),
+    /// Several (at most `stdout` and one file).
+    Many(Vec<String>),
+}
+
 /// Compiled `audit:`.
 #[derive(Clone)]
 pub struct AuditConfig {
     /// Where.
     pub target: Target,
+    /// A file target's lines to standard output too.
+    pub also_stdout: bool,
     /// Whether records are chained.
     pub hash_chain: bool,
     /// The checkpoint key (PKCS#8 DER), checked at load.
@@ -63,6 +75,7 @@ impl std::fmt::Debug for AuditConfig {
         // The key is never printed.
         f.debug_struct("AuditConfig")
             .field("target", &self.target)
+            .field("also_stdout", &self.also_stdout)
             .field("hash_chain", &self.hash_chain)
             .field("signed", &self.signing_key.is_some())
             .field("queue", &self.queue)
@@ -76,6 +89,7 @@ impl AuditConfig {
     /// The sink's settings (the signer made from the checked key).
     pub fn sink_config(&self) -> SinkConfig {
         let mut config = SinkConfig::new(self.target.clone());
+        config.also_stdout = self.also_stdout;
         config.hash_chain = self.hash_chain;
         config.signer = self
             .signing_key
@@ -93,26 +107,41 @@ impl AuditConfig {
 /// Compiles `audit:`; `None` when the section is absent.
 pub fn compile(c: &mut Compiler, raw: Option<&RawAudit>) -> Option<AuditConfig> {
     let raw = raw?;
-    let target = match raw.sink.as_deref().map(str::trim) {
-        None => {
-            c.error("audit.sink", "required: stdout or file://PATH");
-            Target::Stdout
-        }
-        Some("stdout") => Target::Stdout,
-        Some(sink) => match sink.strip_prefix("file://") {
-            Some(path) if !path.is_empty() => Target::File(c.resolve(path)),
-            _ => {
-                c.error(
-                    "audit.sink",
-                    format!(
-                        "expected stdout or file://PATH, got {}",
-                        c.quoted("audit.sink", sink)
-                    ),
-                );
-                Target::File(PathBuf::new())
-            }
-        },
+    let sinks: Vec<&str> = match &raw.sink {
+        None => Vec::new(),
+        Some(RawSinks::One(sink)) => vec![sink.trim()],
+        Some(RawSinks::Many(sinks)) => sinks.iter().map(|s| s.trim()).collect(),
     };
+    let mut target = None;
+    let mut stdout = false;
+    for (i, sink) in sinks.iter().enumerate() {
+        let path = match &raw.sink {
+            Some(RawSinks::Many(_)) => format!("audit.sink[{i}]"),
+            _ => "audit.sink".to_owned(),
+        };
+        if *sink == "stdout" {
+            stdout = true;
+            continue;
+        }
+        match sink.strip_prefix("file://").filter(|p| !p.is_empty()) {
+            Some(_) if target.is_some() => {
+                c.error(path, "one file per trail (its chain is one sequence)")
+            }
+            Some(file) => target = Some(Target::File(c.resolve(file))),
+            None => {
+                let shown = c.quoted(&path, sink);
+                c.error(path, format!("expected stdout or file://PATH, got {shown}"));
+            }
+        }
+    }
+    if sinks.is_empty() {
+        c.error(
+            "audit.sink",
+            "required: stdout, file://PATH, or both as a list",
+        );
+    }
+    let also_stdout = stdout && target.is_some();
+    let target = target.unwrap_or(Target::Stdout);
     let hash_chain = raw.hash_chain.unwrap_or(true);
     let signing_key = raw.signing_key.as_deref().and_then(|pem| {
         if !c.is_secret("audit.signing_key") {
@@ -178,6 +207,7 @@ pub fn compile(c: &mut Compiler, raw: Option<&RawAudit>) -> Option<AuditConfig> 
     );
     Some(AuditConfig {
         target,
+        also_stdout,
         hash_chain,
         signing_key,
         queue,

@@ -211,6 +211,20 @@ routes:
         assert!(audit.hash_chain);
         assert_eq!(audit.target, warden::audit::sink::Target::Stdout);
         assert!(compile_yaml(head).expect("valid").audit.is_none());
+        let both = compile_yaml(&format!(
+            "{head}audit: {{ sink: [stdout, 'file://a.jsonl'] }}\n"
+        ))
+        .expect("valid")
+        .audit
+        .expect("audit on");
+        assert!(both.also_stdout);
+        assert!(matches!(both.target, warden::audit::sink::Target::File(_)));
+        let two = compile_yaml(&format!(
+            "{head}audit: {{ sink: ['file://a.jsonl', 'file://b.jsonl'] }}\n"
+        ))
+        .expect_err("two files")
+        .to_string();
+        assert!(two.contains("audit.sink[1]: one file per trail"), "{two}");
 
         let broken = format!(
             "{head}audit: {{ sink: 'ftp://x', signing_key: 'literal', on_overflow: maybe, fsync: sometimes, queue: 100000000, checkpoint_every: 0 }}\n"

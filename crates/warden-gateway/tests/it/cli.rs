@@ -212,15 +212,18 @@ async fn serve_logs_json_without_secrets_and_stops_cleanly_on_sigterm() {
         "serve-jwks.json",
         &warden_gateway::token::jwks(&[&key]).to_string(),
     );
+    let trail = crate::common::temp_dir("serve-audit").join("audit.jsonl");
     let path = temp_file(
         "serve.yaml",
         &format!(
             "server: {{ listen: '127.0.0.1:{port}', admin_listen: '127.0.0.1:{admin}', trusted_proxies: [127.0.0.1] }}\nupstream: {{ url: '{}' }}\n\
              auth: {{ jwt: [{{ name: idp, issuer: 'https://idp.test', audiences: [api], jwks_file: '{}', algorithms: [ES256] }}] }}\n\
              guards: {{ prompt_injection: {{ action: flag }}, pii: {{ input: redact }} }}\n\
+             audit: {{ sink: [stdout, 'file://{}'] }}\n\
              routes: [{{ path: /echo, auth: none }}, {{ path: /private, authorize: authenticated }}, {{ path: /chat, methods: [POST], auth: none, body: {{ format: openai_chat }} }}]\n",
             upstream.url(),
-            jwks.display()
+            jwks.display(),
+            trail.display()
         ),
     );
     let mut child = warden()
@@ -346,4 +349,42 @@ async fn serve_logs_json_without_secrets_and_stops_cleanly_on_sigterm() {
         "the reason is logged: {all}"
     );
     assert!(all.contains("shutdown signal received"), "{all}");
+
+    // The audit trail went to both sinks, the same sealed lines (so the secrets scan above
+    // covered it), and SIGTERM closed it: it verifies, from startup to shutdown.
+    let file = std::fs::read_to_string(&trail).expect("audit file");
+    let on_stdout: Vec<&str> = lines
+        .iter()
+        .map(String::as_str)
+        .filter(|l| l.contains("\"warden\":{") && l.contains("\"chain\":{"))
+        .collect();
+    assert_eq!(on_stdout, file.lines().collect::<Vec<_>>());
+    let actions: Vec<String> = file
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| {
+            v.pointer("/event/action")
+                .and_then(|a| a.as_str())
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(actions.first().map(String::as_str), Some("startup"));
+    assert_eq!(actions.last().map(String::as_str), Some("shutdown"));
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| *a == "authentication-failure")
+            .count(),
+        2
+    );
+    let verify = warden()
+        .args(["audit", "verify"])
+        .arg(&trail)
+        .output()
+        .expect("verify");
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
 }

@@ -71,6 +71,8 @@ pub enum Fsync {
 pub struct SinkConfig {
     /// Where.
     pub target: Target,
+    /// With a file target: the same lines to standard output too.
+    pub also_stdout: bool,
     /// Whether each record is sealed into the hash chain.
     pub hash_chain: bool,
     /// Signs checkpoints (with `hash_chain`).
@@ -93,6 +95,7 @@ impl SinkConfig {
     pub fn new(target: Target) -> SinkConfig {
         SinkConfig {
             target,
+            also_stdout: false,
             hash_chain: true,
             signer: None,
             queue: 65_536,
@@ -139,8 +142,10 @@ impl FileSink {
         let overflow = config.overflow;
         let (tx, rx) = mpsc::sync_channel(config.queue.max(1));
         let shared = Arc::new(Shared::default());
+        let also_stdout = config.also_stdout && matches!(config.target, Target::File(_));
         let mut writer = Writer {
             out,
+            stdout: also_stdout.then(io::stdout),
             chain,
             since_checkpoint: 0,
             last_checkpoint: Instant::now(),
@@ -310,6 +315,8 @@ fn resume(file: &mut File) -> io::Result<Chain> {
 
 struct Writer {
     out: Output,
+    /// Standard output besides a file target (`SinkConfig::also_stdout`).
+    stdout: Option<io::Stdout>,
     chain: Chain,
     since_checkpoint: u64,
     last_checkpoint: Instant,
@@ -387,11 +394,7 @@ impl Writer {
         } else {
             serde_json::to_string(&fields).unwrap_or_default()
         };
-        let result = self
-            .out
-            .write_all(line.as_bytes())
-            .and_then(|()| self.out.write_all(b"\n"));
-        match result {
+        match self.emit(&line) {
             Ok(()) => {
                 self.shared.written.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!(names::WRITTEN).increment(1);
@@ -421,13 +424,21 @@ impl Writer {
         self.last_checkpoint = Instant::now();
         let fields = event.into_fields();
         let line = self.chain.seal(fields);
-        if let Err(e) = self
-            .out
-            .write_all(line.as_bytes())
-            .and_then(|()| self.out.write_all(b"\n"))
-        {
+        if let Err(e) = self.emit(&line) {
             self.error("write", &e);
         }
+    }
+
+    /// Writes one line to the target and, with `also_stdout`, to standard output too (the same
+    /// sealed line: one chain, read by the platform's log pipeline and kept in the file).
+    fn emit(&mut self, line: &str) -> io::Result<()> {
+        if let Some(stdout) = &mut self.stdout {
+            let mut lock = stdout.lock();
+            lock.write_all(line.as_bytes())?;
+            lock.write_all(b"\n")?;
+        }
+        self.out.write_all(line.as_bytes())?;
+        self.out.write_all(b"\n")
     }
 
     /// Records in the trail how many events the queue dropped since the last such record.
@@ -442,7 +453,8 @@ impl Writer {
     }
 
     fn flush(&mut self, closing: bool) {
-        if let Err(e) = self.out.flush() {
+        let stdout = self.stdout.as_mut().map_or(Ok(()), |s| s.flush());
+        if let Err(e) = self.out.flush().and(stdout) {
             self.error("flush", &e);
         }
         let due = match (self.config.fsync, self.dirty_since) {
