@@ -138,6 +138,31 @@ where
     }
 }
 
+/// An event about the same request as `request`: its time, and what says which request and
+/// whose (`source`, `url`, `trace`, `user`, `organization`, `warden`).
+fn beside(
+    request: &AuditEvent,
+    action: Action,
+    outcome: AuditOutcome,
+    reason: Option<&'static str>,
+) -> AuditEvent {
+    let mut event = AuditEvent::new(action, outcome, reason);
+    for field in [
+        "@timestamp",
+        "source",
+        "url",
+        "trace",
+        "user",
+        "organization",
+        "warden",
+    ] {
+        if let Some(value) = request.get(field) {
+            event.set(field, value.clone());
+        }
+    }
+    event
+}
+
 impl Record {
     /// The audit trail's `request` event: what was asked, by whom (as far as the gateway knows
     /// at this layer), what was decided and why — never headers, query strings or bodies.
@@ -228,18 +253,22 @@ impl Record {
             if let Some(AuthnFailure(reason)) = response.extensions().get::<AuthnFailure>() {
                 // The failure on its own, as SIEM rules on authentication expect it, with the
                 // precise reason the client's 401 does not tell.
-                let mut failure = AuditEvent::at(
-                    self.started_at,
+                audit.record(beside(
+                    &event,
                     Action::AuthenticationFailure,
                     AuditOutcome::Failure,
                     Some(reason),
-                );
-                for field in ["source", "url", "trace", "warden"] {
-                    if let Some(value) = event.get(field) {
-                        failure.set(field, value.clone());
-                    }
-                }
-                audit.record(failure);
+                ));
+            }
+            if event.get("warden.guard.findings").is_some() {
+                // What the guards found, as an alert of its own: refused requests fail, flagged
+                // or redacted ones went through.
+                let (result, reason) = if response.status().is_client_error() {
+                    (AuditOutcome::Failure, Some(outcome))
+                } else {
+                    (AuditOutcome::Success, None)
+                };
+                audit.record(beside(&event, Action::GuardFinding, result, reason));
             }
             audit.record(event);
         }

@@ -26,6 +26,8 @@ pub enum Action {
     Request,
     /// Credentials were presented and refused (the precise reason in `event.reason`).
     AuthenticationFailure,
+    /// A content guard found something in a request (blocked, flagged or redacted).
+    GuardFinding,
     /// The gateway started.
     Startup,
     /// The gateway stopped (the last record it writes).
@@ -44,6 +46,7 @@ impl Action {
         match self {
             Action::Request => "request",
             Action::AuthenticationFailure => "authentication-failure",
+            Action::GuardFinding => "guard-finding",
             Action::Startup => "startup",
             Action::Shutdown => "shutdown",
             Action::Checkpoint => "audit-checkpoint",
@@ -57,6 +60,7 @@ impl Action {
         match self {
             Action::Request => ("event", "web", "access"),
             Action::AuthenticationFailure => ("event", "authentication", "start"),
+            Action::GuardFinding => ("alert", "intrusion_detection", "info"),
             Action::Startup => ("event", "process", "start"),
             Action::Shutdown => ("event", "process", "end"),
             Action::Checkpoint | Action::Reopened => ("state", "file", "info"),
