@@ -138,6 +138,9 @@ where
     }
 }
 
+/// Findings written into one audit record; `warden.guard.findings_total` counts them all.
+const MAX_FINDINGS_RECORDED: usize = 64;
+
 /// An event about the same request as `request`: its time, and what says which request and
 /// whose (`source`, `url`, `trace`, `user`, `organization`, `warden`).
 fn beside(
@@ -212,9 +215,13 @@ impl Record {
             }
         }
         if let Some(findings) = findings.filter(|f| !f.0.is_empty()) {
+            // A record stays small whatever the body held (a restart finds the last record in
+            // the file's tail): the first findings, and how many there were.
+            event.set("warden.guard.findings_total", findings.0.len());
             let list: Vec<serde_json::Value> = findings
                 .0
                 .iter()
+                .take(MAX_FINDINGS_RECORDED)
                 .map(|f| {
                     serde_json::json!({ "guard": f.guard, "rule": f.rule, "location": f.location })
                 })

@@ -477,6 +477,17 @@ async fn guard_findings_are_alerts_in_the_trail_without_the_text() {
             .status,
         200
     );
+    // A message per finding location: 100 messages with an address each.
+    let many: Vec<serde_json::Value> = (0..100)
+        .map(|i| serde_json::json!({"role": "user", "content": format!("mail u{i}@example.com")}))
+        .collect();
+    let crowded = request("POST", &gw.url("/chat"))
+        .header("content-type", "application/json")
+        .body(warden::body::full(
+            serde_json::json!({"model": "m", "messages": many}).to_string(),
+        ))
+        .expect("request");
+    assert_eq!(send(&client(), crowded).await.status, 200);
     let crate::common::TestGateway { gateway, .. } = gw;
     gateway.shutdown().await;
     let text = std::fs::read_to_string(&path).expect("trail");
@@ -495,8 +506,21 @@ async fn guard_findings_are_alerts_in_the_trail_without_the_text() {
         .collect();
     assert_eq!(
         alerts.len(),
-        2,
+        3,
         "one alert per request with findings, none for the clean one"
+    );
+    let crowded = alerts[2];
+    assert_eq!(
+        crowded.pointer("/warden/guard/findings_total"),
+        Some(&100.into())
+    );
+    assert_eq!(
+        crowded
+            .pointer("/warden/guard/findings")
+            .and_then(|f| f.as_array())
+            .map(Vec::len),
+        Some(64),
+        "a record keeps the first 64 findings"
     );
     assert_eq!(alerts[0].pointer("/event/kind"), Some(&"alert".into()));
     assert_eq!(alerts[0].pointer("/event/outcome"), Some(&"failure".into()));
@@ -509,6 +533,10 @@ async fn guard_findings_are_alerts_in_the_trail_without_the_text() {
         .filter_map(|f| f["rule"].as_str())
         .collect();
     assert_eq!(rules, ["pii.email"]);
+    assert_eq!(
+        alerts[1].pointer("/warden/guard/findings_total"),
+        Some(&1.into())
+    );
     assert_eq!(
         alerts[1].pointer("/warden/guard/findings/0/location"),
         Some(&"/messages/0/content".into())
