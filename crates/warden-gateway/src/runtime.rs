@@ -7,11 +7,10 @@
 //! start, and `startup: wait` providers are awaited. A failure aborts what was already spawned.
 
 use std::sync::Arc;
-
 use std::time::Duration;
-use warden::audit::sink::FileSink;
 
 use tokio::task::JoinHandle;
+use warden::audit::sink::FileSink;
 use warden::authn::Authenticator;
 use warden::authn::api_key::ApiKeyAuthenticator;
 use warden::authn::api_key_sqlite::SqliteKeyStore;
@@ -119,7 +118,7 @@ impl Runtime {
         tasks.push(spawn_sweeper(memory));
         let audit = match &config.audit {
             Some(audit) => Some(Arc::new(
-                FileSink::start(audit.sink_config()).map_err(BuildError::Audit)?,
+                FileSink::start(audit.clone()).map_err(BuildError::Audit)?,
             )),
             None => None,
         };

@@ -1,6 +1,7 @@
 //! `audit:` — where the audit trail goes and how it is sealed: the sink, the hash chain, the
 //! checkpoint signing key, the queue's size and overflow, and when lines reach the disk.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -47,65 +48,8 @@ pub enum RawSinks {
     Many(Vec<String>),
 }
 
-/// Compiled `audit:`.
-#[derive(Clone)]
-pub struct AuditConfig {
-    /// Where.
-    pub target: Target,
-    /// A file target's lines to standard output too.
-    pub also_stdout: bool,
-    /// Whether records are chained.
-    pub hash_chain: bool,
-    /// The checkpoint key (PKCS#8 DER), checked at load.
-    signing_key: Option<Vec<u8>>,
-    /// Queue size.
-    pub queue: usize,
-    /// What a full queue does.
-    pub overflow: Overflow,
-    /// When lines are synced.
-    pub fsync: Fsync,
-    /// Checkpoint every N records.
-    pub checkpoint_every: u64,
-    /// And every T.
-    pub checkpoint_interval: Duration,
-}
-
-impl std::fmt::Debug for AuditConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The key is never printed.
-        f.debug_struct("AuditConfig")
-            .field("target", &self.target)
-            .field("also_stdout", &self.also_stdout)
-            .field("hash_chain", &self.hash_chain)
-            .field("signed", &self.signing_key.is_some())
-            .field("queue", &self.queue)
-            .field("overflow", &self.overflow)
-            .field("fsync", &self.fsync)
-            .finish_non_exhaustive()
-    }
-}
-
-impl AuditConfig {
-    /// The sink's settings (the signer made from the checked key).
-    pub fn sink_config(&self) -> SinkConfig {
-        let mut config = SinkConfig::new(self.target.clone());
-        config.also_stdout = self.also_stdout;
-        config.hash_chain = self.hash_chain;
-        config.signer = self
-            .signing_key
-            .as_deref()
-            .and_then(|der| Signer::from_pkcs8(der).ok());
-        config.queue = self.queue;
-        config.overflow = self.overflow;
-        config.fsync = self.fsync;
-        config.checkpoint_every = self.checkpoint_every;
-        config.checkpoint_interval = self.checkpoint_interval;
-        config
-    }
-}
-
 /// Compiles `audit:`; `None` when the section is absent.
-pub fn compile(c: &mut Compiler, raw: Option<&RawAudit>) -> Option<AuditConfig> {
+pub fn compile(c: &mut Compiler, raw: Option<&RawAudit>) -> Option<SinkConfig> {
     let raw = raw?;
     let sinks: Vec<&str> = match &raw.sink {
         None => Vec::new(),
@@ -143,7 +87,7 @@ pub fn compile(c: &mut Compiler, raw: Option<&RawAudit>) -> Option<AuditConfig> 
     let also_stdout = stdout && target.is_some();
     let target = target.unwrap_or(Target::Stdout);
     let hash_chain = raw.hash_chain.unwrap_or(true);
-    let signing_key = raw.signing_key.as_deref().and_then(|pem| {
+    let signer = raw.signing_key.as_deref().and_then(|pem| {
         if !c.is_secret("audit.signing_key") {
             c.error(
                 "audit.signing_key",
@@ -159,8 +103,8 @@ pub fn compile(c: &mut Compiler, raw: Option<&RawAudit>) -> Option<AuditConfig> 
             return None;
         }
         let der = crate::token::der_from_pem(pem.as_bytes()).ok();
-        match der.filter(|der| Signer::from_pkcs8(der).is_ok()) {
-            Some(der) => Some(der),
+        match der.and_then(|der| Signer::from_pkcs8(&der).ok()) {
+            Some(signer) => Some(Arc::new(signer)),
             None => {
                 c.error(
                     "audit.signing_key",
@@ -205,11 +149,11 @@ pub fn compile(c: &mut Compiler, raw: Option<&RawAudit>) -> Option<AuditConfig> 
         raw.checkpoint_interval.as_ref(),
         Duration::from_secs(60),
     );
-    Some(AuditConfig {
+    Some(SinkConfig {
         target,
         also_stdout,
         hash_chain,
-        signing_key,
+        signer,
         queue,
         overflow,
         fsync,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use warden::authz::rbac::RoleTable;
 use warden::headers::HeaderPolicy;
 
-use super::audit::{self, AuditConfig};
+use super::audit;
 use super::auth::{self, AuthConfig};
 use super::cors::{self, CorsConfig};
 use super::load::Parsed;
@@ -40,7 +40,7 @@ pub struct Config {
     /// Routes in file order.
     pub routes: Vec<RouteConfig>,
     /// The audit trail, if configured.
-    pub audit: Option<AuditConfig>,
+    pub audit: Option<warden::audit::sink::SinkConfig>,
     /// Valid but probably not meant (`warden check` prints them, `serve` logs them).
     pub warnings: Vec<super::ConfigError>,
 }
@@ -252,7 +252,7 @@ routes:
             |key: &str| format!("{head}audit: {{ sink: stdout, signing_key: '${{env:{key}}}' }}\n");
         let parsed = parse_raw(&yaml("GOOD"), Format::Yaml, &env, &[]).expect("parse");
         let config = compile_parsed(parsed).expect("a real key");
-        assert!(config.audit.expect("audit").sink_config().signer.is_some());
+        assert!(config.audit.expect("audit").signer.is_some());
         let parsed = parse_raw(&yaml("BAD"), Format::Yaml, &env, &[]).expect("parse");
         let errors = compile_parsed(parsed).expect_err("not a key").to_string();
         assert!(

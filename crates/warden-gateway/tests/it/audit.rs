@@ -37,7 +37,9 @@ fn write_trail(path: &Path, n: u64, key: Option<&Path>) {
     if let Some(key) = key {
         let pem = std::fs::read(key).expect("key");
         let der = warden_gateway::token::der_from_pem(&pem).expect("pem");
-        config.signer = Some(Signer::from_pkcs8(&der).expect("signer"));
+        config.signer = Some(std::sync::Arc::new(
+            Signer::from_pkcs8(&der).expect("signer"),
+        ));
         config.checkpoint_every = 10;
     }
     let sink = FileSink::start(config).expect("sink");

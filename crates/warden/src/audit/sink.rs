@@ -14,7 +14,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -66,8 +66,8 @@ pub enum Fsync {
     Never,
 }
 
-/// How a sink writes.
-#[derive(Debug)]
+/// How a sink writes (the compiled `audit:` section).
+#[derive(Clone, Debug)]
 pub struct SinkConfig {
     /// Where.
     pub target: Target,
@@ -76,7 +76,7 @@ pub struct SinkConfig {
     /// Whether each record is sealed into the hash chain.
     pub hash_chain: bool,
     /// Signs checkpoints (with `hash_chain`).
-    pub signer: Option<Signer>,
+    pub signer: Option<Arc<Signer>>,
     /// Events the queue holds.
     pub queue: usize,
     /// What a full queue does.
@@ -215,10 +215,7 @@ impl AuditSink for FileSink {
         self.shared.queued.fetch_add(1, Ordering::Relaxed);
         let sent = match self.overflow {
             Overflow::Block => self.tx.send(message).is_ok(),
-            Overflow::Drop => match self.tx.try_send(message) {
-                Ok(()) => true,
-                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
-            },
+            Overflow::Drop => self.tx.try_send(message).is_ok(),
         };
         if !sent {
             self.shared.queued.fetch_sub(1, Ordering::Relaxed);
@@ -549,7 +546,7 @@ mod tests {
         )
         .expect("base64");
         let mut config = SinkConfig::new(Target::File(path.clone()));
-        config.signer = Some(signer);
+        config.signer = Some(Arc::new(signer));
         config.checkpoint_every = 40;
         let sink = Arc::new(FileSink::start(config).expect("sink"));
         let threads: Vec<_> = (0..4)
