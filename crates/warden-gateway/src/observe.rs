@@ -17,15 +17,19 @@ use http::{Method, Request, Response};
 use tower::{Layer, Service};
 use warden::audit::{Action, AuditEvent, AuditSink, Outcome as AuditOutcome};
 use warden::authn::AuthnFailure;
+use warden::authz::Denied;
 use warden::body::Body;
 use warden::client_ip::ClientIp;
 use warden::guard::GuardFindings;
 use warden::identity::Identity;
+use warden::ratelimit::layer::RateLimited;
 use warden::rejection::Outcome;
 use warden::request_id::RequestId;
 use warden::trace_context::TraceContext;
 
 use warden::routing::RouteName;
+
+use crate::proxy::UpstreamFailure;
 
 /// Metric names.
 pub mod names {
@@ -214,6 +218,20 @@ impl Record {
                 event.set("warden.auth.key_id", key.as_str());
             }
         }
+        let extensions = response.extensions();
+        if let Some(denied) = extensions.get::<Denied>() {
+            event
+                .set("warden.authz.rule", denied.rule)
+                .set("warden.authz.reason", denied.reason.as_str());
+        }
+        if let Some(limited) = extensions.get::<RateLimited>() {
+            event
+                .set("warden.rate_limit.limit", &*limited.limit)
+                .set("warden.rate_limit.shadow", limited.shadow);
+        }
+        if let Some(failure) = extensions.get::<UpstreamFailure>() {
+            event.set("warden.upstream.failure", failure.as_str());
+        }
         if let Some(findings) = findings.filter(|f| !f.0.is_empty()) {
             // A record stays small whatever the body held (a restart finds the last record in
             // the file's tail): the first findings, and how many there were.
@@ -265,6 +283,35 @@ impl Record {
                     Action::AuthenticationFailure,
                     AuditOutcome::Failure,
                     Some(reason),
+                ));
+            }
+            let extensions = response.extensions();
+            if let Some(denied) = extensions.get::<Denied>() {
+                audit.record(beside(
+                    &event,
+                    Action::AuthorizationDenial,
+                    AuditOutcome::Failure,
+                    Some(denied.rule),
+                ));
+            }
+            if let Some(limited) = extensions.get::<RateLimited>() {
+                audit.record(if limited.shadow {
+                    beside(&event, Action::RateLimitShadow, AuditOutcome::Success, None)
+                } else {
+                    beside(
+                        &event,
+                        Action::RateLimitDenial,
+                        AuditOutcome::Failure,
+                        Some("limit_exceeded"),
+                    )
+                });
+            }
+            if let Some(failure) = extensions.get::<UpstreamFailure>() {
+                audit.record(beside(
+                    &event,
+                    Action::UpstreamFailure,
+                    AuditOutcome::Failure,
+                    Some(failure.as_str()),
                 ));
             }
             if event.get("warden.guard.findings").is_some() {

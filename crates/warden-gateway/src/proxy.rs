@@ -53,6 +53,35 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
+/// Why the upstream gave no response, in the rejection's response extensions (for the audit
+/// trail's `upstream-failure` event).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpstreamFailure {
+    /// No connection could be made (refused, unreachable, DNS).
+    Connect,
+    /// A connect or I/O timeout.
+    Timeout,
+    /// No response head within `server.timeouts.upstream_response`.
+    ResponseTimeout,
+    /// The connection broke or the upstream answered something that is not HTTP.
+    Protocol,
+    /// The upstream connection cap was reached.
+    Saturated,
+}
+
+impl UpstreamFailure {
+    /// The `event.reason` code.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamFailure::Connect => "upstream_connect",
+            UpstreamFailure::Timeout => "upstream_timeout",
+            UpstreamFailure::ResponseTimeout => "upstream_response_timeout",
+            UpstreamFailure::Protocol => "upstream_protocol",
+            UpstreamFailure::Saturated => "upstream_saturated",
+        }
+    }
+}
+
 /// Forwards requests to the configured upstream through a pooled client.
 #[derive(Clone, Debug)]
 pub struct Proxy {
@@ -238,19 +267,28 @@ impl Proxy {
                     return Rejection::new(kind).into_response(request_id.as_ref());
                 }
                 // The connector's cap (the error chain says so), or the upstream itself.
-                let kind = if warden::limit::caused_by::<Saturated>(&error) {
-                    RejectionKind::Overloaded
+                let (kind, failure) = if warden::limit::caused_by::<Saturated>(&error) {
+                    (RejectionKind::Overloaded, UpstreamFailure::Saturated)
                 } else if is_timeout(&error) {
-                    RejectionKind::GatewayTimeout
+                    (RejectionKind::GatewayTimeout, UpstreamFailure::Timeout)
+                } else if error.is_connect() {
+                    (RejectionKind::BadGateway, UpstreamFailure::Connect)
                 } else {
-                    RejectionKind::BadGateway
+                    (RejectionKind::BadGateway, UpstreamFailure::Protocol)
                 };
                 tracing::warn!(request_id = id, error = %error_chain(&error), "upstream request failed");
-                Rejection::new(kind).into_response(request_id.as_ref())
+                let mut response = Rejection::new(kind).into_response(request_id.as_ref());
+                response.extensions_mut().insert(failure);
+                response
             }
             Err(_) => {
                 tracing::warn!(request_id = id, timeout = ?self.response_timeout, "upstream response timed out");
-                Rejection::new(RejectionKind::GatewayTimeout).into_response(request_id.as_ref())
+                let mut response = Rejection::new(RejectionKind::GatewayTimeout)
+                    .into_response(request_id.as_ref());
+                response
+                    .extensions_mut()
+                    .insert(UpstreamFailure::ResponseTimeout);
+                response
             }
         }
     }

@@ -548,3 +548,151 @@ async fn guard_findings_are_alerts_in_the_trail_without_the_text() {
         None
     );
 }
+
+/// The events of `action`.
+fn of<'a>(events: &'a [serde_json::Value], wanted: &str) -> Vec<&'a serde_json::Value> {
+    events.iter().filter(|e| action(e) == wanted).collect()
+}
+
+#[tokio::test]
+async fn authorization_and_rate_limit_decisions_have_their_own_events_and_metrics() {
+    use crate::common::{client, config_with_env, metric, request, send, spawn_config, upstream};
+    const SECRET: &str = "audit-decisions-hmac-secret-0123456789";
+    let path = temp_dir("audit-decisions").join("audit.jsonl");
+    let yaml = format!(
+        "audit: {{ sink: \"file://{}\" }}\nauth:\n  jwt:\n    - {{ name: corp, issuer: 'https://hmac.test', audiences: [agents], \
+         secret: '${{env:AUDIT_DECISIONS_SECRET}}', algorithms: [HS256] }}\n\
+         authz:\n  roles: {{ admin: [\"admin:*\"], viewer: [read:agent] }}\n\
+         routes:\n  - {{ path: /admin, permission: \"admin:console\" }}\n\
+         \x20 - {{ path: /limited, name: audit-enforced, authorize: authenticated, rate_limit: {{ limit: 1, per: 1m }} }}\n\
+         \x20 - {{ path: /shadowed, name: audit-shadow, authorize: authenticated, rate_limit: {{ limit: 1, per: 1m, shadow: true }} }}\n",
+        path.display()
+    );
+    let upstream = upstream().await;
+    let config = config_with_env(
+        &yaml,
+        &upstream.url(),
+        &[("AUDIT_DECISIONS_SECRET", SECRET)],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let gw = spawn_config(config, upstream).await;
+    let token = crate::common::hs256_token(
+        SECRET,
+        serde_json::json!({ "iss": "https://hmac.test", "aud": "agents", "sub": "vera", "roles": ["viewer"] }),
+    );
+    let call = |path: &str| {
+        request("GET", &gw.url(path))
+            .header("authorization", format!("Bearer {token}"))
+            .body(warden::body::empty())
+            .expect("request")
+    };
+    let deny = "warden_authz_decisions_total{decision=\"deny\",rule=\"permission\"}";
+    let limited = "warden_ratelimit_decisions_total{limit=\"audit-enforced\",decision=\"limited\"}";
+    let shadowed =
+        "warden_ratelimit_decisions_total{limit=\"audit-shadow\",decision=\"shadow_limited\"}";
+    let before = (
+        metric(&gw, deny).await,
+        metric(&gw, limited).await,
+        metric(&gw, shadowed).await,
+    );
+    assert_eq!(send(&client(), call("/admin")).await.status, 403);
+    assert_eq!(send(&client(), call("/limited")).await.status, 200);
+    assert_eq!(send(&client(), call("/limited")).await.status, 429);
+    assert_eq!(send(&client(), call("/shadowed")).await.status, 200);
+    assert_eq!(send(&client(), call("/shadowed")).await.status, 200);
+    assert_eq!(
+        (
+            metric(&gw, deny).await - before.0,
+            metric(&gw, limited).await - before.1,
+            metric(&gw, shadowed).await - before.2,
+        ),
+        (1.0, 1.0, 1.0)
+    );
+    let crate::common::TestGateway { gateway, .. } = gw;
+    gateway.shutdown().await;
+    let events = events(&path);
+
+    let denials = of(&events, "authorization-denial");
+    assert_eq!(denials.len(), 1);
+    let denial = denials[0];
+    assert_eq!(denial.pointer("/event/outcome"), Some(&"failure".into()));
+    assert_eq!(denial.pointer("/event/reason"), Some(&"permission".into()));
+    assert_eq!(denial.pointer("/user/id"), Some(&"vera".into()));
+    assert_eq!(denial.pointer("/url/path"), Some(&"/admin".into()));
+    let reason = denial
+        .pointer("/warden/authz/reason")
+        .and_then(|r| r.as_str())
+        .expect("the words of the denial");
+    assert!(reason.contains("admin:console"), "{reason}");
+
+    let limits = of(&events, "rate-limit-denial");
+    assert_eq!(limits.len(), 1, "only the second call to /limited");
+    assert_eq!(
+        limits[0].pointer("/event/reason"),
+        Some(&"limit_exceeded".into())
+    );
+    assert_eq!(
+        limits[0].pointer("/warden/rate_limit/limit"),
+        Some(&"audit-enforced".into())
+    );
+    let shadows = of(&events, "rate-limit-shadow");
+    assert_eq!(shadows.len(), 1, "only the second call to /shadowed");
+    assert_eq!(
+        shadows[0].pointer("/event/outcome"),
+        Some(&"success".into())
+    );
+    assert_eq!(
+        shadows[0].pointer("/warden/rate_limit/shadow"),
+        Some(&true.into())
+    );
+
+    // The request records say the same, each beside its own event.
+    let requests = of(&events, "request");
+    assert_eq!(requests.len(), 5);
+    assert_eq!(
+        requests[0].pointer("/warden/authz/rule"),
+        Some(&"permission".into())
+    );
+    assert_eq!(
+        requests[2].pointer("/event/reason"),
+        Some(&"rate_limited".into())
+    );
+    assert_eq!(
+        requests[4].pointer("/http/response/status_code"),
+        Some(&200.into())
+    );
+    assert_eq!(
+        requests[4].pointer("/warden/rate_limit/limit"),
+        Some(&"audit-shadow".into())
+    );
+    assert!(requests[1].pointer("/warden/rate_limit").is_none());
+}
+
+#[tokio::test]
+async fn an_upstream_that_is_down_is_an_upstream_failure_event() {
+    use crate::common::{config_for, dead_addr, get, spawn_config, upstream};
+    let path = temp_dir("audit-upstream").join("audit.jsonl");
+    let yaml = format!(
+        "audit: {{ sink: \"file://{}\" }}\nroutes:\n  - {{ path: /down, auth: none }}\n",
+        path.display()
+    );
+    let config =
+        config_for(&yaml, &format!("http://{}", dead_addr())).unwrap_or_else(|e| panic!("{e}"));
+    let gw = spawn_config(config, upstream().await).await;
+    assert_eq!(get(&gw.url("/down")).await.status, 502);
+    let crate::common::TestGateway { gateway, .. } = gw;
+    gateway.shutdown().await;
+    let events = events(&path);
+    let failures = of(&events, "upstream-failure");
+    assert_eq!(failures.len(), 1);
+    assert_eq!(
+        failures[0].pointer("/event/reason"),
+        Some(&"upstream_connect".into())
+    );
+    assert_eq!(failures[0].pointer("/url/path"), Some(&"/down".into()));
+    let requests = of(&events, "request");
+    assert_eq!(
+        requests[0].pointer("/warden/upstream/failure"),
+        Some(&"upstream_connect".into())
+    );
+}

@@ -26,8 +26,37 @@ pub enum Action {
     Request,
     /// Credentials were presented and refused (the precise reason in `event.reason`).
     AuthenticationFailure,
+    /// An authenticated caller was refused by the route's rules or policy (the rule kind in
+    /// `event.reason`, the words in `warden.authz.reason`).
+    AuthorizationDenial,
+    /// A rate limit refused a request (429).
+    RateLimitDenial,
+    /// A shadow rate limit would have refused a request (counted, let through).
+    RateLimitShadow,
     /// A content guard found something in a request (blocked, flagged or redacted).
     GuardFinding,
+    /// The upstream gave no response (502/504; the cause in `event.reason`).
+    UpstreamFailure,
+    /// A configuration was loaded and is in effect (`warden.config.sha256`).
+    ConfigLoaded,
+    /// A configuration replaced the running one.
+    ConfigReloaded,
+    /// A configuration was refused; the running one stays.
+    ConfigRejected,
+    /// An API key was created.
+    ApiKeyCreated,
+    /// An API key was replaced by a new one (the old stays valid for the grace period).
+    ApiKeyRotated,
+    /// An API key was revoked.
+    ApiKeyRevoked,
+    /// Fetching a provider's signing keys failed (first failure after success).
+    JwksFetchFailure,
+    /// Fetching a provider's signing keys works again.
+    JwksFetchRecovered,
+    /// The rate-limit store's circuit opened: its calls fail fast.
+    StoreCircuitOpened,
+    /// The rate-limit store answers again: its circuit closed.
+    StoreCircuitClosed,
     /// The gateway started.
     Startup,
     /// The gateway stopped (the last record it writes).
@@ -46,7 +75,21 @@ impl Action {
         match self {
             Action::Request => "request",
             Action::AuthenticationFailure => "authentication-failure",
+            Action::AuthorizationDenial => "authorization-denial",
+            Action::RateLimitDenial => "rate-limit-denial",
+            Action::RateLimitShadow => "rate-limit-shadow",
             Action::GuardFinding => "guard-finding",
+            Action::UpstreamFailure => "upstream-failure",
+            Action::ConfigLoaded => "config-loaded",
+            Action::ConfigReloaded => "config-reloaded",
+            Action::ConfigRejected => "config-rejected",
+            Action::ApiKeyCreated => "api-key-created",
+            Action::ApiKeyRotated => "api-key-rotated",
+            Action::ApiKeyRevoked => "api-key-revoked",
+            Action::JwksFetchFailure => "jwks-fetch-failure",
+            Action::JwksFetchRecovered => "jwks-fetch-recovered",
+            Action::StoreCircuitOpened => "store-circuit-opened",
+            Action::StoreCircuitClosed => "store-circuit-closed",
             Action::Startup => "startup",
             Action::Shutdown => "shutdown",
             Action::Checkpoint => "audit-checkpoint",
@@ -60,7 +103,17 @@ impl Action {
         match self {
             Action::Request => ("event", "web", "access"),
             Action::AuthenticationFailure => ("event", "authentication", "start"),
+            Action::AuthorizationDenial | Action::RateLimitDenial => ("event", "web", "denied"),
+            Action::RateLimitShadow => ("event", "web", "info"),
             Action::GuardFinding => ("alert", "intrusion_detection", "info"),
+            Action::UpstreamFailure => ("event", "web", "error"),
+            Action::ConfigLoaded | Action::ConfigReloaded => ("event", "configuration", "change"),
+            Action::ConfigRejected => ("event", "configuration", "error"),
+            Action::ApiKeyCreated => ("event", "iam", "creation"),
+            Action::ApiKeyRotated => ("event", "iam", "change"),
+            Action::ApiKeyRevoked => ("event", "iam", "deletion"),
+            Action::JwksFetchFailure | Action::StoreCircuitOpened => ("event", "network", "error"),
+            Action::JwksFetchRecovered | Action::StoreCircuitClosed => ("event", "network", "info"),
             Action::Startup => ("event", "process", "start"),
             Action::Shutdown => ("event", "process", "end"),
             Action::Checkpoint | Action::Reopened => ("state", "file", "info"),

@@ -121,7 +121,14 @@ impl PolicyCheck {
     }
 }
 
-/// A denial, for logs and audit.
+/// Metric names.
+pub mod names {
+    /// Counter: authorization decisions by `decision` (`allow`, `deny`) and the denying `rule`.
+    pub const DECISIONS: &str = "warden_authz_decisions_total";
+}
+
+/// A denial, for logs and audit: the authorization layer puts it in the rejection's response
+/// extensions.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Denied {
     /// Which kind of rule denied (`permission`, `role`, `scope`, `tenant`).
@@ -234,7 +241,7 @@ impl RouteAuthorizer {
                             "shadow policy failed (not enforced)"
                         ),
                         // Fail closed.
-                        Err(e) => return deny("policy", format!("policy error: {e}")),
+                        Err(e) => return deny("policy_error", format!("policy error: {e}")),
                     }
                 }
                 Requirement::TenantHeader(header) => {
@@ -325,6 +332,8 @@ where
         };
         match verdict {
             Ok(grant) => {
+                metrics::counter!(names::DECISIONS, "decision" => "allow", "rule" => "")
+                    .increment(1);
                 if let Some(tier) = grant.tier {
                     parts.extensions.insert(RateLimitTier(tier));
                 }
@@ -339,7 +348,11 @@ where
                     reason = %denied.reason,
                     "request denied"
                 );
-                let response = Rejection::new(RejectionKind::Forbidden).into_response(request_id);
+                metrics::counter!(names::DECISIONS, "decision" => "deny", "rule" => denied.rule)
+                    .increment(1);
+                let mut response =
+                    Rejection::new(RejectionKind::Forbidden).into_response(request_id);
+                response.extensions_mut().insert(denied);
                 Either::Left(std::future::ready(Ok(response)))
             }
         }

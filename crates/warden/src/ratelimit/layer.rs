@@ -170,6 +170,8 @@ pub enum OnStoreError {
 #[derive(Debug)]
 struct Prepared {
     limit: Limit,
+    /// The name, shared by metric labels and [`RateLimited`] records without a copy.
+    label: Arc<str>,
     /// `RateLimit-Policy: "name";q=…;w=…`.
     policy: Option<HeaderValue>,
     /// `X-RateLimit-Limit`.
@@ -188,9 +190,27 @@ impl Prepared {
         Prepared {
             policy,
             quota: HeaderValue::from(reported),
+            label: Arc::from(limit.name.as_str()),
             limit,
         }
     }
+}
+
+/// Metric names.
+pub mod names {
+    /// Counter: decisions by `limit` and `decision` (`allowed`, `limited`, `shadow_limited`,
+    /// `store_error`).
+    pub const DECISIONS: &str = "warden_ratelimit_decisions_total";
+}
+
+/// A limit that was exceeded, in the response extensions (for the audit trail): refused, or
+/// let through because the limit is a shadow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RateLimited {
+    /// The limit's name.
+    pub limit: Arc<str>,
+    /// A shadow limit: counted, not enforced.
+    pub shadow: bool,
 }
 
 /// Layer applying one [`Limit`] (or a tier chosen per request).
@@ -267,9 +287,14 @@ where
             let limit = &prepared.limit;
             let key = limit.key(&parts);
             let request_id = parts.extensions.get::<RequestId>().cloned();
+            let decision = |decision: &'static str| {
+                metrics::counter!(names::DECISIONS, "limit" => metrics::SharedString::from(prepared.label.clone()), "decision" => decision)
+                    .increment(1);
+            };
             let verdict = match layer.store.hit(&key, &limit.quota, 1).await {
                 Ok(verdict) => verdict,
                 Err(error) => {
+                    decision("store_error");
                     // An open circuit was logged once when it opened; don't repeat it per request.
                     if matches!(error, StoreError::CircuitOpen) {
                         tracing::debug!(target: "warden::ratelimit", error = %error, "rate-limit store unavailable");
@@ -283,24 +308,36 @@ where
                         .into_response(request_id.as_ref()));
                 }
             };
-            if !verdict.allowed {
-                if limit.shadow {
+            let exceeded = (!verdict.allowed).then(|| RateLimited {
+                limit: prepared.label.clone(),
+                shadow: limit.shadow,
+            });
+            match &exceeded {
+                Some(_) if limit.shadow => {
+                    decision("shadow_limited");
                     tracing::info!(target: "warden::ratelimit", limit = %limit.name, "shadow limit exceeded (not enforced)");
-                    metrics::counter!("warden_ratelimit_shadow_exceeded_total", "limit" => limit.name.clone())
+                    metrics::counter!("warden_ratelimit_shadow_exceeded_total", "limit" => metrics::SharedString::from(prepared.label.clone()))
                         .increment(1);
-                } else {
+                }
+                Some(exceeded) => {
+                    decision("limited");
                     tracing::info!(target: "warden::ratelimit", limit = %limit.name, "rate limit exceeded");
                     let mut response = Rejection::too_many_requests(verdict.retry_after)
                         .into_response(request_id.as_ref());
                     set_headers(response.headers_mut(), prepared, &verdict);
+                    response.extensions_mut().insert(exceeded.clone());
                     return Ok(response);
                 }
+                None => decision("allowed"),
             }
             if let Some(delay) = verdict.delay {
                 tokio::time::sleep(delay).await;
             }
             let mut response = inner.call(Request::from_parts(parts, body)).await?;
             set_headers(response.headers_mut(), prepared, &verdict);
+            if let Some(exceeded) = exceeded {
+                response.extensions_mut().insert(exceeded);
+            }
             Ok(response)
         })
     }
