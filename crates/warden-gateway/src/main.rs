@@ -46,11 +46,12 @@ fn check(path: &std::path::Path) -> ExitCode {
     match config::load(path) {
         Ok(config) => {
             println!(
-                "{}: ok ({} routes, upstream {}://{})",
+                "{}: ok ({} routes, upstream {}://{})\n  config sha256 {}",
                 path.display(),
                 config.routes.len(),
                 config.upstream.scheme,
-                config.upstream.authority
+                config.upstream.authority,
+                config.fingerprint
             );
             let model = warden::guard::ngram::NgramModel::builtin();
             println!(

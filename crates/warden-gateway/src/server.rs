@@ -87,6 +87,10 @@ impl Gateway {
         config: Config,
         clock: Arc<dyn Clock>,
     ) -> Result<Gateway, ServerError> {
+        // The metrics recorder first: what the runtime registers as it is built (the breaker's
+        // gauge, the build info) must not go to a no-op recorder.
+        admin::metrics_handle();
+        metrics::gauge!("warden_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
         let runtime = Runtime::build(&config, clock).await?;
         let listener = bind(config.server.listen).await?;
         let admin_listener = bind(config.server.admin_listen).await?;
@@ -101,14 +105,14 @@ impl Gateway {
                 source,
             })?;
 
-        // Install the metrics recorder before the first request can record anything.
-        admin::metrics_handle();
         let service = stack::build(&config, &runtime.shared, Proxy::new(&config, "http"))?;
         let readiness = Arc::new(Readiness::default());
         for check in runtime.ready_checks {
             readiness.add_check(check);
         }
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let fingerprint = config.fingerprint.clone();
+        let routes = config.routes.len();
 
         tokio::spawn(admin::serve(
             admin_listener,
@@ -127,13 +131,18 @@ impl Gateway {
             readiness.clone(),
             shutdown_rx,
         ));
-        tracing::info!(%addr, %admin_addr, "warden listening");
+        tracing::info!(%addr, %admin_addr, config_sha256 = %fingerprint, "warden listening");
         let audit = runtime.shared.audit.clone();
         if let Some(sink) = &audit {
             let mut event = AuditEvent::new(Action::Startup, Outcome::Success, None);
             event
                 .set("service.version", env!("CARGO_PKG_VERSION"))
                 .set("server.address", addr.to_string());
+            sink.record(event);
+            let mut event = AuditEvent::new(Action::ConfigLoaded, Outcome::Success, None);
+            event
+                .set("warden.config.sha256", fingerprint.as_str())
+                .set("warden.config.routes", routes);
             sink.record(event);
         }
         Ok(Gateway {

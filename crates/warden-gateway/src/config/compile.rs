@@ -43,6 +43,8 @@ pub struct Config {
     pub audit: Option<warden::audit::sink::SinkConfig>,
     /// Valid but probably not meant (`warden check` prints them, `serve` logs them).
     pub warnings: Vec<super::ConfigError>,
+    /// SHA-256 of the effective document ([`super::load::Parsed::fingerprint`]).
+    pub fingerprint: String,
 }
 
 /// Compiles a parsed file, reporting its structural errors and every semantic one together.
@@ -53,6 +55,7 @@ pub fn compile_parsed(parsed: Parsed) -> Result<Config, ConfigErrors> {
         secret_paths,
         secret_values,
         base_dir,
+        fingerprint,
     } = parsed;
     let mut c = Compiler::new(errors, secret_paths, base_dir);
     let server = server::compile(&mut c, &raw.server);
@@ -87,6 +90,7 @@ pub fn compile_parsed(parsed: Parsed) -> Result<Config, ConfigErrors> {
             routes,
             audit,
             warnings,
+            fingerprint,
         })
     } else {
         scrub(&mut errors, &secret_values);

@@ -120,6 +120,8 @@ pub fn parse_raw(
     for (key, value) in overrides {
         set_dotted(&mut merged, key, value.clone());
     }
+    // Before secrets resolve: references are fingerprinted, never the values they stand for.
+    let fingerprint = warden::audit::chain::fingerprint(&merged);
     let mut errors = Vec::new();
     let mut secrets = Secrets::default();
     resolve_secrets(
@@ -136,6 +138,7 @@ pub fn parse_raw(
         secret_paths: secrets.paths,
         secret_values: secrets.values,
         base_dir: None,
+        fingerprint,
     })
 }
 
@@ -160,6 +163,9 @@ pub struct Parsed {
     pub secret_values: Vec<String>,
     /// Directory that relative file paths in the configuration are resolved against.
     pub base_dir: Option<std::path::PathBuf>,
+    /// SHA-256 of the effective document (file, environment overrides, dotted overrides) in
+    /// canonical form, with secret references as written.
+    pub fingerprint: String,
 }
 
 impl Parsed {
@@ -445,6 +451,38 @@ mod tests {
             .expect("toml");
         assert_eq!(a.routes[0].path, b.routes[0].path);
         assert_eq!(a.upstream.expect("up").url, b.upstream.expect("up").url);
+    }
+
+    #[test]
+    fn the_fingerprint_follows_the_effective_document_not_its_layout_or_secrets() {
+        let print = |text: &str, format: Format, vars: &[(&str, &str)]| {
+            parse_raw(text, format, &env(vars), &[])
+                .expect("parse")
+                .fingerprint
+        };
+        let yaml =
+            "upstream: { url: http://127.0.0.1:9 }\nauth: { api_keys: { pepper: '${env:P}' } }\n";
+        let reordered =
+            "auth:\n  api_keys:\n    pepper: '${env:P}'\nupstream:\n  url: http://127.0.0.1:9\n";
+        let toml = "[auth.api_keys]\npepper = '${env:P}'\n[upstream]\nurl = 'http://127.0.0.1:9'\n";
+        let base = print(yaml, Format::Yaml, &[("P", "one")]);
+        assert_eq!(base.len(), 64);
+        assert_eq!(print(reordered, Format::Yaml, &[("P", "one")]), base);
+        assert_eq!(print(toml, Format::Toml, &[("P", "one")]), base);
+        // The secret's value is not part of it (it is never hashed into a log); what refers to it is.
+        assert_eq!(print(yaml, Format::Yaml, &[("P", "two")]), base);
+        let overridden = print(
+            yaml,
+            Format::Yaml,
+            &[
+                ("P", "one"),
+                ("WARDEN_UPSTREAM__URL", "http://127.0.0.1:10"),
+            ],
+        );
+        assert_ne!(
+            overridden, base,
+            "an environment override changes the effective config"
+        );
     }
 
     #[test]

@@ -369,7 +369,21 @@ async fn serve_logs_json_without_secrets_and_stops_cleanly_on_sigterm() {
         })
         .collect();
     assert_eq!(actions.first().map(String::as_str), Some("startup"));
+    assert_eq!(actions.get(1).map(String::as_str), Some("config-loaded"));
     assert_eq!(actions.last().map(String::as_str), Some("shutdown"));
+    // The fingerprint in the trail is the one `warden check` prints for the same file.
+    let loaded: serde_json::Value =
+        serde_json::from_str(file.lines().nth(1).expect("config-loaded")).expect("json");
+    let fingerprint = loaded
+        .pointer("/warden/config/sha256")
+        .and_then(|h| h.as_str())
+        .expect("sha256");
+    let check = warden().arg("check").arg(&path).output().expect("check");
+    assert!(
+        String::from_utf8_lossy(&check.stdout).contains(&format!("config sha256 {fingerprint}")),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
     assert_eq!(
         actions
             .iter()

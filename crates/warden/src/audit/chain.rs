@@ -232,6 +232,14 @@ pub fn canonical(value: &Value, out: &mut Vec<u8>) {
     }
 }
 
+/// The hex SHA-256 of `value`'s canonical encoding: a fingerprint that does not depend on key
+/// order or layout (the audit trail's `warden.config.sha256`).
+pub fn fingerprint(value: &Value) -> String {
+    let mut text = Vec::new();
+    canonical(value, &mut text);
+    hex(&sha256(&text))
+}
+
 /// Where an object is, for leaving out `warden.chain.hash`.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Level {
