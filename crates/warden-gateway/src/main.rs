@@ -273,7 +273,44 @@ fn load_config(path: &std::path::Path) -> anyhow::Result<config::Config> {
         .map_err(|errors| anyhow::anyhow!("invalid configuration {}:\n{errors}", path.display()))
 }
 
+/// Records a key change in the configured audit trail (the gateway's own file, one chain).
+fn audit_key(
+    config: &config::Config,
+    action: warden::audit::Action,
+    record: &warden::authn::api_key::StoredKey,
+    more: impl FnOnce(&mut warden::audit::AuditEvent),
+) -> anyhow::Result<()> {
+    use warden::audit::{AuditEvent, Outcome};
+    let Some(sink) = &config.audit else {
+        return Ok(());
+    };
+    let mut event = AuditEvent::new(action, Outcome::Success, None);
+    event
+        .set("warden.api_key.id", record.id.as_str())
+        .set("warden.api_key.name", record.name.as_str())
+        .set("warden.api_key.roles", record.roles.clone())
+        .set("warden.api_key.scopes", record.scopes.clone())
+        .set("process.pid", std::process::id());
+    if let Some(tenant) = &record.tenant {
+        event.set("organization.id", tenant.as_str());
+    }
+    if let Some(expires) = record.expires_at {
+        event.set("warden.api_key.expires_at", expires);
+    }
+    if let Some(old) = &record.rotated_from {
+        event.set("warden.api_key.rotated_from", old.as_str());
+    }
+    // The account that ran the command, as its environment names it.
+    if let Some(user) = std::env::var_os("USER").or_else(|| std::env::var_os("LOGNAME")) {
+        event.set("user.name", user.to_string_lossy().into_owned());
+    }
+    more(&mut event);
+    warden::audit::sink::append(sink, vec![event])
+        .context("the key change is done, but its audit event could not be written to the trail")
+}
+
 fn keys(path: &std::path::Path, command: KeysCommand) -> anyhow::Result<()> {
+    use warden::audit::Action;
     use warden::authn::api_key::StoredKey;
     use warden::authn::api_key_sqlite::{NewKey, SqliteKeyStore};
     let config = load_config(path)?;
@@ -345,6 +382,7 @@ fn keys(path: &std::path::Path, command: KeysCommand) -> anyhow::Result<()> {
             };
             let (record, key) = store.create(&settings.pepper, &new, now)?;
             show(&record, &key);
+            audit_key(&config, Action::ApiKeyCreated, &record, |_| {})?;
         }
         KeysCommand::List { json } => {
             let records = store.list()?;
@@ -383,6 +421,10 @@ fn keys(path: &std::path::Path, command: KeysCommand) -> anyhow::Result<()> {
         }
         KeysCommand::Revoke { id } => {
             store.revoke(&id, now)?;
+            let revoked = store.list()?.into_iter().find(|r| r.id == id);
+            if let Some(record) = revoked {
+                audit_key(&config, Action::ApiKeyRevoked, &record, |_| {})?;
+            }
             eprintln!(
                 "revoked {id}; gateways stop accepting it within {:?} (auth.api_keys.cache_ttl)",
                 settings.settings.cache_ttl
@@ -393,6 +435,9 @@ fn keys(path: &std::path::Path, command: KeysCommand) -> anyhow::Result<()> {
                 .context("--grace: expected a duration like 24h")?;
             let (record, key) = store.rotate(&settings.pepper, &id, grace, now)?;
             show(&record, &key);
+            audit_key(&config, Action::ApiKeyRotated, &record, |event| {
+                event.set("warden.api_key.grace_seconds", grace.as_secs());
+            })?;
             eprintln!("{id} stays valid for {}", humantime::format_duration(grace));
         }
     }

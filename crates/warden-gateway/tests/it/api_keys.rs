@@ -464,3 +464,90 @@ fn config_is_accepted_before_and_after_the_subcommand() {
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("--config"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn key_changes_by_the_cli_join_the_running_gateways_audit_trail() {
+    let setup = Setup::new("");
+    let trail = setup.dir.join("audit.jsonl");
+    let mut text = std::fs::read_to_string(&setup.config).expect("read");
+    text.push_str(&format!(
+        "audit: {{ sink: \"file://{}\" }}\n",
+        trail.display()
+    ));
+    std::fs::write(&setup.config, text).expect("write");
+    let clock = Arc::new(ManualClock::starting_now());
+    let gw = setup.gateway(clock.clone()).await;
+
+    let (id, key) = setup.create(&["--name", "audited", "--tenant", "acme", "--roles", "user"]);
+    // The request's event is written before the next command runs (the order below is then
+    // the order things happened in).
+    let flush = |gw: &TestGateway| gw.gateway.audit_sink().expect("sink").flush();
+    assert_eq!(with_key(&gw, "x-api-key", &key).await.status, 200);
+    flush(&gw);
+    let rotated = setup.keys(&["rotate", &id, "--grace", "1h"]);
+    assert!(rotated.status.success());
+    let new_key = String::from_utf8_lossy(&rotated.stdout).trim().to_owned();
+    assert_eq!(with_key(&gw, "x-api-key", &new_key).await.status, 200);
+    flush(&gw);
+    assert!(setup.keys(&["revoke", &id]).status.success());
+    let TestGateway { gateway, .. } = gw;
+    gateway.shutdown().await;
+
+    let text = std::fs::read_to_string(&trail).expect("trail");
+    assert!(
+        !text.contains(&key) && !text.contains(&new_key),
+        "a key leaked into the trail"
+    );
+    assert!(
+        !text.contains(&key[4..20]),
+        "part of a key leaked into the trail"
+    );
+    // One chain, written by the gateway and three commands in turn.
+    let report = warden::audit::chain::verify([text.as_str()], None);
+    assert_eq!(report.problem, None, "{text}");
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    let actions: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e.pointer("/event/action").and_then(|a| a.as_str()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "startup",
+            "config-loaded",
+            "api-key-created",
+            "request",
+            "api-key-rotated",
+            "request",
+            "api-key-revoked",
+            "shutdown"
+        ]
+    );
+    let created = &events[2];
+    assert_eq!(
+        created.pointer("/warden/api_key/id"),
+        Some(&id.as_str().into())
+    );
+    assert_eq!(created.pointer("/organization/id"), Some(&"acme".into()));
+    assert_eq!(created.pointer("/event/category/0"), Some(&"iam".into()));
+    assert_eq!(
+        events[3].pointer("/warden/auth/key_id"),
+        Some(&id.as_str().into())
+    );
+    let rotation = &events[4];
+    assert_eq!(
+        rotation.pointer("/warden/api_key/rotated_from"),
+        Some(&id.as_str().into())
+    );
+    assert_eq!(
+        rotation.pointer("/warden/api_key/grace_seconds"),
+        Some(&3600.into())
+    );
+    assert_eq!(
+        events[6].pointer("/warden/api_key/id"),
+        Some(&id.as_str().into())
+    );
+}

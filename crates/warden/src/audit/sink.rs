@@ -9,6 +9,10 @@
 //! writes everything queued, a final checkpoint, and syncs before it returns. A file is appended
 //! to: the chain resumes from its last record, and [`FileSink::reopen`] (SIGUSR1, after an
 //! external rotation) starts the new file with a record linking to the old one's last.
+//!
+//! Operator commands (`warden keys …`) append to the same file with [`append`]. Both writers take
+//! an exclusive advisory lock on the file around each batch, and the writer thread re-reads the
+//! chain's head from the file when its length is not what it left: the trail stays one chain.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
@@ -143,8 +147,10 @@ impl FileSink {
         let (tx, rx) = mpsc::sync_channel(config.queue.max(1));
         let shared = Arc::new(Shared::default());
         let also_stdout = config.also_stdout && matches!(config.target, Target::File(_));
+        let expected_len = out.len().unwrap_or(0);
         let mut writer = Writer {
             out,
+            expected_len,
             stdout: also_stdout.then(io::stdout),
             chain,
             since_checkpoint: 0,
@@ -253,6 +259,29 @@ impl Write for Output {
 }
 
 impl Output {
+    /// The file's length (0 for standard output).
+    fn len(&self) -> io::Result<u64> {
+        match self {
+            Output::Stdout(_) => Ok(0),
+            Output::File(out) => out.get_ref().metadata().map(|m| m.len()),
+        }
+    }
+
+    /// Takes the file's exclusive advisory lock (shared with [`append`]); waits for it.
+    fn lock(&self) -> io::Result<()> {
+        match self {
+            Output::Stdout(_) => Ok(()),
+            Output::File(out) => out.get_ref().lock(),
+        }
+    }
+
+    fn unlock(&self) -> io::Result<()> {
+        match self {
+            Output::Stdout(_) => Ok(()),
+            Output::File(out) => out.get_ref().unlock(),
+        }
+    }
+
     /// Flushes and syncs a file to disk (standard output is only flushed).
     fn sync(&mut self) -> io::Result<()> {
         self.flush()?;
@@ -310,8 +339,66 @@ fn resume(file: &mut File) -> io::Result<Chain> {
     Ok(chain)
 }
 
+/// Appends `events` to the trail at `config`'s target from a process other than the gateway's
+/// (an operator command), synchronously: under the file's lock, continuing its chain, with a
+/// signed checkpoint after them when a key is configured, synced before it returns. With a
+/// standard-output target the lines go to standard error (a command's standard output is its
+/// answer, such as a new key).
+pub fn append(config: &SinkConfig, events: Vec<AuditEvent>) -> io::Result<()> {
+    let path = match &config.target {
+        Target::File(path) => path,
+        Target::Stdout => {
+            let mut chain = Chain::new();
+            let mut err = io::stderr().lock();
+            for event in events {
+                let fields = event.into_fields();
+                let line = if config.hash_chain {
+                    chain.seal(fields)
+                } else {
+                    serde_json::to_string(&fields).unwrap_or_default()
+                };
+                writeln!(err, "{line}")?;
+            }
+            return Ok(());
+        }
+    };
+    let mut file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(path)?;
+    file.lock()?;
+    let mut chain = if config.hash_chain {
+        resume(&mut file)?
+    } else {
+        Chain::new()
+    };
+    let mut text = String::new();
+    for event in events {
+        let fields = event.into_fields();
+        if config.hash_chain {
+            text.push_str(&chain.seal(fields));
+        } else {
+            text.push_str(&serde_json::to_string(&fields).unwrap_or_default());
+        }
+        text.push('\n');
+    }
+    if let (Some(signer), true) = (&config.signer, config.hash_chain) {
+        let mut event = AuditEvent::new(Action::Checkpoint, Outcome::Success, None);
+        event.set("warden.checkpoint", signer.checkpoint(&chain));
+        text.push_str(&chain.seal(event.into_fields()));
+        text.push('\n');
+    }
+    file.write_all(text.as_bytes())?;
+    file.sync_data()?;
+    file.unlock()
+}
+
 struct Writer {
     out: Output,
+    /// The file's length after this writer's last batch (another writer appended when it
+    /// differs).
+    expected_len: u64,
     /// Standard output besides a file target (`SinkConfig::also_stdout`).
     stdout: Option<io::Stdout>,
     chain: Chain,
@@ -338,6 +425,12 @@ impl Writer {
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => Some(Message::Close),
             };
+            // Another writer (an operator command) may have appended since this one's last
+            // batch: lock the file, and continue the chain from its real head.
+            if let Err(e) = self.out.lock() {
+                self.error("lock", &e);
+            }
+            self.catch_up();
             let mut acks = Vec::new();
             let mut closing = false;
             let mut events = 0usize;
@@ -368,6 +461,9 @@ impl Writer {
                 self.checkpoint();
             }
             self.flush(closing);
+            if let Err(e) = self.out.unlock() {
+                self.error("unlock", &e);
+            }
             metrics::gauge!(names::QUEUE_DEPTH)
                 .set(self.shared.queued.load(Ordering::Relaxed) as f64);
             for ack in acks {
@@ -435,7 +531,30 @@ impl Writer {
             lock.write_all(b"\n")?;
         }
         self.out.write_all(line.as_bytes())?;
-        self.out.write_all(b"\n")
+        self.out.write_all(b"\n")?;
+        self.expected_len += line.len() as u64 + 1;
+        Ok(())
+    }
+
+    /// After another writer appended: the chain from the file's last record.
+    fn catch_up(&mut self) {
+        let Output::File(out) = &mut self.out else {
+            return;
+        };
+        let len = match out.get_ref().metadata() {
+            Ok(meta) => meta.len(),
+            Err(e) => return self.error("stat", &e),
+        };
+        if len == self.expected_len {
+            return;
+        }
+        if self.config.hash_chain {
+            match resume(out.get_mut()) {
+                Ok(chain) => self.chain = chain,
+                Err(e) => return self.error("read", &e),
+            }
+        }
+        self.expected_len = out.get_ref().metadata().map_or(len, |m| m.len());
     }
 
     /// Records in the trail how many events the queue dropped since the last such record.
@@ -475,6 +594,12 @@ impl Writer {
         }
         match open(&self.config.target, false) {
             Ok((out, _)) => {
+                // The batch in progress holds the old file's lock; the new file is locked for
+                // the rest of it.
+                if let Err(e) = out.lock() {
+                    self.error("lock", &e);
+                }
+                self.expected_len = out.len().unwrap_or(0);
                 self.out = out;
                 // The new file starts by linking to the old one's last record.
                 let event = AuditEvent::new(Action::Reopened, Outcome::Success, None);
@@ -633,6 +758,46 @@ mod tests {
             chain::verify([new.as_str(), old.as_str()], None).problem,
             Some(Problem::Reordered { .. })
         ));
+    }
+
+    #[test]
+    fn a_command_appending_beside_the_running_writer_keeps_one_chain() {
+        let path = dir("append").join("audit.jsonl");
+        let key = chain::generate_signing_key().expect("key");
+        let signer = Arc::new(Signer::from_pkcs8(&key).expect("signer"));
+        let public = base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            signer.public_key(),
+        )
+        .expect("base64");
+        let mut config = SinkConfig::new(Target::File(path.clone()));
+        config.signer = Some(signer);
+        let sink = Arc::new(FileSink::start(config.clone()).expect("sink"));
+        let writer = {
+            let sink = sink.clone();
+            std::thread::spawn(move || {
+                for n in 0..2_000 {
+                    sink.record(request(n));
+                }
+            })
+        };
+        // Meanwhile, ten commands (each its own open file, as another process has).
+        for n in 0..10 {
+            let mut event = AuditEvent::new(Action::ApiKeyCreated, Outcome::Success, None);
+            event.set("warden.api_key.id", format!("key-{n}"));
+            append(&config, vec![event]).expect("append");
+        }
+        writer.join().expect("writer");
+        sink.record(shutdown());
+        sink.close();
+        assert_eq!(sink.errors(), 0);
+        let text = std::fs::read_to_string(&path).expect("read");
+        let report = chain::verify([text.as_str()], Some(&public));
+        assert_eq!(report.problem, None);
+        assert_eq!(text.matches("api-key-created").count(), 10);
+        assert_eq!(text.matches("\"action\":\"request\"").count(), 2_000);
+        // Each command signed a checkpoint after its event, and the writer one at the end.
+        assert!(report.checkpoints >= 11, "{}", report.checkpoints);
     }
 
     #[test]
