@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
+use warden::audit::AuditSink;
 use warden::audit::sink::FileSink;
 use warden::authn::Authenticator;
 use warden::authn::api_key::ApiKeyAuthenticator;
@@ -87,10 +88,23 @@ struct Remote {
 impl Runtime {
     /// Builds everything `config` needs at run time, on `clock`.
     pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> Result<Runtime, BuildError> {
+        // The trail first: the key sources and the store record their failures in it.
+        let audit = match &config.audit {
+            Some(audit) => Some(Arc::new(
+                FileSink::start(audit.clone()).map_err(BuildError::Audit)?,
+            )),
+            None => None,
+        };
+        let events = audit.clone().map(|sink| sink as Arc<dyn AuditSink>);
         let (jwt, remote) = jwt_authenticator(&config.auth, &clock)?;
+        if let Some(sink) = &events {
+            for source in &remote {
+                source.keys.audit_to(sink.clone());
+            }
+        }
         let api_keys = api_key_authenticator(&config.auth, &clock)?;
         let memory = Arc::new(MemoryStore::new(clock.clone()));
-        let store = rate_limit_store(config, memory.clone()).await?;
+        let store = rate_limit_store(config, memory.clone(), events).await?;
 
         let mut tasks = Vec::new();
         for source in &remote {
@@ -116,12 +130,6 @@ impl Runtime {
             tasks.push(spawn_usage_flusher(keys, touch_interval));
         }
         tasks.push(spawn_sweeper(memory));
-        let audit = match &config.audit {
-            Some(audit) => Some(Arc::new(
-                FileSink::start(audit.clone()).map_err(BuildError::Audit)?,
-            )),
-            None => None,
-        };
         Ok(Runtime {
             shared: Shared {
                 chain,
@@ -210,6 +218,7 @@ fn api_key_authenticator(
 async fn rate_limit_store(
     config: &Config,
     memory: Arc<MemoryStore>,
+    audit: Option<Arc<dyn AuditSink>>,
 ) -> Result<Arc<dyn RateLimitStore>, BuildError> {
     let StoreConfig::Redis(settings) = &config.rate_limits.store else {
         return Ok(memory);
@@ -222,6 +231,9 @@ async fn rate_limit_store(
     let redis = Arc::new(
         RedisStore::connect(settings).map_err(|e| BuildError::RateLimitStore(e.to_string()))?,
     );
+    if let Some(sink) = audit {
+        redis.audit_to(sink);
+    }
     match redis.ping().await {
         Ok(()) => tracing::info!(endpoint = redis.endpoint(), "rate-limit store connected"),
         Err(error) => tracing::error!(

@@ -411,3 +411,79 @@ async fn keys_refresh_in_the_background_per_max_age_within_the_clamp() {
     assert_eq!(call(&gw, &token(&b, "https://idp.test")).await.status, 200);
     assert_eq!(server.fetches(), 2, "the new kid was already known");
 }
+
+#[tokio::test]
+async fn a_key_server_outage_and_its_recovery_are_in_the_audit_trail() {
+    let a = key("a");
+    let server = KeyServer::start(&[&a]).await;
+    *server.cache_control.lock().expect("lock") = Some("max-age=1".into());
+    let trail = temp_dir("jwks-audit").join("audit.jsonl");
+    let config = format!(
+        "audit: {{ sink: \"file://{}\" }}\n{}",
+        trail.display(),
+        yaml(
+            &format!("jwks_uri: {}/jwks", server.url()),
+            "https://idp.test",
+            "min_ttl: 1s, max_backoff: 1s, stale_if_error: 1h, min_refresh_interval: 1h",
+        )
+    );
+    let gw = start(&config, Arc::new(ManualClock::starting_now()))
+        .await
+        .expect("starts");
+    async fn fetches_seen(server: &KeyServer, at_least: u64) {
+        for _ in 0..60 {
+            if server.fetches() >= at_least {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the refresher never fetched {at_least} times");
+    }
+    server.status.store(503, Ordering::SeqCst);
+    // Two failed refreshes: one failure event (the outage), not one per attempt.
+    fetches_seen(&server, 3).await;
+    server.status.store(200, Ordering::SeqCst);
+    fetches_seen(&server, 4).await;
+    // The fetch was served; its result is recorded once the refresher has it.
+    let sink = gw.gateway.audit_sink().expect("sink");
+    for _ in 0..50 {
+        sink.flush();
+        if std::fs::read_to_string(&trail).is_ok_and(|t| t.contains("jwks-fetch-recovered")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let TestGateway { gateway, .. } = gw;
+    gateway.shutdown().await;
+    let events: Vec<Value> = std::fs::read_to_string(&trail)
+        .expect("trail")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    let of = |action: &str| -> Vec<&Value> {
+        events
+            .iter()
+            .filter(|e| e.pointer("/event/action") == Some(&json!(action)))
+            .collect()
+    };
+    let failures = of("jwks-fetch-failure");
+    assert_eq!(failures.len(), 1);
+    assert_eq!(
+        failures[0].pointer("/event/reason"),
+        Some(&json!("jwks_bad_status"))
+    );
+    assert_eq!(
+        failures[0].pointer("/warden/jwks/provider"),
+        Some(&json!("idp"))
+    );
+    let recovered = of("jwks-fetch-recovered");
+    assert_eq!(recovered.len(), 1);
+    assert!(
+        recovered[0]
+            .pointer("/warden/jwks/failures")
+            .and_then(Value::as_u64)
+            .is_some_and(|n| n >= 2),
+        "{:?}",
+        recovered[0]
+    );
+}

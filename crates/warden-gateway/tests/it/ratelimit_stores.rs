@@ -316,6 +316,14 @@ async fn the_breaker_opens_on_a_dead_server_and_closes_when_it_returns() {
         max_open_for: Duration::from_millis(400),
     };
     let store = RedisStore::connect(&settings).expect("store");
+    let trail = crate::common::temp_dir("breaker-audit").join("audit.jsonl");
+    let sink = std::sync::Arc::new(
+        warden::audit::sink::FileSink::start(warden::audit::sink::SinkConfig::new(
+            warden::audit::sink::Target::File(trail.clone()),
+        ))
+        .expect("sink"),
+    );
+    store.audit_to(sink.clone());
     let q = quota(100, Duration::from_secs(60), Algorithm::TokenBucket);
     assert!(store.hit("carol", &q, 1).await.expect("hit").allowed);
 
@@ -345,4 +353,17 @@ async fn the_breaker_opens_on_a_dead_server_and_closes_when_it_returns() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(store.breaker_position(), Position::Closed);
+    // The trail has the outage once, however many probes failed in between.
+    sink.close();
+    let actions: Vec<String> = std::fs::read_to_string(&trail)
+        .expect("trail")
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|e| {
+            e.pointer("/event/action")
+                .and_then(|a| a.as_str())
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(actions, ["store-circuit-opened", "store-circuit-closed"]);
 }

@@ -14,6 +14,7 @@
 //!   response-size cap, and no redirects to another host or scheme;
 //! - discovery checks that the document's `issuer` is exactly the configured issuer.
 
+use crate::audit::{Action, AuditEvent, AuditSink, Outcome};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -105,6 +106,20 @@ pub enum FetchError {
     Keys(#[from] super::keys::KeyError),
 }
 
+impl FetchError {
+    /// A code for the audit trail's `event.reason` (closed vocabulary).
+    pub fn code(&self) -> &'static str {
+        match self {
+            FetchError::Url(..) => "jwks_url_refused",
+            FetchError::Http(..) => "jwks_unreachable",
+            FetchError::Status(..) => "jwks_bad_status",
+            FetchError::TooLarge(..) => "jwks_too_large",
+            FetchError::Discovery(..) => "jwks_bad_discovery",
+            FetchError::Keys(..) => "jwks_bad_keys",
+        }
+    }
+}
+
 /// Checks a key-server URL against the transport policy.
 pub fn check_url(url: &str, allow_http_loopback: bool) -> Result<Url, FetchError> {
     let parsed = Url::parse(url).map_err(|_| FetchError::Url(url.into(), "not a URL"))?;
@@ -156,6 +171,8 @@ struct Inner {
     state: ArcSwap<State>,
     unknown_kid_gate: tokio::sync::Mutex<Option<SystemTime>>,
     fetches: AtomicU64,
+    /// Where failures and recoveries of the refresher are recorded.
+    audit: std::sync::OnceLock<Arc<dyn AuditSink>>,
 }
 
 impl RemoteKeys {
@@ -217,6 +234,7 @@ impl RemoteKeys {
                 }),
                 unknown_kid_gate: tokio::sync::Mutex::new(None),
                 fetches: AtomicU64::new(0),
+                audit: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -243,6 +261,12 @@ impl RemoteKeys {
         self.is_ready()
     }
 
+    /// Records the refresher's first failure after a success (`jwks-fetch-failure`) and its
+    /// recovery (`jwks-fetch-recovered`) in `sink`. Set once; later calls are ignored.
+    pub fn audit_to(&self, sink: Arc<dyn AuditSink>) {
+        let _ = self.inner.audit.set(sink);
+    }
+
     /// Starts the background refresher; abort the handle to stop it.
     pub fn spawn_refresh(&self) -> JoinHandle<()> {
         let inner = self.inner.clone();
@@ -251,11 +275,17 @@ impl RemoteKeys {
             loop {
                 let pause = match inner.refresh().await {
                     Ok(ttl) => {
+                        if failures > 0 {
+                            inner.record(Action::JwksFetchRecovered, None, failures);
+                        }
                         failures = 0;
                         ttl
                     }
                     Err(error) => {
                         failures = failures.saturating_add(1);
+                        if failures == 1 {
+                            inner.record(Action::JwksFetchFailure, Some(error.code()), failures);
+                        }
                         tracing::warn!(
                             target: "warden::jwks",
                             provider = %inner.name,
@@ -269,6 +299,24 @@ impl RemoteKeys {
                 tokio::time::sleep(pause).await;
             }
         })
+    }
+}
+
+impl Inner {
+    fn record(&self, action: Action, reason: Option<&'static str>, failures: u32) {
+        let Some(sink) = self.audit.get() else {
+            return;
+        };
+        let outcome = if reason.is_some() {
+            Outcome::Failure
+        } else {
+            Outcome::Success
+        };
+        let mut event = AuditEvent::new(action, outcome, reason);
+        event
+            .set("warden.jwks.provider", self.name.as_str())
+            .set("warden.jwks.failures", failures);
+        sink.record(event);
     }
 }
 

@@ -5,10 +5,13 @@
 //! breaker opens: calls fail at once (and `on_store_error` decides) for `open_for`. Then one call
 //! is let through as a probe; success closes the breaker, failure opens it again for twice as
 //! long (up to `max_open_for`). A probe whose caller went away does not wedge it: a probe older
-//! than `open_for` is replaced by the next caller. Every transition is logged and counted.
+//! than `open_for` is replaced by the next caller. Every transition is logged and counted; the
+//! audit trail records when the circuit opens after working and when it closes again.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+use crate::audit::{Action, AuditEvent, AuditSink, Outcome};
 
 /// Breaker thresholds.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,6 +68,7 @@ pub struct Breaker {
     settings: BreakerSettings,
     state: Mutex<State>,
     name: &'static str,
+    audit: OnceLock<Arc<dyn AuditSink>>,
 }
 
 impl Breaker {
@@ -78,7 +82,14 @@ impl Breaker {
             },
             state: Mutex::new(State::Closed { failures: 0 }),
             name,
+            audit: OnceLock::new(),
         }
+    }
+
+    /// Records `store-circuit-opened` (from closed) and `store-circuit-closed` in `sink`. Set
+    /// once; later calls are ignored.
+    pub fn audit_to(&self, sink: Arc<dyn AuditSink>) {
+        let _ = self.audit.set(sink);
     }
 
     /// The current position.
@@ -129,6 +140,7 @@ impl Breaker {
         drop(state);
         if was_half_open {
             self.transition(Position::Closed, None);
+            self.record(Action::StoreCircuitClosed, None, Duration::ZERO);
         }
     }
 
@@ -139,6 +151,7 @@ impl Breaker {
 
     fn failure_at(&self, now: Instant) {
         let mut state = self.lock();
+        let was_closed = matches!(*state, State::Closed { .. });
         let open_for = match *state {
             State::Closed { failures } if failures + 1 >= self.settings.failures => {
                 self.settings.open_for
@@ -161,6 +174,33 @@ impl Breaker {
         };
         drop(state);
         self.transition(Position::Open, Some(open_for));
+        if was_closed {
+            self.record(
+                Action::StoreCircuitOpened,
+                Some("store_unavailable"),
+                open_for,
+            );
+        }
+    }
+
+    fn record(&self, action: Action, reason: Option<&'static str>, open_for: Duration) {
+        let Some(sink) = self.audit.get() else {
+            return;
+        };
+        let outcome = if reason.is_some() {
+            Outcome::Failure
+        } else {
+            Outcome::Success
+        };
+        let mut event = AuditEvent::new(action, outcome, reason);
+        event.set("warden.store.name", self.name);
+        if reason.is_some() {
+            event.set(
+                "warden.store.open_for_ms",
+                u64::try_from(open_for.as_millis()).unwrap_or(u64::MAX),
+            );
+        }
+        sink.record(event);
     }
 
     fn transition(&self, to: Position, open_for: Option<Duration>) {

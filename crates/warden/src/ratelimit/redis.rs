@@ -252,6 +252,11 @@ impl RedisStore {
         &self.endpoint
     }
 
+    /// Records the breaker's openings and closings in `sink` (see [`Breaker::audit_to`]).
+    pub fn audit_to(&self, sink: std::sync::Arc<dyn crate::audit::AuditSink>) {
+        self.breaker.audit_to(sink);
+    }
+
     /// The circuit breaker's position.
     pub fn breaker_position(&self) -> Position {
         self.breaker.position()
