@@ -15,6 +15,7 @@ use std::time::{Instant, SystemTime};
 
 use http::{Method, Request, Response};
 use tower::{Layer, Service};
+use warden::audit::redact::Redactor;
 use warden::audit::{Action, AuditEvent, AuditSink, Outcome as AuditOutcome};
 use warden::authn::AuthnFailure;
 use warden::authz::Denied;
@@ -45,12 +46,14 @@ pub mod names {
 #[derive(Clone, Debug, Default)]
 pub struct ObserveLayer {
     audit: Option<Arc<dyn AuditSink>>,
+    redactor: Option<Arc<Redactor>>,
 }
 
 impl ObserveLayer {
-    /// Logs and counts every request, and records it in `audit` if given.
-    pub fn new(audit: Option<Arc<dyn AuditSink>>) -> ObserveLayer {
-        ObserveLayer { audit }
+    /// Logs and counts every request, and records it in `audit` if given; the access log's path
+    /// is masked by `redactor` as the trail's is.
+    pub fn new(audit: Option<Arc<dyn AuditSink>>, redactor: Option<Arc<Redactor>>) -> ObserveLayer {
+        ObserveLayer { audit, redactor }
     }
 }
 
@@ -60,6 +63,7 @@ impl<S> Layer<S> for ObserveLayer {
         Observe {
             inner,
             audit: self.audit.clone(),
+            redactor: self.redactor.clone(),
         }
     }
 }
@@ -69,6 +73,7 @@ impl<S> Layer<S> for ObserveLayer {
 pub struct Observe<S> {
     inner: S,
     audit: Option<Arc<dyn AuditSink>>,
+    redactor: Option<Arc<Redactor>>,
 }
 
 impl<S> Service<Request<Body>> for Observe<S>
@@ -90,6 +95,7 @@ where
             start: Instant::now(),
             started_at: SystemTime::now(),
             audit: self.audit.clone(),
+            redactor: self.redactor.clone(),
             method: req.method().clone(),
             // A `Uri` clone shares its bytes: no allocation on the hot path.
             uri: req.uri().clone(),
@@ -109,6 +115,7 @@ struct Record {
     start: Instant,
     started_at: SystemTime,
     audit: Option<Arc<dyn AuditSink>>,
+    redactor: Option<Arc<Redactor>>,
     method: Method,
     uri: http::Uri,
     request_id: Option<RequestId>,
@@ -331,7 +338,10 @@ impl Record {
             request_id = self.request_id.as_ref().map(RequestId::as_str),
             trace_id = self.trace.as_ref().map(TraceContext::trace_id),
             method = %self.method,
-            path = %self.uri.path(),
+            path = %match &self.redactor {
+                Some(redactor) => redactor.mask(self.uri.path()),
+                None => std::borrow::Cow::Borrowed(self.uri.path()),
+            },
             route = %route,
             status,
             outcome,

@@ -148,6 +148,7 @@ pub fn build_with_leaf(
         // Sees the final status of everything below, sheds included.
         .layer(ObserveLayer::new(
             shared.audit.clone().map(|sink| sink as Arc<dyn AuditSink>),
+            config.audit.as_ref().and_then(|a| a.redactor.clone()),
         ))
         // Counts requests, not connections: HTTP/2 streams are bounded too.
         .layer(InFlightLimitLayer::new(config.server.limits.max_requests))

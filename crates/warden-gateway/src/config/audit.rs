@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use warden::audit::chain::Signer;
+use warden::audit::redact::Redactor;
 use warden::audit::sink::{Fsync, Overflow, SinkConfig, Target};
 
 use super::toolkit::{Compiler, Scalar};
@@ -36,6 +37,13 @@ pub struct RawAudit {
     pub checkpoint_every: Option<u64>,
     /// And at least this often while records are written (default 1m).
     pub checkpoint_interval: Option<Scalar>,
+    /// Mask personal data and credentials the content detectors find in written strings
+    /// (default true).
+    pub redact_pii: Option<bool>,
+    /// More field names (any depth) or dotted paths whose values are always masked.
+    pub redact_fields: Option<Vec<String>>,
+    /// Regular expressions whose matches are masked in every written string.
+    pub redact_patterns: Option<Vec<String>>,
 }
 
 /// `audit.sink`: one or a list.
@@ -149,6 +157,20 @@ pub fn compile(c: &mut Compiler, raw: Option<&RawAudit>) -> Option<SinkConfig> {
         raw.checkpoint_interval.as_ref(),
         Duration::from_secs(60),
     );
+    let redactor = match Redactor::new(
+        raw.redact_pii.unwrap_or(true),
+        raw.redact_fields.as_deref().unwrap_or_default(),
+        raw.redact_patterns.as_deref().unwrap_or_default(),
+    ) {
+        Ok(redactor) => Some(Arc::new(redactor)),
+        Err(error) => {
+            c.error(
+                format!("audit.redact_patterns[{}]", error.index),
+                error.message,
+            );
+            None
+        }
+    };
     Some(SinkConfig {
         target,
         also_stdout,
@@ -159,5 +181,6 @@ pub fn compile(c: &mut Compiler, raw: Option<&RawAudit>) -> Option<SinkConfig> {
         fsync,
         checkpoint_every,
         checkpoint_interval,
+        redactor,
     })
 }

@@ -231,7 +231,7 @@ routes:
         assert!(two.contains("audit.sink[1]: one file per trail"), "{two}");
 
         let broken = format!(
-            "{head}audit: {{ sink: 'ftp://x', signing_key: 'literal', on_overflow: maybe, fsync: sometimes, queue: 100000000, checkpoint_every: 0 }}\n"
+            "{head}audit: {{ sink: 'ftp://x', signing_key: 'literal', on_overflow: maybe, fsync: sometimes, queue: 100000000, checkpoint_every: 0, redact_patterns: ['ok', '(unclosed'] }}\n"
         );
         let errors = compile_yaml(&broken).expect_err("refused").to_string();
         for expected in [
@@ -241,6 +241,7 @@ routes:
             "audit.fsync: expected interval, every or never",
             "audit.queue: at most 1048576",
             "audit.checkpoint_every: must be at least 1",
+            "audit.redact_patterns[1]: regex parse error",
         ] {
             assert!(errors.contains(expected), "{expected}: {errors}");
         }

@@ -219,7 +219,7 @@ async fn serve_logs_json_without_secrets_and_stops_cleanly_on_sigterm() {
             "server: {{ listen: '127.0.0.1:{port}', admin_listen: '127.0.0.1:{admin}', trusted_proxies: [127.0.0.1] }}\nupstream: {{ url: '{}' }}\n\
              auth: {{ jwt: [{{ name: idp, issuer: 'https://idp.test', audiences: [api], jwks_file: '{}', algorithms: [ES256] }}] }}\n\
              guards: {{ prompt_injection: {{ action: flag }}, pii: {{ input: redact }} }}\n\
-             audit: {{ sink: [stdout, 'file://{}'] }}\n\
+             audit: {{ sink: [stdout, 'file://{}'], redact_patterns: ['EMP-[0-9]{{6}}'] }}\n\
              routes: [{{ path: /echo, auth: none }}, {{ path: /private, authorize: authenticated }}, {{ path: /chat, methods: [POST], auth: none, body: {{ format: openai_chat }} }}]\n",
             upstream.url(),
             jwks.display(),
@@ -283,6 +283,19 @@ async fn serve_logs_json_without_secrets_and_stops_cleanly_on_sigterm() {
         .expect("response");
     assert_eq!(response.status(), 200);
 
+    // Personal data in a path, and a value the operator declared sensitive: masked in the
+    // access line and the trail alike.
+    for path in ["/echo/dana.marker@example.com", "/echo/EMP-314159"] {
+        let req = crate::common::request("GET", &format!("http://127.0.0.1:{port}{path}"))
+            .body(warden::body::empty())
+            .expect("request");
+        let response = crate::common::client()
+            .request(req)
+            .await
+            .expect("response");
+        assert_eq!(response.status(), 404);
+    }
+
     let status = Command::new("kill")
         .arg("-TERM")
         .arg(child.id().to_string())
@@ -340,10 +353,24 @@ async fn serve_logs_json_without_secrets_and_stops_cleanly_on_sigterm() {
         "cookie-secret",
         "query-secret",
         "secret-marker",
+        "dana.marker",
+        "314159",
         signature,
     ] {
         assert!(!all.contains(secret), "{secret} leaked into the logs");
     }
+    assert!(
+        access
+            .iter()
+            .any(|a| a["fields"]["path"] == "/echo/[EMAIL]"),
+        "{access:?}"
+    );
+    assert!(
+        access
+            .iter()
+            .any(|a| a["fields"]["path"] == "/echo/[REDACTED]"),
+        "{access:?}"
+    );
     assert!(
         all.contains("wrong audience"),
         "the reason is logged: {all}"

@@ -11,6 +11,7 @@
 //! [`Outcome`], reasons are `&'static str` chosen by the code, never text from a request).
 
 pub mod chain;
+pub mod redact;
 pub mod sink;
 
 use std::time::SystemTime;

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value};
 
 use super::chain::{Chain, Signer};
+use super::redact::Redactor;
 use super::{Action, AuditEvent, AuditSink, Outcome};
 
 /// Metric names.
@@ -91,11 +92,14 @@ pub struct SinkConfig {
     pub checkpoint_every: u64,
     /// And at least this often while records are written.
     pub checkpoint_interval: Duration,
+    /// Masks what must not be written (applied by the writer, before sealing).
+    pub redactor: Option<Arc<Redactor>>,
 }
 
 impl SinkConfig {
     /// The defaults for `target`: hash chain on, 65,536 queued events, block, sync every
-    /// second, a checkpoint every 10,000 records or minute.
+    /// second, a checkpoint every 10,000 records or minute, no redaction (the gateway's
+    /// configuration turns it on by default).
     pub fn new(target: Target) -> SinkConfig {
         SinkConfig {
             target,
@@ -107,6 +111,7 @@ impl SinkConfig {
             fsync: Fsync::Interval(Duration::from_secs(1)),
             checkpoint_every: 10_000,
             checkpoint_interval: Duration::from_secs(60),
+            redactor: None,
         }
     }
 }
@@ -351,7 +356,10 @@ pub fn append(config: &SinkConfig, events: Vec<AuditEvent>) -> io::Result<()> {
             let mut chain = Chain::new();
             let mut err = io::stderr().lock();
             for event in events {
-                let fields = event.into_fields();
+                let mut fields = event.into_fields();
+                if let Some(redactor) = &config.redactor {
+                    redactor.apply(&mut fields);
+                }
                 let line = if config.hash_chain {
                     chain.seal(fields)
                 } else {
@@ -375,7 +383,10 @@ pub fn append(config: &SinkConfig, events: Vec<AuditEvent>) -> io::Result<()> {
     };
     let mut text = String::new();
     for event in events {
-        let fields = event.into_fields();
+        let mut fields = event.into_fields();
+        if let Some(redactor) = &config.redactor {
+            redactor.apply(&mut fields);
+        }
         if config.hash_chain {
             text.push_str(&chain.seal(fields));
         } else {
@@ -481,7 +492,10 @@ impl Writer {
         }
     }
 
-    fn write(&mut self, fields: Map<String, Value>) {
+    fn write(&mut self, mut fields: Map<String, Value>) {
+        if let Some(redactor) = &self.config.redactor {
+            redactor.apply(&mut fields);
+        }
         let line = if self.config.hash_chain {
             self.chain.seal(fields)
         } else {
