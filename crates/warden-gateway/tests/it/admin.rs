@@ -86,3 +86,65 @@ async fn the_admin_listener_is_not_reachable_through_the_public_one() {
     get(&gw.url("/metrics")).await.assert_problem(404);
     get(&gw.url("/readyz")).await.assert_problem(404);
 }
+
+/// The `warden_…` names in `text`.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("warden_") {
+        let name: String = rest[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || *c == '_' || c.is_ascii_digit())
+            .collect();
+        rest = &rest[at + name.len()..];
+        // Histograms are queried by their series.
+        let name = name
+            .strip_suffix("_bucket")
+            .map(str::to_owned)
+            .unwrap_or(name);
+        names.insert(name);
+    }
+    names
+}
+
+#[test]
+fn the_dashboard_shows_documented_metrics_that_the_code_exports() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let read = |path: &str| std::fs::read_to_string(root.join(path)).expect(path);
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&read("deploy/grafana/warden-dashboard.json")).expect("JSON");
+    let queried = metric_names(&dashboard.to_string());
+    assert!(queried.len() >= 15, "{queried:?}");
+    let docs = read("docs/operations.md");
+    let documented: std::collections::BTreeSet<String> = docs
+        .lines()
+        .filter(|l| l.starts_with("| `warden_"))
+        .flat_map(metric_names)
+        .collect();
+    let mut source = String::new();
+    for dir in ["crates/warden/src", "crates/warden-gateway/src"] {
+        let mut stack = vec![root.join(dir)];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).expect("dir").flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    source.push_str(&std::fs::read_to_string(&path).expect("source"));
+                }
+            }
+        }
+    }
+    for name in &queried {
+        assert!(
+            documented.contains(name),
+            "{name} is not in docs/operations.md"
+        );
+    }
+    for name in &documented {
+        assert!(
+            source.contains(&format!("\"{name}\"")),
+            "{name} is documented but no code exports it"
+        );
+    }
+}

@@ -375,6 +375,10 @@ impl Inner {
 }
 
 impl Authenticator for ApiKeyAuthenticator {
+    fn method(&self) -> Option<crate::identity::AuthMethod> {
+        Some(crate::identity::AuthMethod::ApiKey)
+    }
+
     fn authenticate<'a>(
         &'a self,
         req: &'a Parts,

@@ -233,6 +233,10 @@ impl JwtAuthenticator {
 }
 
 impl Authenticator for JwtAuthenticator {
+    fn method(&self) -> Option<crate::identity::AuthMethod> {
+        Some(crate::identity::AuthMethod::Jwt)
+    }
+
     fn authenticate<'a>(
         &'a self,
         req: &'a Parts,

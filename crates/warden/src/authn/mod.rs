@@ -36,7 +36,7 @@ use tower::{Layer, Service};
 
 use crate::body::Body;
 use crate::future::ResponseFuture;
-use crate::identity::Identity;
+use crate::identity::{AuthMethod, Identity};
 use crate::rejection::{Rejection, RejectionKind};
 use crate::request_id::RequestId;
 
@@ -50,6 +50,24 @@ pub trait Authenticator: fmt::Debug + Send + Sync + 'static {
 
     /// Removes this authenticator's credentials from a request before it is forwarded.
     fn strip_credentials(&self, _req: &mut Parts) {}
+
+    /// The method this authenticator verifies (the `method` label of its metrics).
+    fn method(&self) -> Option<AuthMethod> {
+        None
+    }
+}
+
+/// Metric names.
+pub mod names {
+    /// Counter: authentication results by `method`, `result` (`success`, `failure`, `missing`)
+    /// and `reason` (the failure's code).
+    pub const RESULTS: &str = "warden_authn_results_total";
+}
+
+fn count(method: Option<AuthMethod>, result: &'static str, reason: &'static str) {
+    let method = method.map_or("none", AuthMethod::as_str);
+    metrics::counter!(names::RESULTS, "method" => method, "result" => result, "reason" => reason)
+        .increment(1);
 }
 
 /// Why authentication failed.
@@ -274,17 +292,23 @@ async fn authenticate(
                 // which caller is this? Refuse rather than pick one.
                 Some(first) if first.subject != identity.subject => {
                     let error = AuthnError::Ambiguous("credentials for different subjects");
+                    count(None, "failure", error.code());
                     return Err((rejection_for(&error), Some(error)));
                 }
                 Some(_) => {}
             },
             Ok(None) => continue,
-            Err(error) => return Err((rejection_for(&error), Some(error))),
+            Err(error) => {
+                count(authenticator.method(), "failure", error.code());
+                return Err((rejection_for(&error), Some(error)));
+            }
         }
     }
     let Some(identity) = accepted else {
+        count(None, "missing", "");
         return Err((Rejection::unauthenticated(), None));
     };
+    count(Some(identity.method), "success", "");
     if !(layer.forward_credentials || identity.forward_credentials) {
         // Every authenticator strips its own kind: no credential of any kind travels upstream.
         for authenticator in layer.chain.iter() {
@@ -313,7 +337,7 @@ fn log_failure(request_id: Option<&RequestId>, error: &AuthnError) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::{AuthMethod, CredentialSource};
+    use crate::identity::CredentialSource;
     use http::HeaderValue;
     use tower::ServiceExt;
 
