@@ -109,6 +109,38 @@ pub enum AuditCommand {
         #[arg(long)]
         public_key: Option<String>,
     },
+    /// Show the last events of an audit file, one line each, filtered.
+    Tail {
+        /// The audit file.
+        file: PathBuf,
+        /// How many events.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: usize,
+        /// Only this `event.outcome` (success, failure, unknown).
+        #[arg(long)]
+        outcome: Option<String>,
+        /// Only this `event.action` (request, authentication-failure, authorization-denial, …).
+        #[arg(long)]
+        action: Option<String>,
+        /// Only this subject (`user.id`).
+        #[arg(long)]
+        subject: Option<String>,
+        /// Only this tenant (`organization.id`).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only this route (`warden.route`).
+        #[arg(long)]
+        route: Option<String>,
+        /// Only events since a time: a duration back from now (15m, 2h) or an RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Print the JSON records instead of readable lines.
+        #[arg(long)]
+        json: bool,
+        /// Keep printing events as they are appended.
+        #[arg(short, long)]
+        follow: bool,
+    },
     /// Generate an Ed25519 key for signed checkpoints (PKCS#8 PEM, mode 0600) and print its
     /// public half.
     Keygen {

@@ -27,4 +27,5 @@ pub mod route;
 pub mod runtime;
 pub mod server;
 pub mod stack;
+pub mod tail;
 pub mod token;

@@ -249,6 +249,42 @@ fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::from(1))
         }
+        AuditCommand::Tail {
+            file,
+            lines,
+            outcome,
+            action,
+            subject,
+            tenant,
+            route,
+            since,
+            json,
+            follow,
+        } => {
+            use warden_gateway::tail;
+            let since = since
+                .map(|s| tail::parse_since(&s, std::time::SystemTime::now()))
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
+            let filter = tail::Filter {
+                outcome,
+                action,
+                subject,
+                tenant,
+                route,
+                since,
+            };
+            tail::tail(
+                &file,
+                &filter,
+                lines,
+                json,
+                follow,
+                &mut std::io::stdout().lock(),
+            )
+            .with_context(|| format!("cannot read {}", file.display()))?;
+            Ok(ExitCode::SUCCESS)
+        }
         AuditCommand::Keygen { out } => {
             let der = chain::generate_signing_key()?;
             let signer = chain::Signer::from_pkcs8(&der)?;

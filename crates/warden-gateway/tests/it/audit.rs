@@ -673,6 +673,49 @@ async fn authorization_and_rate_limit_decisions_have_their_own_events_and_metric
         Some(&"audit-shadow".into())
     );
     assert!(requests[1].pointer("/warden/rate_limit").is_none());
+
+    // An operator reads the refusals back: two events each for the 403 and the 429 (the
+    // decision's own event, then the request's).
+    let tail = warden()
+        .args([
+            "audit",
+            "tail",
+            "--outcome",
+            "failure",
+            "--subject",
+            "vera",
+            "-n",
+            "10",
+        ])
+        .arg(&path)
+        .output()
+        .expect("tail");
+    assert!(tail.status.success());
+    let shown = String::from_utf8_lossy(&tail.stdout);
+    let lines: Vec<&str> = shown.lines().collect();
+    assert_eq!(lines.len(), 4, "{shown}");
+    assert!(lines[0].contains("authorization-denial") && lines[0].contains("(permission)"));
+    assert!(lines[1].contains("request") && lines[1].contains("GET /admin 403"));
+    assert!(lines[2].contains("rate-limit-denial") && lines[2].contains("limit=audit-enforced"));
+    assert!(lines.iter().all(|l| l.contains("user=vera")), "{shown}");
+    let tail = warden()
+        .args([
+            "audit",
+            "tail",
+            "--action",
+            "rate-limit-shadow",
+            "--json",
+            "--since",
+            "1h",
+        ])
+        .arg(&path)
+        .output()
+        .expect("tail");
+    let record: serde_json::Value = serde_json::from_slice(&tail.stdout).expect("one record");
+    assert_eq!(
+        record.pointer("/warden/rate_limit/limit"),
+        Some(&"audit-shadow".into())
+    );
 }
 
 #[tokio::test]
