@@ -1,5 +1,6 @@
 //! Audit trail cost per request: building a request event as the gateway does, and sealing it
-//! into the hash chain (canonical encoding, SHA-256, the line) as the writer thread does.
+//! into the hash chain (canonical encoding, SHA-256, the line) and redacting it (the default
+//! rules: PII and secret detectors over its free-text fields) as the writer thread does.
 #![allow(missing_docs)]
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -33,6 +34,17 @@ fn bench(c: &mut Criterion) {
         b.iter_batched(
             || request_event(42).into_fields(),
             |fields| chain.seal(fields).len(),
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    let redactor = warden::audit::redact::Redactor::new(true, &[], &[]).expect("redactor");
+    group.bench_function("redact_request_event", |b| {
+        b.iter_batched(
+            || request_event(42).into_fields(),
+            |mut fields| {
+                redactor.apply(&mut fields);
+                fields.len()
+            },
             criterion::BatchSize::SmallInput,
         )
     });

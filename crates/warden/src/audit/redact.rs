@@ -10,10 +10,13 @@
 //! `audit.redact_patterns`, and each match is replaced by its placeholder (`[EMAIL]`,
 //! `[SECRET]`, `[REDACTED]`).
 //!
-//! Left alone: what the gateway itself wrote from a closed vocabulary or as a digest (`event`,
-//! `@timestamp`, `trace`, `warden.chain`, `warden.checkpoint`, `warden.config`), and the identity
-//! fields an audit trail exists to keep (`user.id`, `organization.id`, `warden.auth.key_id`,
-//! `warden.api_key.id`) unless `redact_fields` or `redact_patterns` name them.
+//! Left alone: what the gateway itself wrote from a closed vocabulary, its configuration or as a
+//! digest or generated id (`event`, `@timestamp`, `trace`, `source.ip`, the method, route,
+//! outcome, request id, limit and provider names, `warden.chain`, `warden.checkpoint`,
+//! `warden.config`) — searching them would cost the writer time and find nothing — and the
+//! identity fields an audit trail exists to keep (`user.id`, `organization.id`,
+//! `warden.auth.key_id`, `warden.api_key.id`) unless `redact_fields` or `redact_patterns` name
+//! them.
 
 use regex::{Regex, RegexSet};
 use serde_json::{Map, Value};
@@ -43,10 +46,29 @@ pub const DEFAULT_FIELDS: &[&str] = &[
 /// What replaces a masked field or a pattern's match.
 pub const MASK: &str = "[REDACTED]";
 
-/// Top-level objects the gateway writes itself: never searched.
-const STRUCTURAL: &[&str] = &["@timestamp", "event", "trace"];
-/// Objects under `warden` the gateway writes itself.
-const STRUCTURAL_WARDEN: &[&str] = &["chain", "checkpoint", "config"];
+/// Fields (and objects) the gateway writes itself from closed vocabularies, its configuration,
+/// digests and generated ids: never searched.
+const STRUCTURAL: &[&str] = &[
+    "@timestamp",
+    "event",
+    "trace",
+    "source.ip",
+    "server.address",
+    "service.version",
+    "http.request.method",
+    "warden.chain",
+    "warden.checkpoint",
+    "warden.config",
+    "warden.request_id",
+    "warden.outcome",
+    "warden.route",
+    "warden.auth.method",
+    "warden.authz.rule",
+    "warden.rate_limit.limit",
+    "warden.upstream",
+    "warden.jwks.provider",
+    "warden.store",
+];
 /// Identity fields kept for accountability (masked only by `redact_fields` / `redact_patterns`).
 const IDENTITY: &[&str] = &[
     "user.id",
@@ -138,16 +160,16 @@ impl Redactor {
     pub fn apply(&self, event: &mut Map<String, Value>) {
         let mut path = String::with_capacity(48);
         for (key, value) in event.iter_mut() {
-            if STRUCTURAL.contains(&key.as_str()) {
-                continue;
-            }
             path.clear();
             path.push_str(key);
-            self.walk(&mut path, key, value, key == "warden");
+            self.walk(&mut path, key, value);
         }
     }
 
-    fn walk(&self, path: &mut String, key: &str, value: &mut Value, in_warden: bool) {
+    fn walk(&self, path: &mut String, key: &str, value: &mut Value) {
+        if STRUCTURAL.contains(&path.as_str()) && !self.paths.iter().any(|p| p == path) {
+            return;
+        }
         if self.masks_field(path, key) {
             if !value.is_null() {
                 *value = Value::String(MASK.to_owned());
@@ -163,19 +185,16 @@ impl Redactor {
             }
             Value::Array(items) => {
                 for item in items {
-                    self.walk(path, key, item, false);
+                    self.walk(path, key, item);
                 }
             }
             Value::Object(map) => {
                 let len = path.len();
                 for (inner, value) in map.iter_mut() {
-                    if in_warden && STRUCTURAL_WARDEN.contains(&inner.as_str()) {
-                        continue;
-                    }
                     path.truncate(len);
                     path.push('.');
                     path.push_str(inner);
-                    self.walk(path, inner, value, false);
+                    self.walk(path, inner, value);
                 }
                 path.truncate(len);
             }
@@ -288,14 +307,15 @@ mod tests {
             "event": { "action": "request", "reason": "forbidden" },
             "user": { "id": "dana.marker@example.com" },
             "warden": { "chain": { "prev": "ab" }, "config": { "sha256": "cd" },
-                        "route": "EMP-123456 orders" },
+                        "route": "orders", "authz": { "reason": "EMP-123456 orders" } },
         });
         let out = apply(&redactor(&[], &[r"EMP-\d{6}"]), event.clone());
         assert_eq!(out.pointer("/user/id"), event.pointer("/user/id"));
         assert_eq!(
-            out.pointer("/warden/route"),
+            out.pointer("/warden/authz/reason"),
             Some(&"[REDACTED] orders".into())
         );
+        assert_eq!(out.pointer("/warden/route"), Some(&"orders".into()));
         assert_eq!(out.pointer("/event"), event.pointer("/event"));
         assert_eq!(out.pointer("/warden/chain"), event.pointer("/warden/chain"));
         let strict = apply(&redactor(&["user.id"], &[]), event);
