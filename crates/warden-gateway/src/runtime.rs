@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
-use warden::audit::AuditSink;
 use warden::audit::sink::FileSink;
+use warden::audit::{Action, AuditEvent, AuditSink, Outcome as AuditOutcome};
 use warden::authn::Authenticator;
 use warden::authn::api_key::ApiKeyAuthenticator;
 use warden::authn::api_key_sqlite::SqliteKeyStore;
@@ -51,6 +51,20 @@ pub enum BuildError {
     /// The audit file could not be opened.
     #[error("audit sink: {0}")]
     Audit(std::io::Error),
+}
+
+impl BuildError {
+    /// The `event.reason` of the `config-rejected` event (closed vocabulary).
+    pub fn code(&self) -> &'static str {
+        match self {
+            BuildError::Jwt(_) => "jwt_providers",
+            BuildError::Remote(..) => "jwks_source",
+            BuildError::KeyStore(_) => "api_key_store",
+            BuildError::KeysUnavailable(..) => "keys_unavailable",
+            BuildError::RateLimitStore(_) => "rate_limit_store",
+            BuildError::Audit(_) => "audit_sink",
+        }
+    }
 }
 
 /// A readiness check `/readyz` runs besides the gateway's own.
@@ -95,6 +109,28 @@ impl Runtime {
             )),
             None => None,
         };
+        let built = Self::build_on(config, clock, audit.clone()).await;
+        if let (Err(error), Some(sink)) = (&built, &audit) {
+            // The configuration compiled but cannot run: the trail says so, and why.
+            let mut event = AuditEvent::new(
+                Action::ConfigRejected,
+                AuditOutcome::Failure,
+                Some(error.code()),
+            );
+            event
+                .set("warden.config.sha256", config.fingerprint.as_str())
+                .set("error.message", error.to_string());
+            sink.record(event);
+            sink.close();
+        }
+        built
+    }
+
+    async fn build_on(
+        config: &Config,
+        clock: Arc<dyn Clock>,
+        audit: Option<Arc<FileSink>>,
+    ) -> Result<Runtime, BuildError> {
         let events = audit.clone().map(|sink| sink as Arc<dyn AuditSink>);
         let (jwt, remote) = jwt_authenticator(&config.auth, &clock)?;
         if let Some(sink) = &events {

@@ -394,7 +394,12 @@ async fn store_failures_answer_503_and_unusable_stores_stop_startup() {
     let broken = Setup::new("");
     std::fs::write(broken.db(), vec![b'x'; 4096]).expect("write");
     let upstream = upstream().await;
-    let text = std::fs::read_to_string(&broken.config).expect("read");
+    let trail = broken.dir.join("audit.jsonl");
+    let text = format!(
+        "{}audit: {{ sink: \"file://{}\" }}\n",
+        std::fs::read_to_string(&broken.config).expect("read"),
+        trail.display()
+    );
     let env = vec![("TEST_KEY_PEPPER".to_owned(), PEPPER.to_owned())];
     let mut parsed = warden_gateway::config::load::parse_raw(
         &text,
@@ -409,8 +414,36 @@ async fn store_failures_answer_503_and_unusable_stores_stop_startup() {
     .expect("parse");
     parsed.base_dir = Some(broken.dir.clone());
     let config = warden_gateway::config::compile::compile_parsed(parsed).expect("compile");
+    let fingerprint = config.fingerprint.clone();
     let err = Gateway::start(config).await.expect_err("refuses to start");
     assert!(err.to_string().contains("API key store"), "{err}");
+    // The trail says which configuration was refused, and why.
+    let events: Vec<serde_json::Value> = std::fs::read_to_string(&trail)
+        .expect("trail")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let rejected = &events[0];
+    assert_eq!(
+        rejected.pointer("/event/action"),
+        Some(&"config-rejected".into())
+    );
+    assert_eq!(
+        rejected.pointer("/event/reason"),
+        Some(&"api_key_store".into())
+    );
+    assert_eq!(
+        rejected.pointer("/warden/config/sha256"),
+        Some(&fingerprint.as_str().into())
+    );
+    assert!(
+        rejected
+            .pointer("/error/message")
+            .and_then(|m| m.as_str())
+            .is_some_and(|m| m.contains("API key store")),
+        "{rejected}"
+    );
 }
 
 #[test]
