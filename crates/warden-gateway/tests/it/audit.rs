@@ -746,3 +746,175 @@ async fn an_upstream_that_is_down_is_an_upstream_failure_event() {
         Some(&"upstream_connect".into())
     );
 }
+
+/// Sends `signal` to `child`.
+fn signal(child: &std::process::Child, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+/// Waits until `url` answers 200.
+async fn served(url: &str) {
+    for _ in 0..100 {
+        let req = crate::common::request("GET", url)
+            .body(warden::body::empty())
+            .expect("request");
+        let sent = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            crate::common::client().request(req),
+        )
+        .await;
+        if let Ok(Ok(response)) = sent {
+            assert_eq!(response.status(), 200);
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("warden serve never answered");
+}
+
+async fn exited(mut child: std::process::Child) {
+    let status = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        tokio::task::spawn_blocking(move || child.wait().expect("wait")),
+    )
+    .await
+    .expect("exits")
+    .expect("join");
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_under_load_rotates_stops_and_restarts_with_one_signed_trail() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let upstream = crate::common::upstream().await;
+    let dir = temp_dir("audit-binary");
+    let trail = dir.join("audit.jsonl");
+    let key_file = dir.join("audit-key.pem");
+    let keygen = warden()
+        .args(["audit", "keygen", "--out"])
+        .arg(&key_file)
+        .output()
+        .expect("keygen");
+    assert!(keygen.status.success());
+    let printed = String::from_utf8_lossy(&keygen.stdout).into_owned();
+    let public_key = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("public key: "))
+        .expect("public key")
+        .to_owned();
+    let port = crate::common::unused_addr().port();
+    let admin = crate::common::unused_addr().port();
+    let config = dir.join("warden.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "server: {{ listen: '127.0.0.1:{port}', admin_listen: '127.0.0.1:{admin}' }}\nupstream: {{ url: '{}' }}\n\
+             audit: {{ sink: 'file://{}', signing_key: '${{file:{}}}', checkpoint_every: 100 }}\n\
+             routes: [{{ path: '/items/{{id}}', auth: none }}]\n",
+            upstream.url(),
+            trail.display(),
+            key_file.display()
+        ),
+    )
+    .expect("config");
+    let serve = || {
+        warden()
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn")
+    };
+    let url = format!("http://127.0.0.1:{port}/items/1");
+
+    let child = serve();
+    served(&url).await;
+    let answered = Arc::new(AtomicU64::new(1));
+    let mut load = Vec::new();
+    for worker in 0..8 {
+        let url = format!("http://127.0.0.1:{port}/items/{worker}");
+        let answered = answered.clone();
+        load.push(tokio::spawn(async move {
+            let client = crate::common::client();
+            loop {
+                let req = crate::common::request("GET", &url)
+                    .body(warden::body::empty())
+                    .expect("request");
+                match client.request(req).await {
+                    Ok(response) if response.status() == 200 => {
+                        answered.fetch_add(1, Ordering::SeqCst)
+                    }
+                    _ => break,
+                };
+            }
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // External rotation under load: the file moves away, SIGUSR1 starts a new one.
+    let rotated = dir.join("audit.jsonl.1");
+    std::fs::rename(&trail, &rotated).expect("rotate");
+    signal(&child, "USR1");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    signal(&child, "TERM");
+    exited(child).await;
+    for task in load {
+        let _ = task.await;
+    }
+    let answered = answered.load(Ordering::SeqCst);
+
+    // A restart continues the same chain in the new file.
+    let child = serve();
+    served(&url).await;
+    signal(&child, "TERM");
+    exited(child).await;
+
+    let old = std::fs::read_to_string(&rotated).expect("rotated file");
+    let new = std::fs::read_to_string(&trail).expect("new file");
+    let actions = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|e| {
+                e.pointer("/event/action")
+                    .and_then(|a| a.as_str())
+                    .map(str::to_owned)
+            })
+            .collect()
+    };
+    let (old_actions, new_actions) = (actions(&old), actions(&new));
+    let count = |list: &[String], what: &str| list.iter().filter(|a| *a == what).count() as u64;
+    assert!(answered > 100, "the load ran ({answered} answered)");
+    let recorded = count(&old_actions, "request") + count(&new_actions, "request");
+    // Every answered request has its event (plus the restart's one); a response written as a
+    // connection closed may have one its client never read (at most one per client).
+    assert!(
+        (answered + 1..=answered + 9).contains(&recorded),
+        "{answered} answered, {recorded} recorded"
+    );
+    assert!(count(&old_actions, "request") > 0 && count(&new_actions, "request") > 1);
+    assert_eq!(
+        new_actions.first().map(String::as_str),
+        Some("audit-reopened")
+    );
+    assert_eq!(
+        count(&new_actions, "startup") + count(&old_actions, "startup"),
+        2
+    );
+    assert_eq!(count(&new_actions, "shutdown"), 2);
+    assert!(count(&old_actions, "audit-checkpoint") >= 1);
+    let (code, out) = verify(&[&rotated, &trail], Some(&public_key));
+    assert_eq!(code, 0, "{out}");
+    // The rotated file was sealed before the switch: archived, it verifies on its own.
+    let (code, out) = verify(&[&rotated], Some(&public_key));
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        old_actions.last().map(String::as_str),
+        Some("audit-checkpoint")
+    );
+}

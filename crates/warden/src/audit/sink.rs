@@ -602,7 +602,11 @@ impl Writer {
     }
 
     fn reopen(&mut self) {
-        // The old file, wherever it was moved, gets everything before the new one starts.
+        // The old file, wherever it was moved, gets everything before the new one starts, and
+        // ends with a signed checkpoint: an archived file verifies on its own.
+        if self.config.signer.is_some() && self.since_checkpoint > 0 {
+            self.checkpoint();
+        }
         if let Err(e) = self.out.sync() {
             self.error("sync", &e);
         }
