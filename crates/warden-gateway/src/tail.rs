@@ -80,8 +80,14 @@ pub fn render(event: &Value) -> String {
     if let Some(reason) = text("/event/reason") {
         let _ = write!(line, " ({reason})");
     }
-    if let (Some(method), Some(path)) = (text("/http/request/method"), text("/url/path")) {
-        let _ = write!(line, "  {method} {path}");
+    match (text("/http/request/method"), text("/url/path")) {
+        (Some(method), Some(path)) => {
+            let _ = write!(line, "  {method} {path}");
+        }
+        (None, Some(path)) => {
+            let _ = write!(line, "  {path}");
+        }
+        _ => {}
     }
     if let Some(status) = event
         .pointer("/http/response/status_code")
@@ -119,6 +125,7 @@ pub fn tail(
     out: &mut dyn Write,
 ) -> io::Result<()> {
     let file = std::fs::File::open(path)?;
+    let mut identity = file_id(&file.metadata()?);
     let mut reader = BufReader::new(file);
     let mut last: VecDeque<(String, Value)> = VecDeque::with_capacity(count.min(4096));
     let mut line = String::new();
@@ -151,10 +158,17 @@ pub fn tail(
     }
     loop {
         std::thread::sleep(Duration::from_millis(500));
-        let mut file = std::fs::File::open(path)?;
-        let len = file.metadata()?.len();
-        if len < offset {
+        let mut file = match std::fs::File::open(path) {
+            Ok(file) => file,
+            // Between a rotation's move and the new file's creation.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let meta = file.metadata()?;
+        let len = meta.len();
+        if file_id(&meta) != identity || len < offset {
             // Rotated or truncated: the new file from its start.
+            identity = file_id(&meta);
             offset = 0;
         }
         file.seek(SeekFrom::Start(offset))?;
@@ -171,6 +185,17 @@ pub fn tail(
         }
         out.flush()?;
     }
+}
+
+/// Which file a path names now (a rotation replaces it).
+#[cfg(unix)]
+fn file_id(meta: &std::fs::Metadata) -> u64 {
+    std::os::unix::fs::MetadataExt::ino(meta)
+}
+
+#[cfg(not(unix))]
+fn file_id(_meta: &std::fs::Metadata) -> u64 {
+    0
 }
 
 fn parse(line: &str) -> Option<Value> {

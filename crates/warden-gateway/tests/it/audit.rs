@@ -918,3 +918,69 @@ async fn the_binary_under_load_rotates_stops_and_restarts_with_one_signed_trail(
         Some("audit-checkpoint")
     );
 }
+
+#[test]
+fn every_action_is_documented() {
+    let docs = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/configuration.md"),
+    )
+    .expect("docs");
+    for action in Action::ALL {
+        let name = action.as_str();
+        assert!(
+            docs.lines()
+                .any(|l| l.starts_with('|') && l.contains(&format!("`{name}`"))),
+            "{name} is not in the events table of docs/configuration.md"
+        );
+    }
+}
+
+#[test]
+fn tail_follow_prints_what_is_appended_and_starts_over_after_a_rotation() {
+    use std::io::BufRead;
+    let dir = temp_dir("audit-follow");
+    let path = dir.join("audit.jsonl");
+    write_trail(&path, 3, None);
+    let mut child = warden()
+        .args([
+            "audit", "tail", "--follow", "-n", "1", "--action", "request",
+        ])
+        .arg(&path)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let next = || {
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("a line")
+    };
+    assert!(next().contains("/items/2"), "the last request first");
+    let append = |path: &Path, n: u64| {
+        let sink =
+            FileSink::start(SinkConfig::new(Target::File(path.to_path_buf()))).expect("sink");
+        let mut event = AuditEvent::new(Action::Request, Outcome::Success, None);
+        event.set("url.path", format!("/items/{n}"));
+        sink.record(event);
+        sink.record(AuditEvent::new(Action::Shutdown, Outcome::Success, None));
+        sink.close();
+    };
+    append(&path, 10);
+    assert!(next().contains("/items/10"));
+    std::fs::rename(&path, dir.join("audit.jsonl.1")).expect("rotate");
+    append(&path, 20);
+    assert!(
+        next().contains("/items/20"),
+        "the new file is read from its start"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -71,6 +71,32 @@ pub enum Action {
 }
 
 impl Action {
+    /// Every action (the documented vocabulary).
+    pub const ALL: &[Action] = &[
+        Action::Request,
+        Action::AuthenticationFailure,
+        Action::AuthorizationDenial,
+        Action::RateLimitDenial,
+        Action::RateLimitShadow,
+        Action::GuardFinding,
+        Action::UpstreamFailure,
+        Action::ConfigLoaded,
+        Action::ConfigReloaded,
+        Action::ConfigRejected,
+        Action::ApiKeyCreated,
+        Action::ApiKeyRotated,
+        Action::ApiKeyRevoked,
+        Action::JwksFetchFailure,
+        Action::JwksFetchRecovered,
+        Action::StoreCircuitOpened,
+        Action::StoreCircuitClosed,
+        Action::Startup,
+        Action::Shutdown,
+        Action::Checkpoint,
+        Action::Reopened,
+        Action::Dropped,
+    ];
+
     /// The `event.action` value.
     pub fn as_str(self) -> &'static str {
         match self {
