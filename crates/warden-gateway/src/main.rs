@@ -322,19 +322,19 @@ fn audit_key(
     };
     let mut event = AuditEvent::new(action, Outcome::Success, None);
     event
-        .set("warden.api_key.id", record.id.as_str())
-        .set("warden.api_key.name", record.name.as_str())
-        .set("warden.api_key.roles", record.roles.clone())
-        .set("warden.api_key.scopes", record.scopes.clone())
+        .set("warden.key.id", record.id.as_str())
+        .set("warden.key.name", record.name.as_str())
+        .set("warden.key.roles", record.roles.clone())
+        .set("warden.key.scopes", record.scopes.clone())
         .set("process.pid", std::process::id());
     if let Some(tenant) = &record.tenant {
         event.set("organization.id", tenant.as_str());
     }
     if let Some(expires) = record.expires_at {
-        event.set("warden.api_key.expires_at", expires);
+        event.set("warden.key.expires_at", expires);
     }
     if let Some(old) = &record.rotated_from {
-        event.set("warden.api_key.rotated_from", old.as_str());
+        event.set("warden.key.rotated_from", old.as_str());
     }
     // The account that ran the command, as its environment names it.
     if let Some(user) = std::env::var_os("USER").or_else(|| std::env::var_os("LOGNAME")) {
@@ -472,7 +472,7 @@ fn keys(path: &std::path::Path, command: KeysCommand) -> anyhow::Result<()> {
             let (record, key) = store.rotate(&settings.pepper, &id, grace, now)?;
             show(&record, &key);
             audit_key(&config, Action::ApiKeyRotated, &record, |event| {
-                event.set("warden.api_key.grace_seconds", grace.as_secs());
+                event.set("warden.key.grace_seconds", grace.as_secs());
             })?;
             eprintln!("{id} stays valid for {}", humantime::format_duration(grace));
         }

@@ -161,19 +161,18 @@ fn beside(
     reason: Option<&'static str>,
 ) -> AuditEvent {
     let mut event = AuditEvent::new(action, outcome, reason);
-    for field in [
-        "@timestamp",
-        "source",
-        "url",
-        "trace",
-        "user",
-        "organization",
-        "warden",
-    ] {
-        if let Some(value) = request.get(field) {
-            event.set(field, value.clone());
-        }
-    }
+    event.copy_from(
+        request,
+        &[
+            "@timestamp",
+            "source",
+            "url",
+            "trace",
+            "user",
+            "organization",
+            "warden",
+        ],
+    );
     event
 }
 

@@ -100,7 +100,7 @@ pub fn render(event: &Value) -> String {
         ("tenant", "/organization/id"),
         ("route", "/warden/route"),
         ("ip", "/source/ip"),
-        ("key", "/warden/api_key/id"),
+        ("key", "/warden/key/id"),
         ("limit", "/warden/rate_limit/limit"),
         ("rule", "/warden/authz/rule"),
         ("provider", "/warden/jwks/provider"),

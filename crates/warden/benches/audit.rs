@@ -32,7 +32,7 @@ fn bench(c: &mut Criterion) {
     let mut chain = Chain::new();
     group.bench_function("seal_request_event", |b| {
         b.iter_batched(
-            || request_event(42).into_fields(),
+            || request_event(42),
             |fields| chain.seal(fields).len(),
             criterion::BatchSize::SmallInput,
         )
@@ -40,10 +40,10 @@ fn bench(c: &mut Criterion) {
     let redactor = warden::audit::redact::Redactor::new(true, &[], &[]).expect("redactor");
     group.bench_function("redact_request_event", |b| {
         b.iter_batched(
-            || request_event(42).into_fields(),
+            || request_event(42),
             |mut fields| {
                 redactor.apply(&mut fields);
-                fields.len()
+                fields.fields().len()
             },
             criterion::BatchSize::SmallInput,
         )

@@ -560,10 +560,7 @@ async fn key_changes_by_the_cli_join_the_running_gateways_audit_trail() {
         ]
     );
     let created = &events[2];
-    assert_eq!(
-        created.pointer("/warden/api_key/id"),
-        Some(&id.as_str().into())
-    );
+    assert_eq!(created.pointer("/warden/key/id"), Some(&id.as_str().into()));
     assert_eq!(created.pointer("/organization/id"), Some(&"acme".into()));
     assert_eq!(created.pointer("/event/category/0"), Some(&"iam".into()));
     assert_eq!(
@@ -572,15 +569,15 @@ async fn key_changes_by_the_cli_join_the_running_gateways_audit_trail() {
     );
     let rotation = &events[4];
     assert_eq!(
-        rotation.pointer("/warden/api_key/rotated_from"),
+        rotation.pointer("/warden/key/rotated_from"),
         Some(&id.as_str().into())
     );
     assert_eq!(
-        rotation.pointer("/warden/api_key/grace_seconds"),
+        rotation.pointer("/warden/key/grace_seconds"),
         Some(&3600.into())
     );
     assert_eq!(
-        events[6].pointer("/warden/api_key/id"),
+        events[6].pointer("/warden/key/id"),
         Some(&id.as_str().into())
     );
 }

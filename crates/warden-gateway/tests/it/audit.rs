@@ -164,7 +164,7 @@ fn signed_checkpoints_expose_a_rewrite_with_a_recomputed_chain() {
             if let Some(warden) = record.get_mut("warden").and_then(|w| w.as_object_mut()) {
                 warden.remove("chain");
             }
-            chain.seal(record) + "\n"
+            chain.seal(AuditEvent::from_value(&serde_json::Value::Object(record))) + "\n"
         })
         .collect();
     let rewritten = dir.join("rewritten.jsonl");

@@ -25,6 +25,8 @@ use aws_lc_rs::signature::{self, Ed25519KeyPair, KeyPair as _, UnparsedPublicKey
 use base64::Engine as _;
 use serde_json::{Map, Value};
 
+use super::AuditEvent;
+
 /// The hash linking the first record of a trail.
 pub const GENESIS: [u8; 32] = [0; 32];
 
@@ -76,39 +78,28 @@ impl Chain {
         self.prev
     }
 
-    /// Links `record` into the chain and returns its line (without the newline). The line is
+    /// Links `event` into the chain and returns its line (without the newline). The line is
     /// the canonical encoding itself, so it is encoded once: the hash of the encoding without
     /// `hash`, then `hash` put in its sorted place (first key of `warden.chain`).
-    pub fn seal(&mut self, mut record: Map<String, Value>) -> String {
-        let prev = hex(&self.prev);
-        let chain = serde_json::json!({ "seq": self.next_seq, "prev": prev });
-        match record.get_mut("warden").and_then(Value::as_object_mut) {
-            Some(warden) => {
-                warden.insert("chain".into(), chain);
-            }
-            None => {
-                record.insert("warden".into(), serde_json::json!({ "chain": chain }));
-            }
-        }
+    pub fn seal(&mut self, mut event: AuditEvent) -> String {
+        event.clear_inside("warden.chain");
+        event
+            .set("warden.chain.prev", hex(&self.prev))
+            .set("warden.chain.seq", self.next_seq);
         let mut text = Vec::with_capacity(768);
-        canonical_object(&record, &mut text, Level::Record);
+        let mark = event.write_canonical(&mut text, "warden.chain.prev");
         let hash = sha256(&text);
-        // Quotes inside JSON strings are escaped, so this is the chain object and nothing else.
-        let unsealed = format!(
-            "\"chain\":{{\"prev\":\"{prev}\",\"seq\":{}}}",
-            self.next_seq
-        );
-        let sealed = format!(
-            "\"chain\":{{\"hash\":\"{}\",\"prev\":\"{prev}\",\"seq\":{}}}",
-            hex(&hash),
-            self.next_seq
-        );
+        let mut line = Vec::with_capacity(text.len() + 76);
+        let at = mark.unwrap_or(text.len());
+        line.extend_from_slice(&text[..at]);
+        line.extend_from_slice(b"\"hash\":\"");
+        line.extend_from_slice(hex(&hash).as_bytes());
+        line.extend_from_slice(b"\",");
+        line.extend_from_slice(&text[at..]);
         self.next_seq += 1;
         self.prev = hash;
-        // serde_json writes UTF-8.
-        String::from_utf8(text)
-            .unwrap_or_default()
-            .replacen(&unsealed, &sealed, 1)
+        // serde_json writes UTF-8, and the insertion is ASCII between two fields.
+        String::from_utf8(line).unwrap_or_default()
     }
 
     /// The signature a checkpoint sealed next carries over the chain's head.
@@ -597,17 +588,13 @@ pub fn generate_signing_key() -> Result<Vec<u8>, ChainError> {
 mod tests {
     use super::*;
 
-    fn event(action: &str, n: u64) -> Map<String, Value> {
-        let value = serde_json::json!({
+    fn event(action: &str, n: u64) -> AuditEvent {
+        AuditEvent::from_value(&serde_json::json!({
             "@timestamp": "2026-12-02T22:00:00.000Z",
             "event": { "kind": "event", "action": action, "outcome": "success" },
             "url": { "path": format!("/v1/items/{n}") },
             "warden": { "route": "items" },
-        });
-        match value {
-            Value::Object(map) => map,
-            _ => unreachable!(),
-        }
+        }))
     }
 
     /// A trail of `n` requests, then a closing record (a checkpoint when `signer` is given).
@@ -617,10 +604,7 @@ mod tests {
         let mut closing = event("shutdown", n);
         if let Some(signer) = signer {
             closing = event("audit-checkpoint", n);
-            closing["warden"]
-                .as_object_mut()
-                .expect("object")
-                .insert("checkpoint".into(), signer.checkpoint(&chain));
+            closing.set("warden.checkpoint", signer.checkpoint(&chain));
         }
         lines.push(chain.seal(closing));
         lines
@@ -662,7 +646,7 @@ mod tests {
         let mut chain = Chain::new();
         let mut record = event("request", 1);
         // A field named like the chain's own, elsewhere, is content like any other.
-        record.insert("hash".into(), Value::String("top".into()));
+        record.set("hash", "top");
         let line = chain.seal(record);
         let parsed: Value = serde_json::from_str(&line).expect("json");
         let mut again = Vec::new();
@@ -760,7 +744,7 @@ mod tests {
                 if let Some(path) = record.get_mut("url") {
                     *path = serde_json::json!({ "path": "/v1/items/innocent" });
                 }
-                chain.seal(record)
+                chain.seal(AuditEvent::from_value(&Value::Object(record)))
             })
             .collect();
         // Without the key a recomputed chain holds: that is what a plain chain cannot show.

@@ -14,6 +14,7 @@ pub mod chain;
 pub mod redact;
 pub mod sink;
 
+use std::borrow::Cow;
 use std::time::SystemTime;
 
 use serde_json::{Map, Value};
@@ -171,10 +172,124 @@ impl Outcome {
     }
 }
 
-/// One event, as the JSON object it is written as (before the chain link is added).
+/// The value of one field of an event.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Field {
+    /// A string (most come from the code's own vocabulary and are borrowed, not copied).
+    Text(Cow<'static, str>),
+    /// An unsigned number.
+    Unsigned(u64),
+    /// A signed number.
+    Signed(i64),
+    /// A boolean.
+    Bool(bool),
+    /// A one-element array of a fixed string (ECS's array-valued `event.category` and
+    /// `event.type`).
+    Tag(&'static str),
+    /// Any JSON (lists of findings, a checkpoint's signature object).
+    Json(Value),
+}
+
+macro_rules! field_from {
+    ($($ty:ty => $variant:ident as $as:ty),* $(,)?) => {
+        $(impl From<$ty> for Field {
+            fn from(value: $ty) -> Field {
+                Field::$variant(<$as>::from(value))
+            }
+        })*
+    };
+}
+
+field_from! {
+    u64 => Unsigned as u64,
+    u32 => Unsigned as u64,
+    u16 => Unsigned as u64,
+    i64 => Signed as i64,
+    bool => Bool as bool,
+    Value => Json as Value,
+}
+
+impl From<i32> for Field {
+    fn from(value: i32) -> Field {
+        match u64::try_from(value) {
+            Ok(n) => Field::Unsigned(n),
+            Err(_) => Field::Signed(i64::from(value)),
+        }
+    }
+}
+
+impl From<usize> for Field {
+    fn from(value: usize) -> Field {
+        Field::Unsigned(u64::try_from(value).unwrap_or(u64::MAX))
+    }
+}
+
+impl From<String> for Field {
+    fn from(value: String) -> Field {
+        Field::Text(Cow::Owned(value))
+    }
+}
+
+impl From<&str> for Field {
+    /// Copies: an event outlives the request it describes. Use [`AuditEvent::set_static`] for
+    /// the code's own strings.
+    fn from(value: &str) -> Field {
+        Field::Text(Cow::Owned(value.to_owned()))
+    }
+}
+
+impl From<Vec<String>> for Field {
+    fn from(value: Vec<String>) -> Field {
+        Field::Json(Value::from(value))
+    }
+}
+
+impl From<Vec<Value>> for Field {
+    fn from(value: Vec<Value>) -> Field {
+        Field::Json(Value::Array(value))
+    }
+}
+
+impl Field {
+    /// As JSON.
+    pub fn to_value(&self) -> Value {
+        match self {
+            Field::Text(text) => Value::String(text.to_string()),
+            Field::Unsigned(n) => Value::from(*n),
+            Field::Signed(n) => Value::from(*n),
+            Field::Bool(b) => Value::Bool(*b),
+            Field::Tag(tag) => Value::Array(vec![Value::String((*tag).to_owned())]),
+            Field::Json(value) => value.clone(),
+        }
+    }
+
+    /// The string, if this is one.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Field::Text(text) => Some(text),
+            _ => None,
+        }
+    }
+}
+
+/// Orders dotted paths as their JSON objects are written canonically: segment by segment, each
+/// by its bytes (so `http.request.method` before `http.response.status_code`, and an object's
+/// fields together).
+fn path_order(a: &str, b: &str) -> std::cmp::Ordering {
+    a.split('.').cmp(b.split('.'))
+}
+
+/// Whether `long` is a field inside the object at `short`.
+fn is_inside(long: &str, short: &str) -> bool {
+    long.len() > short.len() && long.starts_with(short) && long.as_bytes()[short.len()] == b'.'
+}
+
+/// One event: its fields by dotted ECS path (`http.request.method`), kept in canonical order.
+/// A flat list rather than nested maps: building one costs a vector and the values, and the
+/// writer encodes it canonically in one pass without sorting ([`chain::Chain::seal`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct AuditEvent {
-    fields: Map<String, Value>,
+    fields: Vec<(Cow<'static, str>, Field)>,
 }
 
 impl AuditEvent {
@@ -192,56 +307,240 @@ impl AuditEvent {
         reason: Option<&'static str>,
     ) -> AuditEvent {
         let (kind, category, kind_type) = action.ecs();
-        let mut event = serde_json::json!({
-            "kind": kind,
-            "category": [category],
-            "type": [kind_type],
-            "action": action.as_str(),
-            "outcome": outcome.as_str(),
-        });
-        if let (Some(reason), Some(map)) = (reason, event.as_object_mut()) {
-            map.insert("reason".into(), Value::String(reason.into()));
+        let mut fields: Vec<(Cow<'static, str>, Field)> = Vec::with_capacity(24);
+        let stat = |path: &'static str, value: &'static str| {
+            (Cow::Borrowed(path), Field::Text(Cow::Borrowed(value)))
+        };
+        // In canonical order already.
+        fields.push((
+            Cow::Borrowed("@timestamp"),
+            Field::Text(Cow::Owned(rfc3339_millis(time))),
+        ));
+        fields.push(stat("event.action", action.as_str()));
+        fields.push((Cow::Borrowed("event.category"), Field::Tag(category)));
+        fields.push(stat("event.kind", kind));
+        fields.push(stat("event.outcome", outcome.as_str()));
+        if let Some(reason) = reason {
+            fields.push(stat("event.reason", reason));
         }
-        let mut fields = Map::new();
-        fields.insert("@timestamp".into(), Value::String(rfc3339_millis(time)));
-        fields.insert("event".into(), event);
+        fields.push((Cow::Borrowed("event.type"), Field::Tag(kind_type)));
         AuditEvent { fields }
     }
 
-    /// Sets the field at a dotted ECS path (`http.request.method`, `warden.route`), creating the
-    /// objects on the way.
-    pub fn set(&mut self, path: &str, value: impl Into<Value>) -> &mut AuditEvent {
-        let mut map = &mut self.fields;
-        let mut parts = path.split('.').peekable();
-        while let Some(part) = parts.next() {
-            if parts.peek().is_none() {
-                map.insert(part.to_owned(), value.into());
-                break;
+    /// Sets the field at a dotted ECS path (`http.request.method`, `warden.route`). A path
+    /// replaces what was set at it, inside it or around it.
+    pub fn set(&mut self, path: &'static str, value: impl Into<Field>) -> &mut AuditEvent {
+        self.put(Cow::Borrowed(path), value.into());
+        self
+    }
+
+    /// Sets a field to one of the code's own strings (no copy).
+    pub fn set_static(&mut self, path: &'static str, value: &'static str) -> &mut AuditEvent {
+        self.put(Cow::Borrowed(path), Field::Text(Cow::Borrowed(value)))
+    }
+
+    fn put(&mut self, path: Cow<'static, str>, value: Field) -> &mut AuditEvent {
+        // Appending in order is the common case.
+        let at = match self.fields.last() {
+            Some((last, _)) if path_order(last, &path).is_lt() && !is_inside(&path, last) => {
+                self.fields.len()
             }
-            let next = map
-                .entry(part.to_owned())
-                .or_insert_with(|| Value::Object(Map::new()));
-            if !next.is_object() {
-                *next = Value::Object(Map::new());
-            }
-            match next {
-                Value::Object(inner) => map = inner,
-                _ => break,
+            _ => match self.fields.binary_search_by(|(p, _)| path_order(p, &path)) {
+                Ok(found) => {
+                    self.fields[found].1 = value;
+                    return self;
+                }
+                Err(at) => at,
+            },
+        };
+        // Nothing may sit inside the new field, nor the new field inside another: an object
+        // and a value at the same place cannot both be written.
+        let mut end = at;
+        while end < self.fields.len() && is_inside(&self.fields[end].0, &path) {
+            end += 1;
+        }
+        self.fields.drain(at..end);
+        let mut at = at;
+        if at > 0 && is_inside(&path, &self.fields[at - 1].0) {
+            self.fields.remove(at - 1);
+            at -= 1;
+        }
+        self.fields.insert(at, (path, value));
+        self
+    }
+
+    /// Removes every field inside the object at `path`.
+    pub(crate) fn clear_inside(&mut self, path: &str) {
+        self.fields.retain(|(p, _)| !is_inside(p, path));
+    }
+
+    /// The field at a dotted path, if set.
+    pub fn get(&self, path: &str) -> Option<&Field> {
+        self.fields
+            .binary_search_by(|(p, _)| path_order(p, path))
+            .ok()
+            .map(|i| &self.fields[i].1)
+    }
+
+    /// Copies from `other` every field at or inside the given top-level paths.
+    pub fn copy_from(&mut self, other: &AuditEvent, prefixes: &[&str]) -> &mut AuditEvent {
+        for (path, value) in &other.fields {
+            let top = path.split('.').next().unwrap_or("");
+            if prefixes.contains(&top) {
+                self.put(path.clone(), value.clone());
             }
         }
         self
     }
 
-    /// The field at a dotted path, if set.
-    pub fn get(&self, path: &str) -> Option<&Value> {
-        let mut parts = path.split('.');
-        let first = self.fields.get(parts.next()?)?;
-        parts.try_fold(first, |value, part| value.get(part))
+    /// The fields in canonical order.
+    pub fn fields(&self) -> &[(Cow<'static, str>, Field)] {
+        &self.fields
     }
 
-    /// The object to write.
-    pub fn into_fields(self) -> Map<String, Value> {
-        self.fields
+    pub(crate) fn fields_mut(&mut self) -> &mut [(Cow<'static, str>, Field)] {
+        &mut self.fields
+    }
+
+    /// An event from a JSON object (nested objects become dotted paths; arrays stay values).
+    pub fn from_value(value: &Value) -> AuditEvent {
+        fn flatten(prefix: &str, value: &Value, out: &mut AuditEvent) {
+            match value {
+                Value::Object(map) if !map.is_empty() || prefix.is_empty() => {
+                    for (key, inner) in map {
+                        let path = if prefix.is_empty() {
+                            key.clone()
+                        } else {
+                            format!("{prefix}.{key}")
+                        };
+                        flatten(&path, inner, out);
+                    }
+                }
+                Value::String(text) => {
+                    out.put(
+                        Cow::Owned(prefix.to_owned()),
+                        Field::Text(text.clone().into()),
+                    );
+                }
+                other => {
+                    out.put(Cow::Owned(prefix.to_owned()), Field::Json(other.clone()));
+                }
+            }
+        }
+        let mut event = AuditEvent { fields: Vec::new() };
+        flatten("", value, &mut event);
+        event
+    }
+
+    /// The event as the JSON object it is written as (before the chain link is added).
+    pub fn to_value(&self) -> Value {
+        let mut root = Map::new();
+        for (path, field) in &self.fields {
+            let mut map = &mut root;
+            let mut parts = path.split('.').peekable();
+            while let Some(part) = parts.next() {
+                if parts.peek().is_none() {
+                    map.insert(part.to_owned(), field.to_value());
+                    break;
+                }
+                let next = map
+                    .entry(part.to_owned())
+                    .or_insert_with(|| Value::Object(Map::new()));
+                match next {
+                    Value::Object(inner) => map = inner,
+                    _ => break,
+                }
+            }
+        }
+        Value::Object(root)
+    }
+
+    /// The event's line without a chain link (`hash_chain: false`).
+    pub fn to_line(&self) -> String {
+        let mut out = Vec::with_capacity(512);
+        self.write_canonical(&mut out, "");
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Writes the event canonically (keys sorted at every level, no whitespace, strings and
+    /// numbers as `serde_json` writes them: the same bytes [`chain::canonical`] gives for
+    /// [`AuditEvent::to_value`]). Returns where the field at `mark` starts, if it is present.
+    pub(crate) fn write_canonical(&self, out: &mut Vec<u8>, mark: &str) -> Option<usize> {
+        let mut marked = None;
+        // The open objects' names, and whether each has a field written yet.
+        let mut open: Vec<(&str, bool)> = Vec::with_capacity(6);
+        let mut segments: Vec<&str> = Vec::with_capacity(8);
+        out.push(b'{');
+        let mut root_written = false;
+        for (path, field) in &self.fields {
+            segments.clear();
+            segments.extend(path.split('.'));
+            let (leaf, parents) = segments.split_last().unwrap_or((&"", &[]));
+            let common = open
+                .iter()
+                .zip(parents.iter())
+                .take_while(|((name, _), part)| name == *part)
+                .count();
+            for _ in common..open.len() {
+                out.push(b'}');
+            }
+            open.truncate(common);
+            for part in &parents[common..] {
+                separate(out, &mut open, &mut root_written);
+                write_key(out, part);
+                out.push(b'{');
+                open.push((part, false));
+            }
+            separate(out, &mut open, &mut root_written);
+            if path.as_ref() == mark {
+                marked = Some(out.len());
+            }
+            write_key(out, leaf);
+            write_field(out, field);
+        }
+        for _ in 0..open.len() {
+            out.push(b'}');
+        }
+        out.push(b'}');
+        marked
+    }
+}
+
+/// A comma before all but the first field of the innermost open object.
+fn separate(out: &mut Vec<u8>, open: &mut [(&str, bool)], root_written: &mut bool) {
+    let written = match open.last_mut() {
+        Some((_, written)) => written,
+        None => root_written,
+    };
+    if *written {
+        out.push(b',');
+    }
+    *written = true;
+}
+
+fn write_key(out: &mut Vec<u8>, key: &str) {
+    let _ = serde_json::to_writer(&mut *out, key);
+    out.push(b':');
+}
+
+fn write_field(out: &mut Vec<u8>, field: &Field) {
+    match field {
+        Field::Text(text) => {
+            let _ = serde_json::to_writer(&mut *out, text.as_ref());
+        }
+        Field::Unsigned(n) => {
+            let _ = serde_json::to_writer(&mut *out, n);
+        }
+        Field::Signed(n) => {
+            let _ = serde_json::to_writer(&mut *out, n);
+        }
+        Field::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Field::Tag(tag) => {
+            out.push(b'[');
+            let _ = serde_json::to_writer(&mut *out, tag);
+            out.push(b']');
+        }
+        Field::Json(value) => chain::canonical(value, out),
     }
 }
 
@@ -259,6 +558,7 @@ fn rfc3339_millis(time: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use std::time::{Duration, UNIX_EPOCH};
 
     #[test]
@@ -270,7 +570,7 @@ mod tests {
             .set("http.response.status_code", 403)
             .set("warden.route", "agents");
         assert_eq!(
-            Value::Object(event.clone().into_fields()),
+            event.to_value(),
             serde_json::json!({
                 "@timestamp": "2026-12-02T22:00:00.123Z",
                 "event": { "kind": "event", "category": ["web"], "type": ["access"],
@@ -281,10 +581,68 @@ mod tests {
         );
         assert_eq!(
             event.get("http.response.status_code"),
-            Some(&Value::from(403))
+            Some(&Field::Unsigned(403))
         );
         assert_eq!(event.get("http.nothing"), None);
+        // A field replaces what sat inside it or around it.
+        event.set("http.request", "x");
+        assert_eq!(event.get("http.request.method"), None);
+        event.set("http.request.method", "GET");
+        assert_eq!(event.get("http.request"), None);
+        assert_eq!(event.to_value()["http"]["request"]["method"], "GET");
     }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        /// The one-pass writer gives the generic canonical encoding's bytes, whatever was set
+        /// in whatever order.
+        #[test]
+        fn the_flat_writer_is_canonical(
+            sets in proptest::collection::vec(
+                (0usize..PATHS.len(), prop_oneof![
+                    r#"[a-z"\\\u{e9} /@.]{0,12}"#.prop_map(Field::from),
+                    any::<u64>().prop_map(Field::Unsigned),
+                    any::<i64>().prop_map(Field::Signed),
+                    any::<bool>().prop_map(Field::Bool),
+                    Just(Field::Tag("web")),
+                    Just(Field::Json(serde_json::json!([{"b": 1, "a": [true, null]}]))),
+                ]),
+                0..24,
+            )
+        ) {
+            let mut event = AuditEvent::new(Action::Request, Outcome::Success, None);
+            for (path, field) in sets {
+                event.put(Cow::Borrowed(PATHS[path]), field);
+            }
+            let mut flat = Vec::new();
+            event.write_canonical(&mut flat, "");
+            let mut generic = Vec::new();
+            chain::canonical(&event.to_value(), &mut generic);
+            prop_assert_eq!(String::from_utf8(flat).unwrap(), String::from_utf8(generic).unwrap());
+        }
+    }
+
+    const PATHS: &[&str] = &[
+        "a",
+        "a.b",
+        "a.b.c",
+        "a.c",
+        "a-b",
+        "a_b",
+        "b",
+        "http.request.method",
+        "http.response.status_code",
+        "http.request",
+        "url.path",
+        "warden.chain.prev",
+        "warden.chain.seq",
+        "warden.route",
+        "warden",
+        "z.y.x.w",
+        "Z",
+        "@x",
+        "event.zz",
+    ];
 
     #[test]
     fn timestamps_are_utc_calendar_dates() {

@@ -15,12 +15,17 @@
 //! outcome, request id, limit and provider names, `warden.chain`, `warden.checkpoint`,
 //! `warden.config`) — searching them would cost the writer time and find nothing — and the
 //! identity fields an audit trail exists to keep (`user.id`, `organization.id`,
-//! `warden.auth.key_id`, `warden.api_key.id`) unless `redact_fields` or `redact_patterns` name
+//! `warden.auth.key_id`, `warden.key.id`) unless `redact_fields` or `redact_patterns` name
 //! them.
 
-use regex::{Regex, RegexSet};
-use serde_json::{Map, Value};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Mutex;
 
+use regex::{Regex, RegexSet};
+use serde_json::Value;
+
+use super::{AuditEvent, Field};
 use crate::guard::detect::{Detectors, redact};
 
 /// Field names whose values are always masked, whatever the configuration adds.
@@ -74,7 +79,7 @@ const IDENTITY: &[&str] = &[
     "user.id",
     "organization.id",
     "warden.auth.key_id",
-    "warden.api_key.id",
+    "warden.key.id",
 ];
 
 /// A `redact_patterns` entry that does not compile.
@@ -87,6 +92,17 @@ pub struct RedactError {
     pub message: String,
 }
 
+/// What the rules do with one field (decided once per path the code writes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Decision {
+    /// The gateway's own: left alone.
+    Skip,
+    /// Named like a secret: the value is replaced whole.
+    Mask,
+    /// Searched by the patterns and, unless an identity, the detectors.
+    Scan { detect: bool },
+}
+
 /// The compiled redaction rules.
 #[derive(Debug)]
 pub struct Redactor {
@@ -96,6 +112,9 @@ pub struct Redactor {
     paths: Vec<String>,
     names: Vec<String>,
     patterns: Option<(RegexSet, Vec<Regex>)>,
+    /// Decisions for the code's own paths (string literals), by address: events repeat the
+    /// same few dozen, so each is decided once.
+    decisions: Mutex<HashMap<(usize, usize), Decision>>,
 }
 
 impl Redactor {
@@ -153,48 +172,87 @@ impl Redactor {
             paths,
             names,
             patterns,
+            decisions: Mutex::new(HashMap::new()),
         })
     }
 
     /// Masks what the rules find in `event`, in place.
-    pub fn apply(&self, event: &mut Map<String, Value>) {
-        let mut path = String::with_capacity(48);
-        for (key, value) in event.iter_mut() {
-            path.clear();
-            path.push_str(key);
-            self.walk(&mut path, key, value);
+    pub fn apply(&self, event: &mut AuditEvent) {
+        let mut decisions = self.decisions.lock().unwrap_or_else(|p| p.into_inner());
+        for (path, field) in event.fields_mut() {
+            let decision = match path {
+                Cow::Borrowed(p) => *decisions
+                    .entry((p.as_ptr() as usize, p.len()))
+                    .or_insert_with(|| self.decide(p)),
+                Cow::Owned(p) => self.decide(p),
+            };
+            match decision {
+                Decision::Skip => {}
+                Decision::Mask => {
+                    if *field != Field::Json(Value::Null) {
+                        *field = Field::Text(Cow::Borrowed(MASK));
+                    }
+                }
+                Decision::Scan { detect } => match field {
+                    Field::Text(text) => {
+                        if let Some(masked) = self.mask_text(text, detect) {
+                            *text = Cow::Owned(masked);
+                        }
+                    }
+                    Field::Json(value) => {
+                        let mut at = path.to_string();
+                        self.walk(&mut at, value);
+                    }
+                    _ => {}
+                },
+            }
         }
     }
 
-    fn walk(&self, path: &mut String, key: &str, value: &mut Value) {
-        if STRUCTURAL.contains(&path.as_str()) && !self.paths.iter().any(|p| p == path) {
-            return;
+    fn decide(&self, path: &str) -> Decision {
+        let configured = self
+            .paths
+            .iter()
+            .any(|p| p.eq_ignore_ascii_case(path) || is_inside(path, p));
+        if !configured && STRUCTURAL.iter().any(|s| *s == path || is_inside(path, s)) {
+            return Decision::Skip;
         }
-        if self.masks_field(path, key) {
-            if !value.is_null() {
-                *value = Value::String(MASK.to_owned());
-            }
-            return;
+        if configured || path.split('.').any(|segment| self.is_named(segment)) {
+            return Decision::Mask;
         }
+        Decision::Scan {
+            detect: !IDENTITY.contains(&path),
+        }
+    }
+
+    /// Inside a JSON value (lists of findings): keys named like secrets lose their value,
+    /// strings are searched.
+    fn walk(&self, path: &mut String, value: &mut Value) {
         match value {
             Value::String(text) => {
-                let identity = IDENTITY.contains(&path.as_str());
-                if let Some(masked) = self.mask_text(text, !identity) {
+                if let Some(masked) = self.mask_text(text, true) {
                     *text = masked;
                 }
             }
             Value::Array(items) => {
                 for item in items {
-                    self.walk(path, key, item);
+                    self.walk(path, item);
                 }
             }
             Value::Object(map) => {
                 let len = path.len();
-                for (inner, value) in map.iter_mut() {
+                for (key, inner) in map.iter_mut() {
                     path.truncate(len);
                     path.push('.');
-                    path.push_str(inner);
-                    self.walk(path, inner, value);
+                    path.push_str(key);
+                    let configured = self.paths.iter().any(|p| p.eq_ignore_ascii_case(path));
+                    if configured || self.is_named(key) {
+                        if !inner.is_null() {
+                            *inner = Value::String(MASK.to_owned());
+                        }
+                    } else {
+                        self.walk(path, inner);
+                    }
                 }
                 path.truncate(len);
             }
@@ -202,17 +260,16 @@ impl Redactor {
         }
     }
 
-    /// `text` as the trail would write it in a free-text field (the access log's path).
-    pub fn mask<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
-        match self.mask_text(text, true) {
-            Some(masked) => std::borrow::Cow::Owned(masked),
-            None => std::borrow::Cow::Borrowed(text),
-        }
+    fn is_named(&self, key: &str) -> bool {
+        self.names.iter().any(|n| n.eq_ignore_ascii_case(key))
     }
 
-    fn masks_field(&self, path: &str, key: &str) -> bool {
-        let eq = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
-        self.names.iter().any(|n| eq(n, key)) || self.paths.iter().any(|p| eq(p, path))
+    /// `text` as the trail would write it in a free-text field (the access log's path).
+    pub fn mask<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        match self.mask_text(text, true) {
+            Some(masked) => Cow::Owned(masked),
+            None => Cow::Borrowed(text),
+        }
     }
 
     /// `text` with each finding replaced, or `None` when nothing was found.
@@ -239,6 +296,13 @@ impl Redactor {
     }
 }
 
+/// Whether `long` is a field inside the object at `short`.
+fn is_inside(long: &str, short: &str) -> bool {
+    long.len() > short.len()
+        && long.as_bytes()[short.len()] == b'.'
+        && long[..short.len()].eq_ignore_ascii_case(short)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,11 +313,9 @@ mod tests {
     }
 
     fn apply(redactor: &Redactor, event: Value) -> Value {
-        let Value::Object(mut map) = event else {
-            panic!("an object");
-        };
-        redactor.apply(&mut map);
-        Value::Object(map)
+        let mut event = AuditEvent::from_value(&event);
+        redactor.apply(&mut event);
+        event.to_value()
     }
 
     #[test]

@@ -23,8 +23,6 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use serde_json::{Map, Value};
-
 use super::chain::{Chain, Signer};
 use super::redact::Redactor;
 use super::{Action, AuditEvent, AuditSink, Outcome};
@@ -120,7 +118,7 @@ impl SinkConfig {
 const BATCH_PAUSE: Duration = Duration::from_millis(2);
 
 enum Message {
-    Event(Map<String, Value>),
+    Event(AuditEvent),
     Reopen,
     Flush(mpsc::Sender<()>),
     Close,
@@ -222,7 +220,7 @@ impl FileSink {
 
 impl AuditSink for FileSink {
     fn record(&self, event: AuditEvent) {
-        let message = Message::Event(event.into_fields());
+        let message = Message::Event(event);
         self.shared.queued.fetch_add(1, Ordering::Relaxed);
         let sent = match self.overflow {
             Overflow::Block => self.tx.send(message).is_ok(),
@@ -355,15 +353,14 @@ pub fn append(config: &SinkConfig, events: Vec<AuditEvent>) -> io::Result<()> {
         Target::Stdout => {
             let mut chain = Chain::new();
             let mut err = io::stderr().lock();
-            for event in events {
-                let mut fields = event.into_fields();
+            for mut event in events {
                 if let Some(redactor) = &config.redactor {
-                    redactor.apply(&mut fields);
+                    redactor.apply(&mut event);
                 }
                 let line = if config.hash_chain {
-                    chain.seal(fields)
+                    chain.seal(event)
                 } else {
-                    serde_json::to_string(&fields).unwrap_or_default()
+                    event.to_line()
                 };
                 writeln!(err, "{line}")?;
             }
@@ -382,22 +379,21 @@ pub fn append(config: &SinkConfig, events: Vec<AuditEvent>) -> io::Result<()> {
         Chain::new()
     };
     let mut text = String::new();
-    for event in events {
-        let mut fields = event.into_fields();
+    for mut event in events {
         if let Some(redactor) = &config.redactor {
-            redactor.apply(&mut fields);
+            redactor.apply(&mut event);
         }
         if config.hash_chain {
-            text.push_str(&chain.seal(fields));
+            text.push_str(&chain.seal(event));
         } else {
-            text.push_str(&serde_json::to_string(&fields).unwrap_or_default());
+            text.push_str(&event.to_line());
         }
         text.push('\n');
     }
     if let (Some(signer), true) = (&config.signer, config.hash_chain) {
         let mut event = AuditEvent::new(Action::Checkpoint, Outcome::Success, None);
         event.set("warden.checkpoint", signer.checkpoint(&chain));
-        text.push_str(&chain.seal(event.into_fields()));
+        text.push_str(&chain.seal(event));
         text.push('\n');
     }
     file.write_all(text.as_bytes())?;
@@ -451,9 +447,9 @@ impl Writer {
                 .chain(std::iter::from_fn(|| rx.try_recv().ok()))
             {
                 match message {
-                    Message::Event(fields) => {
+                    Message::Event(event) => {
                         self.shared.queued.fetch_sub(1, Ordering::Relaxed);
-                        self.write(fields);
+                        self.write(event);
                         events += 1;
                     }
                     Message::Reopen => self.reopen(),
@@ -492,14 +488,14 @@ impl Writer {
         }
     }
 
-    fn write(&mut self, mut fields: Map<String, Value>) {
+    fn write(&mut self, mut event: AuditEvent) {
         if let Some(redactor) = &self.config.redactor {
-            redactor.apply(&mut fields);
+            redactor.apply(&mut event);
         }
         let line = if self.config.hash_chain {
-            self.chain.seal(fields)
+            self.chain.seal(event)
         } else {
-            serde_json::to_string(&fields).unwrap_or_default()
+            event.to_line()
         };
         match self.emit(&line) {
             Ok(()) => {
@@ -529,8 +525,7 @@ impl Writer {
         // A checkpoint is a record like any other (its own write does not count toward the next).
         self.since_checkpoint = 0;
         self.last_checkpoint = Instant::now();
-        let fields = event.into_fields();
-        let line = self.chain.seal(fields);
+        let line = self.chain.seal(event);
         if let Err(e) = self.emit(&line) {
             self.error("write", &e);
         }
@@ -578,7 +573,7 @@ impl Writer {
             let mut event = AuditEvent::new(Action::Dropped, Outcome::Failure, Some("queue_full"));
             event.set("warden.audit.dropped", dropped - self.reported_drops);
             self.reported_drops = dropped;
-            self.write(event.into_fields());
+            self.write(event);
         }
     }
 
@@ -621,7 +616,7 @@ impl Writer {
                 self.out = out;
                 // The new file starts by linking to the old one's last record.
                 let event = AuditEvent::new(Action::Reopened, Outcome::Success, None);
-                self.write(event.into_fields());
+                self.write(event);
             }
             Err(e) => self.error("reopen", &e),
         }
@@ -638,6 +633,7 @@ impl Writer {
 mod tests {
     use super::super::chain::{self, Problem};
     use super::*;
+    use serde_json::Value;
 
     fn dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("warden-audit-{name}-{}", std::process::id()));
@@ -802,7 +798,7 @@ mod tests {
         // Meanwhile, ten commands (each its own open file, as another process has).
         for n in 0..10 {
             let mut event = AuditEvent::new(Action::ApiKeyCreated, Outcome::Success, None);
-            event.set("warden.api_key.id", format!("key-{n}"));
+            event.set("warden.key.id", format!("key-{n}"));
             append(&config, vec![event]).expect("append");
         }
         writer.join().expect("writer");
