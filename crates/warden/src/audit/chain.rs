@@ -18,8 +18,6 @@
 //! shutdown record). `verify` reports the head it ended at; comparing it with a copy kept
 //! elsewhere (the logs, another machine) closes that gap.
 
-use std::fmt::Write as _;
-
 use aws_lc_rs::digest;
 use aws_lc_rs::signature::{self, Ed25519KeyPair, KeyPair as _, UnparsedPublicKey};
 use base64::Engine as _;
@@ -285,10 +283,11 @@ fn canonical_warden(warden: &Map<String, Value>, out: &mut Vec<u8>) {
 }
 
 fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        // Writing to a String cannot fail.
-        let _ = write!(out, "{b:02x}");
+    for &b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
     }
     out
 }
