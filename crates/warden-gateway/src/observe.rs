@@ -194,40 +194,41 @@ impl Record {
             (AuditOutcome::Success, None)
         };
         let mut event = AuditEvent::at(self.started_at, Action::Request, result, reason);
+        // In canonical order, so that each field is appended rather than inserted.
+        let who = response.extensions().get::<Arc<Identity>>();
         event
             .set(
                 "event.duration",
                 u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
             )
             .set("http.request.method", self.method.as_str())
-            .set("url.path", self.uri.path())
-            .set("http.response.status_code", status.as_u16())
-            .set("warden.route", route)
-            .set("warden.outcome", outcome);
+            .set("http.response.status_code", status.as_u16());
+        if let Some(tenant) = who.and_then(|w| w.tenant.as_deref()) {
+            event.set("organization.id", tenant);
+        }
         if let Some(ip) = self.client {
             event.set("source.ip", ip.to_string());
-        }
-        if let Some(id) = &self.request_id {
-            event.set("warden.request_id", id.as_str());
         }
         if let Some(trace) = &self.trace {
             event.set("trace.id", trace.trace_id());
         }
-        if let Some(who) = response.extensions().get::<Arc<Identity>>() {
-            event
-                .set("user.id", who.subject.as_str())
-                .set("warden.auth.method", who.method.as_str());
-            if let Some(tenant) = &who.tenant {
-                event.set("organization.id", tenant.as_str());
-            }
+        event.set("url.path", self.uri.path());
+        if let Some(who) = who {
+            event.set("user.id", who.subject.as_str());
             if let Some(key) = &who.key_id {
                 event.set("warden.auth.key_id", key.as_str());
             }
+            event.set_static("warden.auth.method", who.method.as_str());
         }
+        event.set_static("warden.outcome", outcome);
+        if let Some(id) = &self.request_id {
+            event.set("warden.request_id", id.as_str());
+        }
+        event.set("warden.route", route);
         let extensions = response.extensions();
         if let Some(denied) = extensions.get::<Denied>() {
             event
-                .set("warden.authz.rule", denied.rule)
+                .set_static("warden.authz.rule", denied.rule)
                 .set("warden.authz.reason", denied.reason.as_str());
         }
         if let Some(limited) = extensions.get::<RateLimited>() {
@@ -236,7 +237,7 @@ impl Record {
                 .set("warden.rate_limit.shadow", limited.shadow);
         }
         if let Some(failure) = extensions.get::<UpstreamFailure>() {
-            event.set("warden.upstream.failure", failure.as_str());
+            event.set_static("warden.upstream.failure", failure.as_str());
         }
         if let Some(findings) = findings.filter(|f| !f.0.is_empty()) {
             // A record stays small whatever the body held (a restart finds the last record in

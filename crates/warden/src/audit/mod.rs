@@ -483,7 +483,12 @@ impl AuditEvent {
         let mut root_written = false;
         for (path, field) in &self.fields {
             segments.clear();
-            segments.extend(path.split('.'));
+            let mut rest: &str = path;
+            while let Some(dot) = rest.bytes().position(|b| b == b'.') {
+                segments.push(&rest[..dot]);
+                rest = &rest[dot + 1..];
+            }
+            segments.push(rest);
             let (leaf, parents) = segments.split_last().unwrap_or((&"", &[]));
             let common = open
                 .iter()
@@ -528,15 +533,25 @@ fn separate(out: &mut Vec<u8>, open: &mut [(&str, bool)], root_written: &mut boo
 }
 
 fn write_key(out: &mut Vec<u8>, key: &str) {
-    let _ = serde_json::to_writer(&mut *out, key);
+    write_str(out, key);
     out.push(b':');
+}
+
+/// A JSON string as `serde_json` writes it; most need no escape and are copied as they are.
+fn write_str(out: &mut Vec<u8>, text: &str) {
+    if text.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        let _ = serde_json::to_writer(&mut *out, text);
+        return;
+    }
+    out.reserve(text.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(text.as_bytes());
+    out.push(b'"');
 }
 
 fn write_field(out: &mut Vec<u8>, field: &Field) {
     match field {
-        Field::Text(text) => {
-            let _ = serde_json::to_writer(&mut *out, text.as_ref());
-        }
+        Field::Text(text) => write_str(out, text),
         Field::Unsigned(n) => {
             let _ = serde_json::to_writer(&mut *out, n);
         }
