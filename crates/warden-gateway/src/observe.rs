@@ -201,39 +201,39 @@ impl Record {
                 "event.duration",
                 u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
             )
-            .set("http.request.method", self.method.as_str())
+            .set_text("http.request.method", self.method.as_str())
             .set("http.response.status_code", status.as_u16());
         if let Some(tenant) = who.and_then(|w| w.tenant.as_deref()) {
-            event.set("organization.id", tenant);
+            event.set_text("organization.id", tenant);
         }
         if let Some(ip) = self.client {
-            event.set("source.ip", ip.to_string());
+            event.set_display("source.ip", ip);
         }
         if let Some(trace) = &self.trace {
-            event.set("trace.id", trace.trace_id());
+            event.set_text("trace.id", trace.trace_id());
         }
-        event.set("url.path", self.uri.path());
+        event.set_text("url.path", self.uri.path());
         if let Some(who) = who {
-            event.set("user.id", who.subject.as_str());
+            event.set_text("user.id", who.subject.as_str());
             if let Some(key) = &who.key_id {
-                event.set("warden.auth.key_id", key.as_str());
+                event.set_text("warden.auth.key_id", key.as_str());
             }
             event.set_static("warden.auth.method", who.method.as_str());
         }
         event.set_static("warden.outcome", outcome);
         if let Some(id) = &self.request_id {
-            event.set("warden.request_id", id.as_str());
+            event.set_text("warden.request_id", id.as_str());
         }
-        event.set("warden.route", route);
+        event.set_text("warden.route", route);
         let extensions = response.extensions();
         if let Some(denied) = extensions.get::<Denied>() {
             event
                 .set_static("warden.authz.rule", denied.rule)
-                .set("warden.authz.reason", denied.reason.as_str());
+                .set_text("warden.authz.reason", denied.reason.as_str());
         }
         if let Some(limited) = extensions.get::<RateLimited>() {
             event
-                .set("warden.rate_limit.limit", &*limited.limit)
+                .set_text("warden.rate_limit.limit", &limited.limit)
                 .set("warden.rate_limit.shadow", limited.shadow);
         }
         if let Some(failure) = extensions.get::<UpstreamFailure>() {

@@ -188,6 +188,14 @@ pub enum Field {
     Tag(&'static str),
     /// Any JSON (lists of findings, a checkpoint's signature object).
     Json(Value),
+    /// Text kept in the event's own buffer, bytes `start..end` (read it with
+    /// [`AuditEvent::text`]): an event's strings share one allocation, made and freed once.
+    Buffered {
+        /// Where it starts.
+        start: u32,
+        /// Where it ends.
+        end: u32,
+    },
 }
 
 macro_rules! field_from {
@@ -251,23 +259,21 @@ impl From<Vec<Value>> for Field {
 }
 
 impl Field {
-    /// As JSON.
-    pub fn to_value(&self) -> Value {
+    /// As JSON (a [`Field::Buffered`] text reads from `buffer`, its event's).
+    fn to_value(&self, buffer: &str) -> Value {
         match self {
             Field::Text(text) => Value::String(text.to_string()),
+            Field::Buffered { start, end } => Value::String(
+                buffer
+                    .get(*start as usize..*end as usize)
+                    .unwrap_or("")
+                    .to_owned(),
+            ),
             Field::Unsigned(n) => Value::from(*n),
             Field::Signed(n) => Value::from(*n),
             Field::Bool(b) => Value::Bool(*b),
             Field::Tag(tag) => Value::Array(vec![Value::String((*tag).to_owned())]),
             Field::Json(value) => value.clone(),
-        }
-    }
-
-    /// The string, if this is one.
-    pub fn as_str(&self) -> Option<&str> {
-        match self {
-            Field::Text(text) => Some(text),
-            _ => None,
         }
     }
 }
@@ -299,6 +305,8 @@ fn is_inside(long: &str, short: &str) -> bool {
 #[derive(Clone, Debug, PartialEq)]
 pub struct AuditEvent {
     fields: Vec<(Cow<'static, str>, Field)>,
+    /// The text of the [`Field::Buffered`] fields.
+    buffer: String,
 }
 
 impl AuditEvent {
@@ -320,10 +328,15 @@ impl AuditEvent {
         let stat = |path: &'static str, value: &'static str| {
             (Cow::Borrowed(path), Field::Text(Cow::Borrowed(value)))
         };
+        let mut buffer = String::with_capacity(256);
+        push_rfc3339_millis(&mut buffer, time);
         // In canonical order already.
         fields.push((
             Cow::Borrowed("@timestamp"),
-            Field::Text(Cow::Owned(rfc3339_millis(time))),
+            Field::Buffered {
+                start: 0,
+                end: buffer.len() as u32,
+            },
         ));
         fields.push(stat("event.action", action.as_str()));
         fields.push((Cow::Borrowed("event.category"), Field::Tag(category)));
@@ -333,7 +346,7 @@ impl AuditEvent {
             fields.push(stat("event.reason", reason));
         }
         fields.push((Cow::Borrowed("event.type"), Field::Tag(kind_type)));
-        AuditEvent { fields }
+        AuditEvent { fields, buffer }
     }
 
     /// Sets the field at a dotted ECS path (`http.request.method`, `warden.route`). A path
@@ -341,6 +354,49 @@ impl AuditEvent {
     pub fn set(&mut self, path: &'static str, value: impl Into<Field>) -> &mut AuditEvent {
         self.put(Cow::Borrowed(path), value.into());
         self
+    }
+
+    /// Sets a field to a copy of `value`, kept in the event's own buffer.
+    pub fn set_text(&mut self, path: &'static str, value: &str) -> &mut AuditEvent {
+        let field = self.buffered(|buffer| buffer.push_str(value));
+        self.put(Cow::Borrowed(path), field)
+    }
+
+    /// Sets a field to `value` as text, written into the event's own buffer (an address, a
+    /// number as a string).
+    pub fn set_display(
+        &mut self,
+        path: &'static str,
+        value: impl std::fmt::Display,
+    ) -> &mut AuditEvent {
+        let field = self.buffered(|buffer| {
+            use std::fmt::Write as _;
+            // Writing to a String cannot fail.
+            let _ = write!(buffer, "{value}");
+        });
+        self.put(Cow::Borrowed(path), field)
+    }
+
+    fn buffered(&mut self, write: impl FnOnce(&mut String)) -> Field {
+        let start = self.buffer.len();
+        write(&mut self.buffer);
+        match (u32::try_from(start), u32::try_from(self.buffer.len())) {
+            (Ok(start), Ok(end)) => Field::Buffered { start, end },
+            // Beyond 4 GiB of text in one event: kept on its own instead.
+            _ => {
+                let text = self.buffer.split_off(start);
+                Field::Text(Cow::Owned(text))
+            }
+        }
+    }
+
+    /// The text of a field of this event, if it is text.
+    pub fn text<'a>(&'a self, field: &'a Field) -> Option<&'a str> {
+        match field {
+            Field::Text(text) => Some(text),
+            Field::Buffered { start, end } => self.buffer.get(*start as usize..*end as usize),
+            _ => None,
+        }
     }
 
     /// Sets a field to one of the code's own strings (no copy).
@@ -395,9 +451,17 @@ impl AuditEvent {
     pub fn copy_from(&mut self, other: &AuditEvent, prefixes: &[&str]) -> &mut AuditEvent {
         for (path, value) in &other.fields {
             let top = path.split('.').next().unwrap_or("");
-            if prefixes.contains(&top) {
-                self.put(path.clone(), value.clone());
+            if !prefixes.contains(&top) {
+                continue;
             }
+            let value = match value {
+                Field::Buffered { .. } => {
+                    let text = other.text(value).unwrap_or("");
+                    self.buffered(|buffer| buffer.push_str(text))
+                }
+                other => other.clone(),
+            };
+            self.put(path.clone(), value);
         }
         self
     }
@@ -407,8 +471,9 @@ impl AuditEvent {
         &self.fields
     }
 
-    pub(crate) fn fields_mut(&mut self) -> &mut [(Cow<'static, str>, Field)] {
-        &mut self.fields
+    /// The fields to change, and the buffer their text is in.
+    pub(crate) fn fields_mut(&mut self) -> (&mut [(Cow<'static, str>, Field)], &str) {
+        (&mut self.fields, &self.buffer)
     }
 
     /// An event from a JSON object (nested objects become dotted paths; arrays stay values).
@@ -436,7 +501,10 @@ impl AuditEvent {
                 }
             }
         }
-        let mut event = AuditEvent { fields: Vec::new() };
+        let mut event = AuditEvent {
+            fields: Vec::new(),
+            buffer: String::new(),
+        };
         flatten("", value, &mut event);
         event
     }
@@ -449,7 +517,7 @@ impl AuditEvent {
             let mut parts = path.split('.').peekable();
             while let Some(part) = parts.next() {
                 if parts.peek().is_none() {
-                    map.insert(part.to_owned(), field.to_value());
+                    map.insert(part.to_owned(), field.to_value(&self.buffer));
                     break;
                 }
                 let next = map
@@ -510,7 +578,7 @@ impl AuditEvent {
                 marked = Some(out.len());
             }
             write_key(out, leaf);
-            write_field(out, field);
+            write_field(out, field, &self.buffer);
         }
         for _ in 0..open.len() {
             out.push(b'}');
@@ -549,9 +617,15 @@ fn write_str(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
 }
 
-fn write_field(out: &mut Vec<u8>, field: &Field) {
+fn write_field(out: &mut Vec<u8>, field: &Field, buffer: &str) {
     match field {
         Field::Text(text) => write_str(out, text),
+        Field::Buffered { start, end } => {
+            write_str(
+                out,
+                buffer.get(*start as usize..*end as usize).unwrap_or(""),
+            );
+        }
         Field::Unsigned(n) => {
             let _ = serde_json::to_writer(&mut *out, n);
         }
@@ -582,19 +656,26 @@ fn push_digits(out: &mut String, n: u32, width: u32) {
 }
 
 /// `2026-12-02T22:00:00.123Z`.
+#[cfg(test)]
 fn rfc3339_millis(time: SystemTime) -> String {
+    let mut out = String::with_capacity(24);
+    push_rfc3339_millis(&mut out, time);
+    out
+}
+
+fn push_rfc3339_millis(out: &mut String, time: SystemTime) {
     use chrono::{Datelike as _, Timelike as _};
     let t = chrono::DateTime::<chrono::Utc>::from(time);
-    let Ok(year) = u32::try_from(t.year()) else {
-        return t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let year = match u32::try_from(t.year()) {
+        Ok(year) if year <= 9999 => year,
+        _ => {
+            out.push_str(&t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+            return;
+        }
     };
-    if year > 9999 {
-        return t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    }
     // Digit by digit: this runs once per event, and the formatting machinery costs more than
     // the rest of building one.
-    let mut out = String::with_capacity(24);
-    push_digits(&mut out, year, 4);
+    push_digits(out, year, 4);
     for (n, width, separator) in [
         (t.month(), 2, '-'),
         (t.day(), 2, '-'),
@@ -604,10 +685,9 @@ fn rfc3339_millis(time: SystemTime) -> String {
         (t.timestamp_subsec_millis().min(999), 3, '.'),
     ] {
         out.push(separator);
-        push_digits(&mut out, n, width);
+        push_digits(out, n, width);
     }
     out.push('Z');
-    out
 }
 
 #[cfg(test)]
@@ -661,13 +741,32 @@ mod tests {
                     any::<bool>().prop_map(Field::Bool),
                     Just(Field::Tag("web")),
                     Just(Field::Json(serde_json::json!([{"b": 1, "a": [true, null]}]))),
-                ]),
+                ], any::<bool>()),
                 0..24,
             )
         ) {
             let mut event = AuditEvent::new(Action::Request, Outcome::Success, None);
-            for (path, field) in sets {
-                event.put(Cow::Borrowed(PATHS[path]), field);
+            for (path, field, buffered) in sets {
+                match field {
+                    // Text in the event's buffer, also when it replaces buffered text.
+                    Field::Text(text) if buffered => {
+                        event.set_text(PATHS[path], &text);
+                    }
+                    field => {
+                        event.put(Cow::Borrowed(PATHS[path]), field);
+                    }
+                }
+            }
+            let copy = AuditEvent::new(Action::Request, Outcome::Success, None)
+                .copy_from(&event, &["a", "http", "url", "warden"])
+                .clone();
+            let mut copied = Vec::new();
+            copy.write_canonical(&mut copied, "");
+            let mut generic_copy = Vec::new();
+            chain::canonical(&copy.to_value(), &mut generic_copy);
+            prop_assert_eq!(copied, generic_copy);
+            for top in ["a", "http", "url", "warden"] {
+                prop_assert_eq!(&copy.to_value()[top], &event.to_value()[top]);
             }
             let mut flat = Vec::new();
             event.write_canonical(&mut flat, "");

@@ -179,7 +179,8 @@ impl Redactor {
     /// Masks what the rules find in `event`, in place.
     pub fn apply(&self, event: &mut AuditEvent) {
         let mut decisions = self.decisions.lock().unwrap_or_else(|p| p.into_inner());
-        for (path, field) in event.fields_mut() {
+        let (fields, buffer) = event.fields_mut();
+        for (path, field) in fields {
             let decision = match path {
                 Cow::Borrowed(p) => *decisions
                     .entry((p.as_ptr() as usize, p.len()))
@@ -193,18 +194,23 @@ impl Redactor {
                         *field = Field::Text(Cow::Borrowed(MASK));
                     }
                 }
-                Decision::Scan { detect } => match field {
-                    Field::Text(text) => {
-                        if let Some(masked) = self.mask_text(text, detect) {
-                            *text = Cow::Owned(masked);
+                Decision::Scan { detect } => {
+                    let masked = match field {
+                        Field::Text(text) => self.mask_text(text, detect),
+                        Field::Buffered { start, end } => buffer
+                            .get(*start as usize..*end as usize)
+                            .and_then(|text| self.mask_text(text, detect)),
+                        Field::Json(value) => {
+                            let mut at = path.to_string();
+                            self.walk(&mut at, value);
+                            None
                         }
+                        _ => None,
+                    };
+                    if let Some(masked) = masked {
+                        *field = Field::Text(Cow::Owned(masked));
                     }
-                    Field::Json(value) => {
-                        let mut at = path.to_string();
-                        self.walk(&mut at, value);
-                    }
-                    _ => {}
-                },
+                }
             }
         }
     }
@@ -337,6 +343,18 @@ mod tests {
             Some(&"X-Tenant-Id \"[EMAIL]\" is not acme".into())
         );
         assert_eq!(out.pointer("/http/response/status_code"), Some(&403.into()));
+        // Text kept in the event's own buffer, as the request event keeps it, is masked too.
+        let mut event = AuditEvent::new(
+            crate::audit::Action::Request,
+            crate::audit::Outcome::Success,
+            None,
+        );
+        event
+            .set_text("url.path", "/users/dana.marker@example.com")
+            .set_text("user.id", "dana.marker@example.com");
+        redactor(&[], &[]).apply(&mut event);
+        assert_eq!(event.to_value()["url"]["path"], "/users/[EMAIL]");
+        assert_eq!(event.to_value()["user"]["id"], "dana.marker@example.com");
     }
 
     #[test]
