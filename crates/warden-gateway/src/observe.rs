@@ -7,6 +7,7 @@
 //! extensions. It never logs headers, query strings or bodies: those are where credentials live.
 //! Content-guard findings are logged as guard, rule and JSON pointer, never the text.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -256,6 +257,18 @@ impl Record {
         event
     }
 
+    /// The path as the access log shows it: the audit event's (already masked) when there is
+    /// one, else masked here.
+    fn logged_path<'a>(&'a self, event: Option<&'a AuditEvent>) -> Cow<'a, str> {
+        if let Some(text) = event.and_then(|e| e.get("url.path").and_then(|f| e.text(f))) {
+            return Cow::Borrowed(text);
+        }
+        match &self.redactor {
+            Some(redactor) => redactor.mask(self.uri.path()),
+            None => Cow::Borrowed(self.uri.path()),
+        }
+    }
+
     fn finish(self, response: &Response<Body>) {
         let elapsed = self.start.elapsed();
         let outcome = match response.extensions().get::<Outcome>() {
@@ -280,8 +293,30 @@ impl Record {
         // What the content guards found (guard, rule, JSON pointer; never the text).
         let findings = response.extensions().get::<GuardFindings>();
         let guard_findings = findings.map(GuardFindings::summary);
-        if let Some(audit) = &self.audit {
-            let event = self.event(response, outcome, &route, elapsed, findings);
+        // Redacted here rather than on the writer thread: the access line shows the same masked
+        // path, so the path is scanned once.
+        let event = self.audit.as_ref().map(|_| {
+            let mut event = self.event(response, outcome, &route, elapsed, findings);
+            if let Some(redactor) = &self.redactor {
+                redactor.apply(&mut event);
+            }
+            event
+        });
+        tracing::info!(
+            target: "warden::access",
+            request_id = self.request_id.as_ref().map(RequestId::as_str),
+            trace_id = self.trace.as_ref().map(TraceContext::trace_id),
+            method = %self.method,
+            path = %self.logged_path(event.as_ref()),
+            route = %route,
+            status,
+            outcome,
+            client = self.client.map(tracing::field::display),
+            duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            guard_findings,
+            "request"
+        );
+        if let (Some(audit), Some(event)) = (&self.audit, event) {
             if let Some(AuthnFailure(reason)) = response.extensions().get::<AuthnFailure>() {
                 // The failure on its own, as SIEM rules on authentication expect it, with the
                 // precise reason the client's 401 does not tell.
@@ -333,22 +368,5 @@ impl Record {
             }
             audit.record(event);
         }
-        tracing::info!(
-            target: "warden::access",
-            request_id = self.request_id.as_ref().map(RequestId::as_str),
-            trace_id = self.trace.as_ref().map(TraceContext::trace_id),
-            method = %self.method,
-            path = %match &self.redactor {
-                Some(redactor) => redactor.mask(self.uri.path()),
-                None => std::borrow::Cow::Borrowed(self.uri.path()),
-            },
-            route = %route,
-            status,
-            outcome,
-            client = self.client.map(|ip| ip.to_string()),
-            duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-            guard_findings,
-            "request"
-        );
     }
 }

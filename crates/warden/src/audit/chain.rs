@@ -76,28 +76,42 @@ impl Chain {
         self.prev
     }
 
-    /// Links `event` into the chain and returns its line (without the newline). The line is
-    /// the canonical encoding itself, so it is encoded once: the hash of the encoding without
-    /// `hash`, then `hash` put in its sorted place (first key of `warden.chain`).
-    pub fn seal(&mut self, mut event: AuditEvent) -> String {
+    /// Links `event` into the chain and returns its line (without the newline).
+    pub fn seal(&mut self, event: AuditEvent) -> String {
+        let mut line = Vec::with_capacity(768);
+        self.seal_into(event, &mut line);
+        // The encoder writes UTF-8, and the insertion is ASCII between two fields.
+        String::from_utf8(line).unwrap_or_default()
+    }
+
+    /// Links `event` into the chain and appends its line (without the newline) to `out`, so a
+    /// writer reuses one buffer. The line is the canonical encoding itself, so it is encoded
+    /// once: the hash of the encoding without `hash`, then `hash` put in its sorted place
+    /// (first key of `warden.chain`).
+    pub fn seal_into(&mut self, mut event: AuditEvent, out: &mut Vec<u8>) {
         event.clear_inside("warden.chain");
-        event
-            .set("warden.chain.prev", hex(&self.prev))
-            .set("warden.chain.seq", self.next_seq);
-        let mut text = Vec::with_capacity(768);
-        let mark = event.write_canonical(&mut text, "warden.chain.prev");
-        let hash = sha256(&text);
-        let mut line = Vec::with_capacity(text.len() + 76);
-        let at = mark.unwrap_or(text.len());
-        line.extend_from_slice(&text[..at]);
-        line.extend_from_slice(b"\"hash\":\"");
-        line.extend_from_slice(hex(&hash).as_bytes());
-        line.extend_from_slice(b"\",");
-        line.extend_from_slice(&text[at..]);
+        let prev = self.prev;
+        event.set_with("warden.chain.prev", |text| push_hex(text, &prev));
+        event.set("warden.chain.seq", self.next_seq);
+        let start = out.len();
+        let at = event
+            .write_canonical(out, "warden.chain.prev")
+            .unwrap_or(out.len());
+        let hash = sha256(&out[start..]);
+        // `"hash":"<64 hex>",` goes in before `prev`: the tail moves up in place.
+        const INSERTED: usize = 8 + 64 + 2;
+        let end = out.len();
+        out.resize(end + INSERTED, 0);
+        out.copy_within(at..end, at + INSERTED);
+        let slot = &mut out[at..at + INSERTED];
+        slot[..8].copy_from_slice(b"\"hash\":\"");
+        for (pair, byte) in slot[8..72].chunks_exact_mut(2).zip(hash) {
+            pair[0] = HEX_DIGITS[usize::from(byte >> 4)];
+            pair[1] = HEX_DIGITS[usize::from(byte & 15)];
+        }
+        slot[72..].copy_from_slice(b"\",");
         self.next_seq += 1;
         self.prev = hash;
-        // serde_json writes UTF-8, and the insertion is ASCII between two fields.
-        String::from_utf8(line).unwrap_or_default()
     }
 
     /// The signature a checkpoint sealed next carries over the chain's head.
@@ -282,14 +296,19 @@ fn canonical_warden(warden: &Map<String, Value>, out: &mut Vec<u8>) {
     out.push(b'}');
 }
 
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
 fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 15)]));
-    }
+    push_hex(&mut out, bytes);
     out
+}
+
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    for &b in bytes {
+        out.push(char::from(HEX_DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(HEX_DIGITS[usize::from(b & 15)]));
+    }
 }
 
 fn unhex(text: &str) -> Option<[u8; 32]> {

@@ -307,6 +307,8 @@ pub struct AuditEvent {
     fields: Vec<(Cow<'static, str>, Field)>,
     /// The text of the [`Field::Buffered`] fields.
     buffer: String,
+    /// Redacted, and unchanged since ([`redact::Redactor::apply`] does its work once).
+    redacted: bool,
 }
 
 impl AuditEvent {
@@ -346,7 +348,11 @@ impl AuditEvent {
             fields.push(stat("event.reason", reason));
         }
         fields.push((Cow::Borrowed("event.type"), Field::Tag(kind_type)));
-        AuditEvent { fields, buffer }
+        AuditEvent {
+            fields,
+            buffer,
+            redacted: false,
+        }
     }
 
     /// Sets the field at a dotted ECS path (`http.request.method`, `warden.route`). A path
@@ -358,7 +364,16 @@ impl AuditEvent {
 
     /// Sets a field to a copy of `value`, kept in the event's own buffer.
     pub fn set_text(&mut self, path: &'static str, value: &str) -> &mut AuditEvent {
-        let field = self.buffered(|buffer| buffer.push_str(value));
+        self.set_with(path, |buffer| buffer.push_str(value))
+    }
+
+    /// Sets a field to the text `write` appends to the event's own buffer.
+    pub(crate) fn set_with(
+        &mut self,
+        path: &'static str,
+        write: impl FnOnce(&mut String),
+    ) -> &mut AuditEvent {
+        let field = self.buffered(write);
         self.put(Cow::Borrowed(path), field)
     }
 
@@ -369,12 +384,11 @@ impl AuditEvent {
         path: &'static str,
         value: impl std::fmt::Display,
     ) -> &mut AuditEvent {
-        let field = self.buffered(|buffer| {
+        self.set_with(path, |buffer| {
             use std::fmt::Write as _;
             // Writing to a String cannot fail.
             let _ = write!(buffer, "{value}");
-        });
-        self.put(Cow::Borrowed(path), field)
+        })
     }
 
     fn buffered(&mut self, write: impl FnOnce(&mut String)) -> Field {
@@ -405,6 +419,7 @@ impl AuditEvent {
     }
 
     fn put(&mut self, path: Cow<'static, str>, value: Field) -> &mut AuditEvent {
+        self.redacted = false;
         // Appending in order is the common case.
         let at = match self.fields.last() {
             Some((last, _)) if path_order(last, &path).is_lt() && !is_inside(&path, last) => {
@@ -504,6 +519,7 @@ impl AuditEvent {
         let mut event = AuditEvent {
             fields: Vec::new(),
             buffer: String::new(),
+            redacted: false,
         };
         flatten("", value, &mut event);
         event

@@ -19,8 +19,7 @@
 //! them.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::RwLock;
 
 use regex::{Regex, RegexSet};
 use serde_json::Value;
@@ -114,7 +113,8 @@ pub struct Redactor {
     patterns: Option<(RegexSet, Vec<Regex>)>,
     /// Decisions for the code's own paths (string literals), by address: events repeat the
     /// same few dozen, so each is decided once.
-    decisions: Mutex<HashMap<(usize, usize), Decision>>,
+    /// Read-mostly: request threads redact in parallel.
+    decisions: RwLock<foldhash::HashMap<(usize, usize), Decision>>,
 }
 
 impl Redactor {
@@ -172,44 +172,71 @@ impl Redactor {
             paths,
             names,
             patterns,
-            decisions: Mutex::new(HashMap::new()),
+            decisions: RwLock::new(foldhash::HashMap::default()),
         })
     }
 
-    /// Masks what the rules find in `event`, in place.
+    /// Masks what the rules find in `event`, in place; an event redacted and unchanged since
+    /// is left as it is.
     pub fn apply(&self, event: &mut AuditEvent) {
-        let mut decisions = self.decisions.lock().unwrap_or_else(|p| p.into_inner());
-        let (fields, buffer) = event.fields_mut();
-        for (path, field) in fields {
-            let decision = match path {
-                Cow::Borrowed(p) => *decisions
-                    .entry((p.as_ptr() as usize, p.len()))
-                    .or_insert_with(|| self.decide(p)),
-                Cow::Owned(p) => self.decide(p),
-            };
-            match decision {
-                Decision::Skip => {}
-                Decision::Mask => {
-                    if *field != Field::Json(Value::Null) {
-                        *field = Field::Text(Cow::Borrowed(MASK));
-                    }
-                }
-                Decision::Scan { detect } => {
-                    let masked = match field {
-                        Field::Text(text) => self.mask_text(text, detect),
-                        Field::Buffered { start, end } => buffer
-                            .get(*start as usize..*end as usize)
-                            .and_then(|text| self.mask_text(text, detect)),
-                        Field::Json(value) => {
-                            let mut at = path.to_string();
-                            self.walk(&mut at, value);
-                            None
+        if event.redacted {
+            return;
+        }
+        // Paths decided for the first time, remembered after the pass (a write lock only then).
+        let mut learned = Vec::new();
+        {
+            let known = self.decisions.read().unwrap_or_else(|p| p.into_inner());
+            let (fields, buffer) = event.fields_mut();
+            for (path, field) in fields {
+                let decision = match path {
+                    Cow::Borrowed(p) => {
+                        let key = (p.as_ptr() as usize, p.len());
+                        match known.get(&key) {
+                            Some(decision) => *decision,
+                            None => {
+                                let decision = self.decide(p);
+                                learned.push((key, decision));
+                                decision
+                            }
                         }
-                        _ => None,
-                    };
-                    if let Some(masked) = masked {
-                        *field = Field::Text(Cow::Owned(masked));
                     }
+                    Cow::Owned(p) => self.decide(p),
+                };
+                self.apply_to(decision, path, field, buffer);
+            }
+        }
+        if !learned.is_empty() {
+            self.decisions
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(learned);
+        }
+        event.redacted = true;
+    }
+
+    fn apply_to(&self, decision: Decision, path: &str, field: &mut Field, buffer: &str) {
+        match decision {
+            Decision::Skip => {}
+            Decision::Mask => {
+                if *field != Field::Json(Value::Null) {
+                    *field = Field::Text(Cow::Borrowed(MASK));
+                }
+            }
+            Decision::Scan { detect } => {
+                let masked = match field {
+                    Field::Text(text) => self.mask_text(text, detect),
+                    Field::Buffered { start, end } => buffer
+                        .get(*start as usize..*end as usize)
+                        .and_then(|text| self.mask_text(text, detect)),
+                    Field::Json(value) => {
+                        let mut at = path.to_owned();
+                        self.walk(&mut at, value);
+                        None
+                    }
+                    _ => None,
+                };
+                if let Some(masked) = masked {
+                    *field = Field::Text(Cow::Owned(masked));
                 }
             }
         }
@@ -322,6 +349,26 @@ mod tests {
         let mut event = AuditEvent::from_value(&event);
         redactor.apply(&mut event);
         event.to_value()
+    }
+
+    #[test]
+    fn an_event_is_redacted_once_and_again_after_any_change() {
+        let mut event = AuditEvent::new(
+            crate::audit::Action::Request,
+            crate::audit::Outcome::Success,
+            None,
+        );
+        event.set_text("warden.authz.reason", "EMP-1234");
+        redactor(&[], &[]).apply(&mut event);
+        // A second pass (the writer's, after the request thread's) does nothing: a rule the
+        // first pass did not have finds nothing to do.
+        redactor(&[], &["EMP-[0-9]+"]).apply(&mut event);
+        assert_eq!(event.to_value()["warden"]["authz"]["reason"], "EMP-1234");
+        // A field set afterwards makes the event new to the next pass, which then reads it all.
+        event.set_text("url.path", "/EMP-5678");
+        redactor(&[], &["EMP-[0-9]+"]).apply(&mut event);
+        assert_eq!(event.to_value()["warden"]["authz"]["reason"], MASK);
+        assert_eq!(event.to_value()["url"]["path"], format!("/{MASK}"));
     }
 
     #[test]
