@@ -214,14 +214,17 @@ fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
                 .map(|k| base64::engine::general_purpose::STANDARD.decode(k.trim()))
                 .transpose()
                 .context("--public-key: expected the base64 that `warden audit keygen` prints")?;
-            let texts = files
+            // Opened first, so that a missing file is an error before anything is read.
+            let readers = files
                 .iter()
                 .map(|f| {
-                    std::fs::read_to_string(f)
+                    std::fs::File::open(f)
+                        .map(std::io::BufReader::new)
                         .with_context(|| format!("cannot read {}", f.display()))
                 })
-                .collect::<anyhow::Result<Vec<String>>>()?;
-            let report = chain::verify(texts.iter().map(String::as_str), key.as_deref());
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let report =
+                chain::verify_readers(readers, key.as_deref()).context("cannot read the trail")?;
             let Some(problem) = report.problem else {
                 let (seq, hash) = report.head.unwrap_or((0, String::new()));
                 println!(
@@ -230,21 +233,12 @@ fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
                 );
                 return Ok(ExitCode::SUCCESS);
             };
-            // Which file the trail-wide line number falls in.
-            let line = problem.line();
-            let mut before = 0u64;
-            let mut place = files.first().map(|f| f.display().to_string());
-            for (file, text) in files.iter().zip(&texts) {
-                let count = text.lines().count() as u64;
-                if line <= before + count.max(1) {
-                    place = Some(format!("{}:{}", file.display(), line - before));
-                    break;
-                }
-                before += count;
-            }
+            let place = report
+                .location
+                .and_then(|(file, line)| Some(format!("{}:{line}", files.get(file)?.display())))
+                .unwrap_or_default();
             println!(
-                "{}: {problem} ({} records verified before it)",
-                place.unwrap_or_default(),
+                "{place}: {problem} ({} records verified before it)",
                 report.records
             );
             Ok(ExitCode::from(1))

@@ -20,6 +20,8 @@
 
 use aws_lc_rs::digest;
 use aws_lc_rs::signature::{self, Ed25519KeyPair, KeyPair as _, UnparsedPublicKey};
+use std::io::{self, BufRead, Read as _};
+
 use base64::Engine as _;
 use serde_json::{Map, Value};
 
@@ -334,6 +336,8 @@ pub struct Report {
     pub head: Option<(u64, String)>,
     /// The first problem, if any.
     pub problem: Option<Problem>,
+    /// Where the problem is: the file (its index in the order given) and the line in it.
+    pub location: Option<(usize, u64)>,
 }
 
 /// The first thing in a trail that does not hold, with the line it is on (1-based, counted
@@ -429,66 +433,129 @@ impl Problem {
     }
 }
 
-/// Verifies a trail given as its lines (`text` of each file in order: a rotated file's first
-/// record links to the last of the one before). With `public_key` (base64 of the raw Ed25519
-/// key), every checkpoint must verify and the trail must end with one; without, it must end
-/// with a closing record (`event.action` of `audit-checkpoint` or `shutdown`).
+/// The longest line [`verify_readers`] reads. A record is far smaller (guard findings are
+/// capped), so a longer line is unreadable rather than a reason to hold a file in memory.
+pub const MAX_LINE: usize = 1 << 20;
+
+/// Verifies a trail held in memory: the text of each file, in order. See [`verify_readers`].
 pub fn verify<'a>(files: impl IntoIterator<Item = &'a str>, public_key: Option<&[u8]>) -> Report {
+    let report = verify_readers(files.into_iter().map(str::as_bytes), public_key);
+    // Reading from memory cannot fail; were it to, the trail would not verify.
+    report.unwrap_or(Report {
+        records: 0,
+        checkpoints: 0,
+        head: None,
+        problem: Some(Problem::Unreadable { line: 1 }),
+        location: Some((0, 1)),
+    })
+}
+
+/// One line of a file as [`verify_readers`] reads it.
+enum Line {
+    /// Ended by a newline (the newline and a `\r` before it removed).
+    Whole,
+    /// The file ends without a newline.
+    Cut,
+    /// Longer than [`MAX_LINE`].
+    TooLong,
+    /// No more lines.
+    End,
+}
+
+fn read_line(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> io::Result<Line> {
+    buf.clear();
+    let n = reader
+        .by_ref()
+        .take(MAX_LINE as u64 + 1)
+        .read_until(b'\n', buf)?;
+    if n == 0 {
+        return Ok(Line::End);
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+        if buf.last() == Some(&b'\r') {
+            buf.pop();
+        }
+        return Ok(Line::Whole);
+    }
+    Ok(if buf.len() > MAX_LINE {
+        Line::TooLong
+    } else {
+        Line::Cut
+    })
+}
+
+/// Verifies a trail read file by file, a line at a time (memory stays bounded whatever the
+/// files' size): a rotated file's first record links to the last of the one before. With
+/// `public_key` (base64 of the raw Ed25519 key), every checkpoint must verify and the trail must
+/// end with one; without, it must end with a closing record (`event.action` of
+/// `audit-checkpoint` or `shutdown`). An error is a file that could not be read.
+pub fn verify_readers<R: BufRead>(
+    files: impl IntoIterator<Item = R>,
+    public_key: Option<&[u8]>,
+) -> io::Result<Report> {
     let key = public_key.map(|k| UnparsedPublicKey::new(&signature::ED25519, k.to_vec()));
     let mut report = Report {
         records: 0,
         checkpoints: 0,
         head: None,
         problem: None,
+        location: None,
     };
     let mut line_no = 0u64;
     let mut expected: Option<Chain> = None;
     // The first line after the last closing record (signed checkpoint with a key), and how many
     // records follow it.
     let mut uncovered: Option<(u64, u64)> = None;
-    for text in files {
-        let cut = !text.is_empty() && !text.ends_with('\n');
-        let lines: Vec<&str> = text.lines().collect();
-        for (i, line) in lines.iter().enumerate() {
+    let mut buf = Vec::with_capacity(1024);
+    // The trail-wide number of each file's first line.
+    let mut starts: Vec<u64> = Vec::new();
+    for mut reader in files {
+        starts.push(line_no + 1);
+        loop {
+            let kind = read_line(&mut reader, &mut buf)?;
+            if matches!(kind, Line::End) {
+                break;
+            }
             line_no += 1;
-            let last_of_file = i + 1 == lines.len();
-            let problem = check_line(
-                line,
-                line_no,
-                &mut expected,
-                key.as_ref(),
-                &mut report,
-                &mut uncovered,
-            )
-            .map(|problem| match problem {
-                // A record that should be here but comes later was moved, not deleted.
-                Problem::Deleted {
+            let problem = match (&kind, std::str::from_utf8(&buf)) {
+                (Line::TooLong, _) | (_, Err(_)) => Some(Problem::Unreadable { line: line_no }),
+                (_, Ok(line)) => check_line(
                     line,
-                    expected,
-                    found,
-                    ..
-                } if lines[i + 1..].iter().any(|l| seq_of(l) == Some(expected)) => {
-                    Problem::Reordered {
+                    line_no,
+                    &mut expected,
+                    key.as_ref(),
+                    &mut report,
+                    &mut uncovered,
+                ),
+            };
+            let problem = match (problem, &kind) {
+                (Some(Problem::Unreadable { line }), Line::Cut) => {
+                    Some(Problem::TruncatedLine { line })
+                }
+                // A record that should be here but comes later in the file was moved, not
+                // deleted.
+                (
+                    Some(Problem::Deleted {
                         line,
                         expected,
                         found,
-                    }
-                }
-                other => other,
-            });
+                        ..
+                    }),
+                    _,
+                ) if comes_later(&mut reader, &mut buf, expected)? => Some(Problem::Reordered {
+                    line,
+                    expected,
+                    found,
+                }),
+                (None, Line::Cut) => Some(Problem::TruncatedLine { line: line_no }),
+                (problem, _) => problem,
+            };
             if let Some(problem) = problem {
-                report.problem = Some(match problem {
-                    Problem::Unreadable { line } if cut && last_of_file => {
-                        Problem::TruncatedLine { line }
-                    }
-                    other => other,
-                });
-                return report;
+                report.location = Some(locate(&starts, problem.line()));
+                report.problem = Some(problem);
+                return Ok(report);
             }
-        }
-        if cut {
-            report.problem = Some(Problem::TruncatedLine { line: line_no });
-            return report;
         }
     }
     if let Some((line, records)) = uncovered {
@@ -501,8 +568,33 @@ pub fn verify<'a>(files: impl IntoIterator<Item = &'a str>, public_key: Option<&
                 "closing record"
             },
         });
+        report.location = Some(locate(&starts, line));
     }
-    report
+    Ok(report)
+}
+
+/// The file a trail-wide line is in, and its line there.
+fn locate(starts: &[u64], line: u64) -> (usize, u64) {
+    let file = starts.iter().rposition(|&start| start <= line).unwrap_or(0);
+    (
+        file,
+        (line + 1).saturating_sub(starts.get(file).copied().unwrap_or(1)),
+    )
+}
+
+/// Whether a record numbered `seq` follows in the rest of `reader`.
+fn comes_later(reader: &mut impl BufRead, buf: &mut Vec<u8>, seq: u64) -> io::Result<bool> {
+    loop {
+        match read_line(reader, buf)? {
+            Line::End => return Ok(false),
+            Line::TooLong => continue,
+            Line::Whole | Line::Cut => {
+                if std::str::from_utf8(buf).ok().and_then(seq_of) == Some(seq) {
+                    return Ok(true);
+                }
+            }
+        }
+    }
 }
 
 fn seq_of(line: &str) -> Option<u64> {
@@ -807,6 +899,42 @@ mod tests {
         ));
         assert_eq!(Chain::resume("{}"), Err(ChainError::NoLink));
         assert_eq!(Chain::resume("{"), Err(ChainError::NotARecord));
+    }
+
+    #[test]
+    fn files_are_read_a_bounded_line_at_a_time_and_problems_located_in_their_file() {
+        let lines = trail(6, None);
+        let first = text(&lines[..3]);
+        // A line that is not UTF-8, in the second file.
+        let mut second = text(&lines[3..4]).into_bytes();
+        second.extend_from_slice(b"\xff\xfe not text\n");
+        second.extend_from_slice(text(&lines[4..]).as_bytes());
+        let report =
+            verify_readers([first.as_bytes(), second.as_slice()], None).expect("in memory");
+        assert_eq!(report.problem, Some(Problem::Unreadable { line: 5 }));
+        assert_eq!(report.location, Some((1, 2)));
+        assert_eq!(report.records, 4);
+        // A line longer than any record is unreadable; it is not read whole.
+        let mut long = text(&lines[..1]).into_bytes();
+        long.extend(std::iter::repeat_n(b'x', MAX_LINE + 10));
+        long.push(b'\n');
+        let report = verify_readers([long.as_slice()], None).expect("in memory");
+        assert_eq!(report.problem, Some(Problem::Unreadable { line: 2 }));
+        // Records no closing record covers are located where they start.
+        let report = verify_readers([first.as_bytes(), text(&lines[3..5]).as_bytes()], None)
+            .expect("in memory");
+        assert!(matches!(
+            report.problem,
+            Some(Problem::Unsealed {
+                line: 1,
+                records: 5,
+                ..
+            })
+        ));
+        assert_eq!(report.location, Some((0, 1)));
+        // Line ends written as CRLF read as the same records.
+        let crlf = text(&lines).replace('\n', "\r\n");
+        assert_eq!(verify([crlf.as_str()], None).problem, None);
     }
 
     #[test]
