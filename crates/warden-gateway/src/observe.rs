@@ -182,6 +182,7 @@ impl Record {
     /// at this layer), what was decided and why — never headers, query strings or bodies.
     fn event(
         &self,
+        audit: &dyn AuditSink,
         response: &Response<Body>,
         outcome: &'static str,
         route: &str,
@@ -194,7 +195,7 @@ impl Record {
         } else {
             (AuditOutcome::Success, None)
         };
-        let mut event = AuditEvent::at(self.started_at, Action::Request, result, reason);
+        let mut event = audit.event_at(self.started_at, Action::Request, result, reason);
         // In canonical order, so that each field is appended rather than inserted.
         let who = response.extensions().get::<Arc<Identity>>();
         event
@@ -295,8 +296,8 @@ impl Record {
         let guard_findings = findings.map(GuardFindings::summary);
         // Redacted here rather than on the writer thread: the access line shows the same masked
         // path, so the path is scanned once.
-        let event = self.audit.as_ref().map(|_| {
-            let mut event = self.event(response, outcome, &route, elapsed, findings);
+        let event = self.audit.as_ref().map(|audit| {
+            let mut event = self.event(&**audit, response, outcome, &route, elapsed, findings);
             if let Some(redactor) = &self.redactor {
                 redactor.apply(&mut event);
             }

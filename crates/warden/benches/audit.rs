@@ -36,9 +36,9 @@ fn bench(c: &mut Criterion) {
     group.bench_function("seal_request_event", |b| {
         b.iter_batched(
             || request_event(42),
-            |event| {
+            |mut event| {
                 line.clear();
-                chain.seal_into(event, &mut line);
+                chain.seal_into(&mut event, &mut line);
                 line.len()
             },
             criterion::BatchSize::SmallInput,

@@ -79,9 +79,9 @@ impl Chain {
     }
 
     /// Links `event` into the chain and returns its line (without the newline).
-    pub fn seal(&mut self, event: AuditEvent) -> String {
+    pub fn seal(&mut self, mut event: AuditEvent) -> String {
         let mut line = Vec::with_capacity(768);
-        self.seal_into(event, &mut line);
+        self.seal_into(&mut event, &mut line);
         // The encoder writes UTF-8, and the insertion is ASCII between two fields.
         String::from_utf8(line).unwrap_or_default()
     }
@@ -90,7 +90,7 @@ impl Chain {
     /// writer reuses one buffer. The line is the canonical encoding itself, so it is encoded
     /// once: the hash of the encoding without `hash`, then `hash` put in its sorted place
     /// (first key of `warden.chain`).
-    pub fn seal_into(&mut self, mut event: AuditEvent, out: &mut Vec<u8>) {
+    pub fn seal_into(&mut self, event: &mut AuditEvent, out: &mut Vec<u8>) {
         event.clear_inside("warden.chain");
         let prev = self.prev;
         event.set_with("warden.chain.prev", |text| push_hex(text, &prev));

@@ -325,34 +325,56 @@ impl AuditEvent {
         outcome: Outcome,
         reason: Option<&'static str>,
     ) -> AuditEvent {
+        let mut event = AuditEvent {
+            fields: Vec::with_capacity(24),
+            buffer: String::with_capacity(256),
+            redacted: false,
+        };
+        event.begin(time, action, outcome, reason);
+        event
+    }
+
+    /// Empties the event, keeping its storage, and starts it anew as [`AuditEvent::at`] does
+    /// (a sink reuses spent events: no allocation made on one thread and freed on another).
+    pub fn begin(
+        &mut self,
+        time: SystemTime,
+        action: Action,
+        outcome: Outcome,
+        reason: Option<&'static str>,
+    ) {
         let (kind, category, kind_type) = action.ecs();
-        let mut fields: Vec<(Cow<'static, str>, Field)> = Vec::with_capacity(24);
         let stat = |path: &'static str, value: &'static str| {
             (Cow::Borrowed(path), Field::Text(Cow::Borrowed(value)))
         };
-        let mut buffer = String::with_capacity(256);
-        push_rfc3339_millis(&mut buffer, time);
+        self.fields.clear();
+        self.buffer.clear();
+        self.redacted = false;
+        push_rfc3339_millis(&mut self.buffer, time);
         // In canonical order already.
-        fields.push((
+        self.fields.push((
             Cow::Borrowed("@timestamp"),
             Field::Buffered {
                 start: 0,
-                end: buffer.len() as u32,
+                end: self.buffer.len() as u32,
             },
         ));
-        fields.push(stat("event.action", action.as_str()));
-        fields.push((Cow::Borrowed("event.category"), Field::Tag(category)));
-        fields.push(stat("event.kind", kind));
-        fields.push(stat("event.outcome", outcome.as_str()));
+        self.fields.push(stat("event.action", action.as_str()));
+        self.fields
+            .push((Cow::Borrowed("event.category"), Field::Tag(category)));
+        self.fields.push(stat("event.kind", kind));
+        self.fields.push(stat("event.outcome", outcome.as_str()));
         if let Some(reason) = reason {
-            fields.push(stat("event.reason", reason));
+            self.fields.push(stat("event.reason", reason));
         }
-        fields.push((Cow::Borrowed("event.type"), Field::Tag(kind_type)));
-        AuditEvent {
-            fields,
-            buffer,
-            redacted: false,
-        }
+        self.fields
+            .push((Cow::Borrowed("event.type"), Field::Tag(kind_type)));
+    }
+
+    /// Whether the storage is small enough to keep for reuse (an event that held a large
+    /// text is let go).
+    pub(crate) fn reusable(&self) -> bool {
+        self.fields.capacity() <= 64 && self.buffer.capacity() <= 4096
     }
 
     /// Sets the field at a dotted ECS path (`http.request.method`, `warden.route`). A path
@@ -662,6 +684,18 @@ fn write_field(out: &mut Vec<u8>, field: &Field, buffer: &str) {
 pub trait AuditSink: std::fmt::Debug + Send + Sync + 'static {
     /// Takes one event.
     fn record(&self, event: AuditEvent);
+
+    /// A new event at `time`, as [`AuditEvent::at`] makes it; a sink may hand out the storage
+    /// of events it has written.
+    fn event_at(
+        &self,
+        time: SystemTime,
+        action: Action,
+        outcome: Outcome,
+        reason: Option<&'static str>,
+    ) -> AuditEvent {
+        AuditEvent::at(time, action, outcome, reason)
+    }
 }
 
 fn push_digits(out: &mut String, n: u32, width: u32) {

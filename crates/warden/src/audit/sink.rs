@@ -10,6 +10,10 @@
 //! to: the chain resumes from its last record, and [`FileSink::reopen`] (SIGUSR1, after an
 //! external rotation) starts the new file with a record linking to the old one's last.
 //!
+//! Written events go back, emptied, to a short spare list that [`AuditSink::event_at`] takes
+//! from: the request threads refill the writer's spent storage instead of allocating what the
+//! writer thread would free.
+//!
 //! Operator commands (`warden keys …`) append to the same file with [`append`]. Both writers take
 //! an exclusive advisory lock on the file around each batch, and the writer thread re-reads the
 //! chain's head from the file when its length is not what it left: the trail stays one chain.
@@ -21,7 +25,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::chain::{Chain, Signer};
 use super::redact::Redactor;
@@ -90,7 +94,8 @@ pub struct SinkConfig {
     pub checkpoint_every: u64,
     /// And at least this often while records are written.
     pub checkpoint_interval: Duration,
-    /// Masks what must not be written (applied by the writer, before sealing).
+    /// Masks what must not be written (applied before sealing: by the writer, unless the
+    /// event was redacted where it was made).
     pub redactor: Option<Arc<Redactor>>,
 }
 
@@ -115,7 +120,7 @@ impl SinkConfig {
 }
 
 /// How long a busy writer lets events gather between batches.
-const BATCH_PAUSE: Duration = Duration::from_millis(2);
+const BATCH_PAUSE: Duration = Duration::from_millis(10);
 
 enum Message {
     Event(AuditEvent),
@@ -139,7 +144,13 @@ struct Shared {
     dropped: AtomicU64,
     written: AtomicU64,
     errors: AtomicU64,
+    /// Written events, emptied, for request threads to fill again: memory allocated by one
+    /// thread and freed by another makes both wait on the allocator's locks.
+    spare: Mutex<Vec<AuditEvent>>,
 }
+
+/// How many spent events the sink keeps for reuse (a burst beyond is freed).
+const SPARE_EVENTS: usize = 256;
 
 impl FileSink {
     /// Opens the target (a file is created if missing and appended to, its chain resumed) and
@@ -162,6 +173,7 @@ impl FileSink {
             reported_drops: 0,
             batch_written: 0,
             line: Vec::with_capacity(1024),
+            spent: Vec::with_capacity(SPARE_EVENTS),
             shared: shared.clone(),
             config,
         };
@@ -221,6 +233,28 @@ impl FileSink {
 }
 
 impl AuditSink for FileSink {
+    fn event_at(
+        &self,
+        time: SystemTime,
+        action: Action,
+        outcome: Outcome,
+        reason: Option<&'static str>,
+    ) -> AuditEvent {
+        let spare = self
+            .shared
+            .spare
+            .lock()
+            .ok()
+            .and_then(|mut spare| spare.pop());
+        match spare {
+            Some(mut event) => {
+                event.begin(time, action, outcome, reason);
+                event
+            }
+            None => AuditEvent::at(time, action, outcome, reason),
+        }
+    }
+
     fn record(&self, event: AuditEvent) {
         let message = Message::Event(event);
         self.shared.queued.fetch_add(1, Ordering::Relaxed);
@@ -421,6 +455,8 @@ struct Writer {
     batch_written: u64,
     /// The line being written, kept for the next (one buffer for the writer's life).
     line: Vec<u8>,
+    /// Events written in this batch, handed back to `Shared::spare` after it.
+    spent: Vec<AuditEvent>,
     shared: Arc<Shared>,
     config: SinkConfig,
 }
@@ -479,6 +515,7 @@ impl Writer {
             }
             metrics::gauge!(names::QUEUE_DEPTH)
                 .set(self.shared.queued.load(Ordering::Relaxed) as f64);
+            self.recycle();
             // Once per batch: a metric update is a map lookup.
             metrics::counter!(names::WRITTEN).increment(std::mem::take(&mut self.batch_written));
             for ack in acks {
@@ -503,12 +540,15 @@ impl Writer {
         let mut line = std::mem::take(&mut self.line);
         line.clear();
         if self.config.hash_chain {
-            self.chain.seal_into(event, &mut line);
+            self.chain.seal_into(&mut event, &mut line);
         } else {
             event.write_canonical(&mut line, "");
         }
         let written = self.emit(&line);
         self.line = line;
+        if event.reusable() && self.spent.len() < SPARE_EVENTS {
+            self.spent.push(event);
+        }
         match written {
             Ok(()) => {
                 self.shared.written.fetch_add(1, Ordering::Relaxed);
@@ -521,6 +561,20 @@ impl Writer {
         if self.config.signer.is_some() && self.since_checkpoint >= self.config.checkpoint_every {
             self.checkpoint();
         }
+    }
+
+    /// Hands the batch's spent events back for reuse, as many as the spare list holds.
+    fn recycle(&mut self) {
+        if self.spent.is_empty() {
+            return;
+        }
+        if let Ok(mut spare) = self.shared.spare.lock() {
+            let room = SPARE_EVENTS.saturating_sub(spare.len());
+            let keep = self.spent.len().min(room);
+            spare.extend(self.spent.drain(..keep));
+        }
+        // The rest is freed here, outside the lock.
+        self.spent.clear();
     }
 
     fn checkpoint(&mut self) {
@@ -646,6 +700,36 @@ mod tests {
     use super::super::chain::{self, Problem};
     use super::*;
     use serde_json::Value;
+
+    #[test]
+    fn written_events_are_reused_emptied() {
+        let path = dir("reuse").join("audit.jsonl");
+        let sink = FileSink::start(SinkConfig::new(Target::File(path.clone()))).expect("sink");
+        let at = std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        for n in 0..10 {
+            let mut event = sink.event_at(at, Action::Request, Outcome::Failure, Some("forbidden"));
+            event
+                .set_text("user.id", "alice")
+                .set_display("url.path", format_args!("/items/{n}"));
+            sink.record(event);
+        }
+        sink.flush();
+        let spare = || sink.shared.spare.lock().expect("lock").len();
+        assert_eq!(spare(), 10);
+        // A reused event holds nothing of the request it described.
+        let reused = sink.event_at(at, Action::Request, Outcome::Success, None);
+        assert_eq!(spare(), 9);
+        assert_eq!(
+            reused,
+            AuditEvent::at(at, Action::Request, Outcome::Success, None)
+        );
+        sink.record(reused);
+        sink.record(shutdown());
+        sink.close();
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(text.matches("alice").count(), 10);
+        assert_eq!(chain::verify([text.as_str()], None).problem, None);
+    }
 
     fn dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("warden-audit-{name}-{}", std::process::id()));
