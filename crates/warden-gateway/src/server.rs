@@ -332,9 +332,9 @@ struct Activity {
 }
 
 impl Activity {
-    fn new() -> Self {
+    fn new(accepted: Instant) -> Self {
         Activity {
-            accepted: Instant::now(),
+            accepted,
             active: AtomicUsize::new(0),
             seen: AtomicUsize::new(0),
             idle_since_ms: std::sync::atomic::AtomicU64::new(0),
@@ -384,6 +384,11 @@ async fn accept_loop(
     let permits = Arc::new(Semaphore::new(config.server.limits.max_connections));
     let connections = Arc::new(Connections::new(&config));
     let timeouts = config.server.timeouts;
+    let tls = config
+        .server
+        .tls
+        .as_ref()
+        .map(|tls| tokio_rustls::TlsAcceptor::from(tls.config.clone()));
     readiness.serving.store(true, Ordering::SeqCst);
 
     loop {
@@ -424,6 +429,7 @@ async fn accept_loop(
         let connection = Supervised {
             builder: builder.clone(),
             service: service.clone(),
+            tls: tls.clone(),
             timeouts,
             pressure: connections.pressure.subscribe(),
             shutdown: shutdown.clone(),
@@ -457,6 +463,8 @@ async fn accept_loop(
 struct Supervised {
     builder: Arc<auto::Builder<TokioExecutor>>,
     service: GatewayService,
+    /// Handshakes first, when the listener terminates TLS.
+    tls: Option<tokio_rustls::TlsAcceptor>,
     timeouts: crate::config::Timeouts,
     pressure: watch::Receiver<bool>,
     shutdown: watch::Receiver<bool>,
@@ -471,9 +479,32 @@ impl Supervised {
     /// - the gateway shuts down (drained).
     ///
     /// A drain that does not finish within `shutdown_grace` ends the connection.
-    async fn run<G: Send + 'static>(mut self, stream: TcpStream, peer: SocketAddr, guard: G) {
+    async fn run<G: Send + 'static>(self, stream: TcpStream, peer: SocketAddr, guard: G) {
         let _ = stream.set_nodelay(true);
-        let activity = Arc::new(Activity::new());
+        let accepted = Instant::now();
+        let Some(acceptor) = self.tls.clone() else {
+            return self.serve(stream, peer, guard, accepted).await;
+        };
+        // The handshake counts against the request head's deadline: a silent or slow client is
+        // closed as it would be without TLS.
+        let deadline = accepted + self.timeouts.header_read;
+        match tokio::time::timeout_at(deadline.into(), handshake(acceptor, stream, peer)).await {
+            Ok(Some(tls)) => self.serve(tls, peer, guard, accepted).await,
+            Ok(None) => {}
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake not finished in time: closed");
+                metrics::counter!("warden_tls_handshake_failures_total", "reason" => "timeout")
+                    .increment(1);
+            }
+        }
+    }
+
+    async fn serve<S, G>(mut self, stream: S, peer: SocketAddr, guard: G, accepted: Instant)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        G: Send + 'static,
+    {
+        let activity = Arc::new(Activity::new(accepted));
         let service = self.service.clone();
         let body_read = self.timeouts.body_read;
         let tracked = activity.clone();
@@ -562,6 +593,50 @@ impl Supervised {
         }
         gauge.decrement(1.0);
         drop(guard);
+    }
+}
+
+/// The first byte of a TLS handshake record.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// What a plain-HTTP request to the TLS port is told before the connection closes.
+const PLAIN_HTTP_ANSWER: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/problem+json\r\ncontent-length: 102\r\nconnection: close\r\n\r\n{\"type\":\"urn:warden:problem:tls-required\",\"title\":\"This port speaks HTTPS: use https://\",\"status\":400}";
+
+/// Completes the TLS handshake, or answers a client that spoke plain HTTP to the TLS port with
+/// a 400 it can read (instead of a handshake error it cannot), or gives up on anything else.
+async fn handshake(
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let mut first = [0u8; 1];
+    match stream.peek(&mut first).await {
+        Ok(1) if first[0] == TLS_HANDSHAKE => {}
+        Ok(1) if first[0].is_ascii_alphabetic() => {
+            use tokio::io::AsyncWriteExt as _;
+            tracing::debug!(%peer, "plain HTTP on the TLS port: answered 400");
+            metrics::counter!("warden_tls_handshake_failures_total", "reason" => "plain_http")
+                .increment(1);
+            let mut stream = stream;
+            let _ = stream.write_all(PLAIN_HTTP_ANSWER).await;
+            let _ = stream.shutdown().await;
+            return None;
+        }
+        // Closed before a byte, or not TLS at all.
+        _ => {
+            metrics::counter!("warden_tls_handshake_failures_total", "reason" => "not_tls")
+                .increment(1);
+            return None;
+        }
+    }
+    match acceptor.accept(stream).await {
+        Ok(tls) => Some(tls),
+        Err(error) => {
+            tracing::debug!(%peer, %error, "TLS handshake failed");
+            metrics::counter!("warden_tls_handshake_failures_total", "reason" => "handshake")
+                .increment(1);
+            None
+        }
     }
 }
 

@@ -19,6 +19,7 @@ pub mod load;
 pub mod rate_limits;
 pub mod routes;
 pub mod server;
+pub mod tls;
 pub mod toolkit;
 pub mod upstream;
 

@@ -36,6 +36,8 @@ pub struct RawServer {
     pub limits: RawLimits,
     /// Timeouts.
     pub timeouts: RawTimeouts,
+    /// TLS termination (absent: plain HTTP).
+    pub tls: Option<super::tls::RawTls>,
 }
 
 /// `server.limits:`
@@ -108,6 +110,8 @@ pub struct Server {
     pub limits: Limits,
     /// Timeouts.
     pub timeouts: Timeouts,
+    /// TLS termination, when configured.
+    pub tls: Option<super::tls::Tls>,
 }
 
 /// `server.limits:`
@@ -254,6 +258,7 @@ pub fn compile(c: &mut Compiler, raw: &RawServer) -> Server {
         hosts: compile_hosts(c, &raw.hosts),
         limits,
         timeouts,
+        tls: super::tls::compile(c, raw.tls.as_ref()),
     }
 }
 

@@ -29,3 +29,4 @@ mod ratelimit_stores;
 mod routing;
 mod security_headers;
 mod shutdown;
+mod tls;

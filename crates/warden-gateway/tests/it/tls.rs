@@ -1,0 +1,196 @@
+//! TLS termination through real handshakes: versions, ALPN, SNI, plain HTTP on the TLS port,
+//! and the configuration's checks. Certificates are generated here (none is committed).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+use crate::common::{self, BASIC};
+
+/// A self-signed certificate for `names`, written as `<stem>.crt` and `<stem>.key` in `dir`.
+fn certificate(
+    dir: &Path,
+    stem: &str,
+    names: &[&str],
+) -> (PathBuf, PathBuf, CertificateDer<'static>) {
+    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    let generated = rcgen::generate_simple_self_signed(names).expect("certificate");
+    let (cert, key) = (
+        dir.join(format!("{stem}.crt")),
+        dir.join(format!("{stem}.key")),
+    );
+    std::fs::write(&cert, generated.cert.pem()).expect("write cert");
+    std::fs::write(&key, generated.signing_key.serialize_pem()).expect("write key");
+    (cert, key, generated.cert.der().clone())
+}
+
+fn connector(
+    trusted: &[&CertificateDer<'static>],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    alpn: &[&[u8]],
+) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in trusted {
+        roots.add((*cert).clone()).expect("root");
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+async fn connect(
+    gw: &common::TestGateway,
+    connector: &tokio_rustls::TlsConnector,
+    name: &str,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(gw.addr()).await?;
+    let name = ServerName::try_from(name.to_owned()).expect("name");
+    connector.connect(name, tcp).await
+}
+
+fn tls_yaml(cert: &Path, key: &Path, extra: &str) -> String {
+    format!(
+        "server:\n  tls:\n    cert: {}\n    key: {}\n{extra}{BASIC}",
+        cert.display(),
+        key.display()
+    )
+}
+
+#[tokio::test]
+async fn versions_alpn_and_plain_http_on_the_tls_port() {
+    let dir = common::temp_dir("tls-versions");
+    let (cert, key, der) = certificate(&dir, "localhost", &["localhost"]);
+    let gw = common::spawn(&tls_yaml(&cert, &key, "    min_version: \"1.3\"\n")).await;
+
+    // TLS 1.2 is refused when 1.3 is the lowest version.
+    let tls12 = connector(&[&der], &[&rustls::version::TLS12], &[b"http/1.1"]);
+    assert!(connect(&gw, &tls12, "localhost").await.is_err());
+
+    // ALPN offers h2 first.
+    let h2 = connector(&[&der], &[&rustls::version::TLS13], &[b"h2", b"http/1.1"]);
+    let stream = connect(&gw, &h2, "localhost").await.expect("TLS 1.3");
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    assert_eq!(
+        stream.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+
+    // An HTTP/1.1 request over TLS reaches the upstream.
+    let http1 = connector(&[&der], &[&rustls::version::TLS13], &[b"http/1.1"]);
+    let mut stream = connect(&gw, &http1, "localhost").await.expect("TLS");
+    stream
+        .write_all(b"GET /echo HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert_eq!(common::raw_status(&answer), 200, "{answer}");
+    assert_eq!(gw.upstream.requests().len(), 1);
+
+    // Plain HTTP on the TLS port: a readable 400, then the connection closes.
+    let plain = common::raw(gw.addr(), b"GET /echo HTTP/1.1\r\nhost: localhost\r\n\r\n").await;
+    assert_eq!(common::raw_status(&plain), 400, "{plain}");
+    assert!(plain.contains("urn:warden:problem:tls-required"), "{plain}");
+    let body = plain.split("\r\n\r\n").nth(1).expect("body");
+    let problem: serde_json::Value = serde_json::from_str(body).expect("problem json");
+    assert_eq!(problem["status"], 400);
+    assert_eq!(gw.upstream.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn the_server_name_picks_the_certificate() {
+    let dir = common::temp_dir("tls-sni");
+    let (cert, key, default_der) = certificate(&dir, "default", &["localhost"]);
+    let (other_cert, other_key, other_der) = certificate(&dir, "other", &["api.other.test"]);
+    let (wild_cert, wild_key, wild_der) = certificate(&dir, "wild", &["*.wild.test"]);
+    let extra = format!(
+        "    certificates:\n      - {{ cert: {}, key: {}, names: [api.other.test] }}\n      - {{ cert: {}, key: {}, names: [\"*.wild.test\"] }}\n",
+        other_cert.display(),
+        other_key.display(),
+        wild_cert.display(),
+        wild_key.display()
+    );
+    let gw = common::spawn(&tls_yaml(&cert, &key, &extra)).await;
+    let all = connector(
+        &[&default_der, &other_der, &wild_der],
+        &[&rustls::version::TLS13, &rustls::version::TLS12],
+        &[b"http/1.1"],
+    );
+    for (name, expected) in [
+        ("api.other.test", &other_der),
+        ("a.wild.test", &wild_der),
+        ("localhost", &default_der),
+    ] {
+        let stream = connect(&gw, &all, name).await.expect(name);
+        let presented = stream.get_ref().1.peer_certificates().expect("certificate");
+        assert_eq!(&presented[0], expected, "{name}");
+    }
+    // An unknown name gets the default certificate, which the client rejects for that name.
+    assert!(connect(&gw, &all, "unknown.test").await.is_err());
+}
+
+#[test]
+fn the_configuration_is_checked() {
+    let dir = common::temp_dir("tls-config");
+    let (cert, key, _) = certificate(&dir, "a", &["localhost"]);
+    let (_, other_key, _) = certificate(&dir, "b", &["localhost"]);
+    let errors = |extra: &str, key: &Path| -> String {
+        match common::config_for(&tls_yaml(&cert, key, extra), "http://127.0.0.1:1") {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    };
+    // The seeds' OpenSSL string is accepted (DHE selects nothing rustls has), as are IANA names.
+    assert_eq!(
+        errors("    ciphers: \"ECDHE+AESGCM:DHE+AESGCM\"\n", &key),
+        ""
+    );
+    assert_eq!(
+        errors(
+            "    ciphers: [TLS_AES_128_GCM_SHA256, ECDHE-ECDSA-AES128-GCM-SHA256]\n",
+            &key
+        ),
+        ""
+    );
+    let unknown = errors("    ciphers: \"ECDHE-RSA-AES128-SHA:ECDHE+AESGCM\"\n", &key);
+    assert!(unknown.contains("server.tls.ciphers[0]"), "{unknown}");
+    assert!(unknown.contains("ECDHE-RSA-AES128-SHA"), "{unknown}");
+    let none = errors(
+        "    min_version: \"1.3\"\n    ciphers: \"-TLSv1.3:ECDHE+AESGCM\"\n",
+        &key,
+    );
+    assert!(none.contains("selects no cipher suite"), "{none}");
+    let old = errors("    min_version: \"1.1\"\n", &key);
+    assert!(old.contains("server.tls.min_version"), "{old}");
+    // A key that is not the certificate's.
+    let mismatched = errors("", &other_key);
+    assert!(mismatched.contains("server.tls.key"), "{mismatched}");
+    assert!(mismatched.contains("does not go with"), "{mismatched}");
+    // A name the extra certificate is not valid for.
+    let (extra_cert, extra_key, _) = certificate(&dir, "c", &["api.example.test"]);
+    let wrong_name = errors(
+        &format!(
+            "    certificates:\n      - {{ cert: {}, key: {}, names: [other.example.test] }}\n",
+            extra_cert.display(),
+            extra_key.display()
+        ),
+        &key,
+    );
+    assert!(
+        wrong_name.contains("server.tls.certificates[0].names[0]"),
+        "{wrong_name}"
+    );
+    // The private key's text never appears in an error.
+    let key_text = std::fs::read_to_string(&other_key).expect("key");
+    let body = key_text.lines().nth(1).expect("base64 line");
+    assert!(!mismatched.contains(body));
+}
