@@ -61,7 +61,7 @@ pub fn compile_parsed(parsed: Parsed) -> Result<Config, ConfigErrors> {
     let server = server::compile(&mut c, &raw.server);
     let upstream = upstream::compile(&mut c, raw.upstream.as_ref());
     let cors = cors::compile(&mut c, &raw.cors, server.environment);
-    let headers = headers::compile(&mut c, &raw.headers);
+    let headers = headers::compile(&mut c, &raw.headers, server.tls.is_some());
     let auth = auth::compile(&mut c, &raw.auth, server.environment);
     let roles = authz::compile_roles(&mut c, &raw.authz);
     let policy = authz::compile_policy(&mut c, raw.authz.policy.as_ref());

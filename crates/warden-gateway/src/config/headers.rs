@@ -21,7 +21,8 @@ pub struct RawHeaders {
 }
 
 /// Compiles `headers:`.
-pub fn compile(c: &mut Compiler, raw: &RawHeaders) -> HeaderPolicy {
+/// `tls`: the listener terminates TLS, so the profile's HSTS is sent (never over cleartext).
+pub fn compile(c: &mut Compiler, raw: &RawHeaders, tls: bool) -> HeaderPolicy {
     let profile = c.choice(
         "headers.profile",
         raw.profile.as_deref(),
@@ -32,8 +33,7 @@ pub fn compile(c: &mut Compiler, raw: &RawHeaders) -> HeaderPolicy {
         ],
         Profile::Api,
     );
-    // TLS arrives with the TLS issue; until then HSTS is never sent over cleartext.
-    let mut policy = HeaderPolicy::new(profile, false);
+    let mut policy = HeaderPolicy::new(profile, tls);
     for (name, value) in &raw.set {
         let path = format!("headers.set.{name}");
         let Some(header) = c.header_name(&path, name) else {

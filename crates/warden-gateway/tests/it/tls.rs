@@ -68,11 +68,20 @@ fn tls_yaml(cert: &Path, key: &Path, extra: &str) -> String {
 async fn versions_alpn_and_plain_http_on_the_tls_port() {
     let dir = common::temp_dir("tls-versions");
     let (cert, key, der) = certificate(&dir, "localhost", &["localhost"]);
-    let gw = common::spawn(&tls_yaml(&cert, &key, "    min_version: \"1.3\"\n")).await;
+    let gw = common::spawn(&tls_yaml(
+        &cert,
+        &key,
+        "    min_version: \"1.3\"\n  timeouts:\n    header_read: 1s\n",
+    ))
+    .await;
+    let failures =
+        |reason: &str| format!("warden_tls_handshake_failures_total{{reason=\"{reason}\"}}");
+    let refused_before = common::metric(&gw, &failures("handshake")).await;
 
     // TLS 1.2 is refused when 1.3 is the lowest version.
     let tls12 = connector(&[&der], &[&rustls::version::TLS12], &[b"http/1.1"]);
     assert!(connect(&gw, &tls12, "localhost").await.is_err());
+    assert!(common::metric(&gw, &failures("handshake")).await >= refused_before + 1.0);
 
     // ALPN offers h2 first.
     let h2 = connector(&[&der], &[&rustls::version::TLS13], &[b"h2", b"http/1.1"]);
@@ -95,6 +104,13 @@ async fn versions_alpn_and_plain_http_on_the_tls_port() {
     let answer = String::from_utf8_lossy(&answer);
     assert_eq!(common::raw_status(&answer), 200, "{answer}");
     assert_eq!(gw.upstream.requests().len(), 1);
+    // HSTS over TLS (the cleartext tests assert its absence).
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("strict-transport-security: max-age=63072000; includesubdomains\r\n"),
+        "{answer}"
+    );
 
     // Plain HTTP on the TLS port: a readable 400, then the connection closes.
     let plain = common::raw(gw.addr(), b"GET /echo HTTP/1.1\r\nhost: localhost\r\n\r\n").await;
@@ -104,6 +120,16 @@ async fn versions_alpn_and_plain_http_on_the_tls_port() {
     let problem: serde_json::Value = serde_json::from_str(body).expect("problem json");
     assert_eq!(problem["status"], 400);
     assert_eq!(gw.upstream.requests().len(), 1);
+    assert!(common::metric(&gw, &failures("plain_http")).await >= 1.0);
+
+    // A client that connects and never starts a handshake is closed at the head deadline.
+    let silent_before = common::metric(&gw, &failures("timeout")).await;
+    let mut silent = TcpStream::connect(gw.addr()).await.expect("connect");
+    let mut buf = [0u8; 16];
+    let closed =
+        tokio::time::timeout(std::time::Duration::from_secs(5), silent.read(&mut buf)).await;
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
+    assert!(common::metric(&gw, &failures("timeout")).await >= silent_before + 1.0);
 }
 
 #[tokio::test]
