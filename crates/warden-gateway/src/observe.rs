@@ -41,6 +41,8 @@ pub mod names {
     pub const DURATION: &str = "warden_request_duration_seconds";
     /// Gauge: open client connections.
     pub const OPEN_CONNECTIONS: &str = "warden_open_connections";
+    /// Gauge: seconds until a served certificate expires (negative once it has), by file.
+    pub const CERTIFICATE_EXPIRY: &str = "warden_tls_certificate_expiry_seconds";
 }
 
 /// Layer producing [`Observe`].

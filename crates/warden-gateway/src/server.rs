@@ -105,7 +105,12 @@ impl Gateway {
                 source,
             })?;
 
-        let service = stack::build(&config, &runtime.shared, Proxy::new(&config, "http"))?;
+        let scheme = if config.server.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let service = stack::build(&config, &runtime.shared, Proxy::new(&config, scheme))?;
         let readiness = Arc::new(Readiness::default());
         for check in runtime.ready_checks {
             readiness.add_check(check);
@@ -124,6 +129,9 @@ impl Gateway {
             readiness.clone(),
             shutdown_rx.clone(),
         ));
+        if let Some(tls) = &config.server.tls {
+            tokio::spawn(report_expiry(tls.certificates.clone(), shutdown_rx.clone()));
+        }
         let task = tokio::spawn(accept_loop(
             listener,
             service,
@@ -593,6 +601,26 @@ impl Supervised {
         }
         gauge.decrement(1.0);
         drop(guard);
+    }
+}
+
+/// Sets each served certificate's seconds to expiry (negative once expired), every minute.
+async fn report_expiry(
+    certificates: Vec<crate::config::tls::Served>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        for served in &certificates {
+            metrics::gauge!(names::CERTIFICATE_EXPIRY, "certificate" => served.file.clone())
+                .set(served.not_after.saturating_sub(now) as f64);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+            _ = shutdown.changed() => return,
+        }
     }
 }
 

@@ -67,7 +67,21 @@ pub struct RawCertificate {
 pub struct Tls {
     /// What every handshake uses.
     pub config: Arc<ServerConfig>,
+    /// The certificates served, for the expiry metric.
+    pub certificates: Vec<Served>,
 }
+
+/// A served certificate: its file and when its leaf expires.
+#[derive(Clone, Debug)]
+pub struct Served {
+    /// The chain's file, as configured.
+    pub file: String,
+    /// The leaf's `notAfter`, in Unix seconds.
+    pub not_after: i64,
+}
+
+/// `warden check` warns about a certificate that expires within this many days.
+const EXPIRY_WARNING_DAYS: i64 = 14;
 
 /// Protocol versions, lowest first.
 const VERSIONS: &[(&str, &rustls::SupportedProtocolVersion)] = &[
@@ -269,9 +283,9 @@ impl ResolvesServerCert for Certificates {
 fn certified(
     c: &mut Compiler,
     path: &str,
-    cert: &str,
-    key: &str,
+    (cert, key): (&str, &str),
     provider: &CryptoProvider,
+    served: &mut Vec<Served>,
 ) -> Option<CertifiedKey> {
     let (cert_file, cert_pem) = c.read(&format!("{path}.cert"), cert)?;
     let (key_file, key_pem) = c.read(&format!("{path}.key"), key)?;
@@ -304,6 +318,39 @@ fn certified(
         );
         return None;
     };
+    let Ok((_, leaf)) = x509_parser::parse_x509_certificate(&chain[0]) else {
+        c.error(
+            format!("{path}.cert"),
+            format!(
+                "{}: the first certificate cannot be parsed",
+                cert_file.display()
+            ),
+        );
+        return None;
+    };
+    let not_after = leaf.validity().not_after.timestamp();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let days = not_after.saturating_sub(now).div_euclid(86_400);
+    if not_after <= now {
+        c.warn(
+            format!("{path}.cert"),
+            format!("{}: the certificate has expired", cert_file.display()),
+        );
+    } else if days < EXPIRY_WARNING_DAYS {
+        c.warn(
+            format!("{path}.cert"),
+            format!(
+                "{}: the certificate expires in {days} day(s)",
+                cert_file.display()
+            ),
+        );
+    }
+    served.push(Served {
+        file: cert.to_owned(),
+        not_after,
+    });
     match CertifiedKey::from_der(chain, key, provider) {
         Ok(certified) => Some(certified),
         Err(e) => {
@@ -376,11 +423,13 @@ pub fn compile(c: &mut Compiler, raw: Option<&RawTls>) -> Option<Tls> {
         c.error("server.tls", "cert and key are both required");
         return None;
     };
-    let default = certified(c, "server.tls", cert, key, &provider);
+    let mut served = Vec::new();
+    let default = certified(c, "server.tls", (cert, key), &provider, &mut served);
     let mut by_name = HashMap::new();
     for (i, extra) in raw.certificates.iter().enumerate() {
         let path = format!("server.tls.certificates[{i}]");
-        let Some(certified) = certified(c, &path, &extra.cert, &extra.key, &provider) else {
+        let pair = (extra.cert.as_str(), extra.key.as_str());
+        let Some(certified) = certified(c, &path, pair, &provider, &mut served) else {
             continue;
         };
         if extra.names.is_empty() {
@@ -426,5 +475,6 @@ pub fn compile(c: &mut Compiler, raw: Option<&RawTls>) -> Option<Tls> {
     config.ignore_client_order = true;
     Some(Tls {
         config: Arc::new(config),
+        certificates: served,
     })
 }

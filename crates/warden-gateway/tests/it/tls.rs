@@ -121,6 +121,12 @@ async fn versions_alpn_and_plain_http_on_the_tls_port() {
     assert_eq!(problem["status"], 400);
     assert_eq!(gw.upstream.requests().len(), 1);
     assert!(common::metric(&gw, &failures("plain_http")).await >= 1.0);
+    // The certificate's seconds to expiry (rcgen's default validity runs to the year 4096).
+    let expiry = format!(
+        "warden_tls_certificate_expiry_seconds{{certificate=\"{}\"}}",
+        cert.display()
+    );
+    assert!(common::metric(&gw, &expiry).await > 1e10);
 
     // A client that connects and never starts a handshake is closed at the head deadline.
     let silent_before = common::metric(&gw, &failures("timeout")).await;
@@ -214,6 +220,27 @@ fn the_configuration_is_checked() {
     assert!(
         wrong_name.contains("server.tls.certificates[0].names[0]"),
         "{wrong_name}"
+    );
+    // A certificate that expires within 14 days loads, with a warning `warden check` prints.
+    let soon = chrono::Utc::now() + chrono::Duration::days(5);
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+    {
+        use chrono::Datelike as _;
+        params.not_after = rcgen::date_time_ymd(soon.year(), soon.month() as u8, soon.day() as u8);
+    }
+    let signing = rcgen::KeyPair::generate().expect("key");
+    let expiring = params.self_signed(&signing).expect("certificate");
+    let (soon_cert, soon_key) = (dir.join("soon.crt"), dir.join("soon.key"));
+    std::fs::write(&soon_cert, expiring.pem()).expect("write");
+    std::fs::write(&soon_key, signing.serialize_pem()).expect("write");
+    let config = common::config_for(&tls_yaml(&soon_cert, &soon_key, ""), "http://127.0.0.1:1")
+        .expect("an expiring certificate still loads");
+    let warned: Vec<String> = config.warnings.iter().map(ToString::to_string).collect();
+    assert!(
+        warned
+            .iter()
+            .any(|w| w.contains("server.tls.cert") && w.contains("expires in")),
+        "{warned:?}"
     );
     // The private key's text never appears in an error.
     let key_text = std::fs::read_to_string(&other_key).expect("key");
