@@ -157,6 +157,11 @@ impl Runtime {
         }
         let mut chain: Vec<Arc<dyn Authenticator>> = Vec::new();
         let mut ready_checks: Vec<ReadyCheck> = Vec::new();
+        if let Some(subject) = config.auth.client_cert {
+            chain.push(Arc::new(
+                warden::authn::client_cert::ClientCertAuthenticator::new(subject),
+            ));
+        }
         if let Some(jwt) = jwt {
             chain.push(Arc::new(jwt.clone()));
             ready_checks.push(Box::new(move || jwt.is_ready()));

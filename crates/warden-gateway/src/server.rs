@@ -29,6 +29,7 @@ use tokio::task::JoinHandle;
 use tower::ServiceExt;
 use warden::audit::sink::FileSink;
 use warden::audit::{Action, AuditEvent, AuditSink, Outcome};
+use warden::authn::client_cert::PeerCertificate;
 use warden::body;
 use warden::canonical::MAX_PATH_LEN;
 use warden::client_ip::PeerAddr;
@@ -491,13 +492,23 @@ impl Supervised {
         let _ = stream.set_nodelay(true);
         let accepted = Instant::now();
         let Some(acceptor) = self.tls.clone() else {
-            return self.serve(stream, peer, guard, accepted).await;
+            return self.serve(stream, peer, None, guard, accepted).await;
         };
         // The handshake counts against the request head's deadline: a silent or slow client is
         // closed as it would be without TLS.
         let deadline = accepted + self.timeouts.header_read;
         match tokio::time::timeout_at(deadline.into(), handshake(acceptor, stream, peer)).await {
-            Ok(Some(tls)) => self.serve(tls, peer, guard, accepted).await,
+            Ok(Some(tls)) => {
+                // Verified by the handshake (client_ca): every request of the connection
+                // carries it, for the client_cert authenticator.
+                let certificate = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(<[_]>::first)
+                    .map(|leaf| Arc::new(PeerCertificate::new(leaf)));
+                self.serve(tls, peer, certificate, guard, accepted).await
+            }
             Ok(None) => {}
             Err(_) => {
                 tracing::debug!(%peer, "TLS handshake not finished in time: closed");
@@ -507,8 +518,14 @@ impl Supervised {
         }
     }
 
-    async fn serve<S, G>(mut self, stream: S, peer: SocketAddr, guard: G, accepted: Instant)
-    where
+    async fn serve<S, G>(
+        mut self,
+        stream: S,
+        peer: SocketAddr,
+        certificate: Option<Arc<PeerCertificate>>,
+        guard: G,
+        accepted: Instant,
+    ) where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
         G: Send + 'static,
     {
@@ -520,6 +537,10 @@ impl Supervised {
             let active = ActiveRequest::start(&tracked);
             let mut req = req.map(|b| body::boxed(ClientBody::new(b, body_read)));
             req.extensions_mut().insert(PeerAddr(peer));
+            if let Some(certificate) = &certificate {
+                req.extensions_mut()
+                    .insert(PeerCertificate::clone(certificate));
+            }
             let response = service.clone().oneshot(req);
             async move {
                 let response = response.await?;

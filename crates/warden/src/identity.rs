@@ -63,6 +63,8 @@ pub enum CredentialSource {
     Query(String),
     /// Another header (API keys).
     Header(http::HeaderName),
+    /// The connection's verified TLS client certificate (nothing to strip).
+    ClientCertificate,
 }
 
 /// An authenticated caller.

@@ -63,6 +63,17 @@ pub fn compile_parsed(parsed: Parsed) -> Result<Config, ConfigErrors> {
     let cors = cors::compile(&mut c, &raw.cors, server.environment);
     let headers = headers::compile(&mut c, &raw.headers, server.tls.is_some());
     let auth = auth::compile(&mut c, &raw.auth, server.environment);
+    let client_ca = raw
+        .server
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.client_ca.is_some());
+    if auth.client_cert.is_some() && !client_ca {
+        c.error(
+            "auth.client_cert",
+            "needs server.tls.client_ca: without verified client certificates it can never authenticate anyone",
+        );
+    }
     let roles = authz::compile_roles(&mut c, &raw.authz);
     let policy = authz::compile_policy(&mut c, raw.authz.policy.as_ref());
     let rate_limits = rate_limits::compile(&mut c, &raw.rate_limits);

@@ -37,6 +37,12 @@ pub struct RawTls {
     pub ciphers: Option<RawCiphers>,
     /// More certificates, each chosen for the server names it lists.
     pub certificates: Vec<RawCertificate>,
+    /// CA certificates (PEM) that client certificates must chain to (mutual TLS).
+    pub client_ca: Option<String>,
+    /// `required` (default with `client_ca`) or `optional`.
+    pub client_auth: Option<String>,
+    /// Certificate revocation lists (PEM) for client certificates.
+    pub client_crls: Vec<String>,
 }
 
 /// A cipher list as a string or a list.
@@ -382,6 +388,90 @@ fn valid_for(certified: &CertifiedKey, name: &str) -> bool {
         .is_ok()
 }
 
+/// The client-certificate verifier `client_ca` asks for (none without it).
+fn client_verifier(
+    c: &mut Compiler,
+    raw: &RawTls,
+    provider: &Arc<CryptoProvider>,
+) -> Option<Arc<dyn rustls::server::danger::ClientCertVerifier>> {
+    let Some(ca) = raw.client_ca.as_deref() else {
+        if raw.client_auth.is_some() || !raw.client_crls.is_empty() {
+            c.error(
+                "server.tls.client_ca",
+                "client_auth and client_crls need client_ca (the CAs client certificates chain to)",
+            );
+        }
+        return None;
+    };
+    let required = c.choice(
+        "server.tls.client_auth",
+        raw.client_auth.as_deref(),
+        &[("required", true), ("optional", false)],
+        true,
+    );
+    let (file, pem) = c.read("server.tls.client_ca", ca)?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let added = cert
+            .map_err(|e| e.to_string())
+            .and_then(|cert| roots.add(cert).map_err(|e| e.to_string()));
+        if let Err(e) = added {
+            c.error(
+                "server.tls.client_ca",
+                format!("{}: not a usable CA certificate ({e})", file.display()),
+            );
+            return None;
+        }
+    }
+    if roots.is_empty() {
+        c.error(
+            "server.tls.client_ca",
+            format!("{}: holds no certificate", file.display()),
+        );
+        return None;
+    }
+    let mut crls = Vec::new();
+    for (i, crl) in raw.client_crls.iter().enumerate() {
+        let path = format!("server.tls.client_crls[{i}]");
+        let (file, pem) = c.read(&path, crl)?;
+        match rustls_pki_types::CertificateRevocationListDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+        {
+            Ok(list) if !list.is_empty() => crls.extend(list),
+            _ => {
+                c.error(
+                    path,
+                    format!("{}: not a PEM revocation list", file.display()),
+                );
+                return None;
+            }
+        }
+    }
+    let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .with_crls(crls);
+    let builder = if required {
+        builder
+    } else {
+        builder.allow_unauthenticated()
+    };
+    match builder.build() {
+        Ok(verifier) => Some(verifier),
+        Err(e) => {
+            c.error(
+                "server.tls.client_ca",
+                format!(
+                    "cannot verify client certificates with {}: {e}",
+                    file.display()
+                ),
+            );
+            None
+        }
+    }
+}
+
 /// Compiles `server.tls` (absent: plain HTTP).
 pub fn compile(c: &mut Compiler, raw: Option<&RawTls>) -> Option<Tls> {
     let raw = raw?;
@@ -452,7 +542,8 @@ pub fn compile(c: &mut Compiler, raw: Option<&RawTls>) -> Option<Tls> {
         }
     }
     let default = default?;
-    let builder = match ServerConfig::builder_with_provider(Arc::new(provider))
+    let provider_for_clients = Arc::new(provider);
+    let builder = match ServerConfig::builder_with_provider(provider_for_clients.clone())
         .with_protocol_versions(&versions)
     {
         Ok(builder) => builder,
@@ -464,12 +555,14 @@ pub fn compile(c: &mut Compiler, raw: Option<&RawTls>) -> Option<Tls> {
             return None;
         }
     };
-    let mut config = builder
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(Certificates {
-            default: Arc::new(default),
-            by_name,
-        }));
+    let builder = match client_verifier(c, raw, &provider_for_clients) {
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(Arc::new(Certificates {
+        default: Arc::new(default),
+        by_name,
+    }));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     // The server's order of suites, not the client's.
     config.ignore_client_order = true;

@@ -14,6 +14,7 @@
 pub mod api_key;
 #[cfg(feature = "sqlite")]
 pub mod api_key_sqlite;
+pub mod client_cert;
 pub mod jwt;
 pub mod keys;
 pub mod sources;
@@ -121,6 +122,7 @@ impl InvalidReason {
             InvalidReason::SessionTooOld => "session_too_old",
             InvalidReason::UnknownKey => "unknown_key",
             InvalidReason::Revoked => "revoked",
+            InvalidReason::CertificateSubject(_) => "certificate_subject_missing",
         }
     }
 }
@@ -182,6 +184,9 @@ pub enum InvalidReason {
     /// The API key was revoked.
     #[error("API key revoked")]
     Revoked,
+    /// The verified client certificate holds no subject of the configured kind.
+    #[error("client certificate has no {0}")]
+    CertificateSubject(&'static str),
 }
 
 fn rejection_for(error: &AuthnError) -> Rejection {

@@ -30,6 +30,16 @@ pub struct RawAuth {
     pub token_cache: Option<u64>,
     /// API keys.
     pub api_keys: Option<RawApiKeys>,
+    /// Identities from verified mTLS client certificates (`server.tls.client_ca`).
+    pub client_cert: Option<RawClientCert>,
+}
+
+/// `auth.client_cert:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawClientCert {
+    /// `san_uri` (default: SPIFFE IDs), `san_dns` or `cn`.
+    pub subject: Option<String>,
 }
 
 /// `auth.api_keys:`
@@ -77,6 +87,8 @@ pub struct AuthConfig {
     pub token_cache: u64,
     /// API keys, if configured.
     pub api_keys: Option<ApiKeysConfig>,
+    /// Where a client certificate's subject is read, if certificates authenticate.
+    pub client_cert: Option<warden::authn::client_cert::SubjectFrom>,
 }
 
 /// Compiled `auth.api_keys:`.
@@ -97,7 +109,7 @@ pub struct ApiKeysConfig {
 impl AuthConfig {
     /// Whether any authenticator is configured.
     pub fn has_authenticators(&self) -> bool {
-        !self.providers.is_empty() || self.api_keys.is_some()
+        !self.providers.is_empty() || self.api_keys.is_some() || self.client_cert.is_some()
     }
 }
 
@@ -148,12 +160,26 @@ pub fn compile(c: &mut Compiler, raw: &RawAuth, env: Environment) -> AuthConfig 
         .api_keys
         .as_ref()
         .and_then(|keys| compile_api_keys(c, keys));
+    let client_cert = raw.client_cert.as_ref().map(|cert| {
+        use warden::authn::client_cert::SubjectFrom;
+        c.choice(
+            "auth.client_cert.subject",
+            cert.subject.as_deref(),
+            &[
+                ("san_uri", SubjectFrom::SanUri),
+                ("san_dns", SubjectFrom::SanDns),
+                ("cn", SubjectFrom::Cn),
+            ],
+            SubjectFrom::SanUri,
+        )
+    });
     AuthConfig {
         required: raw.required.unwrap_or(true),
         providers,
         sources,
         token_cache: raw.token_cache.unwrap_or(100_000),
         api_keys,
+        client_cert,
     }
 }
 
