@@ -506,7 +506,7 @@ impl Supervised {
                     .1
                     .peer_certificates()
                     .and_then(<[_]>::first)
-                    .map(|leaf| Arc::new(PeerCertificate::new(leaf)));
+                    .map(|leaf| PeerCertificate::new(leaf));
                 self.serve(tls, peer, certificate, guard, accepted).await
             }
             Ok(None) => {}
@@ -522,7 +522,7 @@ impl Supervised {
         mut self,
         stream: S,
         peer: SocketAddr,
-        certificate: Option<Arc<PeerCertificate>>,
+        certificate: Option<PeerCertificate>,
         guard: G,
         accepted: Instant,
     ) where
