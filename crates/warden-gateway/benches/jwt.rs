@@ -30,6 +30,7 @@ fn authenticator(keys: KeySet, algorithms: Vec<Algorithm>, cache: u64) -> JwtAut
             max_token_age: None,
             claims: ClaimMapping::default(),
             forward_credentials: false,
+            require_bound_tokens: false,
         },
         keys: Arc::new(StaticKeys::new(keys)),
     };

@@ -273,6 +273,7 @@ impl Pki {
     }
 
     /// A client certificate with `uri` as its SAN, as a rustls client identity.
+    #[allow(clippy::type_complexity)]
     fn client(
         &self,
         uri: &str,
@@ -322,8 +323,19 @@ async fn tls_get(
     connector: &tokio_rustls::TlsConnector,
     path: &str,
 ) -> Option<u16> {
+    tls_get_with(gw, connector, path, "").await
+}
+
+/// [`tls_get`] with more header lines (each ending in CRLF).
+async fn tls_get_with(
+    gw: &common::TestGateway,
+    connector: &tokio_rustls::TlsConnector,
+    path: &str,
+    headers: &str,
+) -> Option<u16> {
     let mut stream = connect(gw, connector, "localhost").await.ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n");
+    let request =
+        format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n{headers}\r\n");
     stream.write_all(request.as_bytes()).await.ok()?;
     let mut answer = Vec::new();
     // TLS 1.3 reports a refused client certificate after the handshake: on the first read.
@@ -368,4 +380,85 @@ async fn a_verified_client_certificate_is_the_identity() {
     assert_eq!(gw.upstream.last().headers["x-warden-subject"], spiffe);
     // A foreign certificate is refused even where one is optional.
     assert_eq!(tls_get(&gw, &stranger, "/open").await, None);
+}
+
+#[tokio::test]
+async fn a_certificate_bound_token_works_only_with_its_certificate() {
+    use base64::Engine as _;
+    const SECRET: &str = "tls-binding-hmac-secret-0123456789abcdef";
+    let pki = Pki::new("mtls-binding");
+    let (cert, key, server_der) = certificate(&pki.dir, "server", &["localhost"]);
+    let yaml = |required: bool| {
+        format!(
+            "server:\n  tls:\n    cert: {}\n    key: {}\n    client_ca: {}\n    client_auth: optional\nauth:\n  jwt:\n    - {{ name: corp, issuer: 'https://hmac.test', audiences: [agents], secret: '${{env:BINDING_SECRET}}', algorithms: [HS256], require_bound_tokens: {required} }}\nroutes:\n  - {{ path: \"/api/{{*rest}}\", methods: [GET], authorize: authenticated }}\n",
+            cert.display(),
+            key.display(),
+            pki.ca_file().display()
+        )
+    };
+    let start = |required: bool| {
+        let yaml = yaml(required);
+        async move {
+            let upstream = common::upstream().await;
+            let config =
+                common::config_with_env(&yaml, &upstream.url(), &[("BINDING_SECRET", SECRET)])
+                    .unwrap_or_else(|e| panic!("{e}"));
+            common::spawn_config(config, upstream).await
+        }
+    };
+    let owner = pki.client("spiffe://example.org/agent");
+    let thumbprint = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &owner.0[0]).as_ref());
+    let claims = |cnf: Option<&str>| {
+        let mut claims =
+            serde_json::json!({ "iss": "https://hmac.test", "aud": "agents", "sub": "alice" });
+        if let Some(cnf) = cnf {
+            claims["cnf"] = serde_json::json!({ "x5t#S256": cnf });
+        }
+        format!(
+            "authorization: Bearer {}\r\n",
+            common::hs256_token(SECRET, claims)
+        )
+    };
+    let bound = claims(Some(&thumbprint));
+    let with_owner = mtls_connector(&server_der, Some(owner));
+    let with_other = mtls_connector(&server_der, Some(pki.client("spiffe://example.org/thief")));
+    let without = mtls_connector(&server_der, None);
+
+    let gw = start(false).await;
+    assert_eq!(
+        tls_get_with(&gw, &with_owner, "/api/a", &bound).await,
+        Some(200)
+    );
+    // Twice more: the second use is a cache hit, and the binding is checked all the same.
+    assert_eq!(
+        tls_get_with(&gw, &with_other, "/api/a", &bound).await,
+        Some(401)
+    );
+    assert_eq!(
+        tls_get_with(&gw, &without, "/api/a", &bound).await,
+        Some(401)
+    );
+    // An unbound token is fine where binding is not required.
+    assert_eq!(
+        tls_get_with(&gw, &without, "/api/a", &claims(None)).await,
+        Some(200)
+    );
+
+    let gw = start(true).await;
+    assert_eq!(
+        tls_get_with(&gw, &with_owner, "/api/a", &claims(None)).await,
+        Some(401)
+    );
+    assert_eq!(
+        tls_get_with(&gw, &with_owner, "/api/a", &bound).await,
+        Some(200)
+    );
+    // Each refusal was for the binding, not another reason.
+    let refused = common::metric(
+        &gw,
+        "warden_authn_results_total{method=\"jwt\",result=\"failure\",reason=\"certificate_binding\"}",
+    )
+    .await;
+    assert!(refused >= 3.0, "{refused}");
 }

@@ -89,6 +89,8 @@ pub struct ProviderSettings {
     pub claims: ClaimMapping,
     /// Forward the token to the upstream.
     pub forward_credentials: bool,
+    /// Accept only certificate-bound tokens (RFC 8705 `cnf.x5t#S256`).
+    pub require_bound_tokens: bool,
 }
 
 /// One trusted issuer: its settings and its keys.
@@ -245,7 +247,11 @@ impl Authenticator for JwtAuthenticator {
             let Some(found) = self.inner.sources.extract(req)? else {
                 return Ok(None);
             };
-            self.inner.verify(&found.token, &found).await.map(Some)
+            let identity = self.inner.verify(&found.token, &found).await?;
+            // Per request, cache hits included: a bound token is only as good as the
+            // connection it arrives on.
+            self.inner.check_binding(&identity, req)?;
+            Ok(Some(identity))
         })
     }
 
@@ -259,6 +265,49 @@ fn invalid(reason: InvalidReason) -> AuthnError {
 }
 
 impl Inner {
+    /// RFC 8705: a token carrying `cnf.x5t#S256` is accepted only over a connection whose
+    /// verified client certificate has that SHA-256 thumbprint; a provider may require every
+    /// token to be bound.
+    fn check_binding(&self, identity: &Identity, req: &Parts) -> Result<(), AuthnError> {
+        let bound = identity
+            .claims
+            .get("cnf")
+            .and_then(|cnf| cnf.get("x5t#S256"));
+        let required = identity
+            .issuer
+            .as_deref()
+            .and_then(|issuer| self.by_issuer.get(issuer))
+            .is_some_and(|&i| self.providers[i].settings.require_bound_tokens);
+        let Some(bound) = bound else {
+            return if required {
+                Err(invalid(InvalidReason::CertificateBinding(
+                    "the token is not bound",
+                )))
+            } else {
+                Ok(())
+            };
+        };
+        let Some(expected) = bound.as_str() else {
+            return Err(invalid(InvalidReason::WrongClaimType("cnf.x5t#S256")));
+        };
+        let Some(peer) = req.extensions.get::<super::client_cert::PeerCertificate>() else {
+            return Err(invalid(InvalidReason::CertificateBinding(
+                "no client certificate on the connection",
+            )));
+        };
+        use base64::Engine as _;
+        let actual = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(peer.thumbprint());
+        // Public values, but compared without an early exit all the same.
+        if aws_lc_rs::constant_time::verify_slices_are_equal(actual.as_bytes(), expected.as_bytes())
+            .is_err()
+        {
+            return Err(invalid(InvalidReason::CertificateBinding(
+                "bound to another certificate",
+            )));
+        }
+        Ok(())
+    }
+
     async fn verify(&self, token: &str, found: &Found) -> Result<Arc<Identity>, AuthnError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(invalid(InvalidReason::Malformed("token larger than 8 KiB")));
@@ -679,6 +728,7 @@ mod tests {
                     ..ClaimMapping::default()
                 },
                 forward_credentials: false,
+                require_bound_tokens: false,
             },
             keys: Arc::new(StaticKeys::new(keys)),
         };
@@ -742,6 +792,7 @@ mod tests {
                 max_token_age: Some(Duration::from_secs(3600)),
                 claims: ClaimMapping::default(),
                 forward_credentials: false,
+                require_bound_tokens: false,
             },
             keys: Arc::new(StaticKeys::new(keys)),
         };

@@ -123,6 +123,7 @@ impl InvalidReason {
             InvalidReason::UnknownKey => "unknown_key",
             InvalidReason::Revoked => "revoked",
             InvalidReason::CertificateSubject(_) => "certificate_subject_missing",
+            InvalidReason::CertificateBinding(_) => "certificate_binding",
         }
     }
 }
@@ -184,6 +185,10 @@ pub enum InvalidReason {
     /// The API key was revoked.
     #[error("API key revoked")]
     Revoked,
+    /// RFC 8705: the token is bound to a certificate this connection does not present (or a
+    /// provider that requires bound tokens got an unbound one).
+    #[error("certificate binding: {0}")]
+    CertificateBinding(&'static str),
     /// The verified client certificate holds no subject of the configured kind.
     #[error("client certificate has no {0}")]
     CertificateSubject(&'static str),

@@ -56,6 +56,9 @@ pub struct RawJwtProvider {
     /// Identity claim mapping.
     #[serde(default)]
     pub claims: Option<RawClaims>,
+    /// Accept only tokens bound to the connection's client certificate (RFC 8705).
+    #[serde(default)]
+    pub require_bound_tokens: Option<bool>,
     /// Forward the token upstream (default false).
     #[serde(default)]
     pub forward_credentials: Option<bool>,
@@ -317,6 +320,7 @@ pub fn compile_provider(
             max_token_age,
             claims: mapping,
             forward_credentials: raw.forward_credentials.unwrap_or(false),
+            require_bound_tokens: raw.require_bound_tokens.unwrap_or(false),
         },
         keys: keys?,
         secret,
