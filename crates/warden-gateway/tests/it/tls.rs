@@ -248,6 +248,12 @@ fn the_configuration_is_checked() {
     assert!(!mismatched.contains(body));
 }
 
+/// A client certificate chain and its key.
+type Identity = (
+    Vec<CertificateDer<'static>>,
+    rustls::pki_types::PrivateKeyDer<'static>,
+);
+
 /// A CA, and client certificates it signs (or another CA signs) with a SPIFFE ID.
 struct Pki {
     dir: PathBuf,
@@ -273,15 +279,17 @@ impl Pki {
     }
 
     /// A client certificate with `uri` as its SAN, as a rustls client identity.
-    #[allow(clippy::type_complexity)]
-    fn client(
-        &self,
-        uri: &str,
-    ) -> (
-        Vec<CertificateDer<'static>>,
-        rustls::pki_types::PrivateKeyDer<'static>,
-    ) {
+    fn client(&self, uri: &str) -> Identity {
+        self.client_valid(uri, None)
+    }
+
+    /// [`Pki::client`], valid until `not_after` (year, month, day) when given.
+    fn client_valid(&self, uri: &str, not_after: Option<(i32, u8, u8)>) -> Identity {
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        if let Some((year, month, day)) = not_after {
+            params.not_before = rcgen::date_time_ymd(year - 1, month, day);
+            params.not_after = rcgen::date_time_ymd(year, month, day);
+        }
         params.subject_alt_names = vec![rcgen::SanType::URI(uri.try_into().expect("uri"))];
         params
             .distinguished_name
@@ -296,10 +304,7 @@ impl Pki {
 
 fn mtls_connector(
     trusted: &CertificateDer<'static>,
-    identity: Option<(
-        Vec<CertificateDer<'static>>,
-        rustls::pki_types::PrivateKeyDer<'static>,
-    )>,
+    identity: Option<Identity>,
 ) -> tokio_rustls::TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(trusted.clone()).expect("root");
@@ -370,6 +375,12 @@ async fn a_verified_client_certificate_is_the_identity() {
     assert_eq!(tls_get(&gw, &missing, "/open").await, None);
     let stranger = mtls_connector(&server_der, Some(foreign.client(spiffe)));
     assert_eq!(tls_get(&gw, &stranger, "/open").await, None);
+    // An expired certificate from the right CA is refused too.
+    let expired = mtls_connector(
+        &server_der,
+        Some(pki.client_valid(spiffe, Some((2021, 1, 1)))),
+    );
+    assert_eq!(tls_get(&gw, &expired, "/open").await, None);
     assert_eq!(gw.upstream.requests().len(), 1);
 
     // Under `optional`, a client without one is anonymous: public routes only.
