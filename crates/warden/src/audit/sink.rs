@@ -706,11 +706,18 @@ mod tests {
         let path = dir("reuse").join("audit.jsonl");
         let sink = FileSink::start(SinkConfig::new(Target::File(path.clone()))).expect("sink");
         let at = std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        for n in 0..10 {
-            let mut event = sink.event_at(at, Action::Request, Outcome::Failure, Some("forbidden"));
-            event
-                .set_text("user.id", "alice")
-                .set_display("url.path", format_args!("/items/{n}"));
+        // All made before any is written: none can be a reused one yet.
+        let events: Vec<AuditEvent> = (0..10)
+            .map(|n| {
+                let mut event =
+                    sink.event_at(at, Action::Request, Outcome::Failure, Some("forbidden"));
+                event
+                    .set_text("user.id", "alice")
+                    .set_display("url.path", format_args!("/items/{n}"));
+                event
+            })
+            .collect();
+        for event in events {
             sink.record(event);
         }
         sink.flush();
