@@ -28,7 +28,12 @@ pub enum Command {
         config: PathBuf,
     },
     /// Start a demo upstream and the gateway in front of it, and print commands to try.
-    Demo,
+    Demo {
+        /// Serve HTTPS with a self-signed certificate generated for the run (the commands
+        /// pass it to curl with --cacert).
+        #[arg(long)]
+        tls: bool,
+    },
     /// Manage API keys in the configured store (keys are shown once, at creation).
     Keys {
         /// The configuration naming the store and pepper (before or after the subcommand:

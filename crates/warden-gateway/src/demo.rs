@@ -47,6 +47,9 @@ pub enum DemoError {
     /// The demo API key store could not be used.
     #[error(transparent)]
     KeyStore(#[from] warden::authn::api_key::StoreError),
+    /// The demo's TLS certificate could not be made.
+    #[error("demo certificate: {0}")]
+    Certificate(String),
 }
 
 /// Issuer and audience of the embedded demo identity provider (as in the quickstart).
@@ -54,7 +57,8 @@ pub const DEMO_ISSUER: &str = "https://idp.demo.local";
 const DEMO_AUDIENCE: &str = "agents-api";
 
 /// Runs the demo until Ctrl-C.
-pub async fn run() -> Result<(), DemoError> {
+/// Runs the demo; with `tls`, over HTTPS with a self-signed certificate made for the run.
+pub async fn run(tls: bool) -> Result<(), DemoError> {
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
     let upstream = spawn_upstream(loopback).await?;
     let key = SigningKey::generate(Algorithm::ES256, Some("demo-1".into()))?;
@@ -73,29 +77,38 @@ pub async fn run() -> Result<(), DemoError> {
     // The quickstart names its schema relative to itself: give it the same layout.
     std::fs::create_dir_all(workdir.join("schemas"))?;
     std::fs::write(workdir.join("schemas/agent_run.json"), AGENT_RUN_SCHEMA)?;
-    let mut raw = load::parse_raw(
-        QUICKSTART,
-        load::Format::Yaml,
-        &env,
-        &[
-            (
-                "auth.api_keys.store",
-                serde_json::Value::String(format!("sqlite://{}", store_path.display())),
-            ),
-            (
-                "upstream.url",
-                serde_json::Value::String(format!("http://{upstream}")),
-            ),
-            (
-                "auth.jwt.0.jwks_uri",
-                serde_json::Value::String(format!("http://{idp}/.well-known/jwks.json")),
-            ),
-            (
-                "auth.jwt.0.jwks.startup",
-                serde_json::Value::String("wait".into()),
-            ),
-        ],
-    )?;
+    let mut overrides = vec![
+        (
+            "auth.api_keys.store",
+            serde_json::Value::String(format!("sqlite://{}", store_path.display())),
+        ),
+        (
+            "upstream.url",
+            serde_json::Value::String(format!("http://{upstream}")),
+        ),
+        (
+            "auth.jwt.0.jwks_uri",
+            serde_json::Value::String(format!("http://{idp}/.well-known/jwks.json")),
+        ),
+        (
+            "auth.jwt.0.jwks.startup",
+            serde_json::Value::String("wait".into()),
+        ),
+    ];
+    let ca_file = if tls {
+        let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+            .map_err(|e| DemoError::Certificate(e.to_string()))?;
+        let (cert, key) = (workdir.join("demo-tls.crt"), workdir.join("demo-tls.key"));
+        std::fs::write(&cert, generated.cert.pem())?;
+        write_private_file(&key, generated.signing_key.serialize_pem().as_bytes())?;
+        for (path, file) in [("server.tls.cert", &cert), ("server.tls.key", &key)] {
+            overrides.push((path, serde_json::Value::String(file.display().to_string())));
+        }
+        Some(cert)
+    } else {
+        None
+    };
+    let mut raw = load::parse_raw(QUICKSTART, load::Format::Yaml, &env, &overrides)?;
     raw.base_dir = Some(workdir.clone());
     let config = config::compile::compile_parsed(raw)?;
     let api_key = match &config.auth.api_keys {
@@ -123,6 +136,7 @@ pub async fn run() -> Result<(), DemoError> {
         &tokens,
         &key_file,
         &api_key,
+        ca_file.as_deref(),
     );
     let _ = tokio::signal::ctrl_c().await;
     gateway.shutdown().await;
@@ -194,11 +208,16 @@ fn print_instructions(
     tokens: &DemoTokens,
     key_file: &std::path::Path,
     api_key: &str,
+    ca_file: Option<&std::path::Path>,
 ) {
-    let g = format!("http://{addr}");
+    // Over TLS the certificate is for `localhost`: curl checks it against the name it dials.
+    let g = match ca_file {
+        Some(_) => format!("https://localhost:{}", addr.port()),
+        None => format!("http://{addr}"),
+    };
     let (token, expired, admin_token) = (&tokens.user, &tokens.expired, &tokens.admin_mfa);
     let key_file = key_file.display();
-    println!(
+    let text = format!(
         r#"Warden demo
   gateway   {g}
   upstream  http://{upstream}   (embedded demo agent API, not exposed)
@@ -283,6 +302,12 @@ curl -N {g}/api/v1/agents/42/events -H "Authorization: Bearer $TOKEN"
 curl -s http://{admin}/metrics | grep warden_requests_total
 "#
     );
+    // Every command trusts the run's certificate (harmless on the admin listener's plain HTTP).
+    let text = match ca_file {
+        Some(ca) => text.replace("curl ", &format!("curl --cacert {} ", ca.display())),
+        None => text,
+    };
+    println!("{text}");
 }
 
 /// Starts the demo agent API on `addr`; returns its bound address.

@@ -16,7 +16,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check { config } => return check(&config),
         Command::Serve { config } => runtime().and_then(|rt| rt.block_on(serve(&config))),
-        Command::Demo => runtime().and_then(|rt| rt.block_on(demo())),
+        Command::Demo { tls } => runtime().and_then(|rt| rt.block_on(demo(tls))),
         Command::Audit { command } => return audit(command),
         Command::Token { command } => token(*command),
         Command::Keys { config, command } => match config {
@@ -143,14 +143,14 @@ async fn shutdown_signal() {
     }
 }
 
-async fn demo() -> anyhow::Result<()> {
+async fn demo(tls: bool) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
         .init();
-    warden_gateway::demo::run().await?;
+    warden_gateway::demo::run(tls).await?;
     Ok(())
 }
 

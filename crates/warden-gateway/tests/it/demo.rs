@@ -272,3 +272,85 @@ async fn the_demo_serves_the_quickstart_and_its_examples_behave_as_printed() {
         .expect("join");
     assert!(exit.success(), "{exit:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_tls_demo_serves_https_with_the_certificate_it_prints() {
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listen = unused_addr();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["demo", "--tls"])
+        .env("WARDEN_SERVER__LISTEN", listen.to_string())
+        .env("WARDEN_SERVER__ADMIN_LISTEN", unused_addr().to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn demo");
+    let stdout = child.stdout.take().expect("stdout");
+    let banner = tokio::task::spawn_blocking(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let done = line.contains("grep warden_requests_total");
+            lines.push(line);
+            if done {
+                break;
+            }
+        }
+        lines.join("\n")
+    });
+    let banner = tokio::time::timeout(Duration::from_secs(30), banner)
+        .await
+        .expect("the demo printed its instructions")
+        .expect("join");
+    let base = format!("https://localhost:{}", listen.port());
+    let ca = banner
+        .split("curl --cacert ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no --cacert in {banner}"))
+        .to_owned();
+    assert!(
+        banner.contains(&format!("curl --cacert {ca} -i {base}/api/v1/agents")),
+        "{banner}"
+    );
+    let api_key = banner
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("export API_KEY="))
+        .expect("API key")
+        .to_owned();
+
+    // What curl --cacert does: trust that certificate, for the name localhost.
+    let pem = std::fs::read(&ca).expect("certificate file");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
+        roots.add(cert.expect("pem")).expect("root");
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(listen)
+        .await
+        .expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let mut stream = connector.connect(name, tcp).await.expect("handshake");
+    let request = format!(
+        "GET /api/v1/agents HTTP/1.1\r\nhost: localhost\r\nx-api-key: {api_key}\r\nconnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert_eq!(raw_status(&answer), 200, "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("strict-transport-security"),
+        "{answer}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
