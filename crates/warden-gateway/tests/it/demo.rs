@@ -6,12 +6,15 @@ use std::time::Duration;
 
 use crate::common::*;
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_demo_serves_the_quickstart_and_its_examples_behave_as_printed() {
-    let listen = unused_addr();
-    let admin = unused_addr();
+/// Starts `warden <args>` on these listeners and reads its instructions (up to the last
+/// command it prints).
+async fn start_demo(
+    args: &[&str],
+    listen: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
+) -> (std::process::Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
-        .arg("demo")
+        .args(args)
         .env("WARDEN_SERVER__LISTEN", listen.to_string())
         .env("WARDEN_SERVER__ADMIN_LISTEN", admin.to_string())
         .stdout(Stdio::piped())
@@ -34,6 +37,14 @@ async fn the_demo_serves_the_quickstart_and_its_examples_behave_as_printed() {
         .await
         .expect("the demo printed its instructions")
         .expect("join");
+    (child, banner)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_serves_the_quickstart_and_its_examples_behave_as_printed() {
+    let listen = unused_addr();
+    let admin = unused_addr();
+    let (mut child, banner) = start_demo(&["demo"], listen, admin).await;
     let base = format!("http://{listen}");
     assert!(
         banner.contains(&format!("curl -i {base}/api/v1/agents")),
@@ -278,30 +289,7 @@ async fn the_tls_demo_serves_https_with_the_certificate_it_prints() {
     use std::sync::Arc;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let listen = unused_addr();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(["demo", "--tls"])
-        .env("WARDEN_SERVER__LISTEN", listen.to_string())
-        .env("WARDEN_SERVER__ADMIN_LISTEN", unused_addr().to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn demo");
-    let stdout = child.stdout.take().expect("stdout");
-    let banner = tokio::task::spawn_blocking(move || {
-        let mut lines = Vec::new();
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let done = line.contains("grep warden_requests_total");
-            lines.push(line);
-            if done {
-                break;
-            }
-        }
-        lines.join("\n")
-    });
-    let banner = tokio::time::timeout(Duration::from_secs(30), banner)
-        .await
-        .expect("the demo printed its instructions")
-        .expect("join");
+    let (mut child, banner) = start_demo(&["demo", "--tls"], listen, unused_addr()).await;
     let base = format!("https://localhost:{}", listen.port());
     let ca = banner
         .split("curl --cacert ")
