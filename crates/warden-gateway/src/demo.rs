@@ -56,8 +56,8 @@ pub enum DemoError {
 pub const DEMO_ISSUER: &str = "https://idp.demo.local";
 const DEMO_AUDIENCE: &str = "agents-api";
 
-/// Runs the demo until Ctrl-C.
-/// Runs the demo; with `tls`, over HTTPS with a self-signed certificate made for the run.
+/// Runs the demo until Ctrl-C; with `tls`, over HTTPS with a self-signed certificate made for
+/// the run.
 pub async fn run(tls: bool) -> Result<(), DemoError> {
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
     let upstream = spawn_upstream(loopback).await?;

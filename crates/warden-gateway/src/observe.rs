@@ -43,6 +43,8 @@ pub mod names {
     pub const OPEN_CONNECTIONS: &str = "warden_open_connections";
     /// Gauge: seconds until a served certificate expires (negative once it has), by file.
     pub const CERTIFICATE_EXPIRY: &str = "warden_tls_certificate_expiry_seconds";
+    /// Counter: TLS handshakes that did not complete, by `reason`.
+    pub const HANDSHAKE_FAILURES: &str = "warden_tls_handshake_failures_total";
 }
 
 /// Layer producing [`Observe`].

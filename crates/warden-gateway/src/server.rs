@@ -512,8 +512,7 @@ impl Supervised {
             Ok(None) => {}
             Err(_) => {
                 tracing::debug!(%peer, "TLS handshake not finished in time: closed");
-                metrics::counter!("warden_tls_handshake_failures_total", "reason" => "timeout")
-                    .increment(1);
+                handshake_failed("timeout");
             }
         }
     }
@@ -538,8 +537,7 @@ impl Supervised {
             let mut req = req.map(|b| body::boxed(ClientBody::new(b, body_read)));
             req.extensions_mut().insert(PeerAddr(peer));
             if let Some(certificate) = &certificate {
-                req.extensions_mut()
-                    .insert(PeerCertificate::clone(certificate));
+                req.extensions_mut().insert(certificate.clone());
             }
             let response = service.clone().oneshot(req);
             async move {
@@ -645,11 +643,19 @@ async fn report_expiry(
     }
 }
 
+fn handshake_failed(reason: &'static str) {
+    metrics::counter!(names::HANDSHAKE_FAILURES, "reason" => reason).increment(1);
+}
+
 /// The first byte of a TLS handshake record.
 const TLS_HANDSHAKE: u8 = 0x16;
 
 /// What a plain-HTTP request to the TLS port is told before the connection closes.
 const PLAIN_HTTP_ANSWER: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/problem+json\r\ncontent-length: 102\r\nconnection: close\r\n\r\n{\"type\":\"urn:warden:problem:tls-required\",\"title\":\"This port speaks HTTPS: use https://\",\"status\":400}";
+
+/// How much of a plain-HTTP request the lingering close reads, and for how long at most.
+const PLAIN_HTTP_DRAIN_BYTES: usize = 64 * 1024;
+const PLAIN_HTTP_LINGER: Duration = Duration::from_secs(1);
 
 /// Completes the TLS handshake, or answers a client that spoke plain HTTP to the TLS port with
 /// a 400 it can read (instead of a handshake error it cannot), or gives up on anything else.
@@ -662,19 +668,31 @@ async fn handshake(
     match stream.peek(&mut first).await {
         Ok(1) if first[0] == TLS_HANDSHAKE => {}
         Ok(1) if first[0].is_ascii_alphabetic() => {
-            use tokio::io::AsyncWriteExt as _;
+            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
             tracing::debug!(%peer, "plain HTTP on the TLS port: answered 400");
-            metrics::counter!("warden_tls_handshake_failures_total", "reason" => "plain_http")
-                .increment(1);
+            handshake_failed("plain_http");
             let mut stream = stream;
             let _ = stream.write_all(PLAIN_HTTP_ANSWER).await;
             let _ = stream.shutdown().await;
+            // A lingering close: closing with the request unread would reset the connection,
+            // and a reset can discard the answer before the client reads it. What the client
+            // sent is read and dropped, a bounded amount for a bounded time.
+            let mut sink = [0u8; 4096];
+            let drain = async {
+                let mut left = PLAIN_HTTP_DRAIN_BYTES;
+                while left > 0 {
+                    match stream.read(&mut sink).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => left = left.saturating_sub(n),
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(PLAIN_HTTP_LINGER, drain).await;
             return None;
         }
         // Closed before a byte, or not TLS at all.
         _ => {
-            metrics::counter!("warden_tls_handshake_failures_total", "reason" => "not_tls")
-                .increment(1);
+            handshake_failed("not_tls");
             return None;
         }
     }
@@ -682,8 +700,7 @@ async fn handshake(
         Ok(tls) => Some(tls),
         Err(error) => {
             tracing::debug!(%peer, %error, "TLS handshake failed");
-            metrics::counter!("warden_tls_handshake_failures_total", "reason" => "handshake")
-                .increment(1);
+            handshake_failed("handshake");
             None
         }
     }

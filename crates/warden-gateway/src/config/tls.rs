@@ -105,6 +105,9 @@ type Named = (
 
 const ECDHE: &[&str] = &["ECDHE", "EECDH", "kECDHE", "kEECDH", "HIGH", "AEAD"];
 
+/// The first entries of [`SUITES`] are TLS 1.3's.
+const TLS13_SUITES: usize = 3;
+
 const SUITES: &[Named] = &[
     (
         CipherSuite::TLS13_AES_256_GCM_SHA384,
@@ -178,7 +181,7 @@ const SUITES: &[Named] = &[
 const NOTHING: &[&str] = &["DHE", "EDH", "kDHE", "kEDH", "DH", "kDH"];
 
 fn is_tls13(suite: CipherSuite) -> bool {
-    SUITES[..3].iter().any(|s| s.0 == suite)
+    SUITES[..TLS13_SUITES].iter().any(|s| s.0 == suite)
 }
 
 fn aliases(named: &Named) -> impl Iterator<Item = &'static str> {
@@ -253,7 +256,7 @@ fn ciphers(c: &mut Compiler, raw: &RawCiphers) -> Vec<CipherSuite> {
     chosen.retain(|s| !removed.contains(s));
     if !chosen.iter().any(|s| is_tls13(*s)) {
         // OpenSSL keeps TLS 1.3 suites apart from its cipher list: a TLS 1.2 list leaves them.
-        let tls13 = SUITES[..3]
+        let tls13 = SUITES[..TLS13_SUITES]
             .iter()
             .map(|s| s.0)
             .filter(|s| !removed.contains(s));

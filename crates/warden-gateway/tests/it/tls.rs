@@ -117,10 +117,19 @@ async fn versions_alpn_and_plain_http_on_the_tls_port() {
     assert_eq!(common::raw_status(&plain), 400, "{plain}");
     assert!(plain.contains("urn:warden:problem:tls-required"), "{plain}");
     let body = plain.split("\r\n\r\n").nth(1).expect("body");
+    let length = plain
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .expect("content-length");
+    assert_eq!(length.parse::<usize>().expect("number"), body.len());
     let problem: serde_json::Value = serde_json::from_str(body).expect("problem json");
     assert_eq!(problem["status"], 400);
     assert_eq!(gw.upstream.requests().len(), 1);
     assert!(common::metric(&gw, &failures("plain_http")).await >= 1.0);
+    // Bytes that are neither TLS nor HTTP: closed without an answer.
+    let not_tls_before = common::metric(&gw, &failures("not_tls")).await;
+    assert_eq!(common::raw(gw.addr(), b"\x00\x01\x02\x03").await, "");
+    assert!(common::metric(&gw, &failures("not_tls")).await >= not_tls_before + 1.0);
     // The certificate's seconds to expiry (rcgen's default validity runs to the year 4096).
     let expiry = format!(
         "warden_tls_certificate_expiry_seconds{{certificate=\"{}\"}}",

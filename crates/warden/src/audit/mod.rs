@@ -259,16 +259,21 @@ impl From<Vec<Value>> for Field {
 }
 
 impl Field {
+    /// The text, if this is text (a [`Field::Buffered`] one reads from `buffer`, its event's).
+    fn text_in<'a>(&'a self, buffer: &'a str) -> Option<&'a str> {
+        match self {
+            Field::Text(text) => Some(text),
+            Field::Buffered { start, end } => buffer.get(*start as usize..*end as usize),
+            _ => None,
+        }
+    }
+
     /// As JSON (a [`Field::Buffered`] text reads from `buffer`, its event's).
     fn to_value(&self, buffer: &str) -> Value {
         match self {
-            Field::Text(text) => Value::String(text.to_string()),
-            Field::Buffered { start, end } => Value::String(
-                buffer
-                    .get(*start as usize..*end as usize)
-                    .unwrap_or("")
-                    .to_owned(),
-            ),
+            Field::Text(_) | Field::Buffered { .. } => {
+                Value::String(self.text_in(buffer).unwrap_or("").to_owned())
+            }
             Field::Unsigned(n) => Value::from(*n),
             Field::Signed(n) => Value::from(*n),
             Field::Bool(b) => Value::Bool(*b),
@@ -428,11 +433,7 @@ impl AuditEvent {
 
     /// The text of a field of this event, if it is text.
     pub fn text<'a>(&'a self, field: &'a Field) -> Option<&'a str> {
-        match field {
-            Field::Text(text) => Some(text),
-            Field::Buffered { start, end } => self.buffer.get(*start as usize..*end as usize),
-            _ => None,
-        }
+        field.text_in(&self.buffer)
     }
 
     /// Sets a field to one of the code's own strings (no copy).
@@ -657,12 +658,8 @@ fn write_str(out: &mut Vec<u8>, text: &str) {
 
 fn write_field(out: &mut Vec<u8>, field: &Field, buffer: &str) {
     match field {
-        Field::Text(text) => write_str(out, text),
-        Field::Buffered { start, end } => {
-            write_str(
-                out,
-                buffer.get(*start as usize..*end as usize).unwrap_or(""),
-            );
+        Field::Text(_) | Field::Buffered { .. } => {
+            write_str(out, field.text_in(buffer).unwrap_or(""));
         }
         Field::Unsigned(n) => {
             let _ = serde_json::to_writer(&mut *out, n);

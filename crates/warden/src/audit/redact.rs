@@ -223,17 +223,15 @@ impl Redactor {
                 }
             }
             Decision::Scan { detect } => {
-                let masked = match field {
-                    Field::Text(text) => self.mask_text(text, detect),
-                    Field::Buffered { start, end } => buffer
-                        .get(*start as usize..*end as usize)
-                        .and_then(|text| self.mask_text(text, detect)),
+                let masked = match &mut *field {
                     Field::Json(value) => {
                         let mut at = path.to_owned();
                         self.walk(&mut at, value);
                         None
                     }
-                    _ => None,
+                    text => text
+                        .text_in(buffer)
+                        .and_then(|text| self.mask_text(text, detect)),
                 };
                 if let Some(masked) = masked {
                     *field = Field::Text(Cow::Owned(masked));

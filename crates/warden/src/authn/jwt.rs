@@ -296,10 +296,17 @@ impl Inner {
             )));
         };
         use base64::Engine as _;
-        let actual = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(peer.thumbprint());
+        // Decoded into a fixed buffer (no allocation per request); a value that is not 32
+        // bytes of base64url binds to no certificate.
+        let mut bound = [0u8; 33];
+        let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode_slice(expected, &mut bound)
+            .ok()
+            .filter(|&n| n == 32);
         // Public values, but compared without an early exit all the same.
-        if aws_lc_rs::constant_time::verify_slices_are_equal(actual.as_bytes(), expected.as_bytes())
-            .is_err()
+        if decoded.is_none()
+            || aws_lc_rs::constant_time::verify_slices_are_equal(&bound[..32], peer.thumbprint())
+                .is_err()
         {
             return Err(invalid(InvalidReason::CertificateBinding(
                 "bound to another certificate",
