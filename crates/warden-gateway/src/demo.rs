@@ -307,7 +307,12 @@ curl -s http://{admin}/metrics | grep warden_requests_total
         Some(ca) => text.replace("curl ", &format!("curl --cacert {} ", ca.display())),
         None => text,
     };
-    println!("{text}");
+    // A closed stdout (`warden demo | head`, a supervisor that stopped reading) must not
+    // stop the gateway: `println!` would panic on the broken pipe.
+    use std::io::Write as _;
+    if let Err(error) = std::io::stdout().lock().write_all(text.as_bytes()) {
+        tracing::warn!(%error, "could not print the demo instructions");
+    }
 }
 
 /// Starts the demo agent API on `addr`; returns its bound address.

@@ -22,21 +22,28 @@ async fn start_demo(
         .spawn()
         .expect("spawn demo");
     let stdout = child.stdout.take().expect("stdout");
-    let banner = tokio::task::spawn_blocking(move || {
+    // The reader keeps draining stdout after the instructions, as a terminal would.
+    let (banner_tx, banner_rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
         let mut lines = Vec::new();
+        let mut banner_tx = Some(banner_tx);
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if banner_tx.is_none() {
+                continue;
+            }
             let done = line.contains("grep warden_requests_total");
             lines.push(line);
             if done {
-                break;
+                if let Some(tx) = banner_tx.take() {
+                    let _ = tx.send(lines.join("\n"));
+                }
             }
         }
-        lines.join("\n")
     });
-    let banner = tokio::time::timeout(Duration::from_secs(30), banner)
+    let banner = tokio::time::timeout(Duration::from_secs(30), banner_rx)
         .await
         .expect("the demo printed its instructions")
-        .expect("join");
+        .expect("the demo's stdout ended before its instructions");
     (child, banner)
 }
 
@@ -338,6 +345,45 @@ async fn the_tls_demo_serves_https_with_the_certificate_it_prints() {
             .to_ascii_lowercase()
             .contains("strict-transport-security"),
         "{answer}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_keeps_serving_when_nobody_reads_its_stdout() {
+    // `warden demo | head -1`, or a supervisor that closed the pipe: printing the
+    // instructions fails, and the gateway must keep running anyway.
+    let listen = unused_addr();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .arg("demo")
+        .env("WARDEN_SERVER__LISTEN", listen.to_string())
+        .env("WARDEN_SERVER__ADMIN_LISTEN", unused_addr().to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn demo");
+    drop(child.stdout.take());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(listen).await.is_err() {
+        assert!(
+            child.try_wait().expect("status").is_none(),
+            "the demo exited"
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the demo never listened"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The instructions are printed after the listener is up; give a failed print its time.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    get(&format!("http://{listen}/api/v1/agents"))
+        .await
+        .assert_problem(401);
+    assert!(
+        child.try_wait().expect("status").is_none(),
+        "the demo exited when its stdout closed"
     );
     let _ = child.kill();
     let _ = child.wait();
