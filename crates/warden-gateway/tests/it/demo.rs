@@ -33,10 +33,8 @@ async fn start_demo(
             }
             let done = line.contains("grep warden_requests_total");
             lines.push(line);
-            if done {
-                if let Some(tx) = banner_tx.take() {
-                    let _ = tx.send(lines.join("\n"));
-                }
+            if done && let Some(tx) = banner_tx.take() {
+                let _ = tx.send(lines.join("\n"));
             }
         }
     });
