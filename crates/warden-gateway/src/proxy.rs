@@ -15,6 +15,10 @@
 //! request buffering); larger ones stream. A body-limit breach answers 413, a client pausing
 //! past `body_read` 408, a client's broken body 400 (logged as the client's fault); connection
 //! failures answer 502 and timeouts 504, with the cause logged and never sent to the client.
+//!
+//! An `https://` upstream is reached through rustls with the verification `upstream.tls`
+//! compiled (DESIGN.md §2 "Connection"); a handshake failure is a 502 of its own kind
+//! (`upstream_tls`), and TCP connect plus handshake share `timeouts.upstream_connect`.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -63,6 +67,9 @@ pub enum UpstreamFailure {
     Timeout,
     /// No response head within `server.timeouts.upstream_response`.
     ResponseTimeout,
+    /// The TLS handshake failed: the certificate did not verify for the upstream's name, the
+    /// upstream refused the client certificate, or no version or suite was shared.
+    Tls,
     /// The connection broke or the upstream answered something that is not HTTP.
     Protocol,
     /// The upstream connection cap was reached.
@@ -76,6 +83,7 @@ impl UpstreamFailure {
             UpstreamFailure::Connect => "upstream_connect",
             UpstreamFailure::Timeout => "upstream_timeout",
             UpstreamFailure::ResponseTimeout => "upstream_response_timeout",
+            UpstreamFailure::Tls => "upstream_tls",
             UpstreamFailure::Protocol => "upstream_protocol",
             UpstreamFailure::Saturated => "upstream_saturated",
         }
@@ -141,15 +149,38 @@ impl IdentityHeaders {
 impl Proxy {
     /// A proxy for `config`'s upstream; `scheme` is the listener's (`http` or `https`).
     pub fn new(config: &Config, scheme: &'static str) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.server.timeouts.upstream_connect));
-        connector.enforce_http(true);
+        let connect_timeout = config.server.timeouts.upstream_connect;
+        let mut tcp = HttpConnector::new();
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(connect_timeout));
+        // The TLS layer checks the scheme: `https` only when the upstream is `https://`.
+        tcp.enforce_http(false);
+        let connector = match &config.upstream.tls {
+            Some(tls) => {
+                let builder = hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_tls_config((*tls.config).clone())
+                    .https_only();
+                let builder = match &tls.server_name {
+                    Some(name) => builder.with_server_name_resolver(
+                        hyper_rustls::FixedServerNameResolver::new(name.clone()),
+                    ),
+                    None => builder,
+                };
+                builder.enable_http1().wrap_connector(tcp)
+            }
+            // Plain `http://`: the TLS layer passes connections through (it would trust no
+            // certificate, were it ever asked for `https`).
+            None => hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(trusting_nothing())
+                .https_or_http()
+                .enable_http1()
+                .wrap_connector(tcp),
+        };
         let max = config.upstream.max_connections;
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(max.min(256))
-            .build(CountingConnector::new(connector, max));
+            .build(CountingConnector::new(connector, max, connect_timeout));
         Proxy {
             client,
             upstream: config.upstream.clone(),
@@ -269,6 +300,8 @@ impl Proxy {
                 // The connector's cap (the error chain says so), or the upstream itself.
                 let (kind, failure) = if warden::limit::caused_by::<Saturated>(&error) {
                     (RejectionKind::Overloaded, UpstreamFailure::Saturated)
+                } else if is_tls_failure(&error) {
+                    (RejectionKind::BadGateway, UpstreamFailure::Tls)
                 } else if is_timeout(&error) {
                     (RejectionKind::GatewayTimeout, UpstreamFailure::Timeout)
                 } else if error.is_connect() {
@@ -349,23 +382,43 @@ fn original_host(parts: &http::request::Parts) -> Option<HeaderValue> {
         .or_else(|| parts.headers.get(header::HOST).cloned())
 }
 
+/// A client TLS configuration with no trust anchors: every certificate fails verification.
+fn trusting_nothing() -> rustls::ClientConfig {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map(|builder| {
+            builder
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth()
+        })
+        .expect("aws-lc-rs supports the default protocol versions")
+}
+
 /// The connector refused: `upstream.max_connections` connections are open.
 #[derive(Debug, thiserror::Error)]
 #[error("upstream connection limit reached")]
 struct Saturated;
 
-/// An `HttpConnector` that never holds more than `max` connections open at once.
+/// The TCP (and, for `https://`, TLS) connector.
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
+/// The connector, never holding more than `max` connections open at once, and giving up when
+/// TCP and TLS together take longer than `server.timeouts.upstream_connect` (the TCP connector's
+/// own timeout does not cover a handshake the upstream never finishes).
 #[derive(Clone, Debug)]
 struct CountingConnector {
-    inner: HttpConnector,
+    inner: Connector,
     live: Arc<Semaphore>,
+    timeout: Duration,
 }
 
 impl CountingConnector {
-    fn new(inner: HttpConnector, max: usize) -> Self {
+    fn new(inner: Connector, max: usize, timeout: Duration) -> Self {
         CountingConnector {
             inner,
             live: Arc::new(Semaphore::new(max.clamp(1, Semaphore::MAX_PERMITS))),
+            timeout,
         }
     }
 }
@@ -379,15 +432,24 @@ impl tower::Service<Uri> for CountingConnector {
         &mut self,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         let permit = self.live.clone().try_acquire_owned();
         let connecting = self.inner.call(uri);
+        let timeout = self.timeout;
         Box::pin(async move {
             let permit = permit.map_err(|_| Box::new(Saturated) as warden::body::BoxError)?;
-            let io = connecting.await?;
+            let io = match tokio::time::timeout(timeout, connecting).await {
+                Ok(connected) => connected?,
+                Err(_) => {
+                    return Err(Box::new(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "upstream connect (TCP and TLS) timed out",
+                    )) as warden::body::BoxError);
+                }
+            };
             let gauge = metrics::gauge!("warden_upstream_connections");
             gauge.increment(1.0);
             Ok(Counted {
@@ -403,7 +465,7 @@ pin_project_lite::pin_project! {
     /// An upstream connection holding its place under the connector's cap.
     struct Counted {
         #[pin]
-        io: TokioIo<tokio::net::TcpStream>,
+        io: hyper_rustls::MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>,
         _permit: OwnedSemaphorePermit,
         gauge: metrics::Gauge,
     }
@@ -483,6 +545,27 @@ fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
         if let Some(io) = err.downcast_ref::<std::io::Error>()
             && io.kind() == std::io::ErrorKind::TimedOut
         {
+            return true;
+        }
+        current = err.source();
+    }
+    false
+}
+
+/// Whether a TLS error is in `error`'s chain. tokio-rustls wraps it in an `io::Error`, and the
+/// TLS connector wraps that in another; `io::Error::source()` skips the wrapped error, so each
+/// one is unwrapped here.
+fn is_tls_failure(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(err) = current {
+        let mut inner: &(dyn std::error::Error + 'static) = err;
+        while let Some(wrapped) = inner
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            inner = wrapped;
+        }
+        if inner.is::<rustls::Error>() {
             return true;
         }
         current = err.source();

@@ -22,6 +22,7 @@ pub mod server;
 pub mod tls;
 pub mod toolkit;
 pub mod upstream;
+pub mod upstream_tls;
 
 use std::path::Path;
 

@@ -95,6 +95,24 @@ const VERSIONS: &[(&str, &rustls::SupportedProtocolVersion)] = &[
     ("1.3", &rustls::version::TLS13),
 ];
 
+/// The versions from `version` (`"1.2"` or `"1.3"`, at config path `at`) up.
+pub(super) fn min_version(
+    c: &mut Compiler,
+    at: &str,
+    version: &str,
+) -> Option<Vec<&'static rustls::SupportedProtocolVersion>> {
+    let Some(lowest) = VERSIONS.iter().position(|(name, _)| *name == version) else {
+        c.error(
+            at,
+            format!(
+                "expected \"1.2\" or \"1.3\", got {version:?} (TLS 1.0 and 1.1 are not offered)"
+            ),
+        );
+        return None;
+    };
+    Some(VERSIONS[lowest..].iter().map(|(_, v)| *v).collect())
+}
+
 /// (suite, IANA name, OpenSSL name, the OpenSSL aliases that select it)
 type Named = (
     CipherSuite,
@@ -296,14 +314,60 @@ fn certified(
     provider: &CryptoProvider,
     served: &mut Vec<Served>,
 ) -> Option<CertifiedKey> {
-    let (cert_file, cert_pem) = c.read(&format!("{path}.cert"), cert)?;
-    let (key_file, key_pem) = c.read(&format!("{path}.key"), key)?;
+    let (cert_at, key_at) = (format!("{path}.cert"), format!("{path}.key"));
+    let pair = pem_pair(c, (&cert_at, cert), (&key_at, key))?;
+    served.push(Served {
+        file: cert.to_owned(),
+        not_after: pair.not_after,
+    });
+    match CertifiedKey::from_der(pair.chain, pair.key, provider) {
+        Ok(certified) => Some(certified),
+        Err(e) => {
+            c.error(key_at, pair.files.mismatch(&e));
+            None
+        }
+    }
+}
+
+/// A certificate chain and a private key read from PEM files, not yet checked to match.
+pub(super) struct PemPair {
+    /// Leaf first.
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+    /// The leaf's expiry (Unix seconds).
+    pub not_after: i64,
+    pub files: PemFiles,
+}
+
+/// Where a [`PemPair`] was read from: the certificate file, then the key file.
+pub(super) struct PemFiles(std::path::PathBuf, std::path::PathBuf);
+
+impl PemFiles {
+    /// The message for a key that does not go with its certificate.
+    pub fn mismatch(&self, error: &rustls::Error) -> String {
+        format!(
+            "{} does not go with {}: {error}",
+            self.1.display(),
+            self.0.display()
+        )
+    }
+}
+
+/// Reads a chain (at config path `cert_at`) and its key (at `key_at`); warns when the leaf has
+/// expired or expires within [`EXPIRY_WARNING_DAYS`].
+pub(super) fn pem_pair(
+    c: &mut Compiler,
+    (cert_at, cert): (&str, &str),
+    (key_at, key): (&str, &str),
+) -> Option<PemPair> {
+    let (cert_file, cert_pem) = c.read(cert_at, cert)?;
+    let (key_file, key_pem) = c.read(key_at, key)?;
     let chain: Vec<CertificateDer<'static>> =
         match CertificateDer::pem_slice_iter(&cert_pem).collect::<Result<_, _>>() {
             Ok(chain) => chain,
             Err(e) => {
                 c.error(
-                    format!("{path}.cert"),
+                    cert_at,
                     format!("{}: not a PEM certificate chain ({e})", cert_file.display()),
                 );
                 return None;
@@ -311,7 +375,7 @@ fn certified(
         };
     if chain.is_empty() {
         c.error(
-            format!("{path}.cert"),
+            cert_at,
             format!("{}: holds no certificate", cert_file.display()),
         );
         return None;
@@ -319,7 +383,7 @@ fn certified(
     // The key's bytes are never part of a message.
     let Ok(key) = PrivateKeyDer::from_pem_slice(&key_pem) else {
         c.error(
-            format!("{path}.key"),
+            key_at,
             format!(
                 "{}: not a PEM private key (PKCS#8, PKCS#1 or SEC1)",
                 key_file.display()
@@ -329,7 +393,7 @@ fn certified(
     };
     let Ok((_, leaf)) = x509_parser::parse_x509_certificate(&chain[0]) else {
         c.error(
-            format!("{path}.cert"),
+            cert_at,
             format!(
                 "{}: the first certificate cannot be parsed",
                 cert_file.display()
@@ -344,36 +408,47 @@ fn certified(
     let days = not_after.saturating_sub(now).div_euclid(86_400);
     if not_after <= now {
         c.warn(
-            format!("{path}.cert"),
+            cert_at,
             format!("{}: the certificate has expired", cert_file.display()),
         );
     } else if days < EXPIRY_WARNING_DAYS {
         c.warn(
-            format!("{path}.cert"),
+            cert_at,
             format!(
                 "{}: the certificate expires in {days} day(s)",
                 cert_file.display()
             ),
         );
     }
-    served.push(Served {
-        file: cert.to_owned(),
+    Some(PemPair {
+        chain,
+        key,
         not_after,
-    });
-    match CertifiedKey::from_der(chain, key, provider) {
-        Ok(certified) => Some(certified),
-        Err(e) => {
+        files: PemFiles(cert_file, key_file),
+    })
+}
+
+/// CA certificates from a PEM file (at config path `at`), as trust anchors.
+pub(super) fn pem_roots(c: &mut Compiler, at: &str, file: &str) -> Option<rustls::RootCertStore> {
+    let (file, pem) = c.read(at, file)?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let added = cert
+            .map_err(|e| e.to_string())
+            .and_then(|cert| roots.add(cert).map_err(|e| e.to_string()));
+        if let Err(e) = added {
             c.error(
-                format!("{path}.key"),
-                format!(
-                    "{} does not go with {}: {e}",
-                    key_file.display(),
-                    cert_file.display()
-                ),
+                at,
+                format!("{}: not a usable CA certificate ({e})", file.display()),
             );
-            None
+            return None;
         }
     }
+    if roots.is_empty() {
+        c.error(at, format!("{}: holds no certificate", file.display()));
+        return None;
+    }
+    Some(roots)
 }
 
 /// Whether the leaf is valid for `name` (a wildcard name is checked with a label under it).
@@ -412,27 +487,7 @@ fn client_verifier(
         &[("required", true), ("optional", false)],
         true,
     );
-    let (file, pem) = c.read("server.tls.client_ca", ca)?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&pem) {
-        let added = cert
-            .map_err(|e| e.to_string())
-            .and_then(|cert| roots.add(cert).map_err(|e| e.to_string()));
-        if let Err(e) = added {
-            c.error(
-                "server.tls.client_ca",
-                format!("{}: not a usable CA certificate ({e})", file.display()),
-            );
-            return None;
-        }
-    }
-    if roots.is_empty() {
-        c.error(
-            "server.tls.client_ca",
-            format!("{}: holds no certificate", file.display()),
-        );
-        return None;
-    }
+    let roots = pem_roots(c, "server.tls.client_ca", ca)?;
     let mut crls = Vec::new();
     for (i, crl) in raw.client_crls.iter().enumerate() {
         let path = format!("server.tls.client_crls[{i}]");
@@ -465,10 +520,7 @@ fn client_verifier(
         Err(e) => {
             c.error(
                 "server.tls.client_ca",
-                format!(
-                    "cannot verify client certificates with {}: {e}",
-                    file.display()
-                ),
+                format!("cannot verify client certificates with {ca}: {e}"),
             );
             None
         }
@@ -479,17 +531,7 @@ fn client_verifier(
 pub fn compile(c: &mut Compiler, raw: Option<&RawTls>) -> Option<Tls> {
     let raw = raw?;
     let version = raw.min_version.as_deref().unwrap_or("1.2");
-    let Some(lowest) = VERSIONS.iter().position(|(name, _)| *name == version) else {
-        c.error(
-            "server.tls.min_version",
-            format!(
-                "expected \"1.2\" or \"1.3\", got {version:?} (TLS 1.0 and 1.1 are not offered)"
-            ),
-        );
-        return None;
-    };
-    let versions: Vec<&'static rustls::SupportedProtocolVersion> =
-        VERSIONS[lowest..].iter().map(|(_, v)| *v).collect();
+    let versions = min_version(c, "server.tls.min_version", version)?;
     let mut provider = rustls::crypto::aws_lc_rs::default_provider();
     if let Some(list) = &raw.ciphers {
         let allowed = ciphers(c, list);

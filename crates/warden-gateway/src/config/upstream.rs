@@ -6,6 +6,7 @@ use serde::Deserialize;
 use warden::identity_headers::IdentityPrefix;
 
 use super::toolkit::{Compiler, Scalar};
+use super::upstream_tls::{self, RawUpstreamTls, UpstreamTls};
 
 /// `upstream:`
 #[derive(Debug, Deserialize)]
@@ -30,6 +31,9 @@ pub struct RawUpstream {
     /// trailing `*` matches a prefix).
     #[serde(default)]
     pub strip_headers: Option<Vec<String>>,
+    /// TLS toward an `https://` upstream.
+    #[serde(default)]
+    pub tls: Option<RawUpstreamTls>,
 }
 
 /// Rewrite and client-address headers stripped by default: classic authorization bypasses on
@@ -124,7 +128,7 @@ impl StripHeaders {
 /// Compiled `upstream:`.
 #[derive(Clone, Debug)]
 pub struct Upstream {
-    /// Scheme (`http`).
+    /// Scheme (`http` or `https`).
     pub scheme: http::uri::Scheme,
     /// `host:port`.
     pub authority: http::uri::Authority,
@@ -140,6 +144,8 @@ pub struct Upstream {
     pub request_buffer: usize,
     /// Request headers never forwarded.
     pub strip_headers: StripHeaders,
+    /// How to connect to an `https://` upstream (`None` for `http://`).
+    pub tls: Option<UpstreamTls>,
 }
 
 /// Compiles `upstream:` (required).
@@ -180,6 +186,7 @@ pub fn compile(c: &mut Compiler, raw: Option<&RawUpstream>) -> Upstream {
         max_pending,
         request_buffer,
         strip_headers: strip_headers.clone(),
+        tls: None,
     };
     let Some(raw) = raw else {
         if !c.section_failed("upstream") {
@@ -213,10 +220,11 @@ pub fn compile(c: &mut Compiler, raw: Option<&RawUpstream>) -> Upstream {
         );
         return fallback();
     };
-    if scheme != &http::uri::Scheme::HTTP {
+    let https = scheme == &http::uri::Scheme::HTTPS;
+    if !https && scheme != &http::uri::Scheme::HTTP {
         c.error(
             "upstream.url",
-            format!("unsupported scheme {scheme}: this version proxies to http:// upstreams"),
+            format!("unsupported scheme {scheme}: expected http:// or https://"),
         );
     }
     if uri.query().is_some() || authority.as_str().contains('@') {
@@ -237,6 +245,7 @@ pub fn compile(c: &mut Compiler, raw: Option<&RawUpstream>) -> Upstream {
         max_pending,
         request_buffer,
         strip_headers,
+        tls: upstream_tls::compile(c, raw.tls.as_ref(), https),
     }
 }
 

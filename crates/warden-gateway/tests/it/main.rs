@@ -30,3 +30,4 @@ mod routing;
 mod security_headers;
 mod shutdown;
 mod tls;
+mod upstream_tls;

@@ -258,19 +258,19 @@ fn the_configuration_is_checked() {
 }
 
 /// A client certificate chain and its key.
-type Identity = (
+pub(crate) type Identity = (
     Vec<CertificateDer<'static>>,
     rustls::pki_types::PrivateKeyDer<'static>,
 );
 
 /// A CA, and client certificates it signs (or another CA signs) with a SPIFFE ID.
-struct Pki {
-    dir: PathBuf,
+pub(crate) struct Pki {
+    pub(crate) dir: PathBuf,
     ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
 }
 
 impl Pki {
-    fn new(name: &str) -> Pki {
+    pub(crate) fn new(name: &str) -> Pki {
         let dir = common::temp_dir(name);
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -283,12 +283,38 @@ impl Pki {
         Pki { dir, ca }
     }
 
-    fn ca_file(&self) -> PathBuf {
+    pub(crate) fn ca_file(&self) -> PathBuf {
         self.dir.join("ca.crt")
     }
 
+    /// A certificate for `names` (DNS names or IP addresses) with the server-auth or
+    /// client-auth purpose, written as `<stem>.crt` and `<stem>.key`; also as a rustls identity.
+    pub(crate) fn issue(
+        &self,
+        stem: &str,
+        names: &[&str],
+        purpose: rcgen::ExtendedKeyUsagePurpose,
+    ) -> (PathBuf, PathBuf, Identity) {
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let mut params = rcgen::CertificateParams::new(names).expect("params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, stem);
+        params.extended_key_usages = vec![purpose];
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &self.ca).expect("signed");
+        let (cert_file, key_file) = (
+            self.dir.join(format!("{stem}.crt")),
+            self.dir.join(format!("{stem}.key")),
+        );
+        std::fs::write(&cert_file, cert.pem()).expect("write cert");
+        std::fs::write(&key_file, key.serialize_pem()).expect("write key");
+        let der = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).expect("key der");
+        (cert_file, key_file, (vec![cert.der().clone()], der))
+    }
+
     /// A client certificate with `uri` as its SAN, as a rustls client identity.
-    fn client(&self, uri: &str) -> Identity {
+    pub(crate) fn client(&self, uri: &str) -> Identity {
         self.client_valid(uri, None)
     }
 
