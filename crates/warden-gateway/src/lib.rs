@@ -17,6 +17,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod certificates;
 pub mod cli;
 pub mod config;
 pub mod demo;

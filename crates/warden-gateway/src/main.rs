@@ -110,6 +110,25 @@ async fn serve_logged(path: &std::path::Path) -> anyhow::Result<()> {
             }
         });
     }
+    #[cfg(unix)]
+    {
+        // SIGHUP reloads the listener's certificates (the rest of the configuration is read at
+        // startup only, in this version); without a handler it would end the process.
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("cannot listen for SIGHUP")?;
+        let gateway = gateway.reloader();
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                match gateway.reload_certificates().await {
+                    Some(Ok(served)) => tracing::info!(served, "SIGHUP: certificates reloaded"),
+                    Some(Err(_)) => {} // each problem is logged by the reload
+                    None => tracing::info!(
+                        "SIGHUP: nothing to reload (no server.tls; the configuration is read at startup)"
+                    ),
+                }
+            }
+        });
+    }
     let handle = gateway.shutdown_handle();
     tokio::spawn(async move {
         shutdown_signal().await;

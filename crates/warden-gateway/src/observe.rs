@@ -45,6 +45,8 @@ pub mod names {
     pub const CERTIFICATE_EXPIRY: &str = "warden_tls_certificate_expiry_seconds";
     /// Counter: TLS handshakes that did not complete, by `reason`.
     pub const HANDSHAKE_FAILURES: &str = "warden_tls_handshake_failures_total";
+    /// Counter: certificate reloads, by `result` (`success`, `failure`).
+    pub const TLS_RELOADS: &str = "warden_tls_reloads_total";
 }
 
 /// Layer producing [`Observe`].

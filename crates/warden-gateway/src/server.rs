@@ -36,7 +36,8 @@ use warden::client_ip::PeerAddr;
 use warden::limit::ClientBody;
 
 use crate::admin::{self, Readiness};
-use crate::config::Config;
+use crate::certificates::{self, Certificates, Trigger};
+use crate::config::{Config, ConfigErrors};
 use crate::observe::names;
 use crate::proxy::Proxy;
 use crate::runtime::{BuildError, Runtime};
@@ -75,6 +76,7 @@ pub struct Gateway {
     task: JoinHandle<()>,
     tasks: Vec<JoinHandle<()>>,
     audit: Option<Arc<FileSink>>,
+    certificates: Option<Arc<Certificates>>,
 }
 
 impl Gateway {
@@ -130,13 +132,26 @@ impl Gateway {
             readiness.clone(),
             shutdown_rx.clone(),
         ));
-        if let Some(tls) = &config.server.tls {
-            tokio::spawn(report_expiry(tls.certificates.clone(), shutdown_rx.clone()));
-        }
+        let certificates = config.server.tls.as_ref().map(|tls| {
+            let certificates = Certificates::new(tls.clone(), runtime.shared.audit.clone());
+            tokio::spawn(certificates::report_expiry(
+                certificates.clone(),
+                shutdown_rx.clone(),
+            ));
+            if let Some(interval) = tls.watch_interval {
+                tokio::spawn(certificates::watch(
+                    certificates.clone(),
+                    interval,
+                    shutdown_rx.clone(),
+                ));
+            }
+            certificates
+        });
         let task = tokio::spawn(accept_loop(
             listener,
             service,
             config,
+            certificates.clone(),
             readiness.clone(),
             shutdown_rx,
         ));
@@ -162,6 +177,7 @@ impl Gateway {
             task,
             tasks: runtime.tasks,
             audit,
+            certificates,
         })
     }
 
@@ -189,6 +205,20 @@ impl Gateway {
     /// The audit sink, if configured (SIGUSR1 asks it to reopen its file after a rotation).
     pub fn audit_sink(&self) -> Option<Arc<FileSink>> {
         self.audit.clone()
+    }
+
+    /// Reads `server.tls`'s files again and serves them to new handshakes if they are valid;
+    /// `None` without TLS. On failure the certificates in service stay, and the problems are
+    /// logged and returned.
+    pub async fn reload_certificates(&self) -> Option<Result<usize, ConfigErrors>> {
+        self.reloader().reload_certificates().await
+    }
+
+    /// A handle that reloads from elsewhere (the SIGHUP handler).
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            certificates: self.certificates.clone(),
+        }
     }
 
     /// A handle that triggers shutdown from elsewhere (signal handlers).
@@ -379,6 +409,25 @@ impl Drop for ActiveRequest {
     }
 }
 
+/// Reloads a running gateway's certificates ([`Gateway::reloader`]).
+#[derive(Clone, Debug)]
+pub struct Reloader {
+    certificates: Option<Arc<Certificates>>,
+}
+
+impl Reloader {
+    /// See [`Gateway::reload_certificates`].
+    pub async fn reload_certificates(&self) -> Option<Result<usize, ConfigErrors>> {
+        let certificates = self.certificates.clone()?;
+        let reloaded =
+            tokio::task::spawn_blocking(move || certificates.reload(Trigger::Signal)).await;
+        Some(
+            reloaded
+                .unwrap_or_else(|_| Err(ConfigErrors::one("server.tls", "the reload task failed"))),
+        )
+    }
+}
+
 /// How long idle connections may stay when the gateway is near `max_connections`.
 const IDLE_UNDER_PRESSURE: Duration = Duration::from_secs(1);
 
@@ -386,6 +435,7 @@ async fn accept_loop(
     listener: TcpListener,
     service: GatewayService,
     config: Config,
+    tls: Option<Arc<Certificates>>,
     readiness: Arc<Readiness>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -393,11 +443,6 @@ async fn accept_loop(
     let permits = Arc::new(Semaphore::new(config.server.limits.max_connections));
     let connections = Arc::new(Connections::new(&config));
     let timeouts = config.server.timeouts;
-    let tls = config
-        .server
-        .tls
-        .as_ref()
-        .map(|tls| tokio_rustls::TlsAcceptor::from(tls.config.clone()));
     readiness.serving.store(true, Ordering::SeqCst);
 
     loop {
@@ -472,8 +517,8 @@ async fn accept_loop(
 struct Supervised {
     builder: Arc<auto::Builder<TokioExecutor>>,
     service: GatewayService,
-    /// Handshakes first, when the listener terminates TLS.
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Handshakes first, when the listener terminates TLS (with what is in service now).
+    tls: Option<Arc<Certificates>>,
     timeouts: crate::config::Timeouts,
     pressure: watch::Receiver<bool>,
     shutdown: watch::Receiver<bool>,
@@ -491,7 +536,7 @@ impl Supervised {
     async fn run<G: Send + 'static>(self, stream: TcpStream, peer: SocketAddr, guard: G) {
         let _ = stream.set_nodelay(true);
         let accepted = Instant::now();
-        let Some(acceptor) = self.tls.clone() else {
+        let Some(acceptor) = self.tls.as_ref().map(|tls| tls.acceptor()) else {
             return self.serve(stream, peer, None, guard, accepted).await;
         };
         // The handshake counts against the request head's deadline: a silent or slow client is
@@ -620,26 +665,6 @@ impl Supervised {
         }
         gauge.decrement(1.0);
         drop(guard);
-    }
-}
-
-/// Sets each served certificate's seconds to expiry (negative once expired), every minute.
-async fn report_expiry(
-    certificates: Vec<crate::config::tls::Served>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    loop {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-        for served in &certificates {
-            metrics::gauge!(names::CERTIFICATE_EXPIRY, "certificate" => served.file.clone())
-                .set(served.not_after.saturating_sub(now) as f64);
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
-            _ = shutdown.changed() => return,
-        }
     }
 }
 

@@ -11,7 +11,9 @@
 //! nothing; any other name is an error, so a typo never silently changes what is offered.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -21,10 +23,10 @@ use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde::Deserialize;
 
-use super::toolkit::Compiler;
+use super::toolkit::{Compiler, ConfigError, Scalar};
 
 /// `server.tls:`
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawTls {
     /// The default certificate chain (PEM, leaf first).
@@ -43,10 +45,13 @@ pub struct RawTls {
     pub client_auth: Option<String>,
     /// Certificate revocation lists (PEM) for client certificates.
     pub client_crls: Vec<String>,
+    /// How often the files above are checked for a change to reload (default 10s; 0: only on
+    /// SIGHUP).
+    pub watch_interval: Option<Scalar>,
 }
 
 /// A cipher list as a string or a list.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(untagged)]
 pub enum RawCiphers {
     /// `ECDHE+AESGCM:DHE+AESGCM`
@@ -56,7 +61,7 @@ pub enum RawCiphers {
 }
 
 /// `server.tls.certificates[]`
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawCertificate {
     /// Chain (PEM).
@@ -75,6 +80,27 @@ pub struct Tls {
     pub config: Arc<ServerConfig>,
     /// The certificates served, for the expiry metric.
     pub certificates: Vec<Served>,
+    /// Every file the section read (resolved), checked for changes every `watch_interval`.
+    pub files: Vec<PathBuf>,
+    /// `None`: reloaded on SIGHUP only.
+    pub watch_interval: Option<Duration>,
+    /// The section as written and where its relative file names start, to compile it again.
+    source: Arc<(RawTls, Option<PathBuf>)>,
+}
+
+impl Tls {
+    /// Compiles the section again from its files, exactly as at startup: the new certificates,
+    /// keys, CAs and revocation lists, or every problem with its path (warnings come along).
+    pub fn reload(&self) -> Result<(Tls, Vec<ConfigError>), Vec<ConfigError>> {
+        let (raw, base_dir) = &*self.source;
+        let mut c = Compiler::new(Vec::new(), Vec::new(), base_dir.clone());
+        let tls = compile(&mut c, Some(raw));
+        let (errors, warnings) = c.finish();
+        match tls {
+            Some(tls) if errors.is_empty() => Ok((tls, warnings)),
+            _ => Err(errors),
+        }
+    }
 }
 
 /// A served certificate: its file and when its leaf expires.
@@ -611,8 +637,27 @@ pub fn compile(c: &mut Compiler, raw: Option<&RawTls>) -> Option<Tls> {
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     // The server's order of suites, not the client's.
     config.ignore_client_order = true;
+    let files = [Some(cert), Some(key), raw.client_ca.as_deref()]
+        .into_iter()
+        .flatten()
+        .chain(raw.certificates.iter().flat_map(|e| [&*e.cert, &*e.key]))
+        .chain(raw.client_crls.iter().map(String::as_str))
+        .map(|file| c.resolve(file))
+        .collect();
+    let watch_interval = match &raw.watch_interval {
+        Some(Scalar::Int(0)) => None,
+        Some(Scalar::Text(text)) if text.trim() == "0" => None,
+        value => Some(c.duration(
+            "server.tls.watch_interval",
+            value.as_ref(),
+            Duration::from_secs(10),
+        )),
+    };
     Some(Tls {
         config: Arc::new(config),
         certificates: served,
+        files,
+        watch_interval,
+        source: Arc::new((raw.clone(), c.base_dir().map(PathBuf::from))),
     })
 }

@@ -388,6 +388,11 @@ impl Compiler {
         }
     }
 
+    /// The directory relative file names are resolved against.
+    pub fn base_dir(&self) -> Option<&Path> {
+        self.base_dir.as_deref()
+    }
+
     /// A file name from the configuration, relative to the configuration file's directory.
     pub fn resolve(&self, file: &str) -> PathBuf {
         let path = Path::new(file);

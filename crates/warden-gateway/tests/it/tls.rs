@@ -212,6 +212,8 @@ fn the_configuration_is_checked() {
     assert!(none.contains("selects no cipher suite"), "{none}");
     let old = errors("    min_version: \"1.1\"\n", &key);
     assert!(old.contains("server.tls.min_version"), "{old}");
+    let watch = errors("    watch_interval: soon\n", &key);
+    assert!(watch.contains("server.tls.watch_interval"), "{watch}");
     // A key that is not the certificate's.
     let mismatched = errors("", &other_key);
     assert!(mismatched.contains("server.tls.key"), "{mismatched}");
@@ -507,4 +509,297 @@ async fn a_certificate_bound_token_works_only_with_its_certificate() {
     )
     .await;
     assert!(refused >= 3.0, "{refused}");
+}
+
+/// A self-signed certificate for localhost valid until `year`-01-01, as PEM texts and DER.
+fn localhost_until(year: i32) -> (String, String, CertificateDer<'static>) {
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(year, 1, 1);
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = params.self_signed(&key).expect("cert");
+    (cert.pem(), key.serialize_pem(), cert.der().clone())
+}
+
+/// The leaf a fresh handshake with the gateway is given.
+async fn served_leaf(
+    gw: &common::TestGateway,
+    connector: &tokio_rustls::TlsConnector,
+) -> CertificateDer<'static> {
+    let stream = connect(gw, connector, "localhost")
+        .await
+        .expect("handshake");
+    stream.get_ref().1.peer_certificates().expect("certificate")[0].clone()
+}
+
+/// Waits until the audit trail at `trail` holds `count` events of `action`.
+async fn audited(trail: &Path, action: &str, count: usize) -> Vec<serde_json::Value> {
+    for _ in 0..200 {
+        let events: Vec<serde_json::Value> = std::fs::read_to_string(trail)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e.pointer("/event/action").and_then(|a| a.as_str()) == Some(action))
+            .collect();
+        if events.len() >= count {
+            return events;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("the trail never held {count} {action} event(s)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_are_reloaded_on_signal_without_dropping_a_connection() {
+    use http_body_util::BodyExt as _;
+    let dir = common::temp_dir("tls-reload");
+    let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
+    let (a_pem, a_key, a_der) = localhost_until(2090);
+    let (b_pem, b_key, b_der) = localhost_until(2080);
+    std::fs::write(&cert, &a_pem).expect("write");
+    std::fs::write(&key, &a_key).expect("write");
+    let trail = dir.join("audit.jsonl");
+    let gw = common::spawn(&tls_yaml(
+        &cert,
+        &key,
+        &format!(
+            "    watch_interval: 0\naudit: {{ sink: \"file://{}\" }}\n",
+            trail.display()
+        ),
+    ))
+    .await;
+    let trusting_both = connector(
+        &[&a_der, &b_der],
+        &[&rustls::version::TLS13],
+        &[b"http/1.1"],
+    );
+    assert_eq!(served_leaf(&gw, &trusting_both).await, a_der);
+    let expiry = format!(
+        "warden_tls_certificate_expiry_seconds{{certificate=\"{}\"}}",
+        cert.display()
+    );
+    let until = |year: i32| {
+        let date = rcgen::date_time_ymd(year, 1, 1).unix_timestamp();
+        date - std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("now")
+            .as_secs() as i64
+    };
+    assert!((common::metric(&gw, &expiry).await - until(2090) as f64).abs() < 120.0);
+
+    // Keep-alive clients and a new connection per request, all through the reloads.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for keep_alive in [true, true, false] {
+        let (stop, tls) = (stop.clone(), trusting_both.clone());
+        let addr = gw.addr();
+        load.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u32, 0u32);
+            let mut sender = None;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                if sender.is_none() || !keep_alive {
+                    let tcp = TcpStream::connect(addr).await.expect("connect");
+                    let name = ServerName::try_from("localhost").expect("name");
+                    let stream = tls.connect(name, tcp).await.expect("handshake");
+                    let (send, conn) =
+                        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                            .await
+                            .expect("http handshake");
+                    tokio::spawn(conn);
+                    sender = Some(send);
+                }
+                let send = sender.as_mut().expect("sender");
+                let req = http::Request::get("/echo")
+                    .header("host", "localhost")
+                    .body(warden::body::empty())
+                    .expect("request");
+                match send.send_request(req).await {
+                    Ok(response) if response.status() == 200 => {
+                        let _ = response.into_body().collect().await;
+                        ok += 1;
+                    }
+                    _ => failed += 1,
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    // A → B on SIGHUP's path; the open connections carry on.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    std::fs::write(&cert, &b_pem).expect("write");
+    std::fs::write(&key, &b_key).expect("write");
+    assert_eq!(gw.gateway.reload_certificates().await, Some(Ok(1)));
+    assert_eq!(served_leaf(&gw, &trusting_both).await, b_der);
+
+    // A broken pair is refused, and B stays in service.
+    let (c_pem, _, _) = localhost_until(2070);
+    std::fs::write(&cert, &c_pem).expect("write");
+    let refused = gw
+        .gateway
+        .reload_certificates()
+        .await
+        .expect("tls")
+        .expect_err("mismatched pair");
+    assert!(
+        refused.to_string().contains("does not go with"),
+        "{refused}"
+    );
+    std::fs::write(&cert, "not a certificate").expect("write");
+    let refused = gw
+        .gateway
+        .reload_certificates()
+        .await
+        .expect("tls")
+        .expect_err("garbage");
+    assert!(refused.to_string().contains("server.tls.cert"), "{refused}");
+    assert_eq!(served_leaf(&gw, &trusting_both).await, b_der);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for task in load {
+        let (ok, failed) = task.await.expect("load");
+        assert!(ok > 0, "no request went through");
+        assert_eq!(failed, 0, "{failed} request(s) failed during the reloads");
+    }
+    // The expiry gauge follows the certificate in service at once (not a minute later).
+    assert!((common::metric(&gw, &expiry).await - until(2080) as f64).abs() < 120.0);
+
+    let reloaded = audited(&trail, "tls-certificates-reloaded", 1).await;
+    assert_eq!(
+        reloaded[0].pointer("/warden/tls/trigger"),
+        Some(&"signal".into())
+    );
+    let rejected = audited(&trail, "tls-certificates-rejected", 2).await;
+    assert_eq!(
+        rejected[0].pointer("/event/outcome"),
+        Some(&"failure".into())
+    );
+    let message = rejected[0]
+        .pointer("/error/message")
+        .and_then(|m| m.as_str())
+        .expect("message");
+    assert!(message.contains("does not go with"), "{message}");
+    // Nothing of a key reaches the trail.
+    let written = std::fs::read_to_string(&trail).expect("trail");
+    assert!(!written.contains("PRIVATE KEY"));
+}
+
+#[tokio::test]
+async fn a_changed_certificate_file_is_picked_up_and_a_half_written_pair_waits_for_its_key() {
+    let dir = common::temp_dir("tls-watch");
+    let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
+    let (a_pem, a_key, a_der) = localhost_until(2090);
+    let (b_pem, b_key, b_der) = localhost_until(2080);
+    std::fs::write(&cert, &a_pem).expect("write");
+    std::fs::write(&key, &a_key).expect("write");
+    let trail = dir.join("audit.jsonl");
+    let gw = common::spawn(&tls_yaml(
+        &cert,
+        &key,
+        &format!(
+            "    watch_interval: 100ms\naudit: {{ sink: \"file://{}\" }}\n",
+            trail.display()
+        ),
+    ))
+    .await;
+    let trusting_both = connector(
+        &[&a_der, &b_der],
+        &[&rustls::version::TLS13],
+        &[b"http/1.1"],
+    );
+    assert_eq!(served_leaf(&gw, &trusting_both).await, a_der);
+    // The certificate first, as a renewal tool writes it: it does not go with the old key.
+    std::fs::write(&cert, &b_pem).expect("write");
+    let rejected = audited(&trail, "tls-certificates-rejected", 1).await;
+    assert_eq!(
+        rejected[0].pointer("/warden/tls/trigger"),
+        Some(&"file_change".into())
+    );
+    assert_eq!(served_leaf(&gw, &trusting_both).await, a_der);
+    // Then the key: the pair is whole, and in service.
+    std::fs::write(&key, &b_key).expect("write");
+    audited(&trail, "tls-certificates-reloaded", 1).await;
+    assert_eq!(served_leaf(&gw, &trusting_both).await, b_der);
+    // Unchanged files are not read again.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_eq!(
+        audited(&trail, "tls-certificates-reloaded", 1).await.len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_certificates_of_the_running_binary() {
+    let dir = common::temp_dir("tls-sighup");
+    let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
+    let (a_pem, a_key, a_der) = localhost_until(2090);
+    let (b_pem, b_key, b_der) = localhost_until(2080);
+    std::fs::write(&cert, &a_pem).expect("write");
+    std::fs::write(&key, &a_key).expect("write");
+    let (port, admin) = (common::unused_addr(), common::unused_addr());
+    let config = dir.join("warden.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "server: {{ listen: '{port}', admin_listen: '{admin}', tls: {{ cert: {}, key: {}, watch_interval: 0 }} }}\nupstream: {{ url: 'http://127.0.0.1:9' }}\nroutes: [{{ path: /a, auth: none }}]\n",
+            cert.display(),
+            key.display()
+        ),
+    )
+    .expect("config");
+    let log = dir.join("warden.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(std::fs::File::create(&log).expect("log"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let trusting_both = connector(
+        &[&a_der, &b_der],
+        &[&rustls::version::TLS13],
+        &[b"http/1.1"],
+    );
+    let leaf = || async {
+        let tcp = TcpStream::connect(port).await.ok()?;
+        let name = ServerName::try_from("localhost").expect("name");
+        let stream = trusting_both.connect(name, tcp).await.ok()?;
+        Some(stream.get_ref().1.peer_certificates()?[0].clone())
+    };
+    let mut first = None;
+    for _ in 0..100 {
+        first = leaf().await;
+        if first.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(first, Some(a_der));
+    std::fs::write(&cert, &b_pem).expect("write");
+    std::fs::write(&key, &b_key).expect("write");
+    let hup = |child: &std::process::Child| {
+        std::process::Command::new("kill")
+            .args(["-HUP", &child.id().to_string()])
+            .status()
+            .expect("kill")
+    };
+    assert!(hup(&child).success());
+    let mut now = None;
+    for _ in 0..100 {
+        now = leaf().await;
+        if now.as_ref() == Some(&b_der) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(now, Some(b_der), "SIGHUP did not reload");
+    assert!(
+        child.try_wait().expect("status").is_none(),
+        "SIGHUP ended the gateway"
+    );
+    let _ = std::process::Command::new("kill")
+        .arg(child.id().to_string())
+        .status();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(&log).expect("log");
+    assert!(log.contains("TLS certificates reloaded"), "{log}");
 }

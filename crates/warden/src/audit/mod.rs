@@ -45,6 +45,10 @@ pub enum Action {
     ConfigReloaded,
     /// A configuration was refused; the running one stays.
     ConfigRejected,
+    /// The listener's certificates, keys and CAs were read again and are in use.
+    CertificatesReloaded,
+    /// New certificate files were refused; the ones in use stay.
+    CertificatesRejected,
     /// An API key was created.
     ApiKeyCreated,
     /// An API key was replaced by a new one (the old stays valid for the grace period).
@@ -84,6 +88,8 @@ impl Action {
         Action::ConfigLoaded,
         Action::ConfigReloaded,
         Action::ConfigRejected,
+        Action::CertificatesReloaded,
+        Action::CertificatesRejected,
         Action::ApiKeyCreated,
         Action::ApiKeyRotated,
         Action::ApiKeyRevoked,
@@ -111,6 +117,8 @@ impl Action {
             Action::ConfigLoaded => "config-loaded",
             Action::ConfigReloaded => "config-reloaded",
             Action::ConfigRejected => "config-rejected",
+            Action::CertificatesReloaded => "tls-certificates-reloaded",
+            Action::CertificatesRejected => "tls-certificates-rejected",
             Action::ApiKeyCreated => "api-key-created",
             Action::ApiKeyRotated => "api-key-rotated",
             Action::ApiKeyRevoked => "api-key-revoked",
@@ -136,7 +144,10 @@ impl Action {
             Action::GuardFinding => ("alert", "intrusion_detection", "info"),
             Action::UpstreamFailure => ("event", "web", "error"),
             Action::ConfigLoaded | Action::ConfigReloaded => ("event", "configuration", "change"),
-            Action::ConfigRejected => ("event", "configuration", "error"),
+            Action::ConfigRejected | Action::CertificatesRejected => {
+                ("event", "configuration", "error")
+            }
+            Action::CertificatesReloaded => ("event", "configuration", "change"),
             Action::ApiKeyCreated => ("event", "iam", "creation"),
             Action::ApiKeyRotated => ("event", "iam", "change"),
             Action::ApiKeyRevoked => ("event", "iam", "deletion"),
