@@ -549,13 +549,23 @@ async fn audited(trail: &Path, action: &str, count: usize) -> Vec<serde_json::Va
     panic!("the trail never held {count} {action} event(s)");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn certificates_are_reloaded_on_signal_without_dropping_a_connection() {
-    use http_body_util::BodyExt as _;
-    let dir = common::temp_dir("tls-reload");
+/// A TLS gateway serving certificate A (valid to 2090) from files it watches every `watch`,
+/// auditing to a trail; B (valid to 2080) is ready to replace it, and the connector trusts both.
+struct Reloading {
+    gw: common::TestGateway,
+    cert: PathBuf,
+    key: PathBuf,
+    trail: PathBuf,
+    a: CertificateDer<'static>,
+    b: (String, String, CertificateDer<'static>),
+    trusting_both: tokio_rustls::TlsConnector,
+}
+
+async fn reloading(name: &str, watch: &str) -> Reloading {
+    let dir = common::temp_dir(name);
     let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
-    let (a_pem, a_key, a_der) = localhost_until(2090);
-    let (b_pem, b_key, b_der) = localhost_until(2080);
+    let (a_pem, a_key, a) = localhost_until(2090);
+    let b = localhost_until(2080);
     std::fs::write(&cert, &a_pem).expect("write");
     std::fs::write(&key, &a_key).expect("write");
     let trail = dir.join("audit.jsonl");
@@ -563,17 +573,36 @@ async fn certificates_are_reloaded_on_signal_without_dropping_a_connection() {
         &cert,
         &key,
         &format!(
-            "    watch_interval: 0\naudit: {{ sink: \"file://{}\" }}\n",
+            "    watch_interval: {watch}\naudit: {{ sink: \"file://{}\" }}\n",
             trail.display()
         ),
     ))
     .await;
-    let trusting_both = connector(
-        &[&a_der, &b_der],
-        &[&rustls::version::TLS13],
-        &[b"http/1.1"],
-    );
-    assert_eq!(served_leaf(&gw, &trusting_both).await, a_der);
+    let trusting_both = connector(&[&a, &b.2], &[&rustls::version::TLS13], &[b"http/1.1"]);
+    assert_eq!(served_leaf(&gw, &trusting_both).await, a);
+    Reloading {
+        gw,
+        cert,
+        key,
+        trail,
+        a,
+        b,
+        trusting_both,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_are_reloaded_on_signal_without_dropping_a_connection() {
+    use http_body_util::BodyExt as _;
+    let Reloading {
+        gw,
+        cert,
+        key,
+        trail,
+        b: (b_pem, b_key, b_der),
+        trusting_both,
+        ..
+    } = reloading("tls-reload", "0").await;
     let expiry = format!(
         "warden_tls_certificate_expiry_seconds{{certificate=\"{}\"}}",
         cert.display()
@@ -685,28 +714,15 @@ async fn certificates_are_reloaded_on_signal_without_dropping_a_connection() {
 
 #[tokio::test]
 async fn a_changed_certificate_file_is_picked_up_and_a_half_written_pair_waits_for_its_key() {
-    let dir = common::temp_dir("tls-watch");
-    let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
-    let (a_pem, a_key, a_der) = localhost_until(2090);
-    let (b_pem, b_key, b_der) = localhost_until(2080);
-    std::fs::write(&cert, &a_pem).expect("write");
-    std::fs::write(&key, &a_key).expect("write");
-    let trail = dir.join("audit.jsonl");
-    let gw = common::spawn(&tls_yaml(
-        &cert,
-        &key,
-        &format!(
-            "    watch_interval: 100ms\naudit: {{ sink: \"file://{}\" }}\n",
-            trail.display()
-        ),
-    ))
-    .await;
-    let trusting_both = connector(
-        &[&a_der, &b_der],
-        &[&rustls::version::TLS13],
-        &[b"http/1.1"],
-    );
-    assert_eq!(served_leaf(&gw, &trusting_both).await, a_der);
+    let Reloading {
+        gw,
+        cert,
+        key,
+        trail,
+        a: a_der,
+        b: (b_pem, b_key, b_der),
+        trusting_both,
+    } = reloading("tls-watch", "100ms").await;
     // The certificate first, as a renewal tool writes it: it does not go with the old key.
     std::fs::write(&cert, &b_pem).expect("write");
     let rejected = audited(&trail, "tls-certificates-rejected", 1).await;
