@@ -157,10 +157,8 @@ impl Runtime {
         }
         let mut chain: Vec<Arc<dyn Authenticator>> = Vec::new();
         let mut ready_checks: Vec<ReadyCheck> = Vec::new();
-        if let Some(subject) = config.auth.client_cert {
-            chain.push(Arc::new(
-                warden::authn::client_cert::ClientCertAuthenticator::new(subject),
-            ));
+        if let Some(certificates) = &config.auth.client_cert {
+            chain.push(Arc::new(certificates.clone()));
         }
         if let Some(jwt) = jwt {
             chain.push(Arc::new(jwt.clone()));

@@ -322,7 +322,26 @@ impl Pki {
 
     /// [`Pki::client`], valid until `not_after` (year, month, day) when given.
     fn client_valid(&self, uri: &str, not_after: Option<(i32, u8, u8)>) -> Identity {
+        self.client_with(uri, not_after, None)
+    }
+
+    /// [`Pki::client`] with an organization (`O`) in its subject name.
+    fn client_of(&self, uri: &str, organization: &str) -> Identity {
+        self.client_with(uri, None, Some(organization))
+    }
+
+    fn client_with(
+        &self,
+        uri: &str,
+        not_after: Option<(i32, u8, u8)>,
+        organization: Option<&str>,
+    ) -> Identity {
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        if let Some(organization) = organization {
+            params
+                .distinguished_name
+                .push(rcgen::DnType::OrganizationName, organization);
+        }
         if let Some((year, month, day)) = not_after {
             params.not_before = rcgen::date_time_ymd(year - 1, month, day);
             params.not_after = rcgen::date_time_ymd(year, month, day);
@@ -818,4 +837,164 @@ async fn sighup_reloads_the_certificates_of_the_running_binary() {
     let _ = child.wait();
     let log = std::fs::read_to_string(&log).expect("log");
     assert!(log.contains("TLS certificates reloaded"), "{log}");
+}
+
+#[tokio::test]
+async fn a_certificate_identity_gets_roles_and_a_tenant_that_authorization_and_the_trail_use() {
+    let pki = Pki::new("mtls-mapping");
+    let (cert, key, server_der) = certificate(&pki.dir, "server", &["localhost"]);
+    let trail = pki.dir.join("audit.jsonl");
+    let yaml = format!(
+        r#"server:
+  tls: {{ cert: {}, key: {}, client_ca: {}, client_auth: required }}
+auth:
+  client_cert:
+    subject: san_uri
+    tenant_from: o
+    identities:
+      - {{ subject: "spiffe://example.org/ns/prod/sa/admin", roles: [admin], tenant: ops }}
+      - {{ subject: "spiffe://example.org/ns/prod/*", roles: [viewer] }}
+authz:
+  roles: {{ viewer: [read:agent], admin: [delete:agent] }}
+  role_hierarchy: [viewer, admin]
+audit: {{ sink: "file://{}" }}
+routes:
+  - {{ path: "/tenants/{{tenant}}/agents", methods: [GET], permission: read:agent, tenant_param: tenant }}
+  - {{ path: "/agents/{{id}}", methods: [DELETE], permission: delete:agent }}
+  - {{ path: /anyone, methods: [GET], authorize: authenticated }}
+"#,
+        cert.display(),
+        key.display(),
+        pki.ca_file().display(),
+        trail.display()
+    );
+    let gw = common::spawn(&yaml).await;
+    let delete = |path: &str| {
+        format!("DELETE {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+    };
+    let send = |connector: tokio_rustls::TlsConnector, request: String| {
+        let gw = &gw;
+        async move {
+            let mut stream = connect(gw, &connector, "localhost").await.ok()?;
+            stream.write_all(request.as_bytes()).await.ok()?;
+            let mut answer = Vec::new();
+            stream.read_to_end(&mut answer).await.ok()?;
+            Some(common::raw_status(&String::from_utf8_lossy(&answer)))
+        }
+    };
+
+    // A prod workload of organization acme: a viewer of its own tenant only.
+    let worker = mtls_connector(
+        &server_der,
+        Some(pki.client_of("spiffe://example.org/ns/prod/sa/worker", "acme")),
+    );
+    assert_eq!(
+        tls_get(&gw, &worker, "/tenants/acme/agents").await,
+        Some(200)
+    );
+    let seen = gw.upstream.last();
+    assert_eq!(seen.headers["x-warden-roles"], "viewer");
+    assert_eq!(seen.headers["x-warden-tenant"], "acme");
+    assert_eq!(
+        tls_get(&gw, &worker, "/tenants/globex/agents").await,
+        Some(403)
+    );
+    assert_eq!(send(worker.clone(), delete("/agents/7")).await, Some(403));
+    // The admin mapping comes first and sets its own tenant over the certificate's O.
+    let admin = mtls_connector(
+        &server_der,
+        Some(pki.client_of("spiffe://example.org/ns/prod/sa/admin", "acme")),
+    );
+    assert_eq!(send(admin.clone(), delete("/agents/7")).await, Some(200));
+    assert_eq!(gw.upstream.last().headers["x-warden-tenant"], "ops");
+    // Matched by nothing: authenticated, with no role.
+    let staging = mtls_connector(
+        &server_der,
+        Some(pki.client("spiffe://example.org/ns/staging/sa/worker")),
+    );
+    assert_eq!(tls_get(&gw, &staging, "/anyone").await, Some(200));
+    assert_eq!(gw.upstream.last().headers["x-warden-roles"], "");
+    assert_eq!(
+        tls_get(&gw, &staging, "/tenants/acme/agents").await,
+        Some(403)
+    );
+
+    let common::TestGateway { gateway, .. } = gw;
+    gateway.shutdown().await;
+    let events: Vec<serde_json::Value> = std::fs::read_to_string(&trail)
+        .expect("trail")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    let denial = events
+        .iter()
+        .find(|e| {
+            e.pointer("/event/action") == Some(&"authorization-denial".into())
+                && e.pointer("/url/path") == Some(&"/tenants/globex/agents".into())
+        })
+        .expect("the tenant denial is in the trail");
+    assert_eq!(
+        denial.pointer("/user/id"),
+        Some(&"spiffe://example.org/ns/prod/sa/worker".into())
+    );
+    assert_eq!(denial.pointer("/organization/id"), Some(&"acme".into()));
+    assert_eq!(denial.pointer("/event/reason"), Some(&"tenant".into()));
+    assert_eq!(
+        denial.pointer("/warden/auth/method"),
+        Some(&"client_cert".into())
+    );
+}
+
+#[test]
+fn certificate_identity_mappings_are_checked() {
+    let pki = Pki::new("mtls-mapping-config");
+    let (cert, key, _) = certificate(&pki.dir, "server", &["localhost"]);
+    let errors = |client_cert: &str| -> String {
+        let yaml = format!(
+            "server:\n  tls: {{ cert: {}, key: {}, client_ca: {} }}\nauth:\n  client_cert: {client_cert}\nroutes: [{{ path: /a, authorize: authenticated }}]\n",
+            cert.display(),
+            key.display(),
+            pki.ca_file().display()
+        );
+        match common::config_for(&yaml, "http://127.0.0.1:1") {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    };
+    let cases = [
+        (
+            "{ identities: [{ subject: '*', roles: [a] }] }",
+            "auth.client_cert.identities[0].subject: expected a subject",
+        ),
+        (
+            "{ identities: [{ subject: 'spiffe://*/x', roles: [a] }] }",
+            "identities[0].subject",
+        ),
+        (
+            "{ identities: [{ subject: 'spiffe://a/b', roles: ['a b'] }] }",
+            "auth.client_cert.identities[0].roles[0]",
+        ),
+        (
+            "{ identities: [{ subject: 'spiffe://a/b', tenant: \"t\\u00e9\" }] }",
+            "auth.client_cert.identities[0].tenant",
+        ),
+        ("{ tenant_from: cn }", "auth.client_cert.tenant_from"),
+        (
+            "{ identities: [{ subject: 'spiffe://a/b', role: [a] }] }",
+            "unknown field",
+        ),
+    ];
+    for (client_cert, expected) in cases {
+        let found = errors(client_cert);
+        assert!(
+            found.contains(expected),
+            "{client_cert}: expected {expected:?} in {found}"
+        );
+    }
+    assert_eq!(
+        errors(
+            "{ subject: san_uri, tenant_from: ou, identities: [{ subject: 'spiffe://example.org/ns/*', roles: [viewer], scopes: [agents:read], tenant: acme }] }"
+        ),
+        ""
+    );
 }

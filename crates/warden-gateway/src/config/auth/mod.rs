@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use warden::authn::api_key::{ApiKeySettings, Pepper};
+use warden::authn::client_cert::ClientCertAuthenticator;
 use warden::authn::sources::TokenSources;
 
 use super::server::Environment;
@@ -40,6 +41,24 @@ pub struct RawAuth {
 pub struct RawClientCert {
     /// `san_uri` (default: SPIFFE IDs), `san_dns` or `cn`.
     pub subject: Option<String>,
+    /// The tenant from the subject name: `o` or `ou` (default: none).
+    pub tenant_from: Option<String>,
+    /// Roles, scopes and tenant by subject; the first match applies.
+    pub identities: Vec<RawCertificateIdentity>,
+}
+
+/// `auth.client_cert.identities[]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCertificateIdentity {
+    /// An exact subject, or a prefix ending in `*`.
+    pub subject: String,
+    /// Roles granted.
+    pub roles: Vec<String>,
+    /// Scopes granted.
+    pub scopes: Vec<String>,
+    /// Tenant.
+    pub tenant: Option<String>,
 }
 
 /// `auth.api_keys:`
@@ -87,8 +106,8 @@ pub struct AuthConfig {
     pub token_cache: u64,
     /// API keys, if configured.
     pub api_keys: Option<ApiKeysConfig>,
-    /// Where a client certificate's subject is read, if certificates authenticate.
-    pub client_cert: Option<warden::authn::client_cert::SubjectFrom>,
+    /// How client certificates authenticate, if they do.
+    pub client_cert: Option<ClientCertAuthenticator>,
 }
 
 /// Compiled `auth.api_keys:`.
@@ -160,19 +179,10 @@ pub fn compile(c: &mut Compiler, raw: &RawAuth, env: Environment) -> AuthConfig 
         .api_keys
         .as_ref()
         .and_then(|keys| compile_api_keys(c, keys));
-    let client_cert = raw.client_cert.as_ref().map(|cert| {
-        use warden::authn::client_cert::SubjectFrom;
-        c.choice(
-            "auth.client_cert.subject",
-            cert.subject.as_deref(),
-            &[
-                ("san_uri", SubjectFrom::SanUri),
-                ("san_dns", SubjectFrom::SanDns),
-                ("cn", SubjectFrom::Cn),
-            ],
-            SubjectFrom::SanUri,
-        )
-    });
+    let client_cert = raw
+        .client_cert
+        .as_ref()
+        .map(|cert| compile_client_cert(c, cert));
     AuthConfig {
         required: raw.required.unwrap_or(true),
         providers,
@@ -181,6 +191,78 @@ pub fn compile(c: &mut Compiler, raw: &RawAuth, env: Environment) -> AuthConfig 
         api_keys,
         client_cert,
     }
+}
+
+fn compile_client_cert(c: &mut Compiler, raw: &RawClientCert) -> ClientCertAuthenticator {
+    use warden::authn::client_cert::{CertificateMapping, SubjectFrom, SubjectPattern, TenantFrom};
+    let subject = c.choice(
+        "auth.client_cert.subject",
+        raw.subject.as_deref(),
+        &[
+            ("san_uri", SubjectFrom::SanUri),
+            ("san_dns", SubjectFrom::SanDns),
+            ("cn", SubjectFrom::Cn),
+        ],
+        SubjectFrom::SanUri,
+    );
+    let tenant_from = raw.tenant_from.as_deref().map(|from| {
+        c.choice(
+            "auth.client_cert.tenant_from",
+            Some(from),
+            &[
+                ("o", TenantFrom::Organization),
+                ("ou", TenantFrom::OrganizationalUnit),
+            ],
+            TenantFrom::Organization,
+        )
+    });
+    let mut mappings = Vec::new();
+    for (i, entry) in raw.identities.iter().enumerate() {
+        let at = |field: &str| format!("auth.client_cert.identities[{i}].{field}");
+        let pattern = entry.subject.trim();
+        let fixed = pattern.strip_suffix('*').unwrap_or(pattern);
+        if fixed.is_empty() || fixed.contains('*') {
+            c.error(
+                at("subject"),
+                "expected a subject, or a prefix ending in * (a lone * would match every certificate the CA signs: list no subject instead)",
+            );
+            continue;
+        }
+        let mut items = |field: &str, values: &[String]| -> Vec<String> {
+            let mut kept = Vec::new();
+            for (j, value) in values.iter().enumerate() {
+                if warden::identity::is_list_item_safe(value) {
+                    kept.push(value.clone());
+                } else {
+                    c.error(
+                        format!("{}[{j}]", at(field)),
+                        format!(
+                            "{value:?} is not a usable name (printable ASCII, no spaces or commas)"
+                        ),
+                    );
+                }
+            }
+            kept
+        };
+        let roles = items("roles", &entry.roles);
+        let scopes = items("scopes", &entry.scopes);
+        let tenant = entry.tenant.clone();
+        if tenant
+            .as_deref()
+            .is_some_and(|t| !warden::identity::is_header_safe(t))
+        {
+            c.error(at("tenant"), "expected printable ASCII");
+        }
+        mappings.push(CertificateMapping {
+            subject: SubjectPattern::new(pattern),
+            roles,
+            scopes,
+            tenant,
+        });
+    }
+    ClientCertAuthenticator::new(subject)
+        .with_mappings(mappings)
+        .with_tenant_from(tenant_from)
 }
 
 fn compile_api_keys(c: &mut Compiler, raw: &RawApiKeys) -> Option<ApiKeysConfig> {
