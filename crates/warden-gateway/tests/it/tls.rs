@@ -861,7 +861,7 @@ audit: {{ sink: "file://{}" }}
 routes:
   - {{ path: "/tenants/{{tenant}}/agents", methods: [GET], permission: read:agent, tenant_param: tenant }}
   - {{ path: "/agents/{{id}}", methods: [DELETE], permission: delete:agent }}
-  - {{ path: /anyone, methods: [GET], authorize: authenticated }}
+  - {{ path: /anyone, methods: [GET], authorize: authenticated, rate_limit: {{ limit: 2, per: 1m, key: identity }} }}
 "#,
         cert.display(),
         key.display(),
@@ -918,6 +918,10 @@ routes:
         tls_get(&gw, &staging, "/tenants/acme/agents").await,
         Some(403)
     );
+    // Rate limits count per certificate identity, across connections.
+    assert_eq!(tls_get(&gw, &staging, "/anyone").await, Some(200));
+    assert_eq!(tls_get(&gw, &staging, "/anyone").await, Some(429));
+    assert_eq!(tls_get(&gw, &worker, "/anyone").await, Some(200));
 
     let common::TestGateway { gateway, .. } = gw;
     gateway.shutdown().await;
