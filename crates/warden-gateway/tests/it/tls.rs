@@ -1002,3 +1002,140 @@ fn certificate_identity_mappings_are_checked() {
         ""
     );
 }
+
+/// A ClientHello record offering only `version` (no `supported_versions` extension, as a TLS
+/// 1.0/1.1/1.2 client sends), with ECDHE AES-GCM and CBC suites.
+fn client_hello(version: u16) -> Vec<u8> {
+    client_hello_for(version, "localhost")
+}
+
+/// [`client_hello`] with `server_name` as SNI.
+fn client_hello_for(version: u16, server_name: &str) -> Vec<u8> {
+    fn with_len16(body: &[u8]) -> Vec<u8> {
+        let mut out = (body.len() as u16).to_be_bytes().to_vec();
+        out.extend_from_slice(body);
+        out
+    }
+    let extension = |kind: u16, body: &[u8]| {
+        let mut out = kind.to_be_bytes().to_vec();
+        out.extend(with_len16(body));
+        out
+    };
+    let mut name = vec![0u8];
+    name.extend(with_len16(server_name.as_bytes()));
+    let mut extensions = extension(0x0000, &with_len16(&name));
+    // x25519, secp256r1
+    extensions.extend(extension(0x000a, &with_len16(&[0x00, 0x1d, 0x00, 0x17])));
+    extensions.extend(extension(0x000b, &[0x01, 0x00]));
+    // ecdsa_secp256r1_sha256, rsa_pss_rsae_sha256, rsa_pkcs1_sha256
+    extensions.extend(extension(
+        0x000d,
+        &with_len16(&[0x04, 0x03, 0x08, 0x04, 0x04, 0x01]),
+    ));
+    let mut hello = version.to_be_bytes().to_vec();
+    hello.extend_from_slice(&[7u8; 32]);
+    hello.push(0);
+    // ECDHE-ECDSA/RSA-AES128-GCM-SHA256, then the CBC suites old versions need.
+    hello.extend(with_len16(&[
+        0xc0, 0x2b, 0xc0, 0x2f, 0xc0, 0x09, 0xc0, 0x13,
+    ]));
+    hello.extend_from_slice(&[1, 0]);
+    hello.extend(with_len16(&extensions));
+    let mut handshake = vec![1u8];
+    handshake.extend_from_slice(&(hello.len() as u32).to_be_bytes()[1..]);
+    handshake.extend(hello);
+    let mut record = vec![0x16, 0x03, 0x01];
+    record.extend(with_len16(&handshake));
+    record
+}
+
+/// The first record the server answers `hello` with: (content type, first body byte), e.g.
+/// (22, 2) for a ServerHello or (21, level) for an alert, then the alert description.
+async fn first_answer(addr: std::net::SocketAddr, hello: &[u8]) -> Option<(u8, Vec<u8>)> {
+    let mut tcp = TcpStream::connect(addr).await.ok()?;
+    tcp.write_all(hello).await.ok()?;
+    let mut head = [0u8; 5];
+    tokio::time::timeout(std::time::Duration::from_secs(5), tcp.read_exact(&mut head))
+        .await
+        .ok()?
+        .ok()?;
+    let len = usize::from(u16::from_be_bytes([head[3], head[4]])).min(64);
+    let mut body = vec![0u8; len];
+    tcp.read_exact(&mut body).await.ok()?;
+    Some((head[0], body))
+}
+
+#[tokio::test]
+async fn tls_1_0_and_1_1_client_hellos_are_refused_with_a_protocol_version_alert() {
+    let dir = common::temp_dir("tls-legacy");
+    let (cert, key, _) = certificate(&dir, "localhost", &["localhost"]);
+    let gw = common::spawn(&tls_yaml(&cert, &key, "")).await;
+    // The same hello as TLS 1.2 gets a ServerHello: the probe itself is well formed.
+    let (kind, body) = first_answer(gw.addr(), &client_hello(0x0303))
+        .await
+        .expect("an answer");
+    assert_eq!((kind, body[0]), (22, 2), "a ServerHello to TLS 1.2");
+    for version in [0x0301, 0x0302] {
+        let answer = first_answer(gw.addr(), &client_hello(version)).await;
+        // An alert (21), fatal (2), protocol_version (70); never a ServerHello.
+        assert_eq!(
+            answer,
+            Some((21, vec![2, 70])),
+            "TLS {version:#06x} must be refused"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_client_cannot_make_the_gateway_log_a_line_per_handshake() {
+    // An IP address as SNI is illegal; rustls' own logging (off) would warn for each one.
+    let dir = common::temp_dir("tls-quiet");
+    let (cert, key, _) = certificate(&dir, "localhost", &["localhost"]);
+    let (port, admin) = (common::unused_addr(), common::unused_addr());
+    let config = dir.join("warden.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "server: {{ listen: '{port}', admin_listen: '{admin}', tls: {{ cert: {}, key: {} }} }}\nupstream: {{ url: 'http://127.0.0.1:9' }}\nroutes: [{{ path: /a, auth: none }}]\n",
+            cert.display(),
+            key.display()
+        ),
+    )
+    .expect("config");
+    let log = dir.join("warden.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stdout(std::fs::File::create(&log).expect("log"))
+        .stderr(std::fs::File::create(dir.join("stderr.log")).expect("log"))
+        .spawn()
+        .expect("spawn");
+    let mut answered = 0;
+    for _ in 0..100 {
+        if first_answer(port, &client_hello_for(0x0303, "127.0.0.1"))
+            .await
+            .is_some()
+        {
+            answered += 1;
+            if answered == 20 {
+                break;
+            }
+        } else {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    assert_eq!(answered, 20, "the gateway answered the handshakes");
+    let _ = std::process::Command::new("kill")
+        .arg(child.id().to_string())
+        .status();
+    let _ = child.wait();
+    let written = std::fs::read_to_string(&log).expect("log")
+        + &std::fs::read_to_string(dir.join("stderr.log")).expect("log");
+    assert!(written.contains("warden listening"), "{written}");
+    let lines = written.lines().count();
+    assert!(
+        lines < 10 && !written.to_ascii_lowercase().contains("sni"),
+        "{lines} lines:\n{written}"
+    );
+}
