@@ -15,6 +15,7 @@ import platform
 import re
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -120,6 +121,7 @@ def wrk(url: str, connections: int, seconds: int, headers: dict) -> dict:
     env = dict(os.environ)
     env["BENCH_AUTHORIZATION"] = headers.get("authorization", "")
     env["BENCH_ORIGIN"] = headers.get("origin", "")
+    env["BENCH_CONNECTION"] = headers.get("connection", "")
     threads = min(2, connections)
     out = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s",
@@ -132,17 +134,18 @@ def wrk(url: str, connections: int, seconds: int, headers: dict) -> dict:
     return json.loads(line[len("WRK_JSON "):])
 
 
-def check(url: str, headers: dict) -> None:
+def check(url: str, headers: dict, tls=None) -> None:
     """One request first: a scenario that answers 401 or 404 would measure the wrong thing. And
-    where a token is sent, a request without one must be refused: the protection is really on."""
+    where a token is sent, a request without one must be refused: the protection is really on.
+    Over https the benchmark's own certificate is trusted and verified (`tls`: an SSL context)."""
     request = urllib.request.Request(url, headers=headers)
-    with urllib.request.urlopen(request, timeout=5) as response:
+    with urllib.request.urlopen(request, timeout=5, context=tls) as response:
         body = response.read()
         if response.status != 200 or b"ok" not in body:
             raise RuntimeError(f"{url}: {response.status} {body[:200]!r}")
     if "authorization" in headers:
         try:
-            urllib.request.urlopen(url, timeout=5)
+            urllib.request.urlopen(url, timeout=5, context=tls)
         except urllib.error.HTTPError as refused:
             if refused.code != 401:
                 raise RuntimeError(f"{url} without a token: {refused.code}, expected 401") from None
@@ -173,6 +176,13 @@ class Setup:
         upstream = start([str(RELEASE / "examples" / "bench_upstream"), f"127.0.0.1:{self.upstream_port}"])
         self.procs.append(upstream)
         wait_port(self.upstream_port, upstream)
+        # The TLS scenarios' certificate (localhost and 127.0.0.1, self-signed).
+        self.tls_dir = work / "tls"
+        subprocess.run([str(RELEASE / "examples" / "bench_cert"), str(self.tls_dir)], check=True)
+        self.tls_env = {
+            "WARDEN_SERVER__TLS__CERT": str(self.tls_dir / "cert.pem"),
+            "WARDEN_SERVER__TLS__KEY": str(self.tls_dir / "key.pem"),
+        }
         self.redis_port = free_port()
         redis = start(["redis-server", "--bind", "127.0.0.1", "--port", str(self.redis_port),
                        "--save", "", "--appendonly", "no"])
@@ -208,7 +218,7 @@ def warden(setup: Setup, config: str, extra_env: dict):
 
 
 def scenarios(setup: Setup):
-    """(name, description, starter returning (process or None, port), sends token?)"""
+    """(name, description, starter returning (process or None, port), request headers[, scheme])"""
     auth = {"authorization": f"Bearer {setup.token}", "origin": "https://app.example.com"}
 
     def direct():
@@ -227,6 +237,9 @@ def scenarios(setup: Setup):
         trail = setup.work / "audit.jsonl"
         trail.unlink(missing_ok=True)
         return warden(setup, "full-audit.yaml", {"BENCH_AUDIT": str(trail)})
+
+    def full_tls():
+        return warden(setup, "full.yaml", setup.tls_env)
 
     def full_redis():
         return warden(setup, "full.yaml", {"BENCH_RATE_STORE": f"redis://127.0.0.1:{setup.redis_port}"})
@@ -267,19 +280,24 @@ def scenarios(setup: Setup):
         ("warden-full-uncached", "the same, JWT verified on every request", full_uncached, auth),
         ("warden-full-redis", "the same (JWT cached), rate limit in Redis", full_redis, auth),
         ("warden-full-audit", "the same (JWT cached), every request in a hash-chained audit file", full_audit, auth),
+        ("warden-full-tls", "the same (JWT cached) over TLS 1.3, keep-alive", full_tls, auth, "https"),
+        ("warden-full-newconn", "the same (JWT cached), a new TCP connection per request", full_cached,
+         {**auth, "connection": "close"}),
+        ("warden-full-tls-newconn", "the same over TLS, a new connection and full handshake per request",
+         full_tls, {**auth, "connection": "close"}, "https"),
         ("nginx", "nginx plain reverse proxy, no security features", nginx, {}),
         ("fastapi", "FastAPI in-app: PyJWT RS256, RBAC, slowapi, CORS, headers (uvicorn, 2 workers)", fastapi, auth),
         ("express", "Express proxy: jose RS256, RBAC, express-rate-limit, helmet, cors, http-proxy-middleware", express, auth),
     ]
 
 
-def run_scenario(name, starter, headers, args) -> dict:
+def run_scenario(name, starter, headers, args, scheme="http", tls=None) -> dict:
     proc, port = starter()
     try:
         if proc is not None:
             wait_port(port, proc)
-        url = f"http://127.0.0.1:{port}{PATH}"
-        check(url, headers)
+        url = f"{scheme}://127.0.0.1:{port}{PATH}"
+        check(url, headers, tls if scheme == "https" else None)
         pids = process_tree(proc.pid) if proc is not None else []
         time.sleep(0.5)
         idle_rss = memory_kib(pids, "VmRSS")
@@ -407,12 +425,13 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="warden-bench-") as tmp:
         setup = Setup(Path(tmp))
         try:
-            for name, description, starter, headers in scenarios(setup):
+            tls = ssl.create_default_context(cafile=str(setup.tls_dir / "cert.pem"))
+            for name, description, starter, headers, *scheme in scenarios(setup):
                 if only and name not in only:
                     continue
                 print(f"== {name}: {description}", flush=True)
                 try:
-                    results[name] = run_scenario(name, starter, headers, args)
+                    results[name] = run_scenario(name, starter, headers, args, *scheme, tls=tls)
                     r = results[name]
                     print(f"   {r['rps']:,.0f} req/s  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  "
                           f"p99.9 {r['p999_ms']:.2f} ms", flush=True)

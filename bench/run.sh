@@ -47,6 +47,6 @@ if [ ! -d bench/peers/express/node_modules/http-proxy-middleware ]; then
   (cd bench/peers/express && npm install --silent --no-audit --no-fund --no-package-lock)
 fi
 
-cargo build --release -p warden-gateway --bin warden --example bench_upstream
+cargo build --release -p warden-gateway --bin warden --example bench_upstream --example bench_cert
 
 exec "$venv/bin/python" bench/run.py "$@"

@@ -2,10 +2,13 @@
 -- (requests/s, latency percentiles in microseconds, errors) for bench/run.py to parse.
 local auth = os.getenv("BENCH_AUTHORIZATION")
 local origin = os.getenv("BENCH_ORIGIN")
+-- "close": a new connection (and, over https, a full handshake) for every request.
+local connection = os.getenv("BENCH_CONNECTION")
 
 function init(args)
   if auth and auth ~= "" then wrk.headers["Authorization"] = auth end
   if origin and origin ~= "" then wrk.headers["Origin"] = origin end
+  if connection and connection ~= "" then wrk.headers["Connection"] = connection end
 end
 
 function done(summary, latency, requests)
