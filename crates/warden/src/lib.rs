@@ -55,6 +55,7 @@ pub mod audit;
 pub mod authn;
 pub mod authz;
 pub mod body;
+pub mod budget;
 pub mod canonical;
 pub mod catch_panic;
 pub mod client_ip;

@@ -367,3 +367,137 @@ async fn the_breaker_opens_on_a_dead_server_and_closes_when_it_returns() {
         .collect();
     assert_eq!(actions, ["store-circuit-opened", "store-circuit-closed"]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Token budgets: the Redis scripts against the reference arithmetic, and the stores' duties.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budget_scripts_match_the_reference_arithmetic() {
+    use warden::budget::BudgetStore as _;
+    use warden::budget::algorithm::{self, Ask, Budget, Reservation};
+    let server = RedisServer::start();
+    let store = redis_store(&server);
+    let mut rng = Rng(0xb0d9_e7ed_1234_5678);
+    let base = now_us();
+    let mut compared = 0;
+    for (case, &(limit, per_ms, prompt_weight, output_weight)) in [
+        (100u64, 1_000u64, 1u64, 1u64),
+        (1_000, 60_000, 1, 1),
+        (5_000, 3_600_000, 1, 4),
+        (777, 2_500, 2, 1),
+        (10_000, 86_400_000, 1, 0),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let budget = Budget {
+            limit,
+            period: Duration::from_millis(per_ms),
+            prompt_weight,
+            output_weight,
+        };
+        for sequence in 0..10 {
+            let key = format!("budget-diff:{case}:{sequence}");
+            let mut state = algorithm::State::default();
+            let mut now = base + rng.below(per_ms * 1000);
+            let mut open = Vec::new();
+            for step in 0..60 {
+                now += match rng.below(4) {
+                    0 => 0,
+                    1 => rng.below(per_ms * 10),
+                    2 => rng.below(per_ms * 300),
+                    _ => rng.below(per_ms * 1500),
+                };
+                if rng.below(3) == 0 && !open.is_empty() {
+                    // Settle an open grant to some real cost (less, or more, than held).
+                    let grant: warden::budget::Grant =
+                        open.swap_remove(rng.below(open.len() as u64) as usize);
+                    let actual = rng.below(grant.held + 20);
+                    algorithm::settle(&mut state, grant.window, grant.held, actual);
+                    store
+                        .settle(&key, &budget, grant, actual)
+                        .await
+                        .expect("redis settle");
+                    continue;
+                }
+                let ask = Ask {
+                    prompt: rng.below(limit / 3 + 1),
+                    max_output: match rng.below(3) {
+                        0 => None,
+                        1 => Some(0),
+                        _ => Some(rng.below(limit)),
+                    },
+                };
+                let expected = algorithm::reserve(&mut state, now, &budget, ask);
+                let got = store
+                    .reserve_at(&key, &budget, ask, now)
+                    .await
+                    .expect("redis reserve");
+                assert_eq!(
+                    got, expected,
+                    "{budget:?} {ask:?} sequence {sequence} step {step}"
+                );
+                if let Reservation::Granted(grant) = got {
+                    open.push(grant);
+                }
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared > 5 * 10 * 30, "{compared}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budget_state_survives_a_script_flush_and_keys_expire_with_their_window() {
+    use warden::budget::{Ask, Budget, BudgetStore, Reservation};
+    let server = RedisServer::start();
+    let store = redis_store(&server);
+    let budget = Budget::new(1000, Duration::from_secs(60));
+    let ask = Ask {
+        prompt: 100,
+        max_output: Some(200),
+    };
+    let Reservation::Granted(first) = store
+        .reserve("tenant-a", &budget, ask)
+        .await
+        .expect("reserve")
+    else {
+        panic!("refused");
+    };
+    assert_eq!(first.remaining, 700);
+    assert!(server.command(&["SCRIPT", "FLUSH"]).is_some());
+    store
+        .settle("tenant-a", &budget, first, 120)
+        .await
+        .expect("settle after NOSCRIPT");
+    let Reservation::Granted(second) = store
+        .reserve("tenant-a", &budget, ask)
+        .await
+        .expect("reserve")
+    else {
+        panic!("refused");
+    };
+    assert_eq!(
+        second.remaining,
+        1000 - 120 - 300,
+        "the settled state counts"
+    );
+    // The key is hashed (no tenant name in Redis) and expires with its window.
+    let key = store.budget_key("tenant-a");
+    assert!(!key.contains("tenant-a"));
+    let ttl: i64 = server
+        .command(&["PTTL", &key])
+        .and_then(|t| t.trim_start_matches(':').trim().parse().ok())
+        .expect("pttl");
+    assert!(ttl > 0 && ttl <= 61_000, "{ttl}");
+    // The in-process store gives the same answers.
+    let memory = MemoryStore::new(Arc::new(SystemClock));
+    let Reservation::Granted(m) = memory
+        .reserve("tenant-a", &budget, ask)
+        .await
+        .expect("memory")
+    else {
+        panic!("refused");
+    };
+    assert_eq!((m.output, m.held, m.remaining), (200, 300, 700));
+}

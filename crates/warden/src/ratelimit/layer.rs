@@ -65,79 +65,90 @@ impl Limit {
     /// request shares that one documented bucket. Without an identity, subject and API-key
     /// parts key by client IP under the tag `anon`, never to be confused with a subject.
     fn key(&self, parts: &http::request::Parts) -> String {
-        let identity = parts.extensions.get::<Arc<Identity>>();
-        let ip = parts.extensions.get::<ClientIp>().map(|c| c.ip);
-        let mut key = String::with_capacity(64);
-        key.push_str("rl:");
-        push_escaped(&mut key, self.name.as_bytes());
-        let ip_text = |key: &mut String, tag: &str| match ip {
-            Some(ip) => {
-                use std::fmt::Write;
-                let _ = write!(key, "|{tag}:{ip}");
+        build_key("rl:", &self.name, &self.key, parts)
+    }
+}
+
+/// `prefix NAME`, then `|tag:value` per part (see [`Limit::key`]); token budgets key the same
+/// way under their own prefix.
+pub(crate) fn build_key(
+    prefix: &str,
+    name: &str,
+    key_parts: &[KeyPart],
+    parts: &http::request::Parts,
+) -> String {
+    let identity = parts.extensions.get::<Arc<Identity>>();
+    let ip = parts.extensions.get::<ClientIp>().map(|c| c.ip);
+    let mut key = String::with_capacity(64);
+    key.push_str(prefix);
+    push_escaped(&mut key, name.as_bytes());
+    let ip_text = |key: &mut String, tag: &str| match ip {
+        Some(ip) => {
+            use std::fmt::Write;
+            let _ = write!(key, "|{tag}:{ip}");
+        }
+        None => {
+            key.push('|');
+            key.push_str(tag);
+            key.push('!');
+        }
+    };
+    for part in key_parts {
+        let value: Option<&[u8]> = match part {
+            KeyPart::ClientIp => {
+                ip_text(&mut key, "ip");
+                continue;
             }
-            None => {
-                key.push('|');
-                key.push_str(tag);
-                key.push('!');
-            }
-        };
-        for part in &self.key {
-            let value: Option<&[u8]> = match part {
-                KeyPart::ClientIp => {
-                    ip_text(&mut key, "ip");
+            KeyPart::Subject | KeyPart::ApiKey => match identity {
+                Some(who) if *part == KeyPart::ApiKey && who.method == AuthMethod::ApiKey => {
+                    key.push_str("|key:");
+                    Some(who.key_id.as_deref().unwrap_or(&who.subject).as_bytes())
+                }
+                Some(who) => {
+                    key.push_str("|sub:");
+                    Some(who.subject.as_bytes())
+                }
+                None => {
+                    ip_text(&mut key, "anon");
                     continue;
                 }
-                KeyPart::Subject | KeyPart::ApiKey => match identity {
-                    Some(who) if *part == KeyPart::ApiKey && who.method == AuthMethod::ApiKey => {
-                        key.push_str("|key:");
-                        Some(who.key_id.as_deref().unwrap_or(&who.subject).as_bytes())
-                    }
-                    Some(who) => {
-                        key.push_str("|sub:");
-                        Some(who.subject.as_bytes())
-                    }
-                    None => {
-                        ip_text(&mut key, "anon");
-                        continue;
-                    }
-                },
-                KeyPart::Tenant => match identity.and_then(|w| w.tenant.as_deref()) {
-                    Some(tenant) => {
-                        key.push_str("|tenant:");
-                        Some(tenant.as_bytes())
-                    }
-                    None => {
-                        key.push_str("|tenant!");
-                        None
-                    }
-                },
-                KeyPart::Header(name) => match parts.headers.get(name) {
-                    Some(value) => {
-                        key.push_str("|h:");
-                        Some(value.as_bytes())
-                    }
-                    None => {
-                        key.push_str("|h!");
-                        None
-                    }
-                },
-                KeyPart::Route => match parts.extensions.get::<MatchedRoute>() {
-                    Some(route) => {
-                        key.push_str("|route:");
-                        Some(route.name.as_bytes())
-                    }
-                    None => {
-                        key.push_str("|route!");
-                        None
-                    }
-                },
-            };
-            if let Some(value) = value {
-                push_escaped(&mut key, value);
-            }
+            },
+            KeyPart::Tenant => match identity.and_then(|w| w.tenant.as_deref()) {
+                Some(tenant) => {
+                    key.push_str("|tenant:");
+                    Some(tenant.as_bytes())
+                }
+                None => {
+                    key.push_str("|tenant!");
+                    None
+                }
+            },
+            KeyPart::Header(name) => match parts.headers.get(name) {
+                Some(value) => {
+                    key.push_str("|h:");
+                    Some(value.as_bytes())
+                }
+                None => {
+                    key.push_str("|h!");
+                    None
+                }
+            },
+            KeyPart::Route => match parts.extensions.get::<MatchedRoute>() {
+                Some(route) => {
+                    key.push_str("|route:");
+                    Some(route.name.as_bytes())
+                }
+                None => {
+                    key.push_str("|route!");
+                    None
+                }
+            },
+        };
+        if let Some(value) = value {
+            push_escaped(&mut key, value);
         }
-        key
     }
+    key
 }
 
 /// Appends `bytes` with `%`, `|` and everything outside printable ASCII as `%XX`.

@@ -1,4 +1,5 @@
-//! The in-process store: sharded maps of per-key state, idle keys swept.
+//! The in-process store: sharded maps of per-key state (rate limits and token budgets), idle
+//! keys swept.
 //!
 //! Keys are hashed to 64 bits with a per-store random SipHash key (so clients cannot aim
 //! collisions at someone else's counter) and spread over shards, each behind its own mutex held
@@ -15,6 +16,7 @@ use futures_util::future::BoxFuture;
 
 use super::algorithm::{Quota, State, Verdict, decide, keep_for};
 use super::store::{RateLimitStore, StoreError};
+use crate::budget::{self, Ask, Budget, BudgetStore, Grant, Reservation};
 use crate::clock::Clock;
 
 const SHARDS: usize = 64;
@@ -26,10 +28,12 @@ struct Entry {
     idle_at: u64,
 }
 
-/// Rate-limit state in this process.
+/// Rate-limit and budget state in this process.
 #[derive(Debug)]
 pub struct MemoryStore {
     shards: Vec<Mutex<HashMap<u64, Entry>>>,
+    /// Budget windows, by key hash (a key's entry is dropped once its window has ended).
+    budgets: Vec<Mutex<HashMap<u64, (budget::algorithm::State, u64)>>>,
     hasher: RandomState,
     clock: Arc<dyn Clock>,
 }
@@ -39,6 +43,7 @@ impl MemoryStore {
     pub fn new(clock: Arc<dyn Clock>) -> Self {
         MemoryStore {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            budgets: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: RandomState::new(),
             clock,
         }
@@ -68,17 +73,57 @@ impl MemoryStore {
         verdict
     }
 
+    fn budget_shard(
+        &self,
+        hash: u64,
+    ) -> std::sync::MutexGuard<'_, HashMap<u64, (budget::algorithm::State, u64)>> {
+        self.budgets[(hash as usize) % SHARDS]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reserves synchronously (the lock is held only for the arithmetic).
+    pub fn reserve_now(&self, key: &str, budget: &Budget, ask: Ask) -> Reservation {
+        let (hash, now) = (self.hasher.hash_one(key), self.now());
+        let mut map = self.budget_shard(hash);
+        let (state, ends) = map.entry(hash).or_default();
+        let reservation = budget::algorithm::reserve(state, now, budget, ask);
+        *ends = state.window.saturating_add(budget.period_us());
+        reservation
+    }
+
+    /// Settles synchronously.
+    pub fn settle_now(&self, key: &str, grant: Grant, actual: u64) {
+        let hash = self.hasher.hash_one(key);
+        let mut map = self.budget_shard(hash);
+        // A swept key's window has ended: nothing to give back.
+        if let Some((state, _)) = map.get_mut(&hash) {
+            budget::algorithm::settle(state, grant.window, grant.held, actual);
+        }
+    }
+
     /// Drops keys whose state no longer matters; returns how many remain.
     pub fn sweep(&self) -> usize {
         let now = self.now();
-        self.shards
+        let limits: usize = self
+            .shards
             .iter()
             .map(|shard| {
                 let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
                 map.retain(|_, entry| entry.idle_at > now);
                 map.len()
             })
-            .sum()
+            .sum();
+        let budgets: usize = self
+            .budgets
+            .iter()
+            .map(|shard| {
+                let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
+                map.retain(|_, (_, ends)| *ends > now);
+                map.len()
+            })
+            .sum();
+        limits + budgets
     }
 
     /// Keys currently held.
@@ -103,6 +148,28 @@ impl RateLimitStore for MemoryStore {
         cost: u64,
     ) -> BoxFuture<'a, Result<Verdict, StoreError>> {
         Box::pin(std::future::ready(Ok(self.decide(key, quota, cost))))
+    }
+}
+
+impl BudgetStore for MemoryStore {
+    fn reserve<'a>(
+        &'a self,
+        key: &'a str,
+        budget: &'a Budget,
+        ask: Ask,
+    ) -> BoxFuture<'a, Result<Reservation, StoreError>> {
+        Box::pin(std::future::ready(Ok(self.reserve_now(key, budget, ask))))
+    }
+
+    fn settle<'a>(
+        &'a self,
+        key: &'a str,
+        _budget: &'a Budget,
+        grant: Grant,
+        actual: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.settle_now(key, grant, actual);
+        Box::pin(std::future::ready(Ok(())))
     }
 }
 

@@ -24,10 +24,15 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use super::algorithm::{Algorithm, Quota, Verdict};
 use super::breaker::{Breaker, BreakerSettings, Position};
 use super::store::{RateLimitStore, StoreError};
+use crate::budget::{Ask, Budget, BudgetStore, Grant, Reservation};
 
 macro_rules! script {
     ($file:literal) => {
-        concat!(include_str!("lua/prelude.lua"), include_str!($file))
+        concat!(
+            include_str!("lua/clock.lua"),
+            include_str!("lua/prelude.lua"),
+            include_str!($file)
+        )
     };
 }
 
@@ -35,6 +40,11 @@ const FIXED_WINDOW: &str = script!("lua/fixed_window.lua");
 const SLIDING_WINDOW_LOG: &str = script!("lua/sliding_window_log.lua");
 const SLIDING_WINDOW_COUNTER: &str = script!("lua/sliding_window_counter.lua");
 const GCRA: &str = script!("lua/gcra.lua");
+const BUDGET_RESERVE: &str = concat!(
+    include_str!("lua/clock.lua"),
+    include_str!("lua/budget_reserve.lua")
+);
+const BUDGET_SETTLE: &str = include_str!("lua/budget_settle.lua");
 
 /// Connection and behaviour of the Redis store.
 #[derive(Clone, Debug)]
@@ -158,6 +168,8 @@ struct Scripts {
     log: redis::Script,
     counter: redis::Script,
     gcra: redis::Script,
+    reserve: redis::Script,
+    settle: redis::Script,
 }
 
 /// Rate-limit state in Redis (see the module docs).
@@ -238,6 +250,8 @@ impl RedisStore {
                 log: redis::Script::new(SLIDING_WINDOW_LOG),
                 counter: redis::Script::new(SLIDING_WINDOW_COUNTER),
                 gcra: redis::Script::new(GCRA),
+                reserve: redis::Script::new(BUDGET_RESERVE),
+                settle: redis::Script::new(BUDGET_SETTLE),
             },
             prefix: settings.key_prefix.clone(),
             timeout: settings.timeout,
@@ -398,6 +412,141 @@ impl RedisStore {
                 cost,
             },
         );
+    }
+}
+
+impl RedisStore {
+    /// The Redis key of a token budget's `key`.
+    pub fn budget_key(&self, key: &str) -> String {
+        let hash = digest::digest(&digest::SHA256, key.as_bytes());
+        let mut out = String::with_capacity(self.prefix.len() + 32);
+        out.push_str(&self.prefix);
+        out.push('{');
+        URL_SAFE_NO_PAD.encode_string(&hash.as_ref()[..16], &mut out);
+        out.push_str("}:tb");
+        out
+    }
+
+    /// [`BudgetStore::reserve`] at a caller-supplied time (microseconds since the epoch),
+    /// bypassing the breaker: for conformance tests; the gateway never uses it.
+    pub async fn reserve_at(
+        &self,
+        key: &str,
+        budget: &Budget,
+        ask: Ask,
+        now_us: u64,
+    ) -> Result<Reservation, StoreError> {
+        self.eval_reserve(&self.budget_key(key), budget, ask, &now_us.to_string())
+            .await
+    }
+
+    async fn eval_reserve(
+        &self,
+        redis_key: &str,
+        budget: &Budget,
+        ask: Ask,
+        now: &str,
+    ) -> Result<Reservation, StoreError> {
+        let max_output = ask
+            .max_output
+            .map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
+        let mut invocation = self.scripts.reserve.key(redis_key);
+        invocation
+            .arg(now)
+            .arg(budget.limit)
+            .arg(budget.period_us())
+            .arg(ask.prompt)
+            .arg(budget.prompt_weight)
+            .arg(budget.output_weight)
+            .arg(max_output);
+        let reply: Vec<i64> = self.invoke(&invocation).await?;
+        let &[granted, window, held, output, remaining, reset, fits_ever] = &reply[..] else {
+            return Err(StoreError::Backend(format!(
+                "unexpected budget reply of {} values",
+                reply.len()
+            )));
+        };
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        let reset_after = Duration::from_micros(count(reset));
+        Ok(if granted == 1 {
+            Reservation::Granted(Grant {
+                window: count(window),
+                held: count(held),
+                output: u64::try_from(output).unwrap_or(u64::MAX),
+                remaining: count(remaining),
+                reset_after,
+            })
+        } else {
+            Reservation::Refused {
+                remaining: count(remaining),
+                retry_after: reset_after,
+                fits_ever: fits_ever == 1,
+            }
+        })
+    }
+
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        let mut connection = self.connection.clone();
+        // The connection enforces the response timeout; this bounds a reload after NOSCRIPT too.
+        tokio::time::timeout(self.timeout * 3, invocation.invoke_async(&mut connection))
+            .await
+            .map_err(|_| StoreError::Backend("timed out".to_owned()))?
+            .map_err(|e| StoreError::Backend(e.to_string()))
+    }
+
+    /// Runs `op` through the breaker, counting failures like rate-limit decisions.
+    async fn guarded<T>(
+        &self,
+        op: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        if !self.breaker.admit() {
+            return Err(StoreError::CircuitOpen);
+        }
+        let result = op.await;
+        match &result {
+            Ok(_) => self.breaker.success(),
+            Err(error) => {
+                metrics::counter!("warden_ratelimit_store_errors_total").increment(1);
+                tracing::debug!(target: "warden::ratelimit", %error, endpoint = %self.endpoint, "redis budget operation failed");
+                self.breaker.failure();
+            }
+        }
+        result
+    }
+}
+
+impl BudgetStore for RedisStore {
+    fn reserve<'a>(
+        &'a self,
+        key: &'a str,
+        budget: &'a Budget,
+        ask: Ask,
+    ) -> BoxFuture<'a, Result<Reservation, StoreError>> {
+        Box::pin(async move {
+            let redis_key = self.budget_key(key);
+            self.guarded(self.eval_reserve(&redis_key, budget, ask, ""))
+                .await
+        })
+    }
+
+    fn settle<'a>(
+        &'a self,
+        key: &'a str,
+        _budget: &'a Budget,
+        grant: Grant,
+        actual: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let redis_key = self.budget_key(key);
+            let mut invocation = self.scripts.settle.key(&redis_key);
+            invocation.arg(grant.window).arg(grant.held).arg(actual);
+            self.guarded(self.invoke::<i64>(&invocation))
+                .await
+                .map(drop)
+        })
     }
 }
 

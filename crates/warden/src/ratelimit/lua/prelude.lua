@@ -4,15 +4,6 @@
 -- KEYS[1]: the key. ARGV: now ('' = the Redis server's clock), limit, period, cost, capacity,
 -- max_delay (-1 = refuse rather than delay).
 -- Returns {allowed (0|1), limit, remaining, reset_after, retry_after (-1 = none), delay (-1 = none)}.
-if redis.replicate_commands then redis.replicate_commands() end
-local key = KEYS[1]
-local now
-if ARGV[1] == '' then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-else
-  now = tonumber(ARGV[1])
-end
 local limit = tonumber(ARGV[2])
 local period = tonumber(ARGV[3])
 local cost = tonumber(ARGV[4])

@@ -1,0 +1,127 @@
+//! Token counts that never fall short: what a budget reserves for a prompt, and what it settles
+//! to when the upstream reports no usage.
+//!
+//! For OpenAI models the count is the model's own tokenizer (`o200k_base` for the GPT-4o, 4.1,
+//! 5 and o-series families, `cl100k_base` for GPT-4 and 3.5; exact tiktoken-compatible BPE with
+//! the tables compiled in) run over the **whole request body**: the JSON around each message
+//! costs more tokens than the chat template's per-message overhead it stands for, and tool
+//! definitions, names and everything else the model reads are counted too. [`PRIMING`] tokens
+//! are added for the reply's priming.
+//!
+//! For other models (Anthropic's tokenizer is not public) the bound is the body's length in
+//! bytes: every byte-level BPE token covers at least one byte, so no tokenizer of that family
+//! can produce more tokens than that. It over-reserves about fourfold for English text; the
+//! settlement gives the difference back as soon as the response reports its usage.
+
+use bpe_openai::Tokenizer;
+
+/// Tokens added to every prompt bound for the reply's priming (`<|start|>assistant<|message|>`).
+pub const PRIMING: u64 = 8;
+
+/// How a model's text is counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// `o200k_base`.
+    O200k,
+    /// `cl100k_base`.
+    Cl100k,
+    /// One token per byte: an upper bound for any byte-level BPE.
+    Bytes,
+}
+
+impl Counter {
+    /// The counter for `model` of `provider` (`openai`, `anthropic`, or unknown).
+    pub fn for_model(provider: Option<&str>, model: Option<&str>) -> Counter {
+        let model = model.unwrap_or("").to_ascii_lowercase();
+        let openai_name = ["gpt-", "o1", "o3", "o4", "chatgpt-"]
+            .iter()
+            .any(|p| model.starts_with(p));
+        let openai = match provider {
+            Some(provider) => provider == "openai",
+            None => openai_name,
+        };
+        if !openai {
+            return Counter::Bytes;
+        }
+        // GPT-4 (Turbo) and 3.5 use cl100k_base; 4o, 4.1, 4.5, 5, the o-series and later
+        // models o200k_base.
+        let legacy = model == "gpt-4"
+            || ["gpt-4-", "gpt-3.5", "gpt-35"]
+                .iter()
+                .any(|p| model.starts_with(p));
+        if legacy {
+            Counter::Cl100k
+        } else {
+            Counter::O200k
+        }
+    }
+
+    fn tokenizer(self) -> Option<&'static Tokenizer> {
+        match self {
+            Counter::O200k => Some(bpe_openai::o200k_base()),
+            Counter::Cl100k => Some(bpe_openai::cl100k_base()),
+            Counter::Bytes => None,
+        }
+    }
+
+    /// Tokens of `text` (an upper bound for [`Counter::Bytes`]).
+    pub fn count(self, text: &str) -> u64 {
+        match self.tokenizer() {
+            Some(tokenizer) => tokenizer.count(text) as u64,
+            None => text.len() as u64,
+        }
+    }
+
+    /// The upper bound of a prompt whose whole request body is `body`.
+    pub fn prompt_bound(self, body: &str) -> u64 {
+        self.count(body).saturating_add(PRIMING)
+    }
+
+    /// Loads the tokenizer's tables now (tens of milliseconds), so the first request does not
+    /// pay for it.
+    pub fn preload(self) {
+        if let Some(tokenizer) = self.tokenizer() {
+            tokenizer.count("warm");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn models_get_their_tokenizer() {
+        let of = |provider, model| Counter::for_model(provider, Some(model));
+        assert_eq!(of(Some("openai"), "gpt-4o-mini"), Counter::O200k);
+        assert_eq!(of(Some("openai"), "gpt-4.1"), Counter::O200k);
+        assert_eq!(of(Some("openai"), "o3-mini"), Counter::O200k);
+        assert_eq!(of(Some("openai"), "gpt-4-turbo"), Counter::Cl100k);
+        assert_eq!(of(Some("openai"), "gpt-4"), Counter::Cl100k);
+        assert_eq!(of(Some("openai"), "gpt-3.5-turbo"), Counter::Cl100k);
+        assert_eq!(of(Some("anthropic"), "claude-sonnet-4"), Counter::Bytes);
+        assert_eq!(of(None, "llama-3"), Counter::Bytes);
+        assert_eq!(of(None, "gpt-4o"), Counter::O200k);
+        assert_eq!(Counter::for_model(Some("openai"), None), Counter::O200k);
+    }
+
+    #[test]
+    fn counts_match_the_reference_tokenizer() {
+        // tiktoken: "Hello, world!" is 4 tokens in both encodings.
+        assert_eq!(Counter::O200k.count("Hello, world!"), 4);
+        assert_eq!(Counter::Cl100k.count("Hello, world!"), 4);
+        assert_eq!(Counter::Bytes.count("héllo"), 6);
+    }
+
+    #[test]
+    fn the_body_bound_is_above_the_messages_alone() {
+        let body = r#"{"model":"gpt-4o","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"What is the capital of France?"}]}"#;
+        // OpenAI bills this prompt at 26 tokens (3 per message, 3 for priming, the texts).
+        let texts = Counter::O200k.count("Be brief.")
+            + Counter::O200k.count("What is the capital of France?");
+        let billed =
+            texts + 2 * 3 + 3 + Counter::O200k.count("system") + Counter::O200k.count("user");
+        assert!(Counter::O200k.prompt_bound(body) >= billed);
+        assert!(Counter::Bytes.prompt_bound(body) >= Counter::O200k.prompt_bound(body));
+    }
+}
