@@ -61,6 +61,8 @@ pub enum RejectionKind {
     Forbidden,
     /// A rate limit is exhausted (429).
     TooManyRequests,
+    /// A token budget cannot hold the request's prompt and one output token (429).
+    BudgetExhausted,
     /// No route matches the canonical path.
     NotFound,
     /// A route matches the path but not the method.
@@ -171,6 +173,12 @@ impl RejectionKind {
                 StatusCode::TOO_MANY_REQUESTS,
                 "Too many requests",
                 "urn:warden:problem:rate-limited",
+            ),
+            RejectionKind::BudgetExhausted => (
+                "budget_exhausted",
+                StatusCode::TOO_MANY_REQUESTS,
+                "Token budget exhausted",
+                "urn:warden:problem:token-budget-exhausted",
             ),
             RejectionKind::NotFound => (
                 "not_found",
@@ -450,16 +458,21 @@ impl Rejection {
 
     /// 429, with `Retry-After` in whole seconds (rounded up) when the limiter knows when.
     pub fn too_many_requests(retry_after: Option<Duration>) -> Self {
+        Rejection::retry_later(RejectionKind::TooManyRequests, retry_after)
+    }
+
+    /// 429 from a token budget, with `Retry-After` when the budget next has room.
+    pub fn budget_exhausted(retry_after: Option<Duration>) -> Self {
+        Rejection::retry_later(RejectionKind::BudgetExhausted, retry_after)
+    }
+
+    fn retry_later(kind: RejectionKind, retry_after: Option<Duration>) -> Self {
         match retry_after {
             Some(wait) => {
                 let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                Rejection::with(
-                    RejectionKind::TooManyRequests,
-                    header::RETRY_AFTER,
-                    HeaderValue::from(secs),
-                )
+                Rejection::with(kind, header::RETRY_AFTER, HeaderValue::from(secs))
             }
-            None => Rejection::new(RejectionKind::TooManyRequests),
+            None => Rejection::new(kind),
         }
     }
 

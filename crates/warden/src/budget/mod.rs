@@ -5,8 +5,12 @@
 
 pub mod algorithm;
 pub mod count;
+pub mod layer;
 pub mod store;
+pub mod stream;
+pub mod usage;
 
 pub use algorithm::{Ask, Budget, Grant, Reservation};
 pub use count::Counter;
+pub use layer::{BudgetLimit, BudgetSpent, TokenBudgetLayer};
 pub use store::BudgetStore;

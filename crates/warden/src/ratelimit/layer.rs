@@ -356,28 +356,38 @@ where
 
 impl RateLimitLayer {
     fn choose(&self, parts: &http::request::Parts) -> &Prepared {
-        if self.tiers.is_empty() {
-            return &self.limit;
-        }
-        let chosen = parts
-            .extensions
-            .get::<crate::authz::RateLimitTier>()
-            .map(|t| t.0.as_str());
-        let roles = parts
-            .extensions
-            .get::<Arc<Identity>>()
-            .map(|w| w.roles.as_slice())
-            .unwrap_or(&[]);
-        // The policy's choice wins; only without one does the first tier by role apply.
-        let by_policy = chosen.and_then(|c| self.tiers.iter().find(|(name, _, _)| name == c));
-        by_policy
-            .or_else(|| {
-                self.tiers
-                    .iter()
-                    .find(|(_, tier_roles, _)| tier_roles.iter().any(|r| roles.contains(r)))
-            })
-            .map_or(&self.limit, |(_, _, prepared)| prepared)
+        choose_tier(parts, &*self.limit, &self.tiers)
     }
+}
+
+/// `base`, or the tier that replaces it for this request: the one a policy chose
+/// (`RateLimitTier`), else the first whose roles the identity holds.
+pub(crate) fn choose_tier<'a, T>(
+    parts: &http::request::Parts,
+    base: &'a T,
+    tiers: &'a [(String, Vec<String>, T)],
+) -> &'a T {
+    if tiers.is_empty() {
+        return base;
+    }
+    let chosen = parts
+        .extensions
+        .get::<crate::authz::RateLimitTier>()
+        .map(|t| t.0.as_str());
+    let roles = parts
+        .extensions
+        .get::<Arc<Identity>>()
+        .map(|w| w.roles.as_slice())
+        .unwrap_or(&[]);
+    // The policy's choice wins; only without one does the first tier by role apply.
+    let by_policy = chosen.and_then(|c| tiers.iter().find(|(name, _, _)| name == c));
+    by_policy
+        .or_else(|| {
+            tiers
+                .iter()
+                .find(|(_, tier_roles, _)| tier_roles.iter().any(|r| roles.contains(r)))
+        })
+        .map_or(base, |(_, _, tier)| tier)
 }
 
 fn ceil_secs(duration: Duration) -> u64 {
@@ -429,7 +439,7 @@ const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset
 
 /// Appends `item` to a structured-field list header (`a, b`), or sets it (no copy then: the
 /// common case of one limit costs what it did before lists).
-fn append_item(headers: &mut HeaderMap, name: &HeaderName, item: HeaderValue) {
+pub(crate) fn append_item(headers: &mut HeaderMap, name: &HeaderName, item: HeaderValue) {
     let joined = match headers.get(name) {
         None => {
             headers.insert(name.clone(), item);
