@@ -18,6 +18,7 @@ use warden::authn::api_key_sqlite::SqliteKeyStore;
 use warden::authn::jwks::RemoteKeys;
 use warden::authn::jwt::{JwtAuthenticator, JwtConfigError, JwtProvider};
 use warden::authn::keys::{KeySource, StaticKeys};
+use warden::budget::BudgetStore;
 use warden::clock::Clock;
 use warden::ratelimit::fallback::LocalFallback;
 use warden::ratelimit::memory::MemoryStore;
@@ -140,7 +141,14 @@ impl Runtime {
         }
         let api_keys = api_key_authenticator(&config.auth, &clock)?;
         let memory = Arc::new(MemoryStore::new(clock.clone()));
-        let store = rate_limit_store(config, memory.clone(), events).await?;
+        let (store, budgets) = rate_limit_store(config, memory.clone(), events).await?;
+        if !config.routes.iter().all(|r| r.token_budget.is_none()) {
+            // The tokenizers' tables load in tens of milliseconds: not on the first request.
+            tokio::task::spawn_blocking(|| {
+                warden::budget::Counter::O200k.preload();
+                warden::budget::Counter::Cl100k.preload();
+            });
+        }
 
         let mut tasks = Vec::new();
         for source in &remote {
@@ -173,6 +181,7 @@ impl Runtime {
             shared: Shared {
                 chain,
                 store,
+                budgets,
                 clock,
                 audit,
             },
@@ -252,15 +261,17 @@ fn api_key_authenticator(
     Ok(Some((authenticator, keys.touch_interval)))
 }
 
-/// The configured rate-limit store. A Redis server that does not answer at start is not fatal:
-/// decisions follow `on_store_error` until it does (the connection retries by itself).
+/// The configured rate-limit store, and the same store for token budgets. A Redis server that
+/// does not answer at start is not fatal: decisions follow `on_store_error` until it does (the
+/// connection retries by itself). Budgets never fall back to the local store: a reservation
+/// must be settled where it was made (`local` fails budgets closed).
 async fn rate_limit_store(
     config: &Config,
     memory: Arc<MemoryStore>,
     audit: Option<Arc<dyn AuditSink>>,
-) -> Result<Arc<dyn RateLimitStore>, BuildError> {
+) -> Result<(Arc<dyn RateLimitStore>, Arc<dyn BudgetStore>), BuildError> {
     let StoreConfig::Redis(settings) = &config.rate_limits.store else {
-        return Ok(memory);
+        return Ok((memory.clone(), memory));
     };
     if settings.is_plaintext_remote() {
         tracing::warn!(
@@ -282,10 +293,11 @@ async fn rate_limit_store(
             "rate-limit store unreachable at start; decisions follow on_store_error until it answers"
         ),
     }
-    Ok(match config.rate_limits.on_error {
-        StoreFailure::Local => Arc::new(LocalFallback::new(redis, memory)),
-        StoreFailure::FailClosed | StoreFailure::FailOpen => redis,
-    })
+    let limits: Arc<dyn RateLimitStore> = match config.rate_limits.on_error {
+        StoreFailure::Local => Arc::new(LocalFallback::new(redis.clone(), memory)),
+        StoreFailure::FailClosed | StoreFailure::FailOpen => redis.clone(),
+    };
+    Ok((limits, redis))
 }
 
 /// Writes API-key last-use times in batches.

@@ -35,6 +35,7 @@ use warden::authn::{Authenticator, AuthnLayer, StepUpLayer};
 use warden::authz::{AuthzLayer, RouteAuthorizer};
 use warden::body::Body;
 use warden::body::rules::BodyRulesLayer;
+use warden::budget::TokenBudgetLayer;
 use warden::catch_panic::CatchPanicLayer;
 use warden::client_ip::ClientIpLayer;
 use warden::clock::{Clock, SystemClock};
@@ -77,6 +78,8 @@ pub struct Shared {
     pub chain: Vec<Arc<dyn Authenticator>>,
     /// Rate-limit state.
     pub store: Arc<dyn RateLimitStore>,
+    /// Token-budget state (the same store: in-process, or Redis).
+    pub budgets: Arc<dyn warden::budget::BudgetStore>,
     /// Injected time.
     pub clock: Arc<dyn Clock>,
     /// The audit trail's sink, if one is configured.
@@ -87,9 +90,11 @@ impl Shared {
     /// No authenticators (every route must be public), an in-memory rate-limit store.
     pub fn none() -> Self {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let memory = Arc::new(MemoryStore::new(clock.clone()));
         Shared {
             chain: Vec::new(),
-            store: Arc::new(MemoryStore::new(clock.clone())),
+            store: memory.clone(),
+            budgets: memory,
             clock,
             audit: None,
         }
@@ -251,6 +256,19 @@ fn build_router(
             )
             .with_tiers(limits_config.tiers.clone())
         });
+        let token_budget = route
+            .token_budget
+            .clone()
+            .zip(route.body.as_ref().map(|rules| rules.format.clone()))
+            .map(|(limit, format)| {
+                TokenBudgetLayer::new(
+                    shared.budgets.clone(),
+                    limit,
+                    format,
+                    limits_config.on_error.layer_policy(),
+                )
+                .with_tiers(config.token_budgets.tiers.clone())
+            });
         // Credentials never reach the upstream unless the route says so, public routes
         // included, in any spelling a framework might fold into the real header.
         let strip_credentials = (!route.forward_credentials).then(|| {
@@ -281,6 +299,8 @@ fn build_router(
             .option_layer(step_up)
             // After authorization: forbidden calls spend no quota.
             .option_layer(route_limit)
+            // Last before the upstream: only a request that passed everything reserves tokens.
+            .option_layer(token_budget)
             .option_layer(strip_credentials)
             .service(leaf());
         let service: RouteService = BoxCloneSyncService::new(service);

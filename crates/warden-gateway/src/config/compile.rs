@@ -16,6 +16,7 @@ use super::load::Parsed;
 use super::rate_limits::{self, RateLimitsConfig};
 use super::routes::{self, RouteConfig};
 use super::server::{self, Server};
+use super::token_budgets::{self, TokenBudgetsConfig};
 use super::toolkit::{Compiler, ConfigErrors, scrub};
 use super::upstream::{self, Upstream};
 use super::{authz, guards, headers};
@@ -33,6 +34,8 @@ pub struct Config {
     pub roles: Arc<RoleTable>,
     /// Rate limits.
     pub rate_limits: RateLimitsConfig,
+    /// Token budgets (their tiers; each route holds its own budget).
+    pub token_budgets: TokenBudgetsConfig,
     /// CORS, if any origin is allowed.
     pub cors: Option<CorsConfig>,
     /// Security response headers.
@@ -77,16 +80,20 @@ pub fn compile_parsed(parsed: Parsed) -> Result<Config, ConfigErrors> {
     let roles = authz::compile_roles(&mut c, &raw.authz);
     let policy = authz::compile_policy(&mut c, raw.authz.policy.as_ref());
     let rate_limits = rate_limits::compile(&mut c, &raw.rate_limits);
+    let token_budgets = token_budgets::compile(&mut c, &raw.token_budgets);
     let guards = guards::compile(&mut c, &raw.guards);
     let audit = audit::compile(&mut c, raw.audit.as_ref());
     let routes = routes::compile(
         &mut c,
         &raw.routes,
-        &auth,
-        &roles,
-        policy.as_ref(),
-        &server.limits,
-        &guards,
+        routes::Sections {
+            auth: &auth,
+            roles: &roles,
+            policy: policy.as_ref(),
+            limits: &server.limits,
+            guards: &guards,
+            budgets: &token_budgets,
+        },
     );
     let (mut errors, warnings) = c.finish();
     if errors.is_empty() {
@@ -96,6 +103,7 @@ pub fn compile_parsed(parsed: Parsed) -> Result<Config, ConfigErrors> {
             auth,
             roles: Arc::new(roles),
             rate_limits,
+            token_budgets,
             cors,
             headers,
             routes,

@@ -17,7 +17,9 @@ use serde_json::{Map, Value};
 use super::toolkit::{
     ConfigError, ConfigErrors, MAX_CONFIG_FILE, MAX_SECRET_FILE, read_text, scrub,
 };
-use super::{audit, auth, authz, cors, guards, headers, rate_limits, routes, server, upstream};
+use super::{
+    audit, auth, authz, cors, guards, headers, rate_limits, routes, server, token_budgets, upstream,
+};
 
 /// The prefix of environment overrides.
 pub const ENV_PREFIX: &str = "WARDEN_";
@@ -346,6 +348,8 @@ pub struct RawConfig {
     pub authz: authz::RawAuthz,
     /// Rate limits.
     pub rate_limits: rate_limits::RawRateLimits,
+    /// Token budgets.
+    pub token_budgets: token_budgets::RawTokenBudgets,
     /// CORS policy.
     pub cors: cors::RawCors,
     /// Security response headers.
@@ -368,6 +372,7 @@ fn extract_sections(root: Value, errors: &mut Vec<ConfigError>) -> RawConfig {
         auth: section(&mut map, "auth", errors).unwrap_or_default(),
         authz: section(&mut map, "authz", errors).unwrap_or_default(),
         rate_limits: section(&mut map, "rate_limits", errors).unwrap_or_default(),
+        token_budgets: section(&mut map, "token_budgets", errors).unwrap_or_default(),
         cors: section(&mut map, "cors", errors).unwrap_or_default(),
         headers: section(&mut map, "headers", errors).unwrap_or_default(),
         guards: section(&mut map, "guards", errors).unwrap_or_default(),
@@ -389,7 +394,7 @@ fn extract_sections(root: Value, errors: &mut Vec<ConfigError>) -> RawConfig {
     for key in map.keys() {
         errors.push(ConfigError::new(
             key.clone(),
-            "unknown section (expected server, upstream, auth, authz, rate_limits, cors, headers, guards, audit or routes)",
+            "unknown section (expected server, upstream, auth, authz, rate_limits, token_budgets, cors, headers, guards, audit or routes)",
         ));
     }
     raw

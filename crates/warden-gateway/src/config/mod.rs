@@ -20,6 +20,7 @@ pub mod rate_limits;
 pub mod routes;
 pub mod server;
 pub mod tls;
+pub mod token_budgets;
 pub mod toolkit;
 pub mod upstream;
 pub mod upstream_tls;

@@ -433,7 +433,7 @@ const CREDENTIAL_HEADERS: &[&str] = &[
     "x-api-key",
 ];
 
-fn compile_key(c: &mut Compiler, path: &str, text: &str) -> Vec<KeyPart> {
+pub(super) fn compile_key(c: &mut Compiler, path: &str, text: &str) -> Vec<KeyPart> {
     text.split('+')
         .map(str::trim)
         .filter_map(|part| match part {

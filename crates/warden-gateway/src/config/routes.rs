@@ -67,6 +67,9 @@ pub struct RawRoute {
     /// `enforce` (default when `authz.policy` is set), `shadow` (evaluate and log only) or `off`.
     #[serde(default)]
     pub policy: Option<Switch>,
+    /// This route's token budget, or `off` (default: `token_budgets.default` on LLM routes).
+    #[serde(default)]
+    pub token_budget: Option<super::token_budgets::RawRouteBudget>,
     /// This route's rate limit, or `off` (default: `rate_limits.default`).
     #[serde(default)]
     pub rate_limit: Option<RawRouteLimit>,
@@ -119,6 +122,8 @@ pub struct RouteConfig {
     pub requirements: Vec<Requirement>,
     /// Rate limit.
     pub rate_limit: RouteLimit,
+    /// Its token budget (an LLM route's own, or `token_budgets.default`).
+    pub token_budget: Option<warden::budget::BudgetLimit>,
 }
 
 /// The template with each whole-segment parameter replaced by a plain segment.
@@ -242,16 +247,34 @@ enum PolicyMode {
     Off,
 }
 
+/// What compiling routes reads of the sections compiled before them.
+#[derive(Clone, Copy)]
+#[allow(missing_debug_implementations)]
+pub struct Sections<'a> {
+    /// `auth:`.
+    pub auth: &'a AuthConfig,
+    /// `authz.roles`.
+    pub roles: &'a RoleTable,
+    /// `authz.policy`.
+    pub policy: Option<&'a PolicyConfig>,
+    /// `server.limits`.
+    pub limits: &'a Limits,
+    /// `guards:`.
+    pub guards: &'a GuardsConfig,
+    /// `token_budgets:`.
+    pub budgets: &'a super::token_budgets::TokenBudgetsConfig,
+}
+
 /// Compiles `routes:` against the sections they refer to.
-pub fn compile(
-    c: &mut Compiler,
-    raw: &[RawRoute],
-    auth: &AuthConfig,
-    roles: &RoleTable,
-    policy: Option<&PolicyConfig>,
-    limits: &Limits,
-    guards: &GuardsConfig,
-) -> Vec<RouteConfig> {
+pub fn compile(c: &mut Compiler, raw: &[RawRoute], sections: Sections<'_>) -> Vec<RouteConfig> {
+    let Sections {
+        auth,
+        roles,
+        policy,
+        limits,
+        guards,
+        budgets,
+    } = sections;
     let mut routes: Vec<RouteConfig> = Vec::new();
     let mut seen: Vec<(String, Method)> = Vec::new();
     let mut router = matchit::Router::new();
@@ -420,7 +443,6 @@ pub fn compile(
             methods,
             public,
             max_body_bytes,
-            body,
             step_up,
             forward_credentials: route.forward_credentials.unwrap_or(false),
             requirements,
@@ -430,6 +452,15 @@ pub fn compile(
                 route.name.as_deref().unwrap_or(&route.path),
                 route.rate_limit.as_ref(),
             ),
+            token_budget: super::token_budgets::compile_route(
+                c,
+                i,
+                route.name.as_deref().unwrap_or(&route.path),
+                route.token_budget.as_ref(),
+                body.as_ref().map(|rules| &rules.format),
+                budgets,
+            ),
+            body,
         });
     }
     routes

@@ -8,6 +8,7 @@ mod api_keys;
 mod audit;
 mod authz;
 mod bodies;
+mod budgets;
 mod cli;
 mod client_ip;
 mod cors;

@@ -30,8 +30,8 @@ use super::usage::{self, Usage};
 use crate::body::format::{ExtractedBody, Format};
 use crate::body::{self as wbody, Body};
 use crate::future::ResponseFuture;
-use crate::ratelimit::layer::{KeyPart, OnStoreError, append_item, build_key, choose_tier};
 use crate::ratelimit::StoreError;
+use crate::ratelimit::layer::{KeyPart, OnStoreError, append_item, build_key, choose_tier};
 use crate::rejection::{Outcome, Rejection, RejectionKind};
 use crate::request_id::RequestId;
 use crate::routing::MatchedRoute;
@@ -231,8 +231,9 @@ where
                         .increment(limit.budget.cost(prompt, 0));
                     tracing::info!(target: "warden::budget", budget = %limit.name, prompt, remaining, fits_ever, "token budget refused the request");
                     // A prompt larger than the whole budget never fits: no Retry-After to wait for.
-                    let mut response = Rejection::budget_exhausted(fits_ever.then_some(retry_after))
-                        .into_response(request_id.as_ref());
+                    let mut response =
+                        Rejection::budget_exhausted(fits_ever.then_some(retry_after))
+                            .into_response(request_id.as_ref());
                     report(response.headers_mut(), limit, remaining, retry_after);
                     response.extensions_mut().insert(BudgetSpent {
                         budget: limit.name.clone(),
@@ -245,13 +246,19 @@ where
             };
             metrics::counter!(names::TOKENS, "route" => route.clone(), "model" => model.clone(), "kind" => "reserved")
                 .increment(grant.held);
-            let (rewritten, hide_usage_chunk) =
-                rewrite(&layer.format, &forwarded, &extracted, &limit.budget, grant.output);
+            let (rewritten, hide_usage_chunk) = rewrite(
+                &layer.format,
+                &forwarded,
+                &extracted,
+                &limit.budget,
+                grant.output,
+            );
             let body = match rewritten {
                 Some(rewritten) => {
-                    parts
-                        .headers
-                        .insert(http::header::CONTENT_LENGTH, HeaderValue::from(rewritten.len()));
+                    parts.headers.insert(
+                        http::header::CONTENT_LENGTH,
+                        HeaderValue::from(rewritten.len()),
+                    );
                     wbody::full(rewritten)
                 }
                 None => wbody::full(forwarded),
@@ -272,7 +279,12 @@ where
                 hide_usage_chunk,
             };
             let mut response = answer.finish(response, settlement).await;
-            report(response.headers_mut(), limit, grant.remaining, grant.reset_after);
+            report(
+                response.headers_mut(),
+                limit,
+                grant.remaining,
+                grant.reset_after,
+            );
             Ok(response)
         })
     }
@@ -331,7 +343,10 @@ fn rewrite(
         }
     }
     if add_usage {
-        match object.get_mut("stream_options").and_then(|o| o.as_object_mut()) {
+        match object
+            .get_mut("stream_options")
+            .and_then(|o| o.as_object_mut())
+        {
             Some(options) => {
                 options.insert("include_usage".to_owned(), true.into());
             }
@@ -403,7 +418,10 @@ impl Answer<'_> {
             parts.headers.remove(http::header::CONTENT_LENGTH);
             return Response::from_parts(parts, stream::metered(body, meter));
         }
-        let Ok(collected) = http_body_util::Limited::new(body, MAX_ANSWER).collect().await else {
+        let Ok(collected) = http_body_util::Limited::new(body, MAX_ANSWER)
+            .collect()
+            .await
+        else {
             // Too large, or broken mid-way: the reservation is what it may have cost.
             settlement.settle(held);
             parts.extensions.insert(spent(Some(held), None));

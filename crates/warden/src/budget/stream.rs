@@ -181,7 +181,10 @@ impl Meter {
             Dialect::Chat => {
                 if self.id.is_none() {
                     self.id = value.get("id").and_then(Value::as_str).map(str::to_owned);
-                    self.model = value.get("model").and_then(Value::as_str).map(str::to_owned);
+                    self.model = value
+                        .get("model")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned);
                 }
                 let usage = usage::of_usage_object(value.get("usage")?)?;
                 Some((Some(usage.prompt), Some(usage.output)))
@@ -233,10 +236,11 @@ impl Meter {
                         .iter()
                         .filter_map(|choice| choice.get("delta"))
                         .map(|delta| {
-                            let texts: u64 = ["content", "refusal", "reasoning_content", "reasoning"]
-                                .iter()
-                                .map(|field| count(delta.get(*field).and_then(Value::as_str)))
-                                .sum();
+                            let texts: u64 =
+                                ["content", "refusal", "reasoning_content", "reasoning"]
+                                    .iter()
+                                    .map(|field| count(delta.get(*field).and_then(Value::as_str)))
+                                    .sum();
                             let tools: u64 = delta
                                 .get("tool_calls")
                                 .and_then(Value::as_array)

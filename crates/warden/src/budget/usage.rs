@@ -48,20 +48,31 @@ mod tests {
 
     #[test]
     fn each_api_reports_its_own_way() {
-        let chat = json!({"usage": {"prompt_tokens": 12, "completion_tokens": 30, "total_tokens": 42}});
+        let chat =
+            json!({"usage": {"prompt_tokens": 12, "completion_tokens": 30, "total_tokens": 42}});
         assert_eq!(
             of_answer(chat.to_string().as_bytes()),
-            Some(Usage { prompt: 12, output: 30 })
+            Some(Usage {
+                prompt: 12,
+                output: 30
+            })
         );
-        let responses = json!({"usage": {"input_tokens": 7, "output_tokens": 9, "total_tokens": 16}});
+        let responses =
+            json!({"usage": {"input_tokens": 7, "output_tokens": 9, "total_tokens": 16}});
         assert_eq!(
             of_answer(responses.to_string().as_bytes()),
-            Some(Usage { prompt: 7, output: 9 })
+            Some(Usage {
+                prompt: 7,
+                output: 9
+            })
         );
         let anthropic = json!({"usage": {"input_tokens": 5, "cache_read_input_tokens": 100, "cache_creation_input_tokens": 20, "output_tokens": 3}});
         assert_eq!(
             of_answer(anthropic.to_string().as_bytes()),
-            Some(Usage { prompt: 125, output: 3 })
+            Some(Usage {
+                prompt: 125,
+                output: 3
+            })
         );
         assert_eq!(of_answer(b"{\"id\":1}"), None);
         assert_eq!(of_answer(b"not json"), None);

@@ -1,0 +1,383 @@
+//! Token budgets through real sockets against a mock provider with deterministic usage: never
+//! more than the budget (sequential and concurrent), the output limit written into the body,
+//! streams counted from their usage and cut at the reservation, 429 with `Retry-After`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use warden::body::{self, Body};
+
+use crate::common::{self, Reply};
+
+/// Every prompt costs this many tokens, as the mock reports it.
+const PROMPT: u64 = 20;
+
+/// A mock provider. `/v1/chat/completions` and `/v1/messages` answer with as many output tokens
+/// as the request allows (`max_completion_tokens`, `max_tokens`; 60 without), each token the
+/// text `"a"`; under `/ignore/…` they produce 2000 whatever the limit. Streams when asked to,
+/// with OpenAI's usage chunk only when `stream_options.include_usage` is set. Records the
+/// bodies it was sent.
+#[derive(Clone, Default)]
+struct Provider {
+    bodies: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Provider {
+    async fn start(&self) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let this = self.clone();
+        common::serve(listener, move |req| {
+            let this = this.clone();
+            async move { Ok::<_, Infallible>(this.answer(req).await) }
+        });
+        addr
+    }
+
+    fn last(&self) -> Value {
+        self.bodies
+            .lock()
+            .expect("lock")
+            .last()
+            .cloned()
+            .expect("a request")
+    }
+
+    async fn answer(&self, req: Request<Incoming>) -> Response<Body> {
+        let path = req.uri().path().to_owned();
+        let bytes = req.into_body().collect().await.expect("body").to_bytes();
+        let request: Value = serde_json::from_slice(&bytes).expect("json");
+        self.bodies.lock().expect("lock").push(request.clone());
+        let limit = ["max_completion_tokens", "max_tokens", "max_output_tokens"]
+            .iter()
+            .find_map(|f| request.get(*f).and_then(Value::as_u64));
+        let output = if path.starts_with("/ignore") {
+            2000
+        } else {
+            limit.unwrap_or(60)
+        };
+        let stream = request.get("stream").and_then(Value::as_bool) == Some(true);
+        let anthropic = path.ends_with("/v1/messages");
+        let mut response = match (anthropic, stream) {
+            (false, false) => Response::new(body::full(
+                json!({
+                    "id": "chatcmpl-1", "object": "chat.completion", "model": "gpt-4o-mini",
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": "a".repeat(output as usize)}, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": PROMPT, "completion_tokens": output, "total_tokens": PROMPT + output},
+                })
+                .to_string(),
+            )),
+            (false, true) => {
+                let include = request.pointer("/stream_options/include_usage") == Some(&json!(true));
+                let mut events = Vec::new();
+                for _ in 0..output {
+                    events.push(format!(
+                        "data: {}\n\n",
+                        json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": "gpt-4o-mini", "choices": [{"index": 0, "delta": {"content": "a"}, "finish_reason": null}]})
+                    ));
+                }
+                events.push(format!(
+                    "data: {}\n\n",
+                    json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+                ));
+                if include {
+                    events.push(format!(
+                        "data: {}\n\n",
+                        json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "choices": [], "usage": {"prompt_tokens": PROMPT, "completion_tokens": output, "total_tokens": PROMPT + output}})
+                    ));
+                }
+                events.push("data: [DONE]\n\n".to_owned());
+                sse(events)
+            }
+            (true, _) => {
+                let mut events = vec![
+                    format!("event: message_start\ndata: {}\n\n", json!({"type": "message_start", "message": {"id": "msg_1", "role": "assistant", "usage": {"input_tokens": PROMPT, "output_tokens": 1}}})),
+                    format!("event: content_block_start\ndata: {}\n\n", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})),
+                ];
+                for _ in 0..output {
+                    events.push(format!("event: content_block_delta\ndata: {}\n\n", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "a"}})));
+                }
+                events.push(format!("event: content_block_stop\ndata: {}\n\n", json!({"type": "content_block_stop", "index": 0})));
+                events.push(format!("event: message_delta\ndata: {}\n\n", json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": output}})));
+                events.push(format!("event: message_stop\ndata: {}\n\n", json!({"type": "message_stop"})));
+                sse(events)
+            }
+        };
+        response
+            .headers_mut()
+            .entry("content-type")
+            .or_insert("application/json".parse().expect("value"));
+        response
+    }
+}
+
+/// A text/event-stream answer, one event per frame.
+fn sse(events: Vec<String>) -> Response<Body> {
+    let stream = futures_util::stream::iter(
+        events
+            .into_iter()
+            .map(|e| Ok::<_, Infallible>(hyper::body::Frame::data(Bytes::from(e)))),
+    );
+    let mut response = Response::new(body::boxed(http_body_util::StreamBody::new(stream)));
+    response
+        .headers_mut()
+        .insert("content-type", "text/event-stream".parse().expect("value"));
+    response
+}
+
+/// A gateway in front of `provider` with `yaml` (routes and budgets).
+async fn gateway(provider: &Provider, yaml: &str) -> common::TestGateway {
+    let addr = provider.start().await;
+    let config =
+        common::config_for(yaml, &format!("http://{addr}")).unwrap_or_else(|e| panic!("{e}"));
+    common::spawn_config(config, common::upstream().await).await
+}
+
+fn chat(
+    gw: &common::TestGateway,
+    path: &str,
+    body: Value,
+) -> impl std::future::Future<Output = Reply> {
+    let req = common::request("POST", &gw.url(path))
+        .header("content-type", "application/json")
+        .body(body::full(body.to_string()))
+        .expect("request");
+    async move { common::send(&common::client(), req).await }
+}
+
+/// The settled tokens of `route` (the metric is labelled by route, unique per test).
+async fn settled(gw: &common::TestGateway, route: &str) -> f64 {
+    // Settlements are spawned as answers end: wait for them to land.
+    let series = format!(
+        "warden_token_budget_tokens_total{{route=\"{route}\",model=\"gpt-4o-mini\",kind=\"settled\"}}"
+    );
+    let mut last = -1.0;
+    for _ in 0..50 {
+        let now = common::metric(gw, &series).await;
+        if now == last {
+            return now;
+        }
+        last = now;
+        tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+    }
+    last
+}
+
+#[tokio::test]
+async fn sequential_requests_spend_at_most_the_budget_and_nearly_all_of_it() {
+    let provider = Provider::default();
+    let gw = gateway(
+        &provider,
+        "token_budgets:\n  default: { limit: 1000, per: 1h, key: ip }\nroutes:\n  - { name: seq, path: /v1/chat/completions, methods: [POST], auth: none, body: { format: openai_chat } }\n",
+    )
+    .await;
+    let mut spent = 0;
+    let mut refused = None;
+    for _ in 0..30 {
+        let reply = chat(
+            &gw,
+            "/v1/chat/completions",
+            json!({"model": "gpt-4o-mini", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+        if reply.status == 429 {
+            refused = Some(reply);
+            break;
+        }
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        let answer = reply.json();
+        spent += answer["usage"]["total_tokens"].as_u64().expect("usage");
+        // The budget reports itself under its own policy name.
+        assert!(
+            reply
+                .header("ratelimit-policy")
+                .is_some_and(|p| p.contains("\"tokens-default\";q=1000;w=3600")),
+            "{:?}",
+            reply.header("ratelimit-policy")
+        );
+        // Let the settlement land before the next reservation.
+        settled(&gw, "seq").await;
+    }
+    assert!(spent <= 1000, "spent {spent}");
+    assert!(spent >= 900, "only {spent} of 1000 used");
+    let refused = refused.expect("the budget ran out");
+    refused.assert_problem(429);
+    assert_eq!(
+        refused.json()["type"],
+        "urn:warden:problem:token-budget-exhausted"
+    );
+    let retry: u64 = refused
+        .header("retry-after")
+        .expect("retry-after")
+        .parse()
+        .expect("seconds");
+    assert!((1..=3600).contains(&retry), "{retry}");
+    // The last answers were clamped below the requested 100 (the mock uses what it is given).
+    let last = provider.last();
+    assert!(
+        last["max_tokens"].as_u64().expect("clamped") < 100,
+        "{last}"
+    );
+    assert_eq!(settled(&gw, "seq").await as u64, spent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forty_concurrent_requests_never_spend_more_than_the_budget() {
+    let provider = Provider::default();
+    let gw = gateway(
+        &provider,
+        "token_budgets:\n  default: { limit: 2000, per: 1h, key: ip }\nroutes:\n  - { name: conc, path: /v1/chat/completions, methods: [POST], auth: none, body: { format: openai_chat } }\n",
+    )
+    .await;
+    let gw = Arc::new(gw);
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let gw = gw.clone();
+        tasks.push(tokio::spawn(async move {
+            // Half name no output limit: they ask for as much as the budget gives.
+            let mut body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": format!("request {i}")}]});
+            if i % 2 == 0 {
+                body["max_tokens"] = json!(150);
+            }
+            chat(&gw, "/v1/chat/completions", body).await
+        }));
+    }
+    let mut spent = 0;
+    let mut statuses = std::collections::BTreeMap::new();
+    for task in tasks {
+        let reply = task.await.expect("task");
+        *statuses.entry(reply.status.as_u16()).or_insert(0) += 1;
+        if reply.status == 200 {
+            spent += reply.json()["usage"]["total_tokens"]
+                .as_u64()
+                .expect("usage");
+        }
+    }
+    assert!(spent <= 2000, "spent {spent}: {statuses:?}");
+    assert!(statuses.get(&429).is_some(), "{statuses:?}");
+    assert_eq!(
+        statuses
+            .keys()
+            .copied()
+            .filter(|s| *s != 200 && *s != 429)
+            .count(),
+        0,
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_openai_stream_is_counted_from_its_usage_which_the_client_does_not_see() {
+    let provider = Provider::default();
+    let gw = gateway(
+        &provider,
+        "token_budgets:\n  default: { limit: 5000, per: 1h, key: ip }\nroutes:\n  - { name: stream, path: /v1/chat/completions, methods: [POST], auth: none, body: { format: openai_chat } }\n",
+    )
+    .await;
+    let reply = chat(
+        &gw,
+        "/v1/chat/completions",
+        json!({"model": "gpt-4o-mini", "stream": true, "max_tokens": 30, "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    let text = reply.text();
+    assert_eq!(text.matches("\"content\":\"a\"").count(), 30, "{text}");
+    // The gateway asked for the usage chunk; the client did not, and does not get it.
+    assert_eq!(provider.last()["stream_options"]["include_usage"], true);
+    assert!(!text.contains("\"usage\""), "{text}");
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    assert_eq!(settled(&gw, "stream").await as u64, PROMPT + 30);
+}
+
+#[tokio::test]
+async fn an_upstream_that_ignores_the_limit_is_cut_at_the_reservation() {
+    let provider = Provider::default();
+    let gw = gateway(
+        &provider,
+        "token_budgets:\n  default: { limit: 300, per: 1h, key: ip }\nroutes:\n  - { name: runaway, path: /ignore/v1/chat/completions, methods: [POST], auth: none, body: { format: openai_chat } }\n  - { name: runaway-anthropic, path: /ignore/v1/messages, methods: [POST], auth: none, body: { format: anthropic_messages, provider: anthropic }, token_budget: { limit: 1000, per: 1h, key: ip } }\n",
+    )
+    .await;
+    let reply = chat(
+        &gw,
+        "/ignore/v1/chat/completions",
+        json!({"model": "gpt-4o-mini", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    let text = reply.text();
+    let granted = provider.last()["max_completion_tokens"]
+        .as_u64()
+        .expect("the grant was written in");
+    let received = text.matches("\"content\":\"a\"").count() as u64;
+    assert!(received <= granted, "{received} > {granted}");
+    assert!(
+        received + 5 >= granted,
+        "cut early: {received} of {granted}"
+    );
+    // A well-formed end: finish_reason length, then [DONE].
+    assert!(text.contains("\"finish_reason\":\"length\""), "{text}");
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    let spent = settled(&gw, "runaway").await as u64;
+    assert!(spent <= 300, "{spent}");
+
+    // The same for Anthropic: message_delta with stop_reason max_tokens, then message_stop.
+    let reply = chat(
+        &gw,
+        "/ignore/v1/messages",
+        json!({"model": "claude-sonnet-4", "stream": true, "max_tokens": 1000, "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    let text = reply.text();
+    let granted = provider.last()["max_tokens"].as_u64().expect("clamped");
+    assert!(granted < 1000, "{granted}");
+    let received = text.matches("text_delta").count() as u64;
+    assert!(
+        received <= granted && received + 5 >= granted,
+        "{received} of {granted}"
+    );
+    assert!(text.contains("\"stop_reason\":\"max_tokens\""), "{text}");
+    assert!(
+        text.trim_end()
+            .ends_with("data: {\"type\":\"message_stop\"}"),
+        "{text}"
+    );
+    // The client got one content_block_stop: the one the gateway wrote for the open block.
+    assert_eq!(text.matches("content_block_stop").count(), 2, "{text}");
+}
+
+#[tokio::test]
+async fn an_anthropic_stream_is_counted_from_message_start_and_message_delta() {
+    let provider = Provider::default();
+    let gw = gateway(
+        &provider,
+        "token_budgets:\n  default: { limit: 100000, per: 1h, key: ip }\nroutes:\n  - { name: anthropic, path: /v1/messages, methods: [POST], auth: none, body: { format: anthropic_messages, provider: anthropic } }\n",
+    )
+    .await;
+    let reply = chat(
+        &gw,
+        "/v1/messages",
+        json!({"model": "claude-sonnet-4", "stream": true, "max_tokens": 40, "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.text().matches("text_delta").count(), 40);
+    let series = "warden_token_budget_tokens_total{route=\"anthropic\",model=\"claude-sonnet-4\",kind=\"settled\"}";
+    let mut spent = 0.0;
+    for _ in 0..50 {
+        spent = common::metric(&gw, series).await;
+        if spent > 0.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+    }
+    assert_eq!(spent as u64, PROMPT + 40);
+}
