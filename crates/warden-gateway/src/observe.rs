@@ -32,6 +32,7 @@ use warden::trace_context::TraceContext;
 use warden::routing::RouteName;
 
 use crate::proxy::UpstreamFailure;
+use warden::budget::BudgetSpent;
 
 /// Metric names.
 pub mod names {
@@ -246,6 +247,9 @@ impl Record {
         }
         if let Some(failure) = extensions.get::<UpstreamFailure>() {
             event.set_static("warden.upstream.failure", failure.as_str());
+        }
+        if let Some(spent) = extensions.get::<BudgetSpent>() {
+            spent.record_into(&mut event);
         }
         if let Some(findings) = findings.filter(|f| !f.0.is_empty()) {
             // A record stays small whatever the body held (a restart finds the last record in

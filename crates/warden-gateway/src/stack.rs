@@ -268,6 +268,12 @@ fn build_router(
                     limits_config.on_error.layer_policy(),
                 )
                 .with_tiers(config.token_budgets.tiers.clone())
+                .with_audit(
+                    shared
+                        .audit
+                        .clone()
+                        .map(|sink| sink as Arc<dyn warden::audit::AuditSink>),
+                )
             });
         // Credentials never reach the upstream unless the route says so, public routes
         // included, in any spelling a framework might fold into the real header.

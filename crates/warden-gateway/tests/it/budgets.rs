@@ -381,3 +381,102 @@ async fn an_anthropic_stream_is_counted_from_message_start_and_message_delta() {
     }
     assert_eq!(spent as u64, PROMPT + 40);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_sharing_redis_hold_one_budget_under_concurrency() {
+    let server = crate::common::redis_server::RedisServer::start();
+    let provider = Provider::default();
+    let yaml = format!(
+        "rate_limits:\n  store: {}\n  redis: {{ timeout: 2s }}\ntoken_budgets:\n  default: {{ limit: 3000, per: 1h, key: ip }}\nroutes:\n  - {{ name: shared, path: /v1/chat/completions, methods: [POST], auth: none, body: {{ format: openai_chat }} }}\n",
+        server.url()
+    );
+    let a = Arc::new(gateway(&provider, &yaml).await);
+    let b = Arc::new(gateway(&provider, &yaml).await);
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let gw = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            let body = json!({"model": "gpt-4o-mini", "max_tokens": 120, "stream": i % 4 == 1, "messages": [{"role": "user", "content": format!("request {i}")}]});
+            chat(&gw, "/v1/chat/completions", body).await
+        }));
+    }
+    let (mut spent, mut ok, mut refused) = (0u64, 0, 0);
+    for task in tasks {
+        let reply = task.await.expect("task");
+        match reply.status.as_u16() {
+            200 if reply.text().starts_with('{') => {
+                ok += 1;
+                spent += reply.json()["usage"]["total_tokens"]
+                    .as_u64()
+                    .expect("usage");
+            }
+            // A stream: its usage is what it streamed, plus the prompt.
+            200 => {
+                ok += 1;
+                spent += PROMPT + reply.text().matches("\"content\":\"a\"").count() as u64;
+            }
+            429 => refused += 1,
+            other => panic!("unexpected {other}: {}", reply.text()),
+        }
+    }
+    assert!(
+        spent <= 3000,
+        "spent {spent} ({ok} answered, {refused} refused)"
+    );
+    assert!(refused > 0 && ok > 0, "{ok} answered, {refused} refused");
+}
+
+#[tokio::test]
+async fn the_settled_usage_is_in_the_audit_trail() {
+    let provider = Provider::default();
+    let trail = common::temp_dir("budget-audit").join("audit.jsonl");
+    let gw = gateway(
+        &provider,
+        &format!(
+            "audit: {{ sink: \"file://{}\" }}\ntoken_budgets:\n  default: {{ limit: 5000, per: 1h, key: ip }}\nroutes:\n  - {{ name: audited, path: /v1/chat/completions, methods: [POST], auth: none, body: {{ format: openai_chat }} }}\n",
+            trail.display()
+        ),
+    )
+    .await;
+    let whole = chat(&gw, "/v1/chat/completions", json!({"model": "gpt-4o-mini", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]})).await;
+    assert_eq!(whole.status, 200);
+    let streamed = chat(&gw, "/v1/chat/completions", json!({"model": "gpt-4o-mini", "max_tokens": 7, "stream": true, "messages": [{"role": "user", "content": "hi"}]})).await;
+    assert_eq!(streamed.status, 200);
+    let common::TestGateway { gateway, .. } = gw;
+    gateway.shutdown().await;
+    let events: Vec<Value> = std::fs::read_to_string(&trail)
+        .expect("trail")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    let requests: Vec<&Value> = events
+        .iter()
+        .filter(|e| e.pointer("/event/action") == Some(&json!("request")))
+        .collect();
+    let budget = requests[0]
+        .pointer("/warden/budget")
+        .expect("budget fields");
+    assert_eq!(budget["name"], "tokens-default");
+    assert_eq!(budget["settled"], PROMPT + 10);
+    assert_eq!(budget["prompt_tokens"], PROMPT);
+    assert_eq!(budget["output_tokens"], 10);
+    assert!(budget["reserved"].as_u64().expect("reserved") >= PROMPT + 10);
+    // The stream's request event has the reservation; its usage comes when it ends.
+    assert!(requests[1].pointer("/warden/budget/settled").is_none());
+    let usage = events
+        .iter()
+        .find(|e| e.pointer("/event/action") == Some(&json!("token-usage")))
+        .expect("a token-usage event");
+    assert_eq!(
+        usage.pointer("/warden/budget/settled"),
+        Some(&json!(PROMPT + 7))
+    );
+    assert_eq!(
+        usage.pointer("/warden/budget/output_tokens"),
+        Some(&json!(7))
+    );
+    assert_eq!(
+        usage.pointer("/warden/request_id"),
+        requests[1].pointer("/warden/request_id")
+    );
+}

@@ -45,6 +45,9 @@ pub enum Action {
     ConfigReloaded,
     /// A configuration was refused; the running one stays.
     ConfigRejected,
+    /// A streamed answer ended and its token budget was settled (whole answers carry their
+    /// usage in the request event).
+    TokenUsage,
     /// The listener's certificates, keys and CAs were read again and are in use.
     CertificatesReloaded,
     /// New certificate files were refused; the ones in use stay.
@@ -88,6 +91,7 @@ impl Action {
         Action::ConfigLoaded,
         Action::ConfigReloaded,
         Action::ConfigRejected,
+        Action::TokenUsage,
         Action::CertificatesReloaded,
         Action::CertificatesRejected,
         Action::ApiKeyCreated,
@@ -117,6 +121,7 @@ impl Action {
             Action::ConfigLoaded => "config-loaded",
             Action::ConfigReloaded => "config-reloaded",
             Action::ConfigRejected => "config-rejected",
+            Action::TokenUsage => "token-usage",
             Action::CertificatesReloaded => "tls-certificates-reloaded",
             Action::CertificatesRejected => "tls-certificates-rejected",
             Action::ApiKeyCreated => "api-key-created",
@@ -140,7 +145,7 @@ impl Action {
             Action::Request => ("event", "web", "access"),
             Action::AuthenticationFailure => ("event", "authentication", "start"),
             Action::AuthorizationDenial | Action::RateLimitDenial => ("event", "web", "denied"),
-            Action::RateLimitShadow => ("event", "web", "info"),
+            Action::RateLimitShadow | Action::TokenUsage => ("event", "web", "info"),
             Action::GuardFinding => ("alert", "intrusion_detection", "info"),
             Action::UpstreamFailure => ("event", "web", "error"),
             Action::ConfigLoaded | Action::ConfigReloaded => ("event", "configuration", "change"),

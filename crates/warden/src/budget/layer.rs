@@ -27,9 +27,11 @@ use super::count::Counter;
 use super::store::BudgetStore;
 use super::stream::{self, Meter};
 use super::usage::{self, Usage};
+use crate::audit::{Action, AuditEvent, AuditSink, Outcome as AuditOutcome};
 use crate::body::format::{ExtractedBody, Format};
 use crate::body::{self as wbody, Body};
 use crate::future::ResponseFuture;
+use crate::identity::Identity;
 use crate::ratelimit::StoreError;
 use crate::ratelimit::layer::{KeyPart, OnStoreError, append_item, build_key, choose_tier};
 use crate::rejection::{Outcome, Rejection, RejectionKind};
@@ -65,6 +67,23 @@ pub struct BudgetSpent {
     pub usage: Option<Usage>,
 }
 
+impl BudgetSpent {
+    /// Writes itself into an audit event (`warden.budget.*`).
+    pub fn record_into(&self, event: &mut AuditEvent) {
+        event
+            .set_text("warden.budget.name", &self.budget)
+            .set("warden.budget.reserved", self.reserved);
+        if let Some(settled) = self.settled {
+            event.set("warden.budget.settled", settled);
+        }
+        if let Some(usage) = self.usage {
+            event
+                .set("warden.budget.prompt_tokens", usage.prompt)
+                .set("warden.budget.output_tokens", usage.output);
+        }
+    }
+}
+
 /// Layer applying a [`BudgetLimit`] (or a tier's) to one route of `format`.
 #[derive(Clone, Debug)]
 pub struct TokenBudgetLayer {
@@ -73,6 +92,7 @@ pub struct TokenBudgetLayer {
     tiers: Arc<Vec<(String, Vec<String>, BudgetLimit)>>,
     format: Format,
     on_error: OnStoreError,
+    audit: Option<Arc<dyn AuditSink>>,
 }
 
 impl TokenBudgetLayer {
@@ -89,7 +109,14 @@ impl TokenBudgetLayer {
             tiers: Arc::new(Vec::new()),
             format,
             on_error,
+            audit: None,
         }
+    }
+
+    /// Records each streamed answer's settlement in `sink` (`token-usage`).
+    pub fn with_audit(mut self, sink: Option<Arc<dyn AuditSink>>) -> Self {
+        self.audit = sink;
+        self
     }
 
     /// Tiers `(name, roles, limit)`, chosen as for rate limits.
@@ -132,9 +159,26 @@ pub(crate) struct Settlement {
     pub budget: Budget,
     pub grant: Grant,
     pub labels: (String, String),
+    /// For a stream: the `token-usage` event to complete and record at its end.
+    pub audit: Option<(Arc<dyn AuditSink>, AuditEvent, String)>,
 }
 
 impl Settlement {
+    /// Settles a stream to `actual` weighted tokens, recording its `token-usage` event.
+    pub fn settle_stream(mut self, actual: u64, usage: Option<Usage>) {
+        if let Some((sink, mut event, name)) = self.audit.take() {
+            BudgetSpent {
+                budget: name,
+                reserved: self.grant.held,
+                settled: Some(actual),
+                usage,
+            }
+            .record_into(&mut event);
+            sink.record(event);
+        }
+        self.settle(actual);
+    }
+
     /// Settles to `actual` weighted tokens, off the caller's path.
     pub fn settle(self, actual: u64) {
         metrics::counter!(names::TOKENS, "route" => self.labels.0.clone(), "model" => self.labels.1.clone(), "kind" => "settled")
@@ -263,12 +307,24 @@ where
                 }
                 None => wbody::full(forwarded),
             };
+            let audit = layer
+                .audit
+                .as_ref()
+                .filter(|_| extracted.stream)
+                .map(|sink| {
+                    (
+                        sink.clone(),
+                        usage_event(&parts, &route),
+                        limit.name.clone(),
+                    )
+                });
             let settlement = Settlement {
                 store: layer.store.clone(),
                 key,
                 budget: limit.budget,
                 grant,
                 labels: (route, model),
+                audit,
             };
             let response = inner.call(Request::from_parts(parts, body)).await?;
             let answer = Answer {
@@ -288,6 +344,22 @@ where
             Ok(response)
         })
     }
+}
+
+/// The start of a stream's `token-usage` event: which request, whose.
+fn usage_event(parts: &http::request::Parts, route: &str) -> AuditEvent {
+    let mut event = AuditEvent::new(Action::TokenUsage, AuditOutcome::Success, None);
+    if let Some(who) = parts.extensions.get::<Arc<Identity>>() {
+        if let Some(tenant) = who.tenant.as_deref() {
+            event.set_text("organization.id", tenant);
+        }
+        event.set_text("user.id", &who.subject);
+    }
+    if let Some(id) = parts.extensions.get::<RequestId>() {
+        event.set_text("warden.request_id", id.as_str());
+    }
+    event.set_text("warden.route", route);
+    event
 }
 
 fn log_store_error(error: &StoreError) {

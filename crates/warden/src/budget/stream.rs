@@ -97,13 +97,14 @@ impl Meter {
         let Some(settlement) = self.settlement.take() else {
             return;
         };
-        let prompt = self.reported_prompt.unwrap_or(self.prompt_bound);
-        let output = self.reported_output.unwrap_or(self.counted);
-        let actual = settlement.budget.cost(prompt, output);
-        settlement.settle(actual);
+        let usage = self.usage();
+        let actual = settlement.budget.cost(usage.prompt, usage.output);
+        let reported =
+            (self.reported_prompt.is_some() && self.reported_output.is_some()).then_some(usage);
+        settlement.settle_stream(actual, reported);
     }
 
-    /// The usage seen, for logs.
+    /// The usage seen: reported where the stream reported it, else the bound and the count.
     fn usage(&self) -> Usage {
         Usage {
             prompt: self.reported_prompt.unwrap_or(self.prompt_bound),
