@@ -1,7 +1,8 @@
 //! Rate-limit decision cost: in memory with 10k and 1M active keys per algorithm family, and
 //! through a local `redis-server` (started on a free loopback port when the binary is present):
 //! one decision at a time (latency) and 256 in flight on the one multiplexed connection
-//! (throughput: decisions per second from one instance).
+//! (throughput: decisions per second from one instance). Token budgets too: counting a 1 KB and
+//! a 100 KB prompt, and a reservation with its settlement in memory and in Redis.
 #![allow(missing_docs)]
 
 use std::hint::black_box;
@@ -144,5 +145,81 @@ fn bench_redis(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench, bench_redis);
+/// A chat body of about `bytes` bytes of English prose.
+fn chat_body(bytes: usize) -> String {
+    let sentence = "The agent reads the ticket, checks the order history and drafts a reply. ";
+    let text: String = sentence.repeat(bytes / sentence.len() + 1)[..bytes].to_owned();
+    serde_json::json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]})
+        .to_string()
+}
+
+fn bench_budget(c: &mut Criterion) {
+    use warden::budget::{Ask, Budget, BudgetStore, Counter, Reservation};
+    let mut group = c.benchmark_group("budget_count");
+    for (label, bytes) in [("1KB", 1024), ("100KB", 100 * 1024)] {
+        let body = chat_body(bytes);
+        Counter::O200k.preload();
+        group.throughput(criterion::Throughput::Bytes(body.len() as u64));
+        group.bench_function(format!("o200k/{label}"), |b| {
+            b.iter(|| black_box(Counter::O200k.prompt_bound(black_box(&body))))
+        });
+    }
+    group.finish();
+
+    let budget = Budget::new(1_000_000_000_000, Duration::from_secs(3600));
+    let ask = Ask {
+        prompt: 300,
+        max_output: Some(200),
+    };
+    let mut group = c.benchmark_group("budget_store");
+    let memory = MemoryStore::new(Arc::new(SystemClock));
+    let mut i = 0u64;
+    group.bench_function("memory/reserve_settle", |b| {
+        b.iter(|| {
+            i = (i + 7919) % 10_000;
+            let key = format!("tb:default|sub:user-{i}");
+            let Reservation::Granted(grant) = memory.reserve_now(&key, &budget, ask) else {
+                panic!("refused");
+            };
+            memory.settle_now(&key, grant, 420);
+        })
+    });
+    use warden::ratelimit::redis::{RedisSettings, RedisStore};
+    if let Some((_server, url)) = start_redis() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let mut settings = RedisSettings::new(url);
+        settings.timeout = Duration::from_secs(2);
+        let store = Arc::new(
+            runtime
+                .block_on(async { RedisStore::connect(&settings) })
+                .expect("store"),
+        );
+        group.bench_function("redis/reserve_settle", |b| {
+            b.to_async(&runtime).iter(|| {
+                i = (i + 1) % 10_000;
+                let key = format!("tb:default|sub:user-{i}");
+                let store = store.clone();
+                async move {
+                    let Reservation::Granted(grant) =
+                        store.reserve(&key, &budget, ask).await.expect("reserve")
+                    else {
+                        panic!("refused");
+                    };
+                    store
+                        .settle(&key, &budget, grant, 420)
+                        .await
+                        .expect("settle");
+                }
+            })
+        });
+    } else {
+        eprintln!("redis-server not found: skipping the Redis budget benchmark");
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, bench_redis, bench_budget);
 criterion_main!(benches);

@@ -480,3 +480,41 @@ async fn the_settled_usage_is_in_the_audit_trail() {
         requests[1].pointer("/warden/request_id")
     );
 }
+
+#[tokio::test]
+async fn a_prompt_larger_than_the_whole_budget_is_refused_without_a_retry_time() {
+    let provider = Provider::default();
+    let gw = gateway(
+        &provider,
+        "token_budgets:\n  default: { limit: 5000, per: 1h, key: ip }\nroutes:\n  - { name: big, path: /v1/chat/completions, methods: [POST], auth: none, body: { format: openai_chat, max_bytes: 1MiB } }\n",
+    )
+    .await;
+    // About 10,000 tokens of prose (counted off the async workers: it is over 32 KiB).
+    let text = "The agent reads the ticket and drafts a reply. ".repeat(1000);
+    let reply = chat(
+        &gw,
+        "/v1/chat/completions",
+        json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]}),
+    )
+    .await;
+    reply.assert_problem(429);
+    assert_eq!(
+        reply.json()["type"],
+        "urn:warden:problem:token-budget-exhausted"
+    );
+    assert_eq!(reply.header("retry-after"), None, "waiting would not help");
+    assert!(
+        provider.bodies.lock().expect("lock").is_empty(),
+        "nothing was forwarded"
+    );
+    // A small one still fits: the refusal held nothing.
+    let reply = chat(&gw, "/v1/chat/completions", json!({"model": "gpt-4o-mini", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]})).await;
+    assert_eq!(reply.status, 200);
+    assert!(
+        reply
+            .header("ratelimit")
+            .is_some_and(|r| r.starts_with("\"tokens-default\";r=")),
+        "{:?}",
+        reply.header("ratelimit")
+    );
+}
