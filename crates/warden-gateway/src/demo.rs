@@ -286,6 +286,12 @@ curl -i -X POST {g}/v1/chat/completions -H "Authorization: Bearer $TOKEN" -H 'Co
 #     client receives [EMAIL] in its place, event by event
 curl -N -X POST {g}/v1/chat/completions -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' -d '{{"model":"gpt-4o-mini","stream":true,"messages":[{{"role":"user","content":"Who runs support?"}}]}}'
 
+# 5e. Token budgets: each caller may spend 500 model tokens an hour on the model endpoint; each
+#     of these asks for 100 output tokens and the demo model uses them all, so the budget runs
+#     out: 429 with Retry-After, and every answer's RateLimit header says what is left
+for i in 1 2 3 4 5 6; do curl -s -o /dev/null -w '%{{http_code}} ' -X POST {g}/v1/chat/completions -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' -d '{{"model":"gpt-4o-mini","max_tokens":100,"messages":[{{"role":"user","content":"plan my week"}}]}}'; done; echo
+curl -i -X POST {g}/v1/chat/completions -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' -d '{{"model":"gpt-4o-mini","max_tokens":100,"messages":[{{"role":"user","content":"plan my week"}}]}}'
+
 # 5b. Rate limits: agent runs are limited to 5 per minute per caller; the 6th is 429 with
 #     Retry-After and RateLimit headers
 for i in 1 2 3 4 5 6; do curl -s -o /dev/null -w '%{{http_code}} ' -X POST {g}/api/v1/agents/run -H "Authorization: Bearer $ADMIN_MFA" -H 'Content-Type: application/json' -d '{{"input":"go"}}'; done; echo
@@ -380,21 +386,28 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
             )
         }
         (&Method::POST, ["v1", "chat", "completions"]) => {
-            let stream = match req.into_body().collect().await {
+            let request = match req.into_body().collect().await {
                 Ok(collected) => serde_json::from_slice::<serde_json::Value>(&collected.to_bytes())
-                    .is_ok_and(|body| body["stream"] == true),
-                Err(_) => false,
+                    .unwrap_or_default(),
+                Err(_) => serde_json::Value::Null,
             };
-            if stream {
+            if request["stream"] == true {
                 chat_stream(DEMO_STREAMED_ANSWER)
             } else {
+                // The demo model writes as much as it may, up to 100 tokens (the gateway writes
+                // the budget's limit into requests that name none).
+                let completion = ["max_completion_tokens", "max_tokens"]
+                    .iter()
+                    .find_map(|field| request[*field].as_u64())
+                    .unwrap_or(100)
+                    .min(100);
                 json(
                     StatusCode::OK,
                     serde_json::json!({
                         "id": "chatcmpl-demo", "object": "chat.completion", "model": "gpt-4o-mini",
                         "choices": [{"index": 0, "finish_reason": "stop",
                                      "message": {"role": "assistant", "content": "Hello from the demo model."}}],
-                        "usage": {"prompt_tokens": 8, "completion_tokens": 6, "total_tokens": 14}
+                        "usage": {"prompt_tokens": 8, "completion_tokens": completion, "total_tokens": 8 + completion}
                     }),
                 )
             }

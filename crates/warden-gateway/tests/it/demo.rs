@@ -254,6 +254,35 @@ async fn the_demo_serves_the_quickstart_and_its_examples_behave_as_printed() {
         warden_gateway::demo::DEMO_STREAMED_ANSWER.replace("dana.support@example.com", "[EMAIL]")
     );
 
+    // The printed budget example: 100 output tokens each, until the hour's 500 are spent.
+    let budget_body = r#"{"model":"gpt-4o-mini","max_tokens":100,"messages":[{"role":"user","content":"plan my week"}]}"#;
+    assert!(
+        banner.contains(budget_body),
+        "the demo prints {budget_body}"
+    );
+    let mut statuses = Vec::new();
+    let mut last = None;
+    for _ in 0..6 {
+        let reply = send(&client(), post("/v1/chat/completions", budget_body)).await;
+        statuses.push(reply.status.as_u16());
+        if reply.status == 200 {
+            let left = reply.header("ratelimit").unwrap_or_default().to_owned();
+            assert!(
+                left.starts_with("\"tokens-/v1/chat/completions\";r="),
+                "{left}"
+            );
+        }
+        last = Some(reply);
+    }
+    assert!(statuses.starts_with(&[200, 200, 200]), "{statuses:?}");
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    let refused = last.expect("a reply");
+    assert_eq!(
+        refused.json()["type"],
+        "urn:warden:problem:token-budget-exhausted"
+    );
+    assert!(refused.header("retry-after").is_some());
+
     // The printed rate-limit example: the admin's 6th run in a minute is refused.
     let mut statuses = Vec::new();
     for _ in 0..6 {
