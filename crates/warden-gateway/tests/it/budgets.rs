@@ -94,7 +94,11 @@ impl Provider {
                     ));
                 }
                 events.push("data: [DONE]\n\n".to_owned());
-                sse(events)
+                if path.starts_with("/slow") {
+                    slow_sse(events)
+                } else {
+                    sse(events)
+                }
             }
             (true, _) => {
                 let mut events = vec![
@@ -120,11 +124,25 @@ impl Provider {
 
 /// A text/event-stream answer, one event per frame.
 fn sse(events: Vec<String>) -> Response<Body> {
-    let stream = futures_util::stream::iter(
-        events
-            .into_iter()
-            .map(|e| Ok::<_, Infallible>(hyper::body::Frame::data(Bytes::from(e)))),
-    );
+    sse_every(events, std::time::Duration::ZERO)
+}
+
+/// [`sse`], one event every 20 ms.
+fn slow_sse(events: Vec<String>) -> Response<Body> {
+    sse_every(events, std::time::Duration::from_millis(20))
+}
+
+fn sse_every(events: Vec<String>, every: std::time::Duration) -> Response<Body> {
+    let stream = futures_util::stream::unfold(events.into_iter(), move |mut events| async move {
+        if !every.is_zero() {
+            tokio::time::sleep(every).await;
+        }
+        let event = events.next()?;
+        Some((
+            Ok::<_, Infallible>(hyper::body::Frame::data(Bytes::from(event))),
+            events,
+        ))
+    });
     let mut response = Response::new(body::boxed(http_body_util::StreamBody::new(stream)));
     response
         .headers_mut()
@@ -517,4 +535,72 @@ async fn a_prompt_larger_than_the_whole_budget_is_refused_without_a_retry_time()
         "{:?}",
         reply.header("ratelimit")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_mid_stream_settles_what_was_produced() {
+    let provider = Provider::default();
+    let gw = gateway(
+        &provider,
+        "token_budgets:\n  default: { limit: 1000, per: 1h, key: ip }\nroutes:\n  - { name: leaves, path: /slow/v1/chat/completions, methods: [POST], auth: none, body: { format: openai_chat } }\n",
+    )
+    .await;
+    let req = common::request("POST", &gw.url("/slow/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(body::full(
+            json!({"model": "gpt-4o-mini", "stream": true, "max_tokens": 500, "messages": [{"role": "user", "content": "hi"}]}).to_string(),
+        ))
+        .expect("request");
+    let response = common::client().request(req).await.expect("response");
+    assert_eq!(response.status(), 200);
+    let reserved: u64 = response.headers()["ratelimit"]
+        .to_str()
+        .expect("text")
+        .split("r=")
+        .nth(1)
+        .and_then(|r| r.split(';').next())
+        .and_then(|r| r.parse().ok())
+        .map(|remaining: u64| 1000 - remaining)
+        .expect("remaining");
+    let mut body = response.into_body();
+    let mut seen = 0;
+    while seen < 5 {
+        let frame = body.frame().await.expect("a frame").expect("data");
+        if frame.data_ref().is_some_and(|d| !d.is_empty()) {
+            seen += 1;
+        }
+    }
+    drop(body);
+    let spent = settled(&gw, "leaves").await as u64;
+    // The prompt bound and the few deltas produced; the rest of the 500 went back.
+    assert!(
+        spent > 5 && spent < 100,
+        "settled {spent} of {reserved} reserved"
+    );
+    let next = chat(&gw, "/slow/v1/chat/completions", json!({"model": "gpt-4o-mini", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]})).await;
+    assert_eq!(next.status, 200);
+}
+
+#[tokio::test]
+async fn a_responses_request_gets_its_output_limit_written_as_max_output_tokens() {
+    let provider = Provider::default();
+    let gw = gateway(
+        &provider,
+        "token_budgets:\n  default: { limit: 200, per: 1h, key: ip }\nroutes:\n  - { name: responses, path: /v1/responses, methods: [POST], auth: none, body: { format: openai_responses } }\n",
+    )
+    .await;
+    let reply = chat(
+        &gw,
+        "/v1/responses",
+        json!({"model": "gpt-4o-mini", "input": "hi", "max_output_tokens": 5000}),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let forwarded = provider.last();
+    let granted = forwarded["max_output_tokens"].as_u64().expect("written");
+    assert!(granted < 200, "{forwarded}");
+    assert!(
+        forwarded.get("max_tokens").is_none() && forwarded.get("max_completion_tokens").is_none()
+    );
+    assert_eq!(settled(&gw, "responses").await as u64, PROMPT + granted);
 }
