@@ -604,3 +604,25 @@ async fn a_responses_request_gets_its_output_limit_written_as_max_output_tokens(
     );
     assert_eq!(settled(&gw, "responses").await as u64, PROMPT + granted);
 }
+
+#[tokio::test]
+async fn n_answers_are_reserved_n_times() {
+    let provider = Provider::default();
+    let gw = gateway(
+        &provider,
+        "token_budgets:\n  default: { limit: 200, per: 1h, key: ip }\nroutes:\n  - { name: choices, path: /v1/chat/completions, methods: [POST], auth: none, body: { format: openai_chat } }\n",
+    )
+    .await;
+    let reply = chat(
+        &gw,
+        "/v1/chat/completions",
+        json!({"model": "gpt-4o-mini", "n": 4, "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let each = provider.last()["max_completion_tokens"]
+        .as_u64()
+        .expect("written");
+    // Four answers of `each` tokens and the prompt fit in 200.
+    assert!(each > 0 && 4 * each + PROMPT <= 200, "{each} per answer");
+}

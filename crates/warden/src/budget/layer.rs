@@ -41,6 +41,9 @@ use crate::routing::MatchedRoute;
 /// Largest whole JSON answer read for its usage; a larger one is settled at its reservation.
 pub const MAX_ANSWER: usize = 8 * 1024 * 1024;
 
+/// The most answers (`n`) one Chat Completions request is reserved for (OpenAI's own cap).
+const MAX_CHOICES: u64 = 128;
+
 /// Bodies above this many bytes are counted on a blocking thread (≈0.5 ms of tokenizing).
 const COUNT_INLINE: usize = 32 * 1024;
 
@@ -266,9 +269,21 @@ where
                 .map_or_else(String::new, |r| r.name.to_string());
             let model = extracted.model.clone().unwrap_or_default();
             let key = build_key("tb:", &limit.name, &limit.key, &parts);
+            // Chat Completions' `n` answers the prompt n times, each up to the output limit.
+            let choices = match layer.format {
+                Format::OpenAiChat => extracted
+                    .document()
+                    .lookup("/n")
+                    .and_then(|n| n.as_u64())
+                    .unwrap_or(1)
+                    .clamp(1, MAX_CHOICES),
+                _ => 1,
+            };
             let ask = Ask {
                 prompt,
-                max_output: extracted.max_output_tokens,
+                max_output: extracted
+                    .max_output_tokens
+                    .map(|m| m.saturating_mul(choices)),
             };
             let reservation = match layer.store.reserve(&key, &limit.budget, ask).await {
                 Ok(reservation) => reservation,
@@ -308,6 +323,24 @@ where
                     return Ok(response);
                 }
             };
+            let per_choice = match grant.output {
+                u64::MAX => u64::MAX,
+                total => total / choices,
+            };
+            if per_choice == 0 {
+                // Not one token for each of the n answers: give the hold back and refuse.
+                let _ = layer.store.settle(&key, &limit.budget, grant, 0).await;
+                metrics::counter!(names::REFUSED, "route" => route).increment(1);
+                let mut response = Rejection::budget_exhausted(Some(grant.reset_after))
+                    .into_response(request_id.as_ref());
+                report(
+                    response.headers_mut(),
+                    limit,
+                    grant.remaining + grant.held,
+                    grant.reset_after,
+                );
+                return Ok(response);
+            }
             metrics::counter!(names::TOKENS, "route" => route.clone(), "model" => model.clone(), "kind" => "reserved")
                 .increment(grant.held);
             let (rewritten, hide_usage_chunk) = rewrite(
@@ -315,7 +348,7 @@ where
                 &forwarded,
                 &extracted,
                 &limit.budget,
-                grant.output,
+                per_choice,
             );
             let body = match rewritten {
                 Some(rewritten) => {
@@ -523,8 +556,12 @@ impl Answer<'_> {
         let reported = usage::of_answer(&bytes);
         let actual = match reported {
             Some(usage) => budget.cost(usage.prompt, usage.output),
-            // No usage (an error answer, an upstream that does not report): the prompt as
-            // bounded, and no output.
+            // No usage: the prompt as bounded, and an answer's whole text as its output (an
+            // error answer produced none).
+            None if parts.status.is_success() => budget.cost(
+                self.prompt,
+                self.counter.count(&String::from_utf8_lossy(&bytes)),
+            ),
             None => budget.cost(self.prompt, 0),
         };
         parts.extensions.insert(spent(Some(actual), reported));
