@@ -626,3 +626,152 @@ async fn n_answers_are_reserved_n_times() {
     // Four answers of `each` tokens and the prompt fit in 200.
     assert!(each > 0 && 4 * each + PROMPT <= 200, "{each} per answer");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budgets_fail_closed_while_redis_is_down_and_recover_after_a_restart() {
+    let mut server = crate::common::redis_server::RedisServer::start();
+    let provider = Provider::default();
+    let yaml = format!(
+        "rate_limits:\n  store: {}\n  on_store_error: local\n  redis: {{ timeout: 200ms, connect_timeout: 200ms, breaker: {{ failures: 2, open_for: 100ms, max_open_for: 200ms }} }}\ntoken_budgets:\n  default: {{ limit: 1000, per: 1h, key: ip }}\nroutes:\n  - {{ name: restart, path: /v1/chat/completions, methods: [POST], auth: none, body: {{ format: openai_chat }} }}\n",
+        server.url()
+    );
+    let gw = gateway(&provider, &yaml).await;
+    let ask = || {
+        chat(
+            &gw,
+            "/v1/chat/completions",
+            json!({"model": "gpt-4o-mini", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}),
+        )
+    };
+    assert_eq!(ask().await.status, 200);
+    server.stop();
+    // Even under `local`, a budget does not move to the in-process store: 503.
+    ask().await.assert_problem(503);
+    assert!(
+        provider.bodies.lock().expect("lock").len() == 1,
+        "nothing forwarded while down"
+    );
+    server.restart();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let reply = ask().await;
+        if reply.status == 200 {
+            break;
+        }
+        assert_eq!(reply.status, 503, "{}", reply.text());
+        assert!(std::time::Instant::now() < deadline, "never recovered");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_tier_chosen_by_role_replaces_the_default_budget() {
+    const SECRET: &str = "budget-tier-hmac-secret-0123456789abcdef";
+    let provider = Provider::default();
+    let addr = provider.start().await;
+    let yaml = "auth:\n  jwt:\n    - { name: idp, issuer: 'https://idp.test', audiences: [api], secret: '${env:TIER_SECRET}', algorithms: [HS256] }\ntoken_budgets:\n  default: { limit: 100, per: 1h }\n  tiers:\n    premium: { limit: 100000, per: 1d, roles: [premium] }\nroutes:\n  - { name: tiers, path: /v1/chat/completions, methods: [POST], authorize: authenticated, body: { format: openai_chat } }\n";
+    let config =
+        common::config_with_env(yaml, &format!("http://{addr}"), &[("TIER_SECRET", SECRET)])
+            .unwrap_or_else(|e| panic!("{e}"));
+    let gw = common::spawn_config(config, common::upstream().await).await;
+    let send = |roles: Vec<&str>| {
+        let token = common::hs256_token(
+            SECRET,
+            json!({"iss": "https://idp.test", "aud": "api", "sub": "alice", "roles": roles}),
+        );
+        let req = common::request("POST", &gw.url("/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {token}"))
+            .body(body::full(json!({"model": "gpt-4o-mini", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}).to_string()))
+            .expect("request");
+        async move { common::send(&common::client(), req).await }
+    };
+    let premium = send(vec!["premium"]).await;
+    assert_eq!(premium.status, 200);
+    assert!(
+        premium
+            .header("ratelimit-policy")
+            .is_some_and(|p| p.contains("\"tokens-premium\";q=100000;w=86400")),
+        "{:?}",
+        premium.header("ratelimit-policy")
+    );
+    let plain = send(vec![]).await;
+    assert_eq!(plain.status, 200);
+    assert!(
+        plain
+            .header("ratelimit-policy")
+            .is_some_and(|p| p.contains("\"tokens-default\";q=100;w=3600"))
+    );
+    // The default's 100 are spent after one answer of 50 and a prompt; the premium tier's are not.
+    send(vec![]).await.assert_problem(429);
+    assert_eq!(send(vec!["premium"]).await.status, 200);
+}
+
+#[test]
+fn budget_configuration_is_checked() {
+    let errors = |yaml: &str| match common::config_for(yaml, "http://127.0.0.1:1") {
+        Ok(_) => String::new(),
+        Err(e) => e.to_string(),
+    };
+    let llm = "body: { format: openai_chat }";
+    let cases = [
+        (
+            "routes:\n  - { path: /a, methods: [POST], auth: none, body: { format: json, text_fields: [/q] }, token_budget: { limit: 5 } }\n".to_owned(),
+            "routes[0].token_budget: needs body.format",
+        ),
+        (
+            "routes:\n  - { path: /a, methods: [POST], auth: none, token_budget: { limit: 5 } }\n".to_owned(),
+            "routes[0].token_budget: needs body.format",
+        ),
+        (
+            format!(
+                "token_budgets:\n  default: {{ limit: 0 }}\nroutes:\n  - {{ path: /a, methods: [POST], auth: none, {llm} }}\n"
+            ),
+            "token_budgets.default.limit: expected 1 to",
+        ),
+        (
+            format!(
+                "token_budgets:\n  default: {{ per: 1h }}\nroutes:\n  - {{ path: /a, methods: [POST], auth: none, {llm} }}\n"
+            ),
+            "token_budgets.default.limit: required",
+        ),
+        (
+            format!(
+                "token_budgets:\n  default: {{ limit: 9, weights: {{ prompt: 0, completion: 0 }} }}\nroutes:\n  - {{ path: /a, methods: [POST], auth: none, {llm} }}\n"
+            ),
+            "token_budgets.default.weights: counts nothing",
+        ),
+        (
+            format!(
+                "token_budgets:\n  tiers:\n    gold: {{ limit: 9, key: cookie }}\nroutes:\n  - {{ path: /a, methods: [POST], auth: none, {llm} }}\n"
+            ),
+            "token_budgets.tiers.gold.key: unknown key part",
+        ),
+        (
+            format!(
+                "token_budgets:\n  default: {{ limit: 9, burst: 3 }}\nroutes:\n  - {{ path: /a, methods: [POST], auth: none, {llm} }}\n"
+            ),
+            "unknown field `burst`",
+        ),
+        (
+            format!(
+                "routes:\n  - {{ path: /a, methods: [POST], auth: none, {llm}, token_budget: sometimes }}\n"
+            ),
+            "routes[0].token_budget",
+        ),
+    ];
+    for (yaml, expected) in cases {
+        let found = errors(&yaml);
+        assert!(
+            found.contains(expected),
+            "expected {expected:?} in {found}\n{yaml}"
+        );
+    }
+    // `off` on an LLM route, and a default that skips non-LLM routes, are fine.
+    assert_eq!(
+        errors(&format!(
+            "token_budgets:\n  default: {{ limit: 9 }}\nroutes:\n  - {{ path: /a, methods: [POST], auth: none, {llm}, token_budget: off }}\n  - {{ path: /b, auth: none }}\n"
+        )),
+        ""
+    );
+}
