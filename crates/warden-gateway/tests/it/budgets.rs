@@ -65,6 +65,17 @@ impl Provider {
         };
         let stream = request.get("stream").and_then(Value::as_bool) == Some(true);
         let anthropic = path.ends_with("/v1/messages");
+        if path.ends_with("/v1/responses") && stream {
+            let mut events = vec![format!(
+                "event: response.created\ndata: {}\n\n",
+                json!({"type": "response.created", "response": {"id": "resp_1", "status": "in_progress"}})
+            )];
+            for _ in 0..output {
+                events.push(format!("event: response.output_text.delta\ndata: {}\n\n", json!({"type": "response.output_text.delta", "output_index": 0, "content_index": 0, "delta": "a"})));
+            }
+            events.push(format!("event: response.completed\ndata: {}\n\n", json!({"type": "response.completed", "response": {"id": "resp_1", "status": "completed", "usage": {"input_tokens": PROMPT, "output_tokens": output, "total_tokens": PROMPT + output}}})));
+            return sse(events);
+        }
         let mut response = match (anthropic, stream) {
             (false, false) => Response::new(body::full(
                 json!({
@@ -774,4 +785,49 @@ fn budget_configuration_is_checked() {
         )),
         ""
     );
+}
+
+#[tokio::test]
+async fn a_responses_stream_is_counted_from_response_completed_and_cut_at_its_reservation() {
+    let provider = Provider::default();
+    let gw = gateway(
+        &provider,
+        "token_budgets:\n  default: { limit: 100000, per: 1h, key: ip }\nroutes:\n  - { name: responses-stream, path: /v1/responses, methods: [POST], auth: none, body: { format: openai_responses } }\n  - { name: responses-runaway, path: /ignore/v1/responses, methods: [POST], auth: none, body: { format: openai_responses }, token_budget: { limit: 300, per: 1h, key: ip } }\n",
+    )
+    .await;
+    let reply = chat(
+        &gw,
+        "/v1/responses",
+        json!({"model": "gpt-4o-mini", "input": "hi", "stream": true, "max_output_tokens": 25}),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.text().matches("response.output_text.delta").count(),
+        2 * 25
+    );
+    assert_eq!(settled(&gw, "responses-stream").await as u64, PROMPT + 25);
+    let reply = chat(
+        &gw,
+        "/ignore/v1/responses",
+        json!({"model": "gpt-4o-mini", "input": "hi", "stream": true}),
+    )
+    .await;
+    let text = reply.text();
+    let granted = provider.last()["max_output_tokens"]
+        .as_u64()
+        .expect("written");
+    let received = text.matches("\"delta\":\"a\"").count() as u64;
+    assert!(
+        received <= granted && received + 5 >= granted,
+        "{received} of {granted}"
+    );
+    // A well-formed end: response.incomplete for max_output_tokens, last.
+    let last = text.trim_end().rsplit("\n\n").next().unwrap_or_default();
+    assert!(
+        last.starts_with("event: response.incomplete") && last.contains("max_output_tokens"),
+        "{text}"
+    );
+    assert!(!text.contains("response.completed"), "{text}");
+    assert!(settled(&gw, "responses-runaway").await as u64 <= 300);
 }
