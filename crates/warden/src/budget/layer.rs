@@ -329,7 +329,9 @@ where
             };
             if per_choice == 0 {
                 // Not one token for each of the n answers: give the hold back and refuse.
-                let _ = layer.store.settle(&key, &limit.budget, grant, 0).await;
+                if let Err(error) = layer.store.settle(&key, &limit.budget, grant, 0).await {
+                    log_store_error(&error);
+                }
                 metrics::counter!(names::REFUSED, "route" => route).increment(1);
                 let mut response = Rejection::budget_exhausted(Some(grant.reset_after))
                     .into_response(request_id.as_ref());
