@@ -64,6 +64,10 @@ impl Provider {
             limit.unwrap_or(60)
         };
         let stream = request.get("stream").and_then(Value::as_bool) == Some(true);
+        if path.starts_with("/slow") && !stream {
+            // A long answer: the client may give up first.
+            tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+        }
         let anthropic = path.ends_with("/v1/messages");
         if path.ends_with("/v1/responses") && stream {
             let mut events = vec![format!(
@@ -830,4 +834,38 @@ async fn a_responses_stream_is_counted_from_response_completed_and_cut_at_its_re
     );
     assert!(!text.contains("response.completed"), "{text}");
     assert!(settled(&gw, "responses-runaway").await as u64 <= 300);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_gives_up_before_the_answer_settles_the_prompt_only() {
+    let provider = Provider::default();
+    let gw = gateway(
+        &provider,
+        "token_budgets:\n  default: { limit: 1000, per: 1h, key: ip }\nroutes:\n  - { name: gives-up, path: /slow/v1/chat/completions, methods: [POST], auth: none, body: { format: openai_chat } }\n",
+    )
+    .await;
+    let waiting = chat(
+        &gw,
+        "/slow/v1/chat/completions",
+        json!({"model": "gpt-4o-mini", "max_tokens": 500, "messages": [{"role": "user", "content": "hi"}]}),
+    );
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(200), waiting)
+            .await
+            .is_err()
+    );
+    let series = "warden_token_budget_tokens_total{route=\"gives-up\",model=\"gpt-4o-mini\",kind=\"settled\"}";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while common::metric(&gw, series).await == 0.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the abandoned request was never settled"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Past the moment the upstream would have answered: settled once, to the prompt's bound,
+    // not to the 500 output tokens reserved for it.
+    tokio::time::sleep(std::time::Duration::from_millis(900)).await;
+    let spent = common::metric(&gw, series).await as u64;
+    assert!(spent > 0 && spent < 100, "settled {spent}");
 }

@@ -170,21 +170,32 @@ pub mod names {
     pub const REFUSED: &str = "warden_token_budget_refused_total";
 }
 
-/// Settles a grant once, whatever ends the request (an answer, an error, a dropped stream).
+/// Settles a grant once, whatever ends the request: an answer, an error, a dropped stream, or
+/// a client that left while the upstream was still working (the future is dropped then, and
+/// the drop settles to the prompt: the upstream had it).
 pub(crate) struct Settlement {
-    pub store: Arc<dyn BudgetStore>,
-    pub key: String,
+    pending: Option<Pending>,
+    /// What a request abandoned before its answer is settled to.
+    abandoned: u64,
+    /// The budget and the grant, readable after the settlement is done.
     pub budget: Budget,
     pub grant: Grant,
-    pub labels: (String, String),
+}
+
+struct Pending {
+    store: Arc<dyn BudgetStore>,
+    key: String,
+    labels: (String, String),
     /// For a stream: the `token-usage` event to complete and record at its end.
-    pub audit: Option<(Arc<dyn AuditSink>, AuditEvent, String)>,
+    audit: Option<(Arc<dyn AuditSink>, AuditEvent, String)>,
 }
 
 impl Settlement {
     /// Settles a stream to `actual` weighted tokens, recording its `token-usage` event.
     pub fn settle_stream(mut self, actual: u64, usage: Option<Usage>) {
-        if let Some((sink, mut event, name)) = self.audit.take() {
+        if let Some(pending) = &mut self.pending
+            && let Some((sink, mut event, name)) = pending.audit.take()
+        {
             BudgetSpent {
                 budget: name,
                 reserved: self.grant.held,
@@ -198,22 +209,36 @@ impl Settlement {
     }
 
     /// Settles to `actual` weighted tokens, off the caller's path.
-    pub fn settle(self, actual: u64) {
-        metrics::counter!(names::TOKENS, "route" => self.labels.0.clone(), "model" => self.labels.1.clone(), "kind" => "settled")
+    pub fn settle(mut self, actual: u64) {
+        self.settle_now(actual);
+    }
+
+    fn settle_now(&mut self, actual: u64) {
+        let Some(Pending {
+            store, key, labels, ..
+        }) = self.pending.take()
+        else {
+            return;
+        };
+        metrics::counter!(names::TOKENS, "route" => labels.0, "model" => labels.1, "kind" => "settled")
             .increment(actual);
-        let Settlement {
-            store,
-            key,
-            budget,
-            grant,
-            ..
-        } = self;
-        // A spawned task: a client that went away must not cancel the settlement with it.
-        tokio::spawn(async move {
-            if let Err(error) = store.settle(&key, &budget, grant, actual).await {
-                tracing::warn!(target: "warden::budget", %error, "token budget settlement failed; the reservation stays held until its window ends");
-            }
-        });
+        let (budget, grant) = (self.budget, self.grant);
+        // A spawned task: a client that went away must not cancel the settlement with it. No
+        // runtime (the process is ending): the reservation ends with its window.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(error) = store.settle(&key, &budget, grant, actual).await {
+                    tracing::warn!(target: "warden::budget", %error, "token budget settlement failed; the reservation stays held until its window ends");
+                }
+            });
+        }
+    }
+}
+
+impl Drop for Settlement {
+    fn drop(&mut self) {
+        let abandoned = self.abandoned;
+        self.settle_now(abandoned);
     }
 }
 
@@ -374,12 +399,15 @@ where
                     )
                 });
             let settlement = Settlement {
-                store: layer.store.clone(),
-                key,
+                pending: Some(Pending {
+                    store: layer.store.clone(),
+                    key,
+                    labels: (route, model),
+                    audit,
+                }),
+                abandoned: limit.budget.cost(prompt, 0),
                 budget: limit.budget,
                 grant,
-                labels: (route, model),
-                audit,
             };
             let response = inner.call(Request::from_parts(parts, body)).await?;
             let answer = Answer {
