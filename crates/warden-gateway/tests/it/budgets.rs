@@ -185,22 +185,28 @@ fn chat(
     async move { common::send(&common::client(), req).await }
 }
 
-/// The settled tokens of `route` (the metric is labelled by route, unique per test).
+/// The settled tokens of `route` for gpt-4o-mini (the metric is labelled by route, unique per
+/// test).
 async fn settled(gw: &common::TestGateway, route: &str) -> f64 {
-    // Settlements are spawned as answers end: wait for them to land.
+    settled_for(gw, route, "gpt-4o-mini").await
+}
+
+/// The settled tokens of `route` and `model`, once settlements (spawned as answers end) have
+/// landed: the first non-zero value that holds for 40 ms (0 after two seconds of nothing).
+async fn settled_for(gw: &common::TestGateway, route: &str, model: &str) -> f64 {
     let series = format!(
-        "warden_token_budget_tokens_total{{route=\"{route}\",model=\"gpt-4o-mini\",kind=\"settled\"}}"
+        "warden_token_budget_tokens_total{{route=\"{route}\",model=\"{model}\",kind=\"settled\"}}"
     );
     let mut last = -1.0;
     for _ in 0..50 {
         let now = common::metric(gw, &series).await;
-        if now == last {
+        if now == last && now > 0.0 {
             return now;
         }
         last = now;
         tokio::time::sleep(std::time::Duration::from_millis(40)).await;
     }
-    last
+    last.max(0.0)
 }
 
 #[tokio::test]
@@ -385,6 +391,9 @@ async fn an_upstream_that_ignores_the_limit_is_cut_at_the_reservation() {
     );
     // The client got one content_block_stop: the one the gateway wrote for the open block.
     assert_eq!(text.matches("content_block_stop").count(), 2, "{text}");
+    // The input the stream reported and what was sent of the output: within the route's 1000.
+    let spent = settled_for(&gw, "runaway-anthropic", "claude-sonnet-4").await;
+    assert_eq!(spent as u64, PROMPT + received);
 }
 
 #[tokio::test]
@@ -403,16 +412,10 @@ async fn an_anthropic_stream_is_counted_from_message_start_and_message_delta() {
     .await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.text().matches("text_delta").count(), 40);
-    let series = "warden_token_budget_tokens_total{route=\"anthropic\",model=\"claude-sonnet-4\",kind=\"settled\"}";
-    let mut spent = 0.0;
-    for _ in 0..50 {
-        spent = common::metric(&gw, series).await;
-        if spent > 0.0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(40)).await;
-    }
-    assert_eq!(spent as u64, PROMPT + 40);
+    assert_eq!(
+        settled_for(&gw, "anthropic", "claude-sonnet-4").await as u64,
+        PROMPT + 40
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
