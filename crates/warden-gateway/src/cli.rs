@@ -50,6 +50,13 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Probe a running gateway's admin listener: exit 0 when `GET URL` answers 200 within two
+    /// seconds, 1 otherwise (a container health check that needs no shell or curl).
+    Health {
+        /// What to ask (`/healthz` for liveness, `/readyz` for readiness).
+        #[arg(long, default_value = "http://127.0.0.1:9901/healthz")]
+        url: String,
+    },
     /// Development tokens and keys (refuses production configurations).
     Token {
         /// What to do.

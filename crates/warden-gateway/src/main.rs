@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         Command::Demo { tls } => runtime().and_then(|rt| rt.block_on(demo(tls))),
         Command::Audit { command } => return audit(command),
         Command::Token { command } => token(*command),
+        Command::Health { url } => runtime().and_then(|rt| rt.block_on(health(&url))),
         Command::Keys { config, command } => match config {
             Some(config) => keys(&config, command),
             None => Err(anyhow::anyhow!(
@@ -33,6 +34,30 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `warden health`: one GET to the admin listener, bounded in time.
+async fn health(url: &str) -> anyhow::Result<()> {
+    use http_body_util::BodyExt as _;
+    let uri: http::Uri = url.parse().context("--url is not a URL")?;
+    if uri.scheme_str() != Some("http") {
+        anyhow::bail!("--url must be http:// (the admin listener)");
+    }
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<warden::body::Body>();
+    let request = http::Request::get(uri)
+        .body(warden::body::empty())
+        .context("cannot build the request")?;
+    let response = tokio::time::timeout(std::time::Duration::from_secs(2), client.request(request))
+        .await
+        .context("no answer within 2 s")?
+        .context("cannot reach the admin listener")?;
+    let status = response.status();
+    let _ = response.into_body().collect().await;
+    if status != http::StatusCode::OK {
+        anyhow::bail!("answered {status}");
+    }
+    Ok(())
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -13,6 +13,7 @@ mod cli;
 mod client_ip;
 mod cors;
 mod demo;
+mod deploy;
 mod golden;
 mod guards;
 mod hardening;
