@@ -368,6 +368,11 @@ struct Activity {
     /// wake-ups coalesce: a request can start and end between two of them).
     idle_since_ms: std::sync::atomic::AtomicU64,
     changed: tokio::sync::Notify,
+    /// The connection is being drained: every HTTP/1 response from now on says
+    /// `Connection: close`, so the client sends nothing more on it.
+    draining: std::sync::atomic::AtomicBool,
+    /// It speaks HTTP/2 (drained with GOAWAY instead).
+    http2: std::sync::atomic::AtomicBool,
 }
 
 impl Activity {
@@ -378,6 +383,8 @@ impl Activity {
             seen: AtomicUsize::new(0),
             idle_since_ms: std::sync::atomic::AtomicU64::new(0),
             changed: tokio::sync::Notify::new(),
+            draining: std::sync::atomic::AtomicBool::new(false),
+            http2: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -427,6 +434,10 @@ impl Reloader {
         )
     }
 }
+
+/// How long an idle HTTP/1 connection stays open once a drain begins, for a request already on
+/// its way (its response then says `Connection: close`).
+const DRAIN_IDLE: Duration = Duration::from_millis(500);
 
 /// How long idle connections may stay when the gateway is near `max_connections`.
 const IDLE_UNDER_PRESSURE: Duration = Duration::from_secs(1);
@@ -579,14 +590,27 @@ impl Supervised {
         let tracked = activity.clone();
         let hyper_service = service_fn(move |req: Request<Incoming>| {
             let active = ActiveRequest::start(&tracked);
+            let http1 = req.version() < http::Version::HTTP_2;
+            if !http1 {
+                tracked.http2.store(true, Ordering::SeqCst);
+            }
             let mut req = req.map(|b| body::boxed(ClientBody::new(b, body_read)));
             req.extensions_mut().insert(PeerAddr(peer));
             if let Some(certificate) = &certificate {
                 req.extensions_mut().insert(certificate.clone());
             }
             let response = service.clone().oneshot(req);
+            let draining = tracked.clone();
             async move {
-                let response = response.await?;
+                let mut response = response.await?;
+                // Decided when the answer is ready: a drain that began while it was being
+                // produced still tells this client to go elsewhere for its next request.
+                if http1 && draining.draining.load(Ordering::SeqCst) {
+                    response.headers_mut().insert(
+                        http::header::CONNECTION,
+                        http::HeaderValue::from_static("close"),
+                    );
+                }
                 Ok::<_, std::convert::Infallible>(response.map(|b| body::with_guard(b, active)))
             }
         });
@@ -601,6 +625,7 @@ impl Supervised {
         let age_deadline = activity.accepted + self.timeouts.max_connection_age;
         let mut pressure_open = true;
         let mut draining: Option<Instant> = None;
+        let mut idle_drain: Option<Instant> = None;
         loop {
             let active = activity.active.load(Ordering::SeqCst);
             let deadline = match draining {
@@ -632,8 +657,28 @@ impl Supervised {
                     pressure_open = changed.is_ok();
                 }
                 _ = self.shutdown.changed(), if draining.is_none() => {
-                    connection.as_mut().graceful_shutdown();
-                    draining = Some(Instant::now() + self.timeouts.shutdown_grace);
+                    let now = Instant::now();
+                    activity.draining.store(true, Ordering::SeqCst);
+                    draining = Some(now + self.timeouts.shutdown_grace);
+                    let silent = activity.seen.load(Ordering::SeqCst) == 0;
+                    if silent || activity.http2.load(Ordering::SeqCst) {
+                        // HTTP/2: GOAWAY, and in-flight streams finish. Nothing asked yet: close.
+                        connection.as_mut().graceful_shutdown();
+                    } else {
+                        // HTTP/1: the next response says `Connection: close` and hyper closes
+                        // after it. An idle connection gets a moment for a request already on
+                        // its way (closing under it would lose it), then is closed.
+                        idle_drain = Some(now + DRAIN_IDLE);
+                    }
+                }
+                _ = tokio::time::sleep_until(idle_drain.unwrap_or(deadline).into()), if idle_drain.is_some() => {
+                    idle_drain = None;
+                    if activity.active.load(Ordering::SeqCst) == 0 {
+                        connection.as_mut().graceful_shutdown();
+                    } else {
+                        // A request arrived: its response closes the connection.
+                        idle_drain = Some(Instant::now() + DRAIN_IDLE);
+                    }
                 }
                 _ = tokio::time::sleep_until(deadline.into()) => {
                     if draining.is_some() {
@@ -643,8 +688,13 @@ impl Supervised {
                     let now = Instant::now();
                     if now >= age_deadline {
                         tracing::debug!(%peer, "connection reached max_connection_age: draining");
-                        connection.as_mut().graceful_shutdown();
+                        activity.draining.store(true, Ordering::SeqCst);
                         draining = Some(now + self.timeouts.shutdown_grace);
+                        if activity.http2.load(Ordering::SeqCst) {
+                            connection.as_mut().graceful_shutdown();
+                        } else {
+                            idle_drain = Some(now + DRAIN_IDLE);
+                        }
                     } else if activity.active.load(Ordering::SeqCst) == 0 {
                         let silent = activity.seen.load(Ordering::SeqCst) == 0;
                         tracing::debug!(%peer, silent, "idle connection closed");

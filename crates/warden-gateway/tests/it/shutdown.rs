@@ -65,3 +65,150 @@ async fn the_grace_period_bounds_shutdown() {
         .expect("shutdown returns after the grace period");
     stuck.abort();
 }
+
+/// One keep-alive HTTP/1.1 connection sending requests back to back until the gateway closes
+/// it: `(answered, failed)`. A connection the gateway announced it would close (`Connection:
+/// close` on its last response) ends cleanly; a request lost on a connection closed under it
+/// is a failure.
+async fn keep_alive_client(
+    addr: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (u32, u32) {
+    use http_body_util::BodyExt as _;
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .expect("handshake");
+    tokio::spawn(connection);
+    let (mut answered, mut failed) = (0, 0);
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        if sender.ready().await.is_err() {
+            break;
+        }
+        let req = http::Request::get("/echo")
+            .header("host", "gateway")
+            .body(warden::body::empty())
+            .expect("request");
+        match sender.send_request(req).await {
+            Ok(response) => {
+                let closing = response
+                    .headers()
+                    .get("connection")
+                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+                if response.status() == 200 && response.into_body().collect().await.is_ok() {
+                    answered += 1;
+                } else {
+                    failed += 1;
+                }
+                if closing {
+                    break;
+                }
+            }
+            Err(_) => {
+                failed += 1;
+                break;
+            }
+        }
+    }
+    (answered, failed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_clients_lose_no_request_to_a_shutdown() {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    let gw = spawn(BASIC).await;
+    let addr = gw.addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for _ in 0..16 {
+        clients.push(tokio::spawn(keep_alive_client(addr, stop.clone())));
+    }
+    // An idle keep-alive connection too: it is closed, but never while a request is on it.
+    let idle = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let TestGateway { gateway, .. } = gw;
+    tokio::time::timeout(Duration::from_secs(10), gateway.shutdown())
+        .await
+        .expect("shutdown finishes");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (mut answered, mut failed) = (0, 0);
+    for client in clients {
+        let (a, f) = client.await.expect("client");
+        answered += a;
+        failed += f;
+    }
+    drop(idle);
+    assert!(answered > 100, "{answered} answered");
+    assert_eq!(
+        failed, 0,
+        "{failed} request(s) failed on connections the gateway closed ({answered} answered)"
+    );
+}
+
+/// [`keep_alive_client`] over HTTP/2 (prior knowledge): the gateway's GOAWAY ends it cleanly.
+async fn h2_client_load(
+    addr: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (u32, u32) {
+    use http_body_util::BodyExt as _;
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .expect("handshake");
+    tokio::spawn(connection);
+    let (mut answered, mut failed) = (0, 0);
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        if sender.ready().await.is_err() {
+            break;
+        }
+        let req = http::Request::get("http://gateway/echo")
+            .body(warden::body::empty())
+            .expect("request");
+        match sender.send_request(req).await {
+            Ok(response) if response.status() == 200 => {
+                if response.into_body().collect().await.is_ok() {
+                    answered += 1;
+                } else {
+                    failed += 1;
+                }
+            }
+            Ok(_) => failed += 1,
+            Err(_) => {
+                failed += 1;
+                break;
+            }
+        }
+    }
+    (answered, failed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_clients_get_a_goaway_and_lose_no_request() {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    let gw = spawn(BASIC).await;
+    let addr = gw.addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|_| tokio::spawn(h2_client_load(addr, stop.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let TestGateway { gateway, .. } = gw;
+    tokio::time::timeout(Duration::from_secs(10), gateway.shutdown())
+        .await
+        .expect("shutdown finishes");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (mut answered, mut failed) = (0, 0);
+    for client in clients {
+        let (a, f) = client.await.expect("client");
+        answered += a;
+        failed += f;
+    }
+    assert!(answered > 50, "{answered} answered");
+    assert_eq!(failed, 0, "{failed} failed ({answered} answered)");
+}
