@@ -27,6 +27,7 @@ if [ "${1:-}" = "--sbom" ]; then
   install cargo-cyclonedx cargo-cyclonedx "${CYCLONEDX_VERSION:-0.5.9}"
   mkdir -p target/sbom
   "$tools/bin/cargo-cyclonedx" cyclonedx --format json --manifest-path crates/warden-gateway/Cargo.toml
-  mv crates/warden-gateway/warden-gateway.cdx.json target/sbom/
-  echo "SBOM: target/sbom/warden-gateway.cdx.json"
+  # It writes one file beside each crate's manifest (the gateway's is the one to ship).
+  find crates -maxdepth 2 -name '*.cdx.json' -exec mv {} target/sbom/ \;
+  echo "SBOM: target/sbom/warden-gateway.cdx.json (and the library's, warden.cdx.json)"
 fi
