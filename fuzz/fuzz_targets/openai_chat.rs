@@ -12,8 +12,16 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Ok(extracted) = Format::OpenAiChat.extract(document) {
         for text in extracted.texts() {
-            let at_pointer = extracted.document().lookup(&text.pointer()).and_then(|v| v.as_str());
-            assert_eq!(at_pointer, Some(text.content), "{} is not its text", text.pointer());
+            let at_pointer = extracted
+                .document()
+                .lookup(&text.pointer())
+                .and_then(|v| v.as_str());
+            assert_eq!(
+                at_pointer,
+                Some(text.content),
+                "{} is not its text",
+                text.pointer()
+            );
         }
     }
 });
