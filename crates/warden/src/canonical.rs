@@ -70,7 +70,13 @@ pub fn canonicalize(path: &str) -> Result<Cow<'_, str>, PathError> {
     if is_canonical(bytes) {
         return Ok(Cow::Borrowed(path));
     }
-    canonicalize_slow(bytes).map(Cow::Owned)
+    // Escaping can make the canonical form longer than the path as sent (`>` becomes `%3E`):
+    // the limit holds for what the upstream receives, so a canonical path is always accepted
+    // again (found by fuzzing).
+    match canonicalize_slow(bytes)? {
+        canonical if canonical.len() > MAX_PATH_LEN => Err(PathError::TooLong),
+        canonical => Ok(Cow::Owned(canonical)),
+    }
 }
 
 /// Fast check for the common case: plain ASCII, no escapes, no `//`, no dot-segments.
@@ -328,6 +334,13 @@ mod tests {
     fn overlong_paths_are_refused() {
         let long = format!("/{}", "a".repeat(MAX_PATH_LEN));
         assert_eq!(canonicalize(&long), Err(TooLong));
+        // Within the limit as sent, past it once escaped: refused, not forwarded longer.
+        let grows = format!("/{}", ">".repeat(MAX_PATH_LEN / 2));
+        assert_eq!(canonicalize(&grows), Err(TooLong));
+        let fits = format!("/{}", ">".repeat(MAX_PATH_LEN / 3 - 1));
+        let canonical = canonicalize(&fits).expect("fits once escaped");
+        assert!(canonical.len() <= MAX_PATH_LEN);
+        assert_eq!(canonicalize(&canonical).as_deref(), Ok(&*canonical));
     }
 
     mod properties {
