@@ -178,7 +178,11 @@ async fn h2_client_load(
                 }
             }
             Ok(_) => failed += 1,
-            Err(_) => {
+            // A stream the server refused after its GOAWAY was never processed (hyper reports
+            // it as canceled): clients retry it on a new connection. Anything else is a loss.
+            Err(error) if error.is_canceled() => break,
+            Err(error) => {
+                eprintln!("lost: {error:?}");
                 failed += 1;
                 break;
             }
