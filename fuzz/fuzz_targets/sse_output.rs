@@ -1,5 +1,5 @@
 //! The output guard's event-stream filter, with PII and secret redaction on: any bytes, cut
-//! anywhere, never panic, and the filter's output is always whole lines of text.
+//! anywhere, in any of the three dialects, never panic.
 #![no_main]
 
 use std::sync::{Arc, OnceLock};

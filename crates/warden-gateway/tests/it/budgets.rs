@@ -334,6 +334,29 @@ async fn an_openai_stream_is_counted_from_its_usage_which_the_client_does_not_se
     assert!(!text.contains("\"usage\""), "{text}");
     assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
     assert_eq!(settled(&gw, "stream").await as u64, PROMPT + 30);
+    // A client that asks for its usage gets it, and is settled by it all the same.
+    let reply = chat(
+        &gw,
+        "/v1/chat/completions",
+        json!({"model": "gpt-4o-mini", "stream": true, "stream_options": {"include_usage": true}, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert!(
+        reply.text().contains("\"completion_tokens\":5"),
+        "{}",
+        reply.text()
+    );
+    let series =
+        "warden_token_budget_tokens_total{route=\"stream\",model=\"gpt-4o-mini\",kind=\"settled\"}";
+    let mut total = 0.0;
+    for _ in 0..100 {
+        total = common::metric(&gw, series).await;
+        if total as u64 == 2 * PROMPT + 35 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(total as u64, 2 * PROMPT + 35);
 }
 
 #[tokio::test]

@@ -14,6 +14,7 @@
 //! so the settled usage is in the request's audit record; streamed answers are settled when
 //! the stream ends ([`super::stream`]).
 
+use std::future::Future as _;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -208,7 +209,7 @@ impl Settlement {
         self.settle(actual);
     }
 
-    /// Settles to `actual` weighted tokens, off the caller's path.
+    /// Settles to `actual` weighted tokens (at once in memory; on its own task for Redis).
     pub fn settle(mut self, actual: u64) {
         self.settle_now(actual);
     }
@@ -223,14 +224,20 @@ impl Settlement {
         metrics::counter!(names::TOKENS, "route" => labels.0, "model" => labels.1, "kind" => "settled")
             .increment(actual);
         let (budget, grant) = (self.budget, self.grant);
-        // A spawned task: a client that went away must not cancel the settlement with it. No
-        // runtime (the process is ending): the reservation ends with its window.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                if let Err(error) = store.settle(&key, &budget, grant, actual).await {
-                    tracing::warn!(target: "warden::budget", %error, "token budget settlement failed; the reservation stays held until its window ends");
-                }
-            });
+        let mut settling = Box::pin(async move {
+            if let Err(error) = store.settle(&key, &budget, grant, actual).await {
+                tracing::warn!(target: "warden::budget", %error, "token budget settlement failed; the reservation stays held until its window ends");
+            }
+        });
+        // The in-process store settles at once, so the next request of the same client already
+        // sees it; one that needs a round trip (Redis) finishes on a task of its own, which a
+        // client that went away cannot cancel. No runtime (the process is ending): the
+        // reservation ends with its window.
+        let mut cx = std::task::Context::from_waker(futures_util::task::noop_waker_ref());
+        if settling.as_mut().poll(&mut cx).is_pending()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(settling);
         }
     }
 }
@@ -471,17 +478,18 @@ fn rewrite(
         Format::AnthropicMessages => ("max_tokens", &[]),
         _ => return (None, false),
     };
-    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(forwarded) else {
-        return (None, false);
-    };
-    let asks_usage = value
-        .pointer("/stream_options/include_usage")
-        .and_then(serde_json::Value::as_bool)
-        == Some(true);
+    // Read from the document the body rules parsed; the body is parsed again only to rewrite.
+    let asks_usage = extracted
+        .document()
+        .lookup("/stream_options/include_usage")
+        .is_some_and(|flag| flag.to_value() == serde_json::Value::Bool(true));
     let add_usage = *format == Format::OpenAiChat && extracted.stream && !asks_usage;
     if !clamp && !add_usage {
         return (None, false);
     }
+    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(forwarded) else {
+        return (None, false);
+    };
     let Some(object) = value.as_object_mut() else {
         return (None, false);
     };
