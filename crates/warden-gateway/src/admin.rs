@@ -1,8 +1,10 @@
-//! The admin listener (loopback by default): `/healthz`, `/readyz`, `/metrics`.
+//! The admin listener (loopback by default): `/healthz`, `/readyz` (with the configuration's
+//! fingerprint), `/metrics`, and `POST /reload` from the loopback interface.
 //!
 //! Separate from the public listener so probes and scrapes never pass through (or count against)
 //! the security pipeline, and so the metrics are not exposed to clients.
 
+use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -17,7 +19,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use warden::body::{self, Body};
 
+use crate::certificates::Trigger;
 use crate::observe::names;
+use crate::reload::{ReloadError, Reloader};
 
 type Check = Box<dyn Fn() -> bool + Send + Sync>;
 
@@ -32,6 +36,8 @@ pub struct Readiness {
     pub shutting_down: AtomicBool,
     /// Further conditions (signing keys loaded...).
     checks: std::sync::RwLock<Vec<Check>>,
+    /// The fingerprint of the configuration in service.
+    config: arc_swap::ArcSwap<String>,
 }
 
 impl std::fmt::Debug for Readiness {
@@ -51,6 +57,19 @@ impl Readiness {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .push(Box::new(check));
+    }
+
+    /// Replaces the further conditions (a reload built new ones).
+    pub fn set_checks(&self, checks: Vec<Check>) {
+        *self
+            .checks
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = checks;
+    }
+
+    /// Records the fingerprint of the configuration in service.
+    pub fn set_config(&self, sha256: &str) {
+        self.config.store(std::sync::Arc::new(sha256.to_owned()));
     }
 
     /// Ready to take traffic.
@@ -100,15 +119,16 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
     })
 }
 
-/// Serves the admin endpoints until shutdown.
+/// Serves the admin endpoints until shutdown; `POST /reload` goes to `reloader`.
 pub async fn serve(
     listener: TcpListener,
     readiness: std::sync::Arc<Readiness>,
+    reloader: Reloader,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let handle = metrics_handle();
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(_) => {
@@ -119,9 +139,18 @@ pub async fn serve(
             _ = shutdown.changed() => return,
         };
         let readiness = readiness.clone();
+        let reloader = reloader.clone();
         let service = service_fn(move |req: Request<Incoming>| {
-            let response = respond(&req, &readiness, handle);
-            std::future::ready(Ok::<_, std::convert::Infallible>(response))
+            let readiness = readiness.clone();
+            let reloader = reloader.clone();
+            async move {
+                let response = if req.uri().path() == "/reload" {
+                    reload(&req, peer, &reloader).await
+                } else {
+                    respond(&req, &readiness, handle)
+                };
+                Ok::<_, std::convert::Infallible>(response)
+            }
         });
         tokio::spawn(async move {
             let _ = http1::Builder::new()
@@ -152,23 +181,77 @@ fn respond(
             "{\"status\":\"ok\"}\n".into(),
         ),
         "/readyz" => {
-            if readiness.is_ready() {
-                text(
-                    StatusCode::OK,
-                    "application/json",
-                    "{\"status\":\"ready\"}\n".into(),
-                )
+            let (status, word) = if readiness.is_ready() {
+                (StatusCode::OK, "ready")
             } else {
-                text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "application/json",
-                    "{\"status\":\"not ready\"}\n".into(),
-                )
-            }
+                (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+            };
+            let body = serde_json::json!({
+                "status": word,
+                "config_sha256": readiness.config.load().as_str(),
+            });
+            text(status, "application/json", format!("{body}\n"))
         }
         "/metrics" => text(StatusCode::OK, "text/plain; version=0.0.4", handle.render()),
         _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     }
+}
+
+/// `POST /reload`: reloads the configuration and reports the result. Only from the loopback
+/// interface, whatever address the admin listener is bound to (probes may reach it from the
+/// network; a reload is an operator's act on the host).
+async fn reload(req: &Request<Incoming>, peer: SocketAddr, reloader: &Reloader) -> Response<Body> {
+    if req.method() != Method::POST {
+        let mut response = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "method not allowed\n".into(),
+        );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, http::HeaderValue::from_static("POST"));
+        return response;
+    }
+    if !peer.ip().is_loopback() {
+        return text(
+            StatusCode::FORBIDDEN,
+            "application/json",
+            "{\"result\":\"refused\",\"reason\":\"loopback_only\"}\n".into(),
+        );
+    }
+    let (status, body) = match reloader.reload(Trigger::Admin).await {
+        Ok(reloaded) => (
+            StatusCode::OK,
+            serde_json::json!({
+                "result": if reloaded.changed.is_empty() { "unchanged" } else { "reloaded" },
+                "config_sha256": reloaded.sha256,
+                "changed": reloaded.changed,
+                "kept": {
+                    "counters": reloaded.kept.counters,
+                    "token_cache": reloaded.kept.token_cache,
+                    "api_keys": reloaded.kept.api_keys,
+                    "upstream_pool": reloaded.kept.upstream_pool,
+                    "key_sources": reloaded.kept.key_sources,
+                },
+            }),
+        ),
+        Err(error) => {
+            let status = match error {
+                ReloadError::NoSource => StatusCode::CONFLICT,
+                _ => StatusCode::UNPROCESSABLE_ENTITY,
+            };
+            let errors: Vec<serde_json::Value> = error
+                .problems()
+                .into_iter()
+                .map(|p| serde_json::json!({ "path": p.path, "message": p.message }))
+                .collect();
+            (
+                status,
+                serde_json::json!({ "result": "refused", "reason": error.code(), "errors": errors }),
+            )
+        }
+    };
+    text(status, "application/json", format!("{body}\n"))
 }
 
 fn text(status: StatusCode, content_type: &'static str, content: String) -> Response<Body> {

@@ -14,7 +14,6 @@
 //! succeeds. Each file's state is taken *before* it is read, so a write during a reload is
 //! never missed.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -26,6 +25,7 @@ use warden::audit::{Action, AuditEvent, AuditSink as _, Outcome};
 use crate::config::ConfigErrors;
 use crate::config::tls::Tls;
 use crate::observe::names;
+use crate::stamps::{Stamp, stamps};
 
 /// What asked for a reload (`warden.tls.trigger`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,41 +34,19 @@ pub enum Trigger {
     Signal,
     /// A watched file changed.
     FileChange,
+    /// `warden reload` or the admin listener's `POST /reload`.
+    Admin,
 }
 
 impl Trigger {
-    fn as_str(self) -> &'static str {
+    /// The `warden.*.trigger` value.
+    pub fn as_str(self) -> &'static str {
         match self {
             Trigger::Signal => "signal",
             Trigger::FileChange => "file_change",
+            Trigger::Admin => "admin",
         }
     }
-}
-
-/// A file's identity and version, as far as `stat` tells.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Stamp {
-    len: u64,
-    modified: Option<SystemTime>,
-    inode: u64,
-}
-
-fn stamps(files: &[PathBuf]) -> Vec<Option<Stamp>> {
-    files
-        .iter()
-        .map(|file| {
-            let meta = std::fs::metadata(file).ok()?;
-            #[cfg(unix)]
-            let inode = std::os::unix::fs::MetadataExt::ino(&meta);
-            #[cfg(not(unix))]
-            let inode = 0;
-            Some(Stamp {
-                len: meta.len(),
-                modified: meta.modified().ok(),
-                inode,
-            })
-        })
-        .collect()
 }
 
 /// The certificates in service and how to replace them.
@@ -113,41 +91,55 @@ impl Certificates {
                 for warning in &warnings {
                     tracing::warn!(path = %warning.path, "{}", warning.message);
                 }
-                let served = tls.certificates.len();
-                let files: Vec<String> = tls.certificates.iter().map(|c| c.file.clone()).collect();
                 // Files the new section added are watched from now on.
                 if tls.files != current.files {
                     *seen = stamps(&tls.files);
                 }
-                self.current.store(Arc::new(tls));
-                self.swapped.notify_one();
-                tracing::info!(
-                    trigger = trigger.as_str(),
-                    certificates = served,
-                    "TLS certificates reloaded: new handshakes use them"
-                );
-                metrics::counter!(names::TLS_RELOADS, "result" => "success").increment(1);
-                self.record(Action::CertificatesReloaded, trigger, |event| {
-                    event.set("warden.tls.certificates", files.join(","));
-                });
-                Ok(served)
+                Ok(self.install(tls, trigger))
             }
-            Err(errors) => {
-                for error in &errors {
-                    tracing::error!(path = %error.path, "TLS reload refused: {}", error.message);
-                }
-                tracing::warn!(
-                    trigger = trigger.as_str(),
-                    "TLS certificates not reloaded: the ones in service stay"
-                );
-                metrics::counter!(names::TLS_RELOADS, "result" => "failure").increment(1);
-                let errors = ConfigErrors(errors);
-                self.record(Action::CertificatesRejected, trigger, |event| {
-                    event.set("error.message", errors.to_string());
-                });
-                Err(errors)
-            }
+            Err(errors) => Err(self.refuse(errors, trigger)),
         }
+    }
+
+    /// Puts `tls` (compiled and checked) in service for new handshakes; returns how many
+    /// certificates it serves. A whole-configuration reload that changed `server.tls` uses it.
+    pub fn install(&self, tls: Tls, trigger: Trigger) -> usize {
+        let served = tls.certificates.len();
+        let files: Vec<String> = tls.certificates.iter().map(|c| c.file.clone()).collect();
+        self.current.store(Arc::new(tls));
+        self.swapped.notify_one();
+        tracing::info!(
+            trigger = trigger.as_str(),
+            certificates = served,
+            "TLS certificates reloaded: new handshakes use them"
+        );
+        metrics::counter!(names::TLS_RELOADS, "result" => "success").increment(1);
+        self.record(Action::CertificatesReloaded, trigger, |event| {
+            event.set("warden.tls.certificates", files.join(","));
+        });
+        served
+    }
+
+    /// Records that `errors` kept a new `server.tls` out of service (each is logged by the
+    /// caller or here), and returns them.
+    pub fn refuse(
+        &self,
+        errors: Vec<crate::config::ConfigError>,
+        trigger: Trigger,
+    ) -> ConfigErrors {
+        for error in &errors {
+            tracing::error!(path = %error.path, "TLS reload refused: {}", error.message);
+        }
+        tracing::warn!(
+            trigger = trigger.as_str(),
+            "TLS certificates not reloaded: the ones in service stay"
+        );
+        metrics::counter!(names::TLS_RELOADS, "result" => "failure").increment(1);
+        let errors = ConfigErrors(errors);
+        self.record(Action::CertificatesRejected, trigger, |event| {
+            event.set("error.message", errors.to_string());
+        });
+        errors
     }
 
     fn record(&self, action: Action, trigger: Trigger, fill: impl FnOnce(&mut AuditEvent)) {

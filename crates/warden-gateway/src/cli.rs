@@ -57,6 +57,14 @@ pub enum Command {
         #[arg(long, default_value = "http://127.0.0.1:9901/healthz")]
         url: String,
     },
+    /// Ask a running gateway to read its configuration file again (`POST /reload` on its admin
+    /// listener, from this host): prints the result, exits 0 when the configuration in service
+    /// is the file's (reloaded or unchanged), 1 when the reload was refused.
+    Reload {
+        /// The admin listener's reload endpoint.
+        #[arg(long, default_value = "http://127.0.0.1:9901/reload")]
+        url: String,
+    },
     /// Development tokens and keys (refuses production configurations).
     Token {
         /// What to do.

@@ -20,6 +20,7 @@ fn main() -> ExitCode {
         Command::Audit { command } => return audit(command),
         Command::Token { command } => token(*command),
         Command::Health { url } => runtime().and_then(|rt| rt.block_on(health(&url))),
+        Command::Reload { url } => runtime().and_then(|rt| rt.block_on(reload(&url))),
         Command::Keys { config, command } => match config {
             Some(config) => keys(&config, command),
             None => Err(anyhow::anyhow!(
@@ -38,6 +39,34 @@ fn main() -> ExitCode {
 
 /// `warden health`: one GET to the admin listener, bounded in time.
 async fn health(url: &str) -> anyhow::Result<()> {
+    let (status, _) =
+        admin_request(http::Method::GET, url, std::time::Duration::from_secs(2)).await?;
+    if status != http::StatusCode::OK {
+        anyhow::bail!("answered {status}");
+    }
+    Ok(())
+}
+
+/// `warden reload`: one POST to the admin listener; the answer is printed as it came.
+async fn reload(url: &str) -> anyhow::Result<()> {
+    // A reload may wait for signing keys (`startup: wait`): longer than a probe.
+    let (status, body) =
+        admin_request(http::Method::POST, url, std::time::Duration::from_secs(60)).await?;
+    let text = String::from_utf8_lossy(&body);
+    use std::io::Write as _;
+    let _ = write!(std::io::stdout(), "{text}");
+    if status != http::StatusCode::OK {
+        anyhow::bail!("reload refused ({status})");
+    }
+    Ok(())
+}
+
+/// One request to the admin listener, bounded in time; the status and the body (at most 1 MiB).
+async fn admin_request(
+    method: http::Method,
+    url: &str,
+    within: std::time::Duration,
+) -> anyhow::Result<(http::StatusCode, bytes::Bytes)> {
     use http_body_util::BodyExt as _;
     let uri: http::Uri = url.parse().context("--url is not a URL")?;
     if uri.scheme_str() != Some("http") {
@@ -45,19 +74,27 @@ async fn health(url: &str) -> anyhow::Result<()> {
     }
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<warden::body::Body>();
-    let request = http::Request::get(uri)
+    let request = http::Request::builder()
+        .method(method)
+        .uri(uri)
         .body(warden::body::empty())
         .context("cannot build the request")?;
-    let response = tokio::time::timeout(std::time::Duration::from_secs(2), client.request(request))
+    let exchange = async {
+        let response = client
+            .request(request)
+            .await
+            .context("cannot reach the admin listener")?;
+        let status = response.status();
+        let body = http_body_util::Limited::new(response.into_body(), 1 << 20)
+            .collect()
+            .await
+            .map_err(|e| anyhow::anyhow!("reading the answer: {e}"))?
+            .to_bytes();
+        anyhow::Ok((status, body))
+    };
+    tokio::time::timeout(within, exchange)
         .await
-        .context("no answer within 2 s")?
-        .context("cannot reach the admin listener")?;
-    let status = response.status();
-    let _ = response.into_body().collect().await;
-    if status != http::StatusCode::OK {
-        anyhow::bail!("answered {status}");
-    }
-    Ok(())
+        .with_context(|| format!("no answer within {} s", within.as_secs()))?
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -137,20 +174,17 @@ async fn serve_logged(path: &std::path::Path) -> anyhow::Result<()> {
     }
     #[cfg(unix)]
     {
-        // SIGHUP reloads the listener's certificates (the rest of the configuration is read at
-        // startup only, in this version); without a handler it would end the process.
+        // SIGHUP reloads the configuration (without a handler it would end the process).
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .context("cannot listen for SIGHUP")?;
-        let gateway = gateway.reloader();
+        let reloader = gateway.reloader();
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
-                match gateway.reload_certificates().await {
-                    Some(Ok(served)) => tracing::info!(served, "SIGHUP: certificates reloaded"),
-                    Some(Err(_)) => {} // each problem is logged by the reload
-                    None => tracing::info!(
-                        "SIGHUP: nothing to reload (no server.tls; the configuration is read at startup)"
-                    ),
-                }
+                tracing::info!("SIGHUP: reloading the configuration");
+                // The outcome, and each problem with its path, is logged by the reload.
+                let _ = reloader
+                    .reload(warden_gateway::certificates::Trigger::Signal)
+                    .await;
             }
         });
     }

@@ -48,6 +48,12 @@ pub mod names {
     pub const HANDSHAKE_FAILURES: &str = "warden_tls_handshake_failures_total";
     /// Counter: certificate reloads, by `result` (`success`, `failure`).
     pub const TLS_RELOADS: &str = "warden_tls_reloads_total";
+    /// Counter: configuration reloads, by `result` (`success`, `unchanged`, `failure`).
+    pub const CONFIG_RELOADS: &str = "warden_config_reloads_total";
+    /// Gauge: 1 when the last reload succeeded (or none was tried), 0 when it was refused.
+    pub const CONFIG_LAST_RELOAD_OK: &str = "warden_config_last_reload_successful";
+    /// Gauge: when the configuration in service was put in service (Unix seconds).
+    pub const CONFIG_LOADED_AT: &str = "warden_config_last_reload_success_timestamp_seconds";
 }
 
 /// Layer producing [`Observe`].

@@ -93,13 +93,21 @@ impl UpstreamFailure {
 /// Forwards requests to the configured upstream through a pooled client.
 #[derive(Clone, Debug)]
 pub struct Proxy {
-    client: Client<CountingConnector, Body>,
+    pool: UpstreamPool,
     upstream: Upstream,
     response_timeout: Duration,
     pending_timeout: Duration,
     scheme: &'static str,
     identity_headers: IdentityHeaders,
     trust_forwarded_proto: bool,
+}
+
+/// The upstream connections and the cap on requests toward them: what a reload keeps when the
+/// upstream's address, TLS, connection cap and connect timeout are unchanged (open connections
+/// are reused, and requests of the old and new configuration share one cap).
+#[derive(Clone, Debug)]
+pub struct UpstreamPool {
+    client: Client<CountingConnector, Body>,
     in_flight: Arc<Semaphore>,
     pending: Arc<AtomicUsize>,
 }
@@ -146,9 +154,9 @@ impl IdentityHeaders {
     }
 }
 
-impl Proxy {
-    /// A proxy for `config`'s upstream; `scheme` is the listener's (`http` or `https`).
-    pub fn new(config: &Config, scheme: &'static str) -> Self {
+impl UpstreamPool {
+    /// A pool for `config`'s upstream.
+    pub fn new(config: &Config) -> Self {
         let connect_timeout = config.server.timeouts.upstream_connect;
         let mut tcp = HttpConnector::new();
         tcp.set_nodelay(true);
@@ -181,23 +189,38 @@ impl Proxy {
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(max.min(256))
             .build(CountingConnector::new(connector, max, connect_timeout));
-        Proxy {
+        UpstreamPool {
             client,
+            in_flight: Arc::new(Semaphore::new(max.clamp(1, Semaphore::MAX_PERMITS))),
+            pending: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+}
+
+impl Proxy {
+    /// A proxy for `config`'s upstream with a pool of its own; `scheme` is the listener's
+    /// (`http` or `https`).
+    pub fn new(config: &Config, scheme: &'static str) -> Self {
+        Self::with_pool(config, scheme, UpstreamPool::new(config))
+    }
+
+    /// A proxy for `config`'s upstream through `pool` (kept across a reload).
+    pub fn with_pool(config: &Config, scheme: &'static str, pool: UpstreamPool) -> Self {
+        Proxy {
+            pool,
             upstream: config.upstream.clone(),
             response_timeout: config.server.timeouts.upstream_response,
             pending_timeout: config.server.timeouts.upstream_connect,
             scheme,
             identity_headers: IdentityHeaders::new(config.upstream.identity_prefix.as_str()),
             trust_forwarded_proto: config.server.trust_forwarded_proto,
-            in_flight: Arc::new(Semaphore::new(max.clamp(1, Semaphore::MAX_PERMITS))),
-            pending: Arc::new(AtomicUsize::new(0)),
         }
     }
 
     /// A slot for one request toward the upstream: at once, after a bounded wait in the
     /// pending queue, or `None` (503) when the queue is full or the wait runs out.
     async fn upstream_slot(&self) -> Option<OwnedSemaphorePermit> {
-        if let Ok(permit) = self.in_flight.clone().try_acquire_owned() {
+        if let Ok(permit) = self.pool.in_flight.clone().try_acquire_owned() {
             return Some(permit);
         }
         // Counted out on drop: a waiter cancelled by the overall timeout or a vanished client
@@ -208,13 +231,15 @@ impl Proxy {
                 self.0.fetch_sub(1, Ordering::SeqCst);
             }
         }
-        let queued = Queued(&self.pending);
-        if self.pending.fetch_add(1, Ordering::SeqCst) >= self.upstream.max_pending {
+        let queued = Queued(&self.pool.pending);
+        if self.pool.pending.fetch_add(1, Ordering::SeqCst) >= self.upstream.max_pending {
             return None;
         }
-        let waited =
-            tokio::time::timeout(self.pending_timeout, self.in_flight.clone().acquire_owned())
-                .await;
+        let waited = tokio::time::timeout(
+            self.pending_timeout,
+            self.pool.in_flight.clone().acquire_owned(),
+        )
+        .await;
         drop(queued);
         waited.ok().and_then(Result::ok)
     }
@@ -282,8 +307,11 @@ impl Proxy {
             metrics::counter!("warden_upstream_shed_total").increment(1);
             return Rejection::new(RejectionKind::Overloaded).into_response(request_id.as_ref());
         };
-        let sent =
-            tokio::time::timeout(self.response_timeout, self.client.request(upstream_req)).await;
+        let sent = tokio::time::timeout(
+            self.response_timeout,
+            self.pool.client.request(upstream_req),
+        )
+        .await;
         match sent {
             Ok(Ok(response)) => {
                 let (mut parts, incoming) = response.into_parts();

@@ -5,6 +5,12 @@
 //!
 //! Everything fallible that spawns nothing runs first (authenticators, stores); then the tasks
 //! start, and `startup: wait` providers are awaited. A failure aborts what was already spawned.
+//!
+//! A reload builds the new configuration on the old runtime ([`Runtime::rebuild`]): each part
+//! whose definition (its configuration and the files it names, by digest) is unchanged is kept
+//! with its state — the verified-token cache, remote signing keys (no new fetch), the API-key
+//! cache, rate-limit and budget counters, the upstream connection pool — and every other part
+//! is built afresh, so a changed or removed provider's cached tokens are never accepted again.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +33,9 @@ use warden::ratelimit::store::RateLimitStore;
 
 use crate::config::Config;
 use crate::config::auth::{AuthConfig, KeySpec, Startup};
+use crate::config::definitions::Digest;
 use crate::config::rate_limits::{StoreConfig, StoreFailure};
+use crate::proxy::UpstreamPool;
 use crate::stack::Shared;
 
 /// Why the configuration could not be brought to life.
@@ -71,24 +79,67 @@ impl BuildError {
 /// A readiness check `/readyz` runs besides the gateway's own.
 pub type ReadyCheck = Box<dyn Fn() -> bool + Send + Sync>;
 
+/// A background task, aborted when the last runtime that uses it is dropped (a reload that
+/// keeps a part keeps its task; one that replaces it ends it).
+#[derive(Debug)]
+struct Task(JoinHandle<()>);
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// The live objects built from a configuration.
 pub struct Runtime {
     /// What every route stack shares: authenticators, rate-limit store, clock.
     pub shared: Shared,
-    /// Background tasks (key refreshers, the API-key usage flusher, the memory-store sweeper),
-    /// to abort at shutdown.
-    pub tasks: Vec<JoinHandle<()>>,
+    /// The upstream connection pool.
+    pub pool: UpstreamPool,
     /// Readiness checks (remote signing keys loaded).
     pub ready_checks: Vec<ReadyCheck>,
+    /// The parts a reload may keep, each with the digest of its definition.
+    parts: Parts,
+}
+
+struct Parts {
+    jwt: Option<(Digest, JwtAuthenticator)>,
+    remote: Vec<RemotePart>,
+    api_keys: Option<(Digest, ApiKeyAuthenticator, Arc<Task>)>,
+    stores: (Digest, Arc<MemoryStore>, Arc<Task>),
+    pool: Digest,
+}
+
+/// A remote key source and its refresher.
+#[derive(Clone)]
+struct RemotePart {
+    provider: String,
+    digest: Digest,
+    keys: RemoteKeys,
+    task: Arc<Task>,
+}
+
+/// What a runtime kept from the one before it (reported by a reload).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Kept {
+    /// The JWT authenticator with its verified-token cache.
+    pub token_cache: bool,
+    /// Remote signing-key sources kept (no new fetch), by provider.
+    pub key_sources: Vec<String>,
+    /// The API-key authenticator with its cache.
+    pub api_keys: bool,
+    /// The rate-limit and budget store with its counters.
+    pub counters: bool,
+    /// The upstream connection pool.
+    pub upstream_pool: bool,
 }
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Runtime")
             .field("shared", &self.shared)
-            .field("tasks", &self.tasks.len())
             .field("ready_checks", &self.ready_checks.len())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -98,7 +149,25 @@ struct Remote {
     keys: RemoteKeys,
     startup: Startup,
     timeout: Duration,
+    /// Kept from the previous runtime (already fetched, already refreshed).
+    kept: Option<Arc<Task>>,
+    digest: Digest,
 }
+
+/// The definitions each part is built from: a part whose digest is unchanged is kept.
+const JWT_PARTS: &[&str] = &["auth.jwt", "auth.token_sources", "auth.token_cache"];
+const API_KEY_PARTS: &[&str] = &["auth.api_keys"];
+const STORE_PARTS: &[&str] = &[
+    "rate_limits.store",
+    "rate_limits.on_store_error",
+    "rate_limits.redis",
+];
+const POOL_PARTS: &[&str] = &[
+    "upstream.url",
+    "upstream.tls",
+    "upstream.max_connections",
+    "server.timeouts.upstream_connect",
+];
 
 impl Runtime {
     /// Builds everything `config` needs at run time, on `clock`.
@@ -110,7 +179,7 @@ impl Runtime {
             )),
             None => None,
         };
-        let built = Self::build_on(config, clock, audit.clone()).await;
+        let built = Self::build_on(config, clock, audit.clone(), None).await;
         if let (Err(error), Some(sink)) = (&built, &audit) {
             // The configuration compiled but cannot run: the trail says so, and why.
             let mut event = AuditEvent::new(
@@ -124,24 +193,104 @@ impl Runtime {
             sink.record(event);
             sink.close();
         }
-        built
+        built.map(|(runtime, _)| runtime)
+    }
+
+    /// Builds `config` for a reload: the audit sink and clock of `previous`, and each part of
+    /// `previous` whose definition is unchanged (with its state: caches, counters, pool).
+    pub async fn rebuild(
+        config: &Config,
+        previous: &Runtime,
+    ) -> Result<(Runtime, Kept), BuildError> {
+        let shared = &previous.shared;
+        Self::build_on(
+            config,
+            shared.clock.clone(),
+            shared.audit.clone(),
+            Some(previous),
+        )
+        .await
     }
 
     async fn build_on(
         config: &Config,
         clock: Arc<dyn Clock>,
         audit: Option<Arc<FileSink>>,
-    ) -> Result<Runtime, BuildError> {
+        previous: Option<&Runtime>,
+    ) -> Result<(Runtime, Kept), BuildError> {
+        let defs = &config.definitions;
+        let mut kept = Kept::default();
         let events = audit.clone().map(|sink| sink as Arc<dyn AuditSink>);
-        let (jwt, remote) = jwt_authenticator(&config.auth, &clock)?;
+        let before = previous.map(|p| &p.parts);
+
+        let jwt_digest = defs.digest(JWT_PARTS);
+        let (jwt, remote) = match before.and_then(|p| p.jwt.as_ref()) {
+            Some((digest, jwt)) if *digest == jwt_digest => {
+                kept.token_cache = true;
+                let remote = before.map(|p| p.remote.clone()).unwrap_or_default();
+                let remote = remote
+                    .into_iter()
+                    .map(|part| Remote {
+                        provider: part.provider,
+                        keys: part.keys,
+                        startup: Startup::NotReady,
+                        timeout: Duration::ZERO,
+                        kept: Some(part.task),
+                        digest: part.digest,
+                    })
+                    .collect();
+                (Some(jwt.clone()), remote)
+            }
+            _ => {
+                let reusable = before.map(|p| p.remote.as_slice()).unwrap_or_default();
+                jwt_authenticator(config, &clock, reusable)?
+            }
+        };
         if let Some(sink) = &events {
-            for source in &remote {
+            for source in remote.iter().filter(|s| s.kept.is_none()) {
                 source.keys.audit_to(sink.clone());
             }
         }
-        let api_keys = api_key_authenticator(&config.auth, &clock)?;
-        let memory = Arc::new(MemoryStore::new(clock.clone()));
-        let (store, budgets) = rate_limit_store(config, memory.clone(), events).await?;
+        kept.key_sources = remote
+            .iter()
+            .filter(|s| s.kept.is_some())
+            .map(|s| s.provider.clone())
+            .collect();
+
+        let api_digest = defs.digest(API_KEY_PARTS);
+        let api_keys = match before.and_then(|p| p.api_keys.as_ref()) {
+            Some((digest, keys, task)) if *digest == api_digest => {
+                kept.api_keys = true;
+                Some((keys.clone(), Some(task.clone())))
+            }
+            _ => api_key_authenticator(&config.auth, &clock)?.map(|keys| (keys, None)),
+        };
+
+        let store_digest = defs.digest(STORE_PARTS);
+        let (store, budgets, memory, sweeper) = match previous {
+            Some(p) if p.parts.stores.0 == store_digest => {
+                kept.counters = true;
+                (
+                    p.shared.store.clone(),
+                    p.shared.budgets.clone(),
+                    p.parts.stores.1.clone(),
+                    Some(p.parts.stores.2.clone()),
+                )
+            }
+            _ => {
+                let memory = Arc::new(MemoryStore::new(clock.clone()));
+                let (store, budgets) = rate_limit_store(config, memory.clone(), events).await?;
+                (store, budgets, memory, None)
+            }
+        };
+        let pool_digest = defs.digest(POOL_PARTS);
+        let pool = match previous {
+            Some(p) if p.parts.pool == pool_digest => {
+                kept.upstream_pool = true;
+                p.pool.clone()
+            }
+            _ => UpstreamPool::new(config),
+        };
         if !config.routes.iter().all(|r| r.token_budget.is_none()) {
             // The tokenizers' tables load in tens of milliseconds: not on the first request.
             tokio::task::spawn_blocking(|| {
@@ -150,34 +299,56 @@ impl Runtime {
             });
         }
 
-        let mut tasks = Vec::new();
-        for source in &remote {
-            tasks.push(source.keys.spawn_refresh());
-            if source.startup == Startup::Wait && !source.keys.wait_ready(source.timeout).await {
-                for task in &tasks {
-                    task.abort();
+        // Tasks start only now: everything fallible that spawns nothing ran first. A task not
+        // kept by the runtime being built is aborted as its handle drops.
+        let mut remote_parts = Vec::new();
+        for source in remote {
+            let task = match source.kept {
+                Some(task) => task,
+                None => {
+                    let task = Arc::new(Task(source.keys.spawn_refresh()));
+                    if source.startup == Startup::Wait
+                        && !source.keys.wait_ready(source.timeout).await
+                    {
+                        return Err(BuildError::KeysUnavailable(
+                            source.provider.clone(),
+                            source.timeout,
+                        ));
+                    }
+                    task
                 }
-                return Err(BuildError::KeysUnavailable(
-                    source.provider.clone(),
-                    source.timeout,
-                ));
-            }
+            };
+            remote_parts.push(RemotePart {
+                provider: source.provider,
+                digest: source.digest,
+                keys: source.keys,
+                task,
+            });
         }
         let mut chain: Vec<Arc<dyn Authenticator>> = Vec::new();
         let mut ready_checks: Vec<ReadyCheck> = Vec::new();
         if let Some(certificates) = &config.auth.client_cert {
             chain.push(Arc::new(certificates.clone()));
         }
-        if let Some(jwt) = jwt {
+        if let Some(jwt) = &jwt {
             chain.push(Arc::new(jwt.clone()));
+            let jwt = jwt.clone();
             ready_checks.push(Box::new(move || jwt.is_ready()));
         }
-        if let Some((keys, touch_interval)) = api_keys {
+        let api_keys = api_keys.map(|(keys, task)| {
             chain.push(Arc::new(keys.clone()));
-            tasks.push(spawn_usage_flusher(keys, touch_interval));
-        }
-        tasks.push(spawn_sweeper(memory));
-        Ok(Runtime {
+            let task = task.unwrap_or_else(|| {
+                let every = config
+                    .auth
+                    .api_keys
+                    .as_ref()
+                    .map_or(Duration::from_secs(30), |k| k.touch_interval);
+                Arc::new(Task(spawn_usage_flusher(keys.clone(), every)))
+            });
+            (api_digest, keys, task)
+        });
+        let sweeper = sweeper.unwrap_or_else(|| Arc::new(Task(spawn_sweeper(memory.clone()))));
+        let runtime = Runtime {
             shared: Shared {
                 chain,
                 store,
@@ -185,18 +356,53 @@ impl Runtime {
                 clock,
                 audit,
             },
-            tasks,
+            pool,
             ready_checks,
-        })
+            parts: Parts {
+                jwt: jwt.map(|jwt| (jwt_digest, jwt)),
+                remote: remote_parts,
+                api_keys,
+                stores: (store_digest, memory, sweeper),
+                pool: pool_digest,
+            },
+        };
+        Ok((runtime, kept))
+    }
+
+    /// Ends the background tasks (at shutdown; a reload drops the ones it does not keep).
+    pub fn stop_tasks(&self) {
+        let parts = &self.parts;
+        let tasks = parts
+            .remote
+            .iter()
+            .map(|part| &part.task)
+            .chain(parts.api_keys.iter().map(|(_, _, task)| task))
+            .chain([&parts.stores.2]);
+        for task in tasks {
+            task.0.abort();
+        }
+    }
+
+    /// Writes the API keys' pending last-use times (before a reload drops this runtime's
+    /// authenticator, so no use goes unrecorded).
+    pub async fn flush_usage(&self) {
+        if let Some((_, keys, _)) = &self.parts.api_keys
+            && let Err(error) = keys.flush_usage().await
+        {
+            tracing::warn!(error = %error, "could not record API key usage");
+        }
     }
 }
 
 /// The JWT authenticator, if any provider is configured, and the remote key sources it reads
-/// (created, not yet fetched).
+/// (created, not yet fetched, unless `reusable` holds the same provider with the same
+/// definition: then that source, its keys and its refresher are kept).
 fn jwt_authenticator(
-    auth: &AuthConfig,
+    config: &Config,
     clock: &Arc<dyn Clock>,
+    reusable: &[RemotePart],
 ) -> Result<(Option<JwtAuthenticator>, Vec<Remote>), BuildError> {
+    let auth = &config.auth;
     let mut providers = Vec::new();
     let mut remote = Vec::new();
     for p in &auth.providers {
@@ -209,18 +415,33 @@ fn jwt_authenticator(
                 startup_timeout,
             } => {
                 let name = &p.settings.name;
-                let source = RemoteKeys::new(
-                    name.clone(),
-                    location.clone(),
-                    settings.clone(),
-                    clock.clone(),
-                )
-                .map_err(|e| BuildError::Remote(name.clone(), e))?;
+                let digest = config
+                    .definitions
+                    .digest_item("auth.jwt", "name", name)
+                    .unwrap_or_default();
+                let same = reusable
+                    .iter()
+                    .find(|part| &part.provider == name && part.digest == digest);
+                let (source, kept) = match same {
+                    Some(part) => (part.keys.clone(), Some(part.task.clone())),
+                    None => (
+                        RemoteKeys::new(
+                            name.clone(),
+                            location.clone(),
+                            settings.clone(),
+                            clock.clone(),
+                        )
+                        .map_err(|e| BuildError::Remote(name.clone(), e))?,
+                        None,
+                    ),
+                };
                 remote.push(Remote {
                     provider: name.clone(),
                     keys: source.clone(),
                     startup: *startup,
                     timeout: *startup_timeout,
+                    kept,
+                    digest,
                 });
                 Arc::new(source)
             }
@@ -242,12 +463,12 @@ fn jwt_authenticator(
     Ok((Some(jwt), remote))
 }
 
-/// The API-key authenticator and its usage-flush interval, if configured. A store that cannot be
+/// The API-key authenticator, if configured. A store that cannot be
 /// opened or migrated refuses the start.
 fn api_key_authenticator(
     auth: &AuthConfig,
     clock: &Arc<dyn Clock>,
-) -> Result<Option<(ApiKeyAuthenticator, Duration)>, BuildError> {
+) -> Result<Option<ApiKeyAuthenticator>, BuildError> {
     let Some(keys) = &auth.api_keys else {
         return Ok(None);
     };
@@ -258,7 +479,7 @@ fn api_key_authenticator(
         Arc::new(store),
         clock.clone(),
     );
-    Ok(Some((authenticator, keys.touch_interval)))
+    Ok(Some(authenticator))
 }
 
 /// The configured rate-limit store, and the same store for token budgets. A Redis server that

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use http::Request;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -39,9 +40,9 @@ use crate::admin::{self, Readiness};
 use crate::certificates::{self, Certificates, Trigger};
 use crate::config::{Config, ConfigErrors};
 use crate::observe::names;
-use crate::proxy::Proxy;
+use crate::reload::{self, Generation, Live, ReloadError, Reloaded, Reloader};
 use crate::runtime::{BuildError, Runtime};
-use crate::stack::{self, GatewayService, StackError};
+use crate::stack::StackError;
 use warden::clock::{Clock, SystemClock};
 
 /// Errors starting the gateway.
@@ -74,9 +75,9 @@ pub struct Gateway {
     readiness: Arc<Readiness>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
-    tasks: Vec<JoinHandle<()>>,
+    live: Live,
     audit: Option<Arc<FileSink>>,
-    certificates: Option<Arc<Certificates>>,
+    reloader: Reloader,
 }
 
 impl Gateway {
@@ -94,7 +95,7 @@ impl Gateway {
         // gauge, the build info) must not go to a no-op recorder.
         admin::metrics_handle();
         metrics::gauge!("warden_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
-        let runtime = Runtime::build(&config, clock).await?;
+        let mut runtime = Runtime::build(&config, clock).await?;
         let listener = bind(config.server.listen).await?;
         let admin_listener = bind(config.server.admin_listen).await?;
         let addr = listener.local_addr().map_err(|source| ServerError::Bind {
@@ -113,50 +114,79 @@ impl Gateway {
         } else {
             "http"
         };
-        let service = stack::build(&config, &runtime.shared, Proxy::new(&config, scheme))?;
         let readiness = Arc::new(Readiness::default());
-        for check in runtime.ready_checks {
-            readiness.add_check(check);
-        }
+        readiness.set_checks(std::mem::take(&mut runtime.ready_checks));
+        readiness.set_config(&config.fingerprint);
+        let audit = runtime.shared.audit.clone();
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let fingerprint = config.fingerprint.clone();
-        let routes = config.routes.len();
-
-        tokio::spawn(admin::serve(
-            admin_listener,
-            readiness.clone(),
-            shutdown_rx.clone(),
-        ));
-        tokio::spawn(probe_upstream(
-            config.clone(),
-            readiness.clone(),
-            shutdown_rx.clone(),
-        ));
         let certificates = config.server.tls.as_ref().map(|tls| {
-            let certificates = Certificates::new(tls.clone(), runtime.shared.audit.clone());
+            let certificates = Certificates::new(tls.clone(), audit.clone());
             tokio::spawn(certificates::report_expiry(
                 certificates.clone(),
                 shutdown_rx.clone(),
             ));
-            if let Some(interval) = tls.watch_interval {
-                tokio::spawn(certificates::watch(
-                    certificates.clone(),
-                    interval,
-                    shutdown_rx.clone(),
-                ));
-            }
             certificates
         });
+        let fingerprint = config.fingerprint.clone();
+        let routes = config.routes.len();
+        let generation = Generation::new(config, runtime, scheme)?;
+        let live: Live = Arc::new(ArcSwap::from_pointee(generation));
+        let reloader = Reloader::new(
+            live.clone(),
+            certificates.clone(),
+            readiness.clone(),
+            scheme,
+        );
+        let config = live.load_full().config.clone();
+        match (&config.source, &certificates) {
+            // The file and everything it names (the certificates too) are watched.
+            (Some(_), _) => {
+                if let Some(interval) = config.server.watch_interval {
+                    tokio::spawn(reload::watch(
+                        reloader.clone(),
+                        interval,
+                        shutdown_rx.clone(),
+                    ));
+                }
+            }
+            // Compiled from text: only the certificates can be read again.
+            (None, Some(certificates)) => {
+                if let Some(interval) = config.server.tls.as_ref().and_then(|t| t.watch_interval) {
+                    tokio::spawn(certificates::watch(
+                        certificates.clone(),
+                        interval,
+                        shutdown_rx.clone(),
+                    ));
+                }
+            }
+            (None, None) => {}
+        }
+
+        tokio::spawn(admin::serve(
+            admin_listener,
+            readiness.clone(),
+            reloader.clone(),
+            shutdown_rx.clone(),
+        ));
+        tokio::spawn(probe_upstream(
+            live.clone(),
+            readiness.clone(),
+            shutdown_rx.clone(),
+        ));
         let task = tokio::spawn(accept_loop(
             listener,
-            service,
-            config,
+            live.clone(),
             certificates.clone(),
             readiness.clone(),
             shutdown_rx,
         ));
+        metrics::gauge!(names::CONFIG_LAST_RELOAD_OK).set(1.0);
+        metrics::gauge!(names::CONFIG_LOADED_AT).set(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+        );
         tracing::info!(%addr, %admin_addr, config_sha256 = %fingerprint, "warden listening");
-        let audit = runtime.shared.audit.clone();
         if let Some(sink) = &audit {
             let mut event = AuditEvent::new(Action::Startup, Outcome::Success, None);
             event
@@ -175,9 +205,9 @@ impl Gateway {
             readiness,
             shutdown,
             task,
-            tasks: runtime.tasks,
+            live,
             audit,
-            certificates,
+            reloader,
         })
     }
 
@@ -192,9 +222,7 @@ impl Gateway {
     /// record and everything still queued before it returns.
     pub async fn wait(self) {
         let _ = self.task.await;
-        for handle in self.tasks {
-            handle.abort();
-        }
+        self.live.load().runtime.stop_tasks();
         if let Some(sink) = self.audit {
             sink.record(AuditEvent::new(Action::Shutdown, Outcome::Success, None));
             // Joining the writer blocks: off the async workers.
@@ -211,14 +239,18 @@ impl Gateway {
     /// `None` without TLS. On failure the certificates in service stay, and the problems are
     /// logged and returned.
     pub async fn reload_certificates(&self) -> Option<Result<usize, ConfigErrors>> {
-        self.reloader().reload_certificates().await
+        self.reloader.reload_certificates().await
+    }
+
+    /// Reads the configuration file again and puts it in service if it is valid (see
+    /// [`crate::reload`]).
+    pub async fn reload(&self) -> Result<Reloaded, ReloadError> {
+        self.reloader.reload(Trigger::Signal).await
     }
 
     /// A handle that reloads from elsewhere (the SIGHUP handler).
     pub fn reloader(&self) -> Reloader {
-        Reloader {
-            certificates: self.certificates.clone(),
-        }
+        self.reloader.clone()
     }
 
     /// A handle that triggers shutdown from elsewhere (signal handlers).
@@ -251,7 +283,8 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
         .map_err(|source| ServerError::Bind { addr, source })
 }
 
-fn connection_builder(config: &Config) -> auto::Builder<TokioExecutor> {
+/// How connections are served under `config` (its limits and timeouts).
+pub(crate) fn connection_builder(config: &Config) -> auto::Builder<TokioExecutor> {
     let limits = &config.server.limits;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // hyper answers 431 itself past this buffer; the head guard in each route enforces the
@@ -416,25 +449,6 @@ impl Drop for ActiveRequest {
     }
 }
 
-/// Reloads a running gateway's certificates ([`Gateway::reloader`]).
-#[derive(Clone, Debug)]
-pub struct Reloader {
-    certificates: Option<Arc<Certificates>>,
-}
-
-impl Reloader {
-    /// See [`Gateway::reload_certificates`].
-    pub async fn reload_certificates(&self) -> Option<Result<usize, ConfigErrors>> {
-        let certificates = self.certificates.clone()?;
-        let reloaded =
-            tokio::task::spawn_blocking(move || certificates.reload(Trigger::Signal)).await;
-        Some(
-            reloaded
-                .unwrap_or_else(|_| Err(ConfigErrors::one("server.tls", "the reload task failed"))),
-        )
-    }
-}
-
 /// How long an idle HTTP/1 connection stays open once a drain begins, for a request already on
 /// its way (its response then says `Connection: close`).
 const DRAIN_IDLE: Duration = Duration::from_millis(500);
@@ -444,16 +458,15 @@ const IDLE_UNDER_PRESSURE: Duration = Duration::from_secs(1);
 
 async fn accept_loop(
     listener: TcpListener,
-    service: GatewayService,
-    config: Config,
+    live: Live,
     tls: Option<Arc<Certificates>>,
     readiness: Arc<Readiness>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let builder = Arc::new(connection_builder(&config));
+    // The connection caps are fixed for the listener's life (a reload refuses to change them).
+    let config = live.load_full().config.clone();
     let permits = Arc::new(Semaphore::new(config.server.limits.max_connections));
     let connections = Arc::new(Connections::new(&config));
-    let timeouts = config.server.timeouts;
     readiness.serving.store(true, Ordering::SeqCst);
 
     loop {
@@ -491,11 +504,14 @@ async fn accept_loop(
                 .increment(1);
             continue;
         };
+        // Served under the configuration current at accept; each request takes the stack
+        // current when it arrives.
+        let generation = live.load();
         let connection = Supervised {
-            builder: builder.clone(),
-            service: service.clone(),
+            builder: generation.builder.clone(),
+            live: live.clone(),
             tls: tls.clone(),
-            timeouts,
+            timeouts: generation.config.server.timeouts,
             pressure: connections.pressure.subscribe(),
             shutdown: shutdown.clone(),
         };
@@ -504,7 +520,7 @@ async fn accept_loop(
 
     drop(listener);
     readiness.serving.store(false, Ordering::SeqCst);
-    let grace = timeouts.shutdown_grace;
+    let grace = live.load().config.server.timeouts.shutdown_grace;
     tracing::info!(
         open = connections.open.load(Ordering::SeqCst),
         ?grace,
@@ -527,7 +543,7 @@ async fn accept_loop(
 /// One connection and the timers hyper does not run for it.
 struct Supervised {
     builder: Arc<auto::Builder<TokioExecutor>>,
-    service: GatewayService,
+    live: Live,
     /// Handshakes first, when the listener terminates TLS (with what is in service now).
     tls: Option<Arc<Certificates>>,
     timeouts: crate::config::Timeouts,
@@ -585,7 +601,7 @@ impl Supervised {
         G: Send + 'static,
     {
         let activity = Arc::new(Activity::new(accepted));
-        let service = self.service.clone();
+        let live = self.live.clone();
         let body_read = self.timeouts.body_read;
         let tracked = activity.clone();
         let hyper_service = service_fn(move |req: Request<Incoming>| {
@@ -599,7 +615,9 @@ impl Supervised {
             if let Some(certificate) = &certificate {
                 req.extensions_mut().insert(certificate.clone());
             }
-            let response = service.clone().oneshot(req);
+            // The generation in service now: a reload swaps it for the next request, while this
+            // one finishes on the stack it started on.
+            let response = live.load().service.clone().oneshot(req);
             let draining = tracked.clone();
             async move {
                 let mut response = response.await?;
@@ -781,20 +799,28 @@ async fn handshake(
     }
 }
 
-/// Marks the upstream up or down by opening a TCP connection every two seconds.
+/// Marks the upstream up or down by opening a TCP connection every two seconds (to the
+/// upstream of the configuration in service).
 async fn probe_upstream(
-    config: Config,
+    live: Live,
     readiness: Arc<Readiness>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let authority = &config.upstream.authority;
-    let target = format!(
-        "{}:{}",
-        authority.host(),
-        authority.port_u16().unwrap_or(80)
-    );
-    let timeout = config.server.timeouts.upstream_connect;
     loop {
+        let config = live.load_full().config.clone();
+        let authority = &config.upstream.authority;
+        let target = format!(
+            "{}:{}",
+            authority.host(),
+            authority
+                .port_u16()
+                .unwrap_or(if config.upstream.scheme == http::uri::Scheme::HTTPS {
+                    443
+                } else {
+                    80
+                })
+        );
+        let timeout = config.server.timeouts.upstream_connect;
         let up = matches!(
             tokio::time::timeout(timeout, TcpStream::connect(&target)).await,
             Ok(Ok(_))

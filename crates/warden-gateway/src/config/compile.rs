@@ -12,6 +12,7 @@ use warden::headers::HeaderPolicy;
 use super::audit;
 use super::auth::{self, AuthConfig};
 use super::cors::{self, CorsConfig};
+use super::definitions::Definitions;
 use super::load::Parsed;
 use super::rate_limits::{self, RateLimitsConfig};
 use super::routes::{self, RouteConfig};
@@ -48,6 +49,12 @@ pub struct Config {
     pub warnings: Vec<super::ConfigError>,
     /// SHA-256 of the effective document ([`super::load::Parsed::fingerprint`]).
     pub fingerprint: String,
+    /// The file a reload reads again, with the process environment (set by [`super::load`];
+    /// `None` when compiled from text or with other overrides, which a reload could not
+    /// reproduce).
+    pub source: Option<std::path::PathBuf>,
+    /// What each part was made from (for reloads).
+    pub definitions: Definitions,
 }
 
 /// Compiles a parsed file, reporting its structural errors and every semantic one together.
@@ -59,6 +66,8 @@ pub fn compile_parsed(parsed: Parsed) -> Result<Config, ConfigErrors> {
         secret_values,
         base_dir,
         fingerprint,
+        document,
+        files,
     } = parsed;
     let mut c = Compiler::new(errors, secret_paths, base_dir);
     let server = server::compile(&mut c, &raw.server);
@@ -95,6 +104,8 @@ pub fn compile_parsed(parsed: Parsed) -> Result<Config, ConfigErrors> {
             budgets: &token_budgets,
         },
     );
+    let mut files = files;
+    files.extend(c.take_files());
     let (mut errors, warnings) = c.finish();
     if errors.is_empty() {
         Ok(Config {
@@ -110,6 +121,8 @@ pub fn compile_parsed(parsed: Parsed) -> Result<Config, ConfigErrors> {
             audit,
             warnings,
             fingerprint,
+            source: None,
+            definitions: Definitions::new(document, files),
         })
     } else {
         scrub(&mut errors, &secret_values);

@@ -133,6 +133,8 @@ pub fn parse_raw(
         &mut errors,
         &mut secrets,
     );
+    // Resolved: what each part is made of, to tell on a reload what changed.
+    let document = merged.clone();
     let raw = extract_sections(merged, &mut errors);
     Ok(Parsed {
         raw,
@@ -141,6 +143,8 @@ pub fn parse_raw(
         secret_values: secrets.values,
         base_dir: None,
         fingerprint,
+        document,
+        files: secrets.files,
     })
 }
 
@@ -148,6 +152,8 @@ pub fn parse_raw(
 struct Secrets {
     paths: Vec<String>,
     values: Vec<String>,
+    /// Files `${file:…}` references read.
+    files: Vec<super::definitions::FileRead>,
 }
 
 /// A parsed file: the raw configuration of every section that deserialized, and the
@@ -168,6 +174,10 @@ pub struct Parsed {
     /// SHA-256 of the effective document (file, environment overrides, dotted overrides) in
     /// canonical form, with secret references as written.
     pub fingerprint: String,
+    /// The effective document with its secrets resolved (never shown).
+    pub document: Value,
+    /// Files read by secret references, with the paths that named them.
+    pub files: Vec<super::definitions::FileRead>,
 }
 
 impl Parsed {
@@ -257,15 +267,13 @@ fn resolve_secrets(
     secrets: &mut Secrets,
 ) {
     match value {
-        Value::String(text) if text.contains("${") => {
-            match substitute(text, env, &mut secrets.values) {
-                Ok(resolved) => {
-                    *text = resolved;
-                    secrets.paths.push(path.clone());
-                }
-                Err(message) => errors.push(ConfigError::new(path.clone(), message)),
+        Value::String(text) if text.contains("${") => match substitute(text, path, env, secrets) {
+            Ok(resolved) => {
+                *text = resolved;
+                secrets.paths.push(path.clone());
             }
-        }
+            Err(message) => errors.push(ConfigError::new(path.clone(), message)),
+        },
         Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
                 let len = path.len();
@@ -289,7 +297,12 @@ fn resolve_secrets(
     }
 }
 
-fn substitute(text: &str, env: &dyn EnvVars, values: &mut Vec<String>) -> Result<String, String> {
+fn substitute(
+    text: &str,
+    at: &str,
+    env: &dyn EnvVars,
+    secrets: &mut Secrets,
+) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find("${") {
@@ -320,6 +333,11 @@ fn substitute(text: &str, env: &dyn EnvVars, values: &mut Vec<String>) -> Result
             if trimmed.is_empty() {
                 return Err(format!("${{file:{file}}}: secret file is empty"));
             }
+            secrets.files.push(super::definitions::FileRead::new(
+                at,
+                Path::new(file),
+                content.as_bytes(),
+            ));
             trimmed.to_owned()
         } else {
             return Err(format!(
@@ -327,7 +345,7 @@ fn substitute(text: &str, env: &dyn EnvVars, values: &mut Vec<String>) -> Result
             ));
         };
         out.push_str(&value);
-        values.push(value);
+        secrets.values.push(value);
         rest = &after[end + 1..];
     }
     out.push_str(rest);

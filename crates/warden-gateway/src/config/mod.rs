@@ -13,6 +13,7 @@ pub mod authz;
 pub mod body;
 pub mod compile;
 pub mod cors;
+pub mod definitions;
 pub mod guards;
 pub mod headers;
 pub mod load;
@@ -34,9 +35,12 @@ pub use server::{Environment, Limits, Server, Timeouts};
 pub use toolkit::{ConfigError, ConfigErrors};
 pub use upstream::Upstream;
 
-/// Loads and compiles the configuration file at `path` with the process environment.
+/// Loads and compiles the configuration file at `path` with the process environment; a
+/// reload reads the same file again the same way.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    load_with(path, &load::ProcessEnv, &[])
+    let mut config = load_with(path, &load::ProcessEnv, &[])?;
+    config.source = Some(path.to_path_buf());
+    Ok(config)
 }
 
 /// Loads and compiles with an explicit environment and dotted-key overrides.

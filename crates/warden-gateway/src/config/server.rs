@@ -38,6 +38,9 @@ pub struct RawServer {
     pub timeouts: RawTimeouts,
     /// TLS termination (absent: plain HTTP).
     pub tls: Option<super::tls::RawTls>,
+    /// How often the configuration file and every file it names are checked for a change
+    /// that triggers a reload (default 10s; `0`: SIGHUP and `warden reload` only).
+    pub watch_interval: Option<Scalar>,
 }
 
 /// `server.limits:`
@@ -112,6 +115,8 @@ pub struct Server {
     pub timeouts: Timeouts,
     /// TLS termination, when configured.
     pub tls: Option<super::tls::Tls>,
+    /// How often the configuration's files are checked for a change (`None`: never).
+    pub watch_interval: Option<Duration>,
 }
 
 /// `server.limits:`
@@ -259,6 +264,11 @@ pub fn compile(c: &mut Compiler, raw: &RawServer) -> Server {
         limits,
         timeouts,
         tls: super::tls::compile(c, raw.tls.as_ref()),
+        watch_interval: c.interval_or_off(
+            "server.watch_interval",
+            raw.watch_interval.as_ref(),
+            secs(10),
+        ),
     }
 }
 

@@ -644,15 +644,11 @@ pub fn compile(c: &mut Compiler, raw: Option<&RawTls>) -> Option<Tls> {
         .chain(raw.client_crls.iter().map(String::as_str))
         .map(|file| c.resolve(file))
         .collect();
-    let watch_interval = match &raw.watch_interval {
-        Some(Scalar::Int(0)) => None,
-        Some(Scalar::Text(text)) if text.trim() == "0" => None,
-        value => Some(c.duration(
-            "server.tls.watch_interval",
-            value.as_ref(),
-            Duration::from_secs(10),
-        )),
-    };
+    let watch_interval = c.interval_or_off(
+        "server.tls.watch_interval",
+        raw.watch_interval.as_ref(),
+        Duration::from_secs(10),
+    );
     Some(Tls {
         config: Arc::new(config),
         certificates: served,

@@ -170,6 +170,8 @@ pub struct Compiler {
     structural: usize,
     secret_paths: Vec<String>,
     base_dir: Option<PathBuf>,
+    /// Every file read, with the path that named it (for reloads: what to watch, what changed).
+    files: Vec<super::definitions::FileRead>,
 }
 
 impl Compiler {
@@ -186,7 +188,13 @@ impl Compiler {
             warnings: Vec::new(),
             secret_paths,
             base_dir,
+            files: Vec::new(),
         }
+    }
+
+    /// The files read so far, with the paths that named them.
+    pub fn take_files(&mut self) -> Vec<super::definitions::FileRead> {
+        std::mem::take(&mut self.files)
     }
 
     /// Every problem reported, and every warning.
@@ -388,6 +396,20 @@ impl Compiler {
         }
     }
 
+    /// A checking interval: `0` turns it off (`None`), absent is `default`.
+    pub fn interval_or_off(
+        &mut self,
+        path: &str,
+        value: Option<&Scalar>,
+        default: Duration,
+    ) -> Option<Duration> {
+        match value {
+            Some(Scalar::Int(0)) => None,
+            Some(Scalar::Text(text)) if text.trim() == "0" => None,
+            value => Some(self.duration(path, value, default)),
+        }
+    }
+
     /// The directory relative file names are resolved against.
     pub fn base_dir(&self) -> Option<&Path> {
         self.base_dir.as_deref()
@@ -406,7 +428,11 @@ impl Compiler {
     pub fn read(&mut self, path: &str, file: &str) -> Option<(PathBuf, Vec<u8>)> {
         let resolved = self.resolve(file);
         match read_file(&resolved, MAX_CONFIG_FILE) {
-            Ok(bytes) => Some((resolved, bytes)),
+            Ok(bytes) => {
+                self.files
+                    .push(super::definitions::FileRead::new(path, &resolved, &bytes));
+                Some((resolved, bytes))
+            }
             Err(e) => {
                 self.error(path, format!("cannot read {}: {e}", resolved.display()));
                 None
@@ -418,7 +444,14 @@ impl Compiler {
     pub fn read_text(&mut self, path: &str, file: &str) -> Option<(PathBuf, String)> {
         let resolved = self.resolve(file);
         match read_text(&resolved, MAX_CONFIG_FILE) {
-            Ok(text) => Some((resolved, text)),
+            Ok(text) => {
+                self.files.push(super::definitions::FileRead::new(
+                    path,
+                    &resolved,
+                    text.as_bytes(),
+                ));
+                Some((resolved, text))
+            }
             Err(e) => {
                 self.error(path, format!("cannot read {}: {e}", resolved.display()));
                 None

@@ -18,7 +18,7 @@ use warden_gateway::token::{SigningKey, jwks, now_unix};
 
 /// A key server whose answers the test controls.
 #[derive(Clone)]
-struct KeyServer {
+pub(crate) struct KeyServer {
     addr: SocketAddr,
     jwks: Arc<Mutex<Value>>,
     status: Arc<AtomicU16>,
@@ -29,7 +29,7 @@ struct KeyServer {
 }
 
 impl KeyServer {
-    async fn start(keys: &[&SigningKey]) -> KeyServer {
+    pub(crate) async fn start(keys: &[&SigningKey]) -> KeyServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -47,7 +47,7 @@ impl KeyServer {
         server
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
@@ -55,7 +55,7 @@ impl KeyServer {
         *self.jwks.lock().expect("lock") = jwks(keys);
     }
 
-    fn fetches(&self) -> u64 {
+    pub(crate) fn fetches(&self) -> u64 {
         self.fetches.load(Ordering::SeqCst)
     }
 }
@@ -110,11 +110,11 @@ async fn respond(
     }
 }
 
-fn key(kid: &str) -> SigningKey {
+pub(crate) fn key(kid: &str) -> SigningKey {
     SigningKey::generate(Algorithm::ES256, Some(kid.into())).expect("key")
 }
 
-fn token(key: &SigningKey, issuer: &str) -> String {
+pub(crate) fn token(key: &SigningKey, issuer: &str) -> String {
     let now = now_unix();
     key.mint(
         &json!({ "iss": issuer, "aud": "agents", "sub": "alice", "iat": now, "exp": now + 3600 }),

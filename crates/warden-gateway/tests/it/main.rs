@@ -28,6 +28,7 @@ mod proxy;
 mod ratelimit;
 mod ratelimit_redis;
 mod ratelimit_stores;
+mod reload;
 mod routing;
 mod security_headers;
 mod shutdown;

@@ -179,8 +179,11 @@ async fn h2_client_load(
             }
             Ok(_) => failed += 1,
             // A stream the server refused after its GOAWAY was never processed (hyper reports
-            // it as canceled): clients retry it on a new connection. Anything else is a loss.
+            // it as canceled, or as the GOAWAY itself when the stream was opened as it
+            // arrived: a graceful NO_ERROR GOAWAY covers only streams above its last stream id,
+            // RFC 9113 §6.8): clients retry it on a new connection. Anything else is a loss.
             Err(error) if error.is_canceled() => break,
+            Err(error) if format!("{error:?}").contains("GoAway(b\"\", NO_ERROR, Remote)") => break,
             Err(error) => {
                 eprintln!("lost: {error:?}");
                 failed += 1;

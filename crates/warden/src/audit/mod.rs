@@ -178,6 +178,16 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// `Failure` when there is a failure reason, else `Success` (operational events: a reason
+    /// is given exactly when something failed).
+    pub fn of(reason: Option<&str>) -> Outcome {
+        if reason.is_some() {
+            Outcome::Failure
+        } else {
+            Outcome::Success
+        }
+    }
+
     /// The `event.outcome` value.
     pub fn as_str(self) -> &'static str {
         match self {

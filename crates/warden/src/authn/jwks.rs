@@ -307,12 +307,7 @@ impl Inner {
         let Some(sink) = self.audit.get() else {
             return;
         };
-        let outcome = if reason.is_some() {
-            Outcome::Failure
-        } else {
-            Outcome::Success
-        };
-        let mut event = AuditEvent::new(action, outcome, reason);
+        let mut event = AuditEvent::new(action, Outcome::of(reason), reason);
         event
             .set("warden.jwks.provider", self.name.as_str())
             .set("warden.jwks.failures", failures);

@@ -187,12 +187,7 @@ impl Breaker {
         let Some(sink) = self.audit.get() else {
             return;
         };
-        let outcome = if reason.is_some() {
-            Outcome::Failure
-        } else {
-            Outcome::Success
-        };
-        let mut event = AuditEvent::new(action, outcome, reason);
+        let mut event = AuditEvent::new(action, Outcome::of(reason), reason);
         event.set("warden.store.name", self.name);
         if reason.is_some() {
             event.set(
