@@ -14,6 +14,7 @@ mod client_ip;
 mod cors;
 mod demo;
 mod deploy;
+mod faults;
 mod golden;
 mod guards;
 mod hardening;

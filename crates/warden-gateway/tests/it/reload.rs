@@ -356,6 +356,12 @@ async fn no_request_fails_across_reloads_under_load() {
                     sender = Some(send);
                 }
                 let send = sender.as_mut().expect("sender");
+                // The connection takes the next request only once it has finished the last.
+                if let Err(error) = send.ready().await {
+                    failed.push(format!("connection closed: {error}"));
+                    sender = None;
+                    continue;
+                }
                 let req = http::Request::post("/echo")
                     .header("host", "gw.test")
                     .body(warden::body::full("payload"))
