@@ -23,6 +23,8 @@ packages=()
 command -v python3 >/dev/null 2>&1 || packages+=(python3 python3-pip)
 # The shared rate-limit store tests start their own redis-server on a loopback port.
 command -v redis-server >/dev/null 2>&1 || packages+=(redis-server)
+# The fault suite attacks the gateway with slowhttptest (slow headers, body and reads).
+command -v slowhttptest >/dev/null 2>&1 || packages+=(slowhttptest)
 # The TLS store test makes its certificates with the openssl command.
 command -v openssl >/dev/null 2>&1 || packages+=(openssl)
 missing=()

@@ -307,13 +307,23 @@ struct Binary {
 
 impl Binary {
     async fn start(name: &str, yaml: &str, upstream: &str) -> Binary {
+        Self::start_with_server(name, "", yaml, upstream).await
+    }
+
+    /// Like [`Binary::start`], with more `server:` settings (`key: value, ...`).
+    async fn start_with_server(name: &str, server: &str, yaml: &str, upstream: &str) -> Binary {
         let dir = common::temp_dir(name);
         let (addr, admin) = (common::unused_addr(), common::unused_addr());
         let config = dir.join("warden.yaml");
+        let server = if server.is_empty() {
+            String::new()
+        } else {
+            format!(", {server}")
+        };
         std::fs::write(
             &config,
             format!(
-                "server: {{ listen: '{addr}', admin_listen: '{admin}' }}\nupstream: {{ url: '{upstream}' }}\n{yaml}"
+                "server: {{ listen: '{addr}', admin_listen: '{admin}'{server} }}\nupstream: {{ url: '{upstream}' }}\n{yaml}"
             ),
         )
         .expect("config");
@@ -454,4 +464,125 @@ async fn http2_floods_end_their_connection_with_bounded_memory() {
         after < baseline + 64 * 1024,
         "memory grew from {baseline} KiB to {after} KiB"
     );
+}
+
+/// Latencies of a legitimate client (a new connection each time, every 100 ms) while `during`
+/// runs; every request must be answered 200.
+async fn probe_while(gw: &Binary, during: impl std::future::Future<Output = ()>) -> Vec<Duration> {
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let probing = async {
+        let mut latencies = Vec::new();
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            let (status, took) = gw.probe().await;
+            assert_eq!(status, 200, "a legitimate request was refused");
+            latencies.push(took);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        latencies
+    };
+    let attack = async {
+        during.await;
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    };
+    let (latencies, ()) = tokio::join!(probing, attack);
+    latencies
+}
+
+fn summary(latencies: &mut [Duration]) -> (Duration, Duration, Duration) {
+    latencies.sort_unstable();
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+    (at(0.5), at(0.99), latencies[latencies.len() - 1])
+}
+
+/// Runs slowhttptest with `args` for `seconds` against `url`; returns its report.
+async fn slowhttptest(args: &[&str], url: &str, seconds: u32) -> String {
+    let mut command = std::process::Command::new("slowhttptest");
+    command.args(args).args([
+        "-c",
+        "400",
+        "-r",
+        "200",
+        "-p",
+        "3",
+        "-l",
+        &seconds.to_string(),
+        "-u",
+        url,
+    ]);
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .expect("slowhttptest task")
+        .unwrap_or_else(|e| {
+            panic!("cannot run slowhttptest ({e}); run scripts/install-test-deps.sh")
+        });
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_of_every_kind_do_not_keep_a_legitimate_client_waiting() {
+    let upstream = common::upstream().await;
+    let yaml = format!("{}  - {{ path: /big, auth: none }}\n", common::BASIC);
+    // Short timeouts, so each kind of slowness meets its bound within the run.
+    let gw = Binary::start_with_server(
+        "slow-clients",
+        "timeouts: { header_read: 2s, body_read: 2s, idle: 5s }",
+        &yaml,
+        &upstream.url(),
+    )
+    .await;
+    let base = format!("http://{}", gw.addr);
+    let mut idle = probe_while(&gw, tokio::time::sleep(Duration::from_secs(3))).await;
+    let idle = summary(&mut idle);
+    eprintln!("idle: p50 {:?} p99 {:?} max {:?}", idle.0, idle.1, idle.2);
+    for (name, args, path, all_closed) in [
+        // Slowloris: a header line every second, the head never ends (header_read closes).
+        ("slow headers", vec!["-H", "-i", "1"], "/echo", true),
+        // R-U-Dead-Yet: a long body, a few bytes every 3 s (past body_read: 408, closed).
+        (
+            "slow body",
+            vec!["-B", "-i", "3", "-s", "100000"],
+            "/echo",
+            true,
+        ),
+        // Slow read: a 1 MiB answer read through a tiny window (the reader makes progress, so
+        // its connection lives; it must not hold anyone else up).
+        (
+            "slow read",
+            vec![
+                "-X", "-k", "2", "-n", "1", "-w", "1", "-y", "16", "-z", "16",
+            ],
+            "/big",
+            false,
+        ),
+    ] {
+        let url = format!("{base}{path}");
+        let mut report = String::new();
+        let mut latencies = probe_while(&gw, async {
+            report = slowhttptest(&args, &url, 10).await;
+        })
+        .await;
+        let (p50, p99, max) = summary(&mut latencies);
+        let exit = report
+            .lines()
+            .find(|l| l.contains("Exit status"))
+            .unwrap_or("")
+            .to_owned();
+        eprintln!(
+            "{name}: {} legitimate requests, p50 {p50:?} p99 {p99:?} max {max:?}; slowhttptest: {exit}",
+            latencies.len(),
+        );
+        if all_closed {
+            // The gateway closed every slow connection before the run's end.
+            assert!(
+                exit.contains("No open connections left"),
+                "{name}: {report}"
+            );
+        }
+        // A liveness bound, not a benchmark: nobody waited behind the slow clients.
+        assert!(
+            max < Duration::from_secs(5),
+            "{name}: a legitimate request took {max:?}"
+        );
+    }
+    assert_eq!(gw.probe().await.0, 200);
 }

@@ -117,6 +117,12 @@ async fn handle(state: Upstream, req: Request<Incoming>) -> Result<Response<Body
         let ms: u64 = ms.parse().unwrap_or(1000);
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
+    if path == "/big" {
+        // 1 MiB, for slow readers (made once: a cheap clone per answer).
+        static BIG: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
+        let big = BIG.get_or_init(|| Bytes::from(vec![b'x'; 1 << 20])).clone();
+        return Ok(Response::new(body::full(big)));
+    }
     if let Some(code) = path.strip_prefix("/status/") {
         let mut response = Response::new(body::full("upstream body"));
         *response.status_mut() = code
