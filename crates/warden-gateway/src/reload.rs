@@ -300,14 +300,6 @@ impl Reloader {
                 return Err(ReloadError::Invalid(errors));
             }
         };
-        // The new configuration's files are watched from now on (a file it added included).
-        let added: Vec<PathBuf> = watched(&config);
-        if added != watched(&current.config) {
-            let stamped = tokio::task::spawn_blocking(move || stamps(&added))
-                .await
-                .unwrap_or_default();
-            *seen = stamped;
-        }
         let restart = restart_only(&current.config, &config);
         if !restart.is_empty() {
             return Err(ReloadError::Invalid(ConfigErrors(restart)));
@@ -316,7 +308,6 @@ impl Reloader {
             tracing::warn!(path = %warning.path, "{}", warning.message);
         }
         let before = &current.config.definitions;
-        let changed = before.changed_sections(&config.definitions);
         if before.digest_all() == config.definitions.digest_all() {
             return Ok(Reloaded {
                 sha256: config.fingerprint,
@@ -324,8 +315,37 @@ impl Reloader {
                 kept: Kept::default(),
             });
         }
+        let changed = before.changed_sections(&config.definitions);
         let tls_changed =
             before.digest(&["server.tls"]) != config.definitions.digest(&["server.tls"]);
+        // Once in service, the new configuration's files are the ones watched: a file it names
+        // that the old one did not is stamped now (after this read, the best there is); the
+        // others keep the stamps taken before the read. Until then the old list stays, so a
+        // refused file does not trigger the same refusal again at every check.
+        let old_files = watched(&current.config);
+        let new_files = watched(&config);
+        let stamped_before = std::mem::take(seen);
+        let next_seen = if new_files == old_files {
+            stamped_before.clone()
+        } else {
+            let fresh = {
+                let files = new_files.clone();
+                tokio::task::spawn_blocking(move || stamps(&files))
+                    .await
+                    .unwrap_or_default()
+            };
+            new_files
+                .iter()
+                .zip(fresh)
+                .map(
+                    |(file, now)| match old_files.iter().position(|f| f == file) {
+                        Some(i) => stamped_before.get(i).cloned().flatten(),
+                        None => now,
+                    },
+                )
+                .collect()
+        };
+        *seen = stamped_before;
         let (mut runtime, kept) = Runtime::rebuild(&config, &current.runtime).await?;
         let checks = std::mem::take(&mut runtime.ready_checks);
         let tls = config.server.tls.clone();
@@ -339,6 +359,7 @@ impl Reloader {
         readiness.set_checks(checks);
         readiness.set_config(&sha256);
         self.inner.live.store(Arc::new(generation));
+        *seen = next_seen;
         if !kept.api_keys {
             // The replaced authenticator's pending last-use times are written before it goes.
             current.runtime.flush_usage().await;

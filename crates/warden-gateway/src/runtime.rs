@@ -261,9 +261,13 @@ impl Runtime {
         let api_keys = match before.and_then(|p| p.api_keys.as_ref()) {
             Some((digest, keys, task)) if *digest == api_digest => {
                 kept.api_keys = true;
-                Some((keys.clone(), Some(task.clone())))
+                Some((keys.clone(), task.clone()))
             }
-            _ => api_key_authenticator(&config.auth, &clock)?.map(|keys| (keys, None)),
+            // A task dropped with a build that fails later is aborted by its handle.
+            _ => api_key_authenticator(&config.auth, &clock)?.map(|(keys, every)| {
+                let task = Arc::new(Task(spawn_usage_flusher(keys.clone(), every)));
+                (keys, task)
+            }),
         };
 
         let store_digest = defs.digest(STORE_PARTS);
@@ -337,14 +341,6 @@ impl Runtime {
         }
         let api_keys = api_keys.map(|(keys, task)| {
             chain.push(Arc::new(keys.clone()));
-            let task = task.unwrap_or_else(|| {
-                let every = config
-                    .auth
-                    .api_keys
-                    .as_ref()
-                    .map_or(Duration::from_secs(30), |k| k.touch_interval);
-                Arc::new(Task(spawn_usage_flusher(keys.clone(), every)))
-            });
             (api_digest, keys, task)
         });
         let sweeper = sweeper.unwrap_or_else(|| Arc::new(Task(spawn_sweeper(memory.clone()))));
@@ -463,12 +459,12 @@ fn jwt_authenticator(
     Ok((Some(jwt), remote))
 }
 
-/// The API-key authenticator, if configured. A store that cannot be
+/// The API-key authenticator and its usage-flush interval, if configured. A store that cannot be
 /// opened or migrated refuses the start.
 fn api_key_authenticator(
     auth: &AuthConfig,
     clock: &Arc<dyn Clock>,
-) -> Result<Option<ApiKeyAuthenticator>, BuildError> {
+) -> Result<Option<(ApiKeyAuthenticator, Duration)>, BuildError> {
     let Some(keys) = &auth.api_keys else {
         return Ok(None);
     };
@@ -479,7 +475,7 @@ fn api_key_authenticator(
         Arc::new(store),
         clock.clone(),
     );
-    Ok(Some(authenticator))
+    Ok(Some((authenticator, keys.touch_interval)))
 }
 
 /// The configured rate-limit store, and the same store for token budgets. A Redis server that

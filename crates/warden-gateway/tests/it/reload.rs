@@ -431,7 +431,23 @@ async fn a_changed_file_is_reloaded_by_the_watch_and_sighup_and_warden_reload_re
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(seen, 200, "the file change was not picked up");
+    // A refused file that names a new file (a schema) is refused once, not at every check.
+    std::fs::write(files.dir.join("s.json"), r#"{"type":"object"}"#).expect("schema");
+    watched(
+        &files,
+        "  - { path: /new, auth: none }\n  - { path: /s, methods: [POST], auth: none, body: { schema: s.json } }\n",
+    );
+    let moved = text_with(
+        &files.path,
+        &files.listen.to_string(),
+        &unused_addr().to_string(),
+    );
+    write_atomically(&files.path, &moved);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(status(&gw, "/s").await, 404);
     gw.gateway.shutdown().await;
+    let (trail, rejected) = trail_events(&files.trail, "config-rejected");
+    assert_eq!(rejected.len(), 1, "{trail}");
 
     // The binary: SIGHUP, then `warden reload`, with every problem in the log.
     let upstream = common::upstream().await;
