@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
-use warden::audit::sink::FileSink;
+use warden::audit::sink::{FileSink, Overflow};
 use warden::audit::{Action, AuditEvent, AuditSink, Outcome as AuditOutcome};
 use warden::authn::Authenticator;
 use warden::authn::api_key::ApiKeyAuthenticator;
@@ -331,6 +331,12 @@ impl Runtime {
         }
         let mut chain: Vec<Arc<dyn Authenticator>> = Vec::new();
         let mut ready_checks: Vec<ReadyCheck> = Vec::new();
+        if let Some(sink) = audit.as_ref().filter(|s| s.overflow() == Overflow::Block) {
+            // A trail that cannot be written holds its queue, and requests wait once it is
+            // full: not ready, so traffic moves elsewhere before that.
+            let sink = sink.clone();
+            ready_checks.push(Box::new(move || sink.writable()));
+        }
         if let Some(certificates) = &config.auth.client_cert {
             chain.push(Arc::new(certificates.clone()));
         }

@@ -984,3 +984,244 @@ fn tail_follow_prints_what_is_appended_and_starts_over_after_a_rotation() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// GETs `url`: its status and body, or None when nothing answered within `wait`.
+async fn get(url: &str, wait: std::time::Duration) -> Option<(u16, String)> {
+    use http_body_util::BodyExt;
+    let req = crate::common::request("GET", url)
+        .body(warden::body::empty())
+        .expect("request");
+    let response = tokio::time::timeout(wait, crate::common::client().request(req))
+        .await
+        .ok()?
+        .ok()?;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.ok()?.to_bytes();
+    Some((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// A metric's value from a Prometheus text page (summed over its label sets).
+fn metric(page: &str, name: &str) -> f64 {
+    page.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The binary writes its trail on a file system of its own (a 512 KiB tmpfs in a private mount
+/// namespace); the test fills it, sends requests, frees it, and checks what `mode` promises.
+async fn full_disk(mode: &str) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+    let upstream = crate::common::upstream().await;
+    let dir = temp_dir(&format!("audit-full-{mode}"));
+    let mount = dir.join("disk");
+    std::fs::create_dir_all(&mount).expect("mount point");
+    let (port, admin) = (
+        crate::common::unused_addr().port(),
+        crate::common::unused_addr().port(),
+    );
+    let config = dir.join("warden.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "server: {{ listen: '127.0.0.1:{port}', admin_listen: '127.0.0.1:{admin}' }}\n\
+             upstream: {{ url: '{}' }}\n\
+             audit: {{ sink: 'file://{}/audit.jsonl', queue: 64, on_overflow: {mode} }}\n\
+             routes: [{{ path: '/items/{{id}}', auth: none }}]\n",
+            upstream.url(),
+            mount.display()
+        ),
+    )
+    .expect("config");
+    let (pid_file, copy, log) = (dir.join("pid"), dir.join("trail.jsonl"), dir.join("log"));
+    // The tmpfs lives as long as the namespace: the trail is copied out after the gateway exits.
+    let mut shell = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(
+            "mount -t tmpfs -o size=512k none \"$0\" || exit 97; \
+             \"$1\" serve --config \"$2\" > \"$5\" 2>&1 & echo $! > \"$3\"; wait $!; code=$?; \
+             cp \"$0/audit.jsonl\" \"$4\"; exit $code",
+        )
+        .arg(&mount)
+        .arg(env!("CARGO_BIN_EXE_warden"))
+        .args([&config, &pid_file, &copy, &log])
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("unshare (a tmpfs of the test's own needs root)");
+    let url = |n: u64| format!("http://127.0.0.1:{port}/items/{n}");
+    let ready = format!("http://127.0.0.1:{admin}/readyz");
+    let metrics = format!("http://127.0.0.1:{admin}/metrics");
+    for _ in 0..100 {
+        if get(&url(0), Duration::from_secs(2)).await.is_some() {
+            break;
+        }
+        assert!(
+            shell.try_wait().expect("wait").is_none(),
+            "the gateway did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pid = std::fs::read_to_string(&pid_file)
+        .expect("pid")
+        .trim()
+        .to_owned();
+    let _kill = KillOnDrop(pid.clone());
+    // The gateway's view of its file system.
+    let disk = Path::new("/proc")
+        .join(&pid)
+        .join("root")
+        .join(mount.strip_prefix("/").expect("absolute"));
+    let answered = Arc::new(AtomicU64::new(1));
+    for n in 1..20 {
+        assert_eq!(
+            get(&url(n), Duration::from_secs(5)).await.map(|r| r.0),
+            Some(200)
+        );
+        answered.fetch_add(1, Ordering::SeqCst);
+    }
+    // Fill the disk.
+    let mut filler = std::fs::File::create(disk.join("filler")).expect("filler");
+    let chunk = vec![0u8; 64 * 1024];
+    let full = loop {
+        if let Err(e) = std::io::Write::write_all(&mut filler, &chunk) {
+            break e;
+        }
+    };
+    assert_eq!(full.raw_os_error(), Some(28), "{full}");
+    drop(filler);
+    // The trail's last page still has room for a few records: requests until a write fails
+    // (fewer than the queue holds).
+    let expect_ready = if mode == "block" { 503 } else { 200 };
+    let mut readiness = 0;
+    for n in 20..60 {
+        assert_eq!(
+            get(&url(n), Duration::from_secs(5)).await.map(|r| r.0),
+            Some(200)
+        );
+        answered.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let page = get(&metrics, Duration::from_secs(2))
+            .await
+            .expect("metrics")
+            .1;
+        if metric(&page, "warden_audit_sink_writable") == 0.0 {
+            readiness = get(&ready, Duration::from_secs(2)).await.map_or(0, |r| r.0);
+            break;
+        }
+    }
+    assert_eq!(readiness, expect_ready);
+    let answered_before = answered.load(Ordering::SeqCst);
+    // More requests than the queue holds.
+    let load: Vec<_> = (100..300)
+        .map(|n| {
+            let (url, answered) = (url(n), answered.clone());
+            tokio::spawn(async move {
+                let status = get(&url, Duration::from_secs(30)).await.map(|r| r.0);
+                assert_eq!(status, Some(200), "{url}");
+                answered.fetch_add(1, Ordering::SeqCst);
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (before, during) = (answered_before, answered.load(Ordering::SeqCst));
+    if mode == "block" {
+        // The queue (64) fills and the rest wait for room: no answer without its record.
+        assert!(
+            during < before + 200,
+            "{during} answered with the disk full"
+        );
+    } else {
+        assert_eq!(during, before + 200, "drop mode never makes a request wait");
+    }
+    std::fs::remove_file(disk.join("filler")).expect("free the disk");
+    for task in load {
+        task.await.expect("request");
+    }
+    let answered = answered.load(Ordering::SeqCst);
+    let mut page = String::new();
+    for _ in 0..100 {
+        page = get(&metrics, Duration::from_secs(2))
+            .await
+            .expect("metrics")
+            .1;
+        if metric(&page, "warden_audit_sink_writable") == 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(metric(&page, "warden_audit_sink_writable"), 1.0);
+    assert!(metric(&page, "warden_audit_write_errors_total") >= 1.0);
+    assert_eq!(
+        get(&ready, Duration::from_secs(2)).await.map(|r| r.0),
+        Some(200)
+    );
+    let dropped = metric(&page, "warden_audit_events_dropped_total") as u64;
+    signal_pid(&pid, "TERM");
+    let status = tokio::task::spawn_blocking(move || shell.wait().expect("wait"))
+        .await
+        .expect("join");
+    assert!(status.success(), "{status:?}");
+
+    let text = std::fs::read_to_string(&copy).expect("trail");
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every line is a whole record"))
+        .collect();
+    let recorded = of(&events, "request").len() as u64;
+    let reported: u64 = of(&events, "audit-dropped")
+        .iter()
+        .filter_map(|e| e.pointer("/warden/audit/dropped").and_then(|d| d.as_u64()))
+        .sum();
+    if mode == "block" {
+        assert_eq!((recorded, dropped, reported), (answered, 0, 0));
+    } else {
+        assert!(dropped > 0, "the disk was full for a while");
+        assert_eq!(recorded + dropped, answered);
+        assert_eq!(reported, dropped);
+    }
+    assert_eq!(of(&events, "shutdown").len(), 1);
+    let (code, out) = verify(&[&copy], None);
+    assert_eq!(code, 0, "{out}");
+    // One error when writing began to fail and one line when it worked again, not one per retry.
+    let log = std::fs::read_to_string(&log).expect("log");
+    assert_eq!(
+        log.matches("audit write failed; retrying").count(),
+        1,
+        "{log}"
+    );
+    assert_eq!(log.matches("audit writes work again").count(), 1, "{log}");
+}
+
+/// Kills a process the test started when the test ends early (a failed assertion).
+struct KillOnDrop(String);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.0])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+fn signal_pid(pid: &str, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid)
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_in_block_mode_makes_requests_wait_and_loses_no_event() {
+    full_disk("block").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_in_drop_mode_answers_every_request_and_counts_every_lost_event() {
+    full_disk("drop").await;
+}

@@ -8,7 +8,14 @@
 //! checkpoint every N records or T seconds when it has a key, and on [`FileSink::close`]
 //! writes everything queued, a final checkpoint, and syncs before it returns. A file is appended
 //! to: the chain resumes from its last record, and [`FileSink::reopen`] (SIGUSR1, after an
-//! external rotation) starts the new file with a record linking to the old one's last.
+//! external rotation) starts the new file with a record linking to the old one's last; the
+//! writer also notices by itself, once per batch, that the path names another file or none.
+//!
+//! A failing target (disk full) never gets half a record: lines are handed over whole and a
+//! write the disk took only part of is cut back. The writer retries every 250 ms; with
+//! `Overflow::Block` it takes nothing more from the queue meanwhile (requests wait once it is
+//! full, [`FileSink::writable`] turns readiness off before that), with `Overflow::Drop` it drops
+//! and counts what arrives. Closing waits 5 s at most for a target that keeps failing.
 //!
 //! Written events go back, emptied, to a short spare list that [`AuditSink::event_at`] takes
 //! from: the request threads refill the writer's spent storage instead of allocating what the
@@ -19,9 +26,9 @@
 //! chain's head from the file when its length is not what it left: the trail stays one chain.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -41,6 +48,8 @@ pub mod names {
     pub const QUEUE_DEPTH: &str = "warden_audit_queue_depth";
     /// Counter: write or sync errors.
     pub const ERRORS: &str = "warden_audit_write_errors_total";
+    /// Gauge: 1 while the target takes what is written, 0 while writes fail (disk full).
+    pub const WRITABLE: &str = "warden_audit_sink_writable";
 }
 
 /// Where the lines go.
@@ -144,6 +153,10 @@ struct Shared {
     dropped: AtomicU64,
     written: AtomicU64,
     errors: AtomicU64,
+    /// Writes to the target fail (the writer retries).
+    failing: AtomicBool,
+    /// `close` was called.
+    closing: AtomicBool,
     /// Written events, emptied, for request threads to fill again: memory allocated by one
     /// thread and freed by another makes both wait on the allocator's locks.
     spare: Mutex<Vec<AuditEvent>>,
@@ -161,10 +174,16 @@ impl FileSink {
         let (tx, rx) = mpsc::sync_channel(config.queue.max(1));
         let shared = Arc::new(Shared::default());
         let also_stdout = config.also_stdout && matches!(config.target, Target::File(_));
-        let expected_len = out.len().unwrap_or(0);
+        let committed = out.len().unwrap_or(0);
+        metrics::gauge!(names::WRITABLE).set(1.0);
         let mut writer = Writer {
             out,
-            expected_len,
+            pending: Vec::with_capacity(WRITE_AT),
+            pending_events: 0,
+            committed,
+            failing: None,
+            closing_since: None,
+            lost: 0,
             stdout: also_stdout.then(io::stdout),
             chain,
             since_checkpoint: 0,
@@ -204,6 +223,9 @@ impl FileSink {
     /// Writes everything queued, a final checkpoint, syncs, and stops the writer. Events
     /// recorded afterwards are dropped and counted.
     pub fn close(&self) {
+        // Seen by a writer that holds the queue while its target fails: it waits a bounded
+        // time, then gives up what it could not write.
+        self.shared.closing.store(true, Ordering::Relaxed);
         let _ = self.tx.send(Message::Close);
         let worker = self.worker.lock().ok().and_then(|mut w| w.take());
         if let Some(worker) = worker {
@@ -224,6 +246,16 @@ impl FileSink {
     /// Write and sync errors so far.
     pub fn errors(&self) -> u64 {
         self.shared.errors.load(Ordering::Relaxed)
+    }
+
+    /// Whether the target takes what is written (false while writes fail and are retried).
+    pub fn writable(&self) -> bool {
+        !self.shared.failing.load(Ordering::Relaxed)
+    }
+
+    /// What a full queue does.
+    pub fn overflow(&self) -> Overflow {
+        self.overflow
     }
 
     fn count_drop(&self) {
@@ -278,23 +310,12 @@ impl Drop for FileSink {
 /// An open target.
 enum Output {
     Stdout(io::Stdout),
-    File(BufWriter<File>),
-}
-
-impl Write for Output {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Output::Stdout(out) => out.write(buf),
-            Output::File(out) => out.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Output::Stdout(out) => out.flush(),
-            Output::File(out) => out.flush(),
-        }
-    }
+    /// A file and the identity (device, inode) it had when opened: a path that names another
+    /// file, or none, means it was rotated or removed.
+    File {
+        file: File,
+        id: (u64, u64),
+    },
 }
 
 impl Output {
@@ -302,7 +323,7 @@ impl Output {
     fn len(&self) -> io::Result<u64> {
         match self {
             Output::Stdout(_) => Ok(0),
-            Output::File(out) => out.get_ref().metadata().map(|m| m.len()),
+            Output::File { file, .. } => file.metadata().map(|m| m.len()),
         }
     }
 
@@ -310,25 +331,78 @@ impl Output {
     fn lock(&self) -> io::Result<()> {
         match self {
             Output::Stdout(_) => Ok(()),
-            Output::File(out) => out.get_ref().lock(),
+            Output::File { file, .. } => file.lock(),
         }
     }
 
     fn unlock(&self) -> io::Result<()> {
         match self {
             Output::Stdout(_) => Ok(()),
-            Output::File(out) => out.get_ref().unlock(),
+            Output::File { file, .. } => file.unlock(),
         }
     }
 
-    /// Flushes and syncs a file to disk (standard output is only flushed).
-    fn sync(&mut self) -> io::Result<()> {
-        self.flush()?;
+    /// Writes as much of `buf` as the target takes: how much, and the error that stopped it.
+    fn write_prefix(&mut self, buf: &[u8]) -> (usize, io::Result<()>) {
         match self {
-            Output::Stdout(_) => Ok(()),
-            Output::File(out) => out.get_ref().sync_data(),
+            Output::Stdout(out) => write_prefix(&mut out.lock(), buf),
+            Output::File { file, .. } => write_prefix(file, buf),
         }
     }
+
+    /// Cuts the file back to `len` (what a failed write left of a record); standard output
+    /// cannot be.
+    fn truncate(&self, len: u64) -> io::Result<()> {
+        match self {
+            Output::Stdout(_) => Err(io::ErrorKind::Unsupported.into()),
+            Output::File { file, .. } => file.set_len(len),
+        }
+    }
+
+    /// Syncs a file to disk (standard output is flushed).
+    fn sync(&mut self) -> io::Result<()> {
+        match self {
+            Output::Stdout(out) => out.flush(),
+            Output::File { file, .. } => file.sync_data(),
+        }
+    }
+}
+
+/// Writes `buf` until done or an error: how much was written, and the error.
+fn write_prefix(out: &mut impl Write, buf: &[u8]) -> (usize, io::Result<()>) {
+    let mut done = 0;
+    while done < buf.len() {
+        match out.write(&buf[done..]) {
+            Ok(0) => return (done, Err(io::ErrorKind::WriteZero.into())),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (done, Err(e)),
+        }
+    }
+    (done, Ok(()))
+}
+
+#[cfg(unix)]
+fn identity(meta: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (meta.dev(), meta.ino())
+}
+
+#[cfg(not(unix))]
+fn identity(_: &std::fs::Metadata) -> (u64, u64) {
+    (0, 0)
+}
+
+/// Whether the open file was deleted (no name left: what is written to it is lost).
+#[cfg(unix)]
+fn unlinked(file: &File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    file.metadata().is_ok_and(|m| m.nlink() == 0)
+}
+
+#[cfg(not(unix))]
+fn unlinked(_: &File) -> bool {
+    false
 }
 
 /// The open target and the chain to continue.
@@ -346,10 +420,8 @@ fn open(target: &Target, hash_chain: bool) -> io::Result<(Output, Chain)> {
             } else {
                 Chain::new()
             };
-            Ok((
-                Output::File(BufWriter::with_capacity(64 * 1024, file)),
-                chain,
-            ))
+            let id = identity(&file.metadata()?);
+            Ok((Output::File { file, id }, chain))
         }
     }
 }
@@ -408,7 +480,7 @@ pub fn append(config: &SinkConfig, events: Vec<AuditEvent>) -> io::Result<()> {
         .append(true)
         .create(true)
         .open(path)?;
-    file.lock()?;
+    lock_within(&file, APPEND_LOCK_WAIT)?;
     let mut chain = if config.hash_chain {
         resume(&mut file)?
     } else {
@@ -437,11 +509,61 @@ pub fn append(config: &SinkConfig, events: Vec<AuditEvent>) -> io::Result<()> {
     file.unlock()
 }
 
+/// How often a failed write is tried again.
+const RETRY: Duration = Duration::from_millis(250);
+
+/// How long closing waits for a failing target before it gives up what it could not write.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// Sealed lines are handed to the target once this many bytes wait (and after every batch).
+const WRITE_AT: usize = 64 * 1024;
+
+/// How long a command waits for the gateway's writer to release the file.
+const APPEND_LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// Takes `file`'s exclusive lock, waiting `wait` at most: the gateway's writer keeps it while
+/// its writes fail (a full disk), and a command must not hang on that.
+fn lock_within(file: &File, wait: Duration) -> io::Result<()> {
+    let deadline = Instant::now() + wait;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "the audit file stayed locked for {} s (can the gateway write it? a full \
+                         disk makes it hold the lock until its records are written)",
+                        wait.as_secs()
+                    ),
+                ));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
+    }
+}
+
 struct Writer {
     out: Output,
-    /// The file's length after this writer's last batch (another writer appended when it
+    /// Sealed lines not yet written. Only whole lines are added, and a failed write is cut back
+    /// to the last whole one, so the target never holds half a record that more is written
+    /// after.
+    pending: Vec<u8>,
+    /// Events (not checkpoints) in `pending`, for the written count.
+    pending_events: u64,
+    /// The file's length after this writer's last write (another writer appended when it
     /// differs).
-    expected_len: u64,
+    committed: u64,
+    /// Since when writing has failed (disk full, file system gone): `pending` is tried again
+    /// every `RETRY`; with `Overflow::Block` nothing more is taken from the queue meanwhile.
+    failing: Option<Instant>,
+    /// Since when closing has waited for a failing target.
+    closing_since: Option<Instant>,
+    /// Events dropped because the target failed (`Overflow::Drop`), not yet in the trail.
+    lost: u64,
     /// Standard output besides a file target (`SinkConfig::also_stdout`).
     stdout: Option<io::Stdout>,
     chain: Chain,
@@ -469,6 +591,14 @@ impl Writer {
         }
         .max(Duration::from_millis(10));
         loop {
+            if self.failing.is_some() && self.config.overflow == Overflow::Block {
+                // Nothing more is taken from the queue until what was sealed is written: when
+                // it is full, requests wait, and no event is lost.
+                if self.hold(&rx) {
+                    return;
+                }
+                continue;
+            }
             let first = match rx.recv_timeout(tick) {
                 Ok(message) => Some(message),
                 Err(RecvTimeoutError::Timeout) => None,
@@ -479,11 +609,15 @@ impl Writer {
             if let Err(e) = self.out.lock() {
                 self.error("lock", &e);
             }
+            self.check_path();
             self.catch_up();
+            // Drops since the last batch (or a recovery just now) go before this batch's
+            // events, so the trail still ends with its closing record.
+            self.report_drops();
             let mut acks = Vec::new();
             let mut closing = false;
             let mut events = 0usize;
-            // Drain what is queued: one flush for the whole batch.
+            // Drain what is queued: one write for the whole batch.
             for message in first
                 .into_iter()
                 .chain(std::iter::from_fn(|| rx.try_recv().ok()))
@@ -494,25 +628,32 @@ impl Writer {
                         self.write(event);
                         events += 1;
                     }
-                    Message::Reopen => self.reopen(),
+                    Message::Reopen => self.reopen("signal"),
                     Message::Flush(ack) => acks.push(ack),
                     Message::Close => {
                         closing = true;
                         break;
                     }
                 }
+                if self.failing.is_some() && self.config.overflow == Overflow::Block {
+                    break;
+                }
             }
-            self.report_drops();
+            if !closing {
+                self.report_drops();
+            }
             if self.config.signer.is_some()
                 && self.since_checkpoint > 0
+                && self.failing.is_none()
                 && (closing || self.last_checkpoint.elapsed() >= self.config.checkpoint_interval)
             {
                 self.checkpoint();
             }
             self.flush(closing);
-            if let Err(e) = self.out.unlock() {
-                self.error("unlock", &e);
+            if closing {
+                self.finish();
             }
+            self.release();
             metrics::gauge!(names::QUEUE_DEPTH)
                 .set(self.shared.queued.load(Ordering::Relaxed) as f64);
             self.recycle();
@@ -527,13 +668,22 @@ impl Writer {
             if events > 0 {
                 // Busy: let events gather instead of being woken for each one. While the writer
                 // sleeps, a sender only queues (no wake-up, no context switch); the next batch
-                // is one flush.
+                // is one write.
                 std::thread::sleep(BATCH_PAUSE);
             }
         }
     }
 
     fn write(&mut self, mut event: AuditEvent) {
+        if self.failing.is_some() {
+            // `Overflow::Drop` with a failing target: dropped and counted like a full queue's
+            // (never sealed, so the chain holds only what is written).
+            self.lost += 1;
+            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(names::DROPPED).increment(1);
+            self.keep(event);
+            return;
+        }
         if let Some(redactor) = &self.config.redactor {
             redactor.apply(&mut event);
         }
@@ -544,22 +694,21 @@ impl Writer {
         } else {
             event.write_canonical(&mut line, "");
         }
-        let written = self.emit(&line);
+        self.pending_events += 1;
+        self.emit(&line);
         self.line = line;
-        if event.reusable() && self.spent.len() < SPARE_EVENTS {
-            self.spent.push(event);
-        }
-        match written {
-            Ok(()) => {
-                self.shared.written.fetch_add(1, Ordering::Relaxed);
-                self.batch_written += 1;
-            }
-            Err(e) => self.error("write", &e),
-        }
+        self.keep(event);
         self.dirty_since.get_or_insert_with(Instant::now);
         self.since_checkpoint += 1;
         if self.config.signer.is_some() && self.since_checkpoint >= self.config.checkpoint_every {
             self.checkpoint();
+        }
+    }
+
+    /// Keeps a written event's storage for reuse.
+    fn keep(&mut self, event: AuditEvent) {
+        if event.reusable() && self.spent.len() < SPARE_EVENTS {
+            self.spent.push(event);
         }
     }
 
@@ -592,61 +741,304 @@ impl Writer {
         self.since_checkpoint = 0;
         self.last_checkpoint = Instant::now();
         let line = self.chain.seal(event);
-        if let Err(e) = self.emit(line.as_bytes()) {
-            self.error("write", &e);
+        self.emit(line.as_bytes());
+    }
+
+    /// Adds one sealed line for the target and, with `also_stdout`, writes it to standard
+    /// output too (the same line: one chain, read by the platform's log pipeline and kept in
+    /// the file).
+    fn emit(&mut self, line: &[u8]) {
+        if let Some(stdout) = &mut self.stdout {
+            let mut lock = stdout.lock();
+            if let Err(e) = lock.write_all(line).and_then(|()| lock.write_all(b"\n")) {
+                drop(lock);
+                self.error("write", &e);
+            }
+        }
+        self.pending.extend_from_slice(line);
+        self.pending.push(b'\n');
+        if self.pending.len() >= WRITE_AT {
+            self.write_pending();
         }
     }
 
-    /// Writes one line to the target and, with `also_stdout`, to standard output too (the same
-    /// sealed line: one chain, read by the platform's log pipeline and kept in the file).
-    fn emit(&mut self, line: &[u8]) -> io::Result<()> {
-        if let Some(stdout) = &mut self.stdout {
-            let mut lock = stdout.lock();
-            lock.write_all(line)?;
-            lock.write_all(b"\n")?;
+    /// Writes the pending lines; whether all were written. The first failure is logged and
+    /// turns `failing` on, the first success after it off again.
+    fn write_pending(&mut self) -> bool {
+        if self.pending.is_empty() {
+            return self.failing.is_none();
         }
-        self.out.write_all(line)?;
-        self.out.write_all(b"\n")?;
-        self.expected_len += line.len() as u64 + 1;
-        Ok(())
+        let (written, result) = self.out.write_prefix(&self.pending);
+        match result {
+            Ok(()) => {
+                self.committed += written as u64;
+                self.pending.clear();
+                let events = std::mem::take(&mut self.pending_events);
+                self.count_written(events);
+                if let Some(since) = self.failing.take() {
+                    self.shared.failing.store(false, Ordering::Relaxed);
+                    metrics::gauge!(names::WRITABLE).set(1.0);
+                    tracing::warn!(
+                        target: "warden::audit",
+                        failed_for_ms = u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX),
+                        "audit writes work again"
+                    );
+                }
+                true
+            }
+            Err(error) => {
+                if written > 0 && self.out.truncate(self.committed).is_err() {
+                    // What the target took stays; the rest is written after it next time, so
+                    // the record it cut is completed, not left half.
+                    let lines = self.pending[..written]
+                        .iter()
+                        .filter(|&&b| b == b'\n')
+                        .count() as u64;
+                    self.pending.drain(..written);
+                    self.committed += written as u64;
+                    let lines = lines.min(self.pending_events);
+                    self.pending_events -= lines;
+                    self.count_written(lines);
+                }
+                self.shared.errors.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(names::ERRORS).increment(1);
+                if self.failing.is_none() {
+                    self.failing = Some(Instant::now());
+                    self.shared.failing.store(true, Ordering::Relaxed);
+                    metrics::gauge!(names::WRITABLE).set(0.0);
+                    let effect = match self.config.overflow {
+                        Overflow::Block => "requests wait once the queue is full",
+                        Overflow::Drop => "events are dropped and counted",
+                    };
+                    tracing::error!(
+                        target: "warden::audit",
+                        %error,
+                        effect,
+                        "audit write failed; retrying every 250 ms"
+                    );
+                }
+                false
+            }
+        }
+    }
+
+    fn count_written(&mut self, events: u64) {
+        self.shared.written.fetch_add(events, Ordering::Relaxed);
+        self.batch_written += events;
+    }
+
+    /// `Overflow::Block` with a failing target: tries again after `RETRY`, taking nothing from
+    /// the queue. At close it waits `CLOSE_GRACE` at most, then gives up what is left (counted
+    /// and logged): a limit on every wait. Whether the writer is done.
+    fn hold(&mut self, rx: &Receiver<Message>) -> bool {
+        std::thread::sleep(RETRY);
+        self.check_path();
+        if self.write_pending() {
+            return false;
+        }
+        if !self.shared.closing.load(Ordering::Relaxed) {
+            return false;
+        }
+        let since = *self.closing_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < CLOSE_GRACE {
+            return false;
+        }
+        let mut lost = 0;
+        loop {
+            match rx.recv() {
+                Ok(Message::Event(_)) => {
+                    self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+                    lost += 1;
+                }
+                Ok(Message::Flush(ack)) => {
+                    let _ = ack.send(());
+                }
+                Ok(Message::Reopen) => {}
+                Ok(Message::Close) | Err(_) => break,
+            }
+        }
+        self.abandon(lost);
+        true
+    }
+
+    /// Closing: while the target fails, tries again for `CLOSE_GRACE`, then gives up.
+    fn finish(&mut self) {
+        let since = Instant::now();
+        while self.failing.is_some() {
+            if since.elapsed() >= CLOSE_GRACE {
+                return self.abandon(0);
+            }
+            std::thread::sleep(RETRY);
+            self.check_path();
+            if self.write_pending() {
+                self.flush(true);
+            }
+        }
+    }
+
+    /// Gives up the pending lines and `queued` more events at close, loudly.
+    fn abandon(&mut self, queued: u64) {
+        let lost = std::mem::take(&mut self.pending_events) + queued;
+        self.pending.clear();
+        self.shared.dropped.fetch_add(lost, Ordering::Relaxed);
+        metrics::counter!(names::DROPPED).increment(lost);
+        tracing::error!(
+            target: "warden::audit",
+            lost,
+            "the audit target still failed at shutdown: events were not written"
+        );
+    }
+
+    /// Releases the file's lock after a batch, unless sealed lines still wait for it: another
+    /// writer appending then would fork the chain.
+    fn release(&mut self) {
+        if self.pending.is_empty()
+            && let Err(e) = self.out.unlock()
+        {
+            self.error("unlock", &e);
+        }
     }
 
     /// After another writer appended: the chain from the file's last record.
     fn catch_up(&mut self) {
-        let Output::File(out) = &mut self.out else {
+        if !self.pending.is_empty() {
+            // The lock was kept since those lines were sealed: nobody else appended.
+            return;
+        }
+        let Output::File { file, .. } = &mut self.out else {
             return;
         };
-        let len = match out.get_ref().metadata() {
+        let len = match file.metadata() {
             Ok(meta) => meta.len(),
             Err(e) => return self.error("stat", &e),
         };
-        if len == self.expected_len {
+        if len == self.committed {
             return;
         }
         if self.config.hash_chain {
-            match resume(out.get_mut()) {
+            match resume(file) {
                 Ok(chain) => self.chain = chain,
                 Err(e) => return self.error("read", &e),
             }
         }
-        self.expected_len = out.get_ref().metadata().map_or(len, |m| m.len());
+        self.committed = file.metadata().map_or(len, |m| m.len());
     }
 
-    /// Records in the trail how many events the queue dropped since the last such record.
+    /// Notices a file moved away or deleted under the writer (a rotation without the signal,
+    /// an operator freeing space) and opens a new one at the path: records are never written
+    /// on into a file nobody can find.
+    fn check_path(&mut self) {
+        let (Target::File(path), Output::File { file, id }) = (&self.config.target, &self.out)
+        else {
+            return;
+        };
+        match std::fs::metadata(path) {
+            Ok(meta) if identity(&meta) == *id => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            // Unreadable for another reason: the next write says what.
+            Err(_) => return,
+        }
+        let reason = if unlinked(file) {
+            tracing::error!(
+                target: "warden::audit",
+                path = %path.display(),
+                "the audit file was deleted while open; what was written to it since the last \
+                 check is gone, and a new file starts at its path"
+            );
+            "file_deleted"
+        } else {
+            tracing::warn!(
+                target: "warden::audit",
+                path = %path.display(),
+                "the audit file was moved away; a new file starts at its path"
+            );
+            "file_moved"
+        };
+        self.reopen(reason);
+    }
+
+    /// Starts a new file at the path (after an external rotation moved the old one away, or
+    /// it was deleted); `reason` goes into the new file's first record.
+    fn reopen(&mut self, reason: &'static str) {
+        let Target::File(path) = &self.config.target else {
+            return;
+        };
+        let deleted = match &self.out {
+            Output::File { file, id } => {
+                let same = std::fs::metadata(path).is_ok_and(|m| identity(&m) == *id);
+                if same {
+                    // Nothing moved (a signal after the writer noticed the rotation itself).
+                    return;
+                }
+                unlinked(file)
+            }
+            Output::Stdout(_) => return,
+        };
+        if !deleted {
+            // The old file, wherever it was moved, gets everything before the new one starts,
+            // and ends with a signed checkpoint: an archived file verifies on its own. What it
+            // does not take goes to the new file.
+            if self.config.signer.is_some() && self.since_checkpoint > 0 && self.failing.is_none() {
+                self.checkpoint();
+            }
+            if self.write_pending()
+                && let Err(e) = self.out.sync()
+            {
+                self.error("sync", &e);
+            }
+        }
+        match open(&self.config.target, false) {
+            Ok((out, _)) => {
+                // The batch in progress holds the old file's lock; the new file is locked for
+                // the rest of it.
+                if let Err(e) = out.lock() {
+                    self.error("lock", &e);
+                }
+                self.committed = out.len().unwrap_or(0);
+                self.out = out;
+                // The new file starts by linking to the old one's last record (after what the
+                // old one did not take).
+                let failing = self.failing.take();
+                self.write(AuditEvent::new(
+                    Action::Reopened,
+                    Outcome::Success,
+                    Some(reason),
+                ));
+                self.failing = failing;
+            }
+            Err(e) => self.error("reopen", &e),
+        }
+    }
+
+    /// Records in the trail how many events were dropped since the last such record: by a
+    /// full queue, and by a failing target.
     fn report_drops(&mut self) {
+        if self.failing.is_some() {
+            return;
+        }
         let dropped = self.shared.dropped.load(Ordering::Relaxed);
-        if dropped > self.reported_drops {
-            let mut event = AuditEvent::new(Action::Dropped, Outcome::Failure, Some("queue_full"));
-            event.set("warden.audit.dropped", dropped - self.reported_drops);
-            self.reported_drops = dropped;
-            self.write(event);
+        if dropped <= self.reported_drops {
+            return;
+        }
+        let lost = std::mem::take(&mut self.lost);
+        let full = (dropped - self.reported_drops).saturating_sub(lost);
+        self.reported_drops = dropped;
+        for (count, reason) in [(full, "queue_full"), (lost, "write_failed")] {
+            if count > 0 {
+                let mut event = AuditEvent::new(Action::Dropped, Outcome::Failure, Some(reason));
+                event.set("warden.audit.dropped", count);
+                self.write(event);
+            }
         }
     }
 
     fn flush(&mut self, closing: bool) {
-        let stdout = self.stdout.as_mut().map_or(Ok(()), |s| s.flush());
-        if let Err(e) = self.out.flush().and(stdout) {
+        if let Some(Err(e)) = self.stdout.as_mut().map(|s| s.flush()) {
             self.error("flush", &e);
+        }
+        if !self.write_pending() {
+            return;
         }
         let due = match (self.config.fsync, self.dirty_since) {
             (_, None) => false,
@@ -662,32 +1054,6 @@ impl Writer {
         }
     }
 
-    fn reopen(&mut self) {
-        // The old file, wherever it was moved, gets everything before the new one starts, and
-        // ends with a signed checkpoint: an archived file verifies on its own.
-        if self.config.signer.is_some() && self.since_checkpoint > 0 {
-            self.checkpoint();
-        }
-        if let Err(e) = self.out.sync() {
-            self.error("sync", &e);
-        }
-        match open(&self.config.target, false) {
-            Ok((out, _)) => {
-                // The batch in progress holds the old file's lock; the new file is locked for
-                // the rest of it.
-                if let Err(e) = out.lock() {
-                    self.error("lock", &e);
-                }
-                self.expected_len = out.len().unwrap_or(0);
-                self.out = out;
-                // The new file starts by linking to the old one's last record.
-                let event = AuditEvent::new(Action::Reopened, Outcome::Success, None);
-                self.write(event);
-            }
-            Err(e) => self.error("reopen", &e),
-        }
-    }
-
     fn error(&self, what: &'static str, error: &io::Error) {
         self.shared.errors.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(names::ERRORS).increment(1);
@@ -700,6 +1066,7 @@ mod tests {
     use super::super::chain::{self, Problem};
     use super::*;
     use serde_json::Value;
+    use std::path::Path;
 
     #[test]
     fn written_events_are_reused_emptied() {
@@ -939,5 +1306,169 @@ mod tests {
         );
         let after: String = text.lines().skip(3).map(|l| format!("{l}\n")).collect();
         assert_eq!(chain::verify([after.as_str()], None).problem, None);
+    }
+
+    /// A path whose writes fail with ENOSPC (a link to /dev/full), then a real file there.
+    /// One test at a time: every writer on /dev/full shares its one file lock, and a failing
+    /// writer keeps it.
+    #[cfg(target_os = "linux")]
+    fn full_disk(name: &str) -> (PathBuf, impl Fn(), std::sync::MutexGuard<'static, ()>) {
+        static ONE: Mutex<()> = Mutex::new(());
+        let guard = ONE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let dir = dir(name);
+        let path = dir.join("audit.jsonl");
+        std::os::unix::fs::symlink("/dev/full", &path).expect("link");
+        let freed = {
+            let (dir, path) = (dir.clone(), path.clone());
+            move || {
+                // Space again: a real file takes the path (renamed over the link at once).
+                let real = dir.join("real.jsonl");
+                std::fs::write(&real, b"").expect("file");
+                std::fs::rename(&real, &path).expect("rename");
+            }
+        };
+        (path, freed, guard)
+    }
+
+    #[cfg(target_os = "linux")]
+    fn records(path: &Path) -> (String, u64, u64) {
+        let text = std::fs::read_to_string(path).expect("read");
+        let requests = text.matches("\"action\":\"request\"").count() as u64;
+        let reported = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter_map(|v| v.pointer("/warden/audit/dropped").and_then(Value::as_u64))
+            .sum();
+        (text, requests, reported)
+    }
+
+    #[cfg(target_os = "linux")]
+    fn wait_for(what: &str, done: impl Fn() -> bool) {
+        for _ in 0..500 {
+            if done() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("never: {what}");
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_full_disk_in_block_mode_holds_the_queue_then_writes_every_event() {
+        let (path, freed, _one) = full_disk("full-block");
+        let mut config = SinkConfig::new(Target::File(path.clone()));
+        config.queue = 8;
+        let sink = Arc::new(FileSink::start(config).expect("sink"));
+        let producer = {
+            let sink = sink.clone();
+            std::thread::spawn(move || {
+                for n in 0..50 {
+                    sink.record(request(n));
+                }
+            })
+        };
+        wait_for("the write fails", || !sink.writable());
+        // The queue (8) is full and the producer waits: nothing was dropped, nothing written.
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            !producer.is_finished(),
+            "a full queue makes the caller wait"
+        );
+        assert_eq!((sink.dropped(), sink.written()), (0, 0));
+        assert!(sink.errors() >= 1);
+        freed();
+        producer.join().expect("producer");
+        sink.record(shutdown());
+        sink.close();
+        assert!(sink.writable());
+        assert_eq!((sink.dropped(), sink.written()), (0, 52));
+        let (text, requests, _) = records(&path);
+        assert_eq!(requests, 50);
+        // The new file starts with what the full one could not take, then the link record.
+        assert_eq!(text.matches("\"reason\":\"file_moved\"").count(), 1);
+        assert_eq!(chain::verify([text.as_str()], None).problem, None);
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_full_disk_in_drop_mode_drops_counts_and_records_the_count() {
+        let (path, freed, _one) = full_disk("full-drop");
+        let mut config = SinkConfig::new(Target::File(path.clone()));
+        config.overflow = Overflow::Drop;
+        let sink = FileSink::start(config).expect("sink");
+        sink.record(request(0));
+        wait_for("the write fails", || !sink.writable());
+        for n in 1..200 {
+            sink.record(request(n));
+        }
+        sink.flush();
+        assert!(sink.dropped() >= 199, "{}", sink.dropped());
+        freed();
+        wait_for("writes work again", || sink.writable());
+        for n in 200..300 {
+            sink.record(request(n));
+        }
+        sink.record(shutdown());
+        sink.close();
+        let (text, requests, reported) = records(&path);
+        assert_eq!(requests + sink.dropped(), 300);
+        assert_eq!(reported, sink.dropped());
+        assert!(text.contains("\"reason\":\"write_failed\""));
+        assert_eq!(chain::verify([text.as_str()], None).problem, None);
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn closing_with_a_disk_that_stays_full_gives_up_in_bounded_time_and_counts_it() {
+        let (path, _, _one) = full_disk("full-close");
+        let sink = FileSink::start(SinkConfig::new(Target::File(path))).expect("sink");
+        for n in 0..3 {
+            sink.record(request(n));
+        }
+        wait_for("the write fails", || !sink.writable());
+        let started = Instant::now();
+        sink.close();
+        assert!(started.elapsed() < CLOSE_GRACE + Duration::from_secs(5));
+        assert_eq!((sink.written(), sink.dropped()), (0, 3));
+    }
+
+    #[test]
+    fn a_deleted_file_is_noticed_and_a_new_one_continues_the_chain() {
+        let path = dir("deleted").join("audit.jsonl");
+        let sink = FileSink::start(SinkConfig::new(Target::File(path.clone()))).expect("sink");
+        sink.record(request(1));
+        sink.flush();
+        std::fs::remove_file(&path).expect("remove");
+        // No signal: the next batch sees the path gone.
+        sink.record(request(2));
+        sink.record(shutdown());
+        sink.close();
+        let (text, requests, _) = records(&path);
+        assert_eq!(requests, 1);
+        let first: Value =
+            serde_json::from_str(text.lines().next().expect("a line")).expect("json");
+        assert_eq!(
+            first.pointer("/event/action"),
+            Some(&"audit-reopened".into())
+        );
+        assert_eq!(first.pointer("/event/reason"), Some(&"file_deleted".into()));
+        assert_eq!(chain::verify([text.as_str()], None).problem, None);
+    }
+
+    #[test]
+    fn a_command_waits_a_bounded_time_for_a_held_lock() {
+        let path = dir("held").join("audit.jsonl");
+        let holder = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .expect("open");
+        holder.lock().expect("lock");
+        let other = OpenOptions::new().append(true).open(&path).expect("open");
+        let error = lock_within(&other, Duration::from_millis(100)).expect_err("held");
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        holder.unlock().expect("unlock");
+        lock_within(&other, Duration::from_millis(100)).expect("free");
     }
 }
