@@ -586,3 +586,163 @@ async fn slow_clients_of_every_kind_do_not_keep_a_legitimate_client_waiting() {
     }
     assert_eq!(gw.probe().await.0, 200);
 }
+
+/// A key server on `addr` answering every request with `jwks` and closing the connection: the
+/// task owns every socket, so aborting it is the server going away (connections refused).
+fn key_server(listener: TcpListener, jwks: String) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let jwks = jwks.clone();
+            connections.spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(n) if n > 0 && head.len() < 64 * 1024 => {
+                            head.extend_from_slice(&buf[..n])
+                        }
+                        _ => return,
+                    }
+                }
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+                     connection: close\r\n\r\n{jwks}",
+                    jwks.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            });
+        }
+    })
+}
+
+/// The key server goes away under load and comes back: the cached keys serve, then (past
+/// `stale_if_error`) 503 — never a 401, the token is fine — with readiness off, then the
+/// refresher finds the server again and every request is 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_server_down_and_back_under_load_is_cached_keys_then_503_then_recovery() {
+    use std::sync::Arc;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let key = crate::jwks::key("a");
+    let jwks = warden_gateway::token::jwks(&[&key]).to_string();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let mut server = key_server(listener, jwks.clone());
+    let upstream = common::upstream().await;
+    let yaml = format!(
+        "server: {{ environment: development }}\n\
+         auth:\n  jwt:\n    - name: idp\n      issuer: https://idp.test\n      audiences: [agents]\n      \
+         jwks_uri: http://{addr}/jwks\n      algorithms: [ES256]\n      \
+         jwks: {{ default_ttl: 1s, min_ttl: 1s, stale_if_error: 2s, max_backoff: 1s }}\n\
+         routes:\n  - {{ path: /private, authorize: authenticated }}\n"
+    );
+    let config = common::config_for(&yaml, &upstream.url()).unwrap_or_else(|e| panic!("{e}"));
+    let gateway = warden_gateway::server::Gateway::start(config)
+        .await
+        .expect("starts");
+    let gw = TestGateway { gateway, upstream };
+    let token = crate::jwks::token(&key, "https://idp.test");
+    // (phase, status) of every answer, in order.
+    let phase = Arc::new(std::sync::atomic::AtomicU8::new(0));
+    let seen = Arc::new(Mutex::new(Vec::<(u8, u16)>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let load: Vec<_> = (0..3)
+        .map(|_| {
+            let (url, token) = (gw.url("/private"), token.clone());
+            let (phase, seen, stop) = (phase.clone(), seen.clone(), stop.clone());
+            tokio::spawn(async move {
+                let client = common::client();
+                while !stop.load(Ordering::SeqCst) {
+                    let req = common::request("GET", &url)
+                        .header("authorization", format!("Bearer {token}"))
+                        .body(warden::body::empty())
+                        .expect("request");
+                    let status = client.request(req).await.map_or(0, |r| r.status().as_u16());
+                    let at = phase.load(Ordering::SeqCst);
+                    seen.lock().expect("lock").push((at, status));
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+        })
+        .collect();
+    let statuses = |wanted: u8| -> Vec<u16> {
+        let seen = seen.lock().expect("lock");
+        seen.iter()
+            .filter(|(p, _)| *p == wanted)
+            .map(|(_, s)| *s)
+            .collect()
+    };
+    let wait_for = |wanted: u16, at: u8| {
+        let seen = seen.clone();
+        async move {
+            for _ in 0..200 {
+                if seen
+                    .lock()
+                    .expect("lock")
+                    .iter()
+                    .any(|&(p, s)| p == at && s == wanted)
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("never {wanted} in phase {at}");
+        }
+    };
+    let ready = || async { common::get(&gw.admin_url("/readyz")).await.status };
+    wait_for(200, 0).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Down: connections refused from now on.
+    server.abort();
+    let _ = (&mut server).await;
+    phase.store(1, Ordering::SeqCst);
+    wait_for(503, 1).await;
+    phase.store(2, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(ready().await, 503, "no usable keys: not ready");
+
+    // Back on the same address.
+    let listener = TcpListener::bind(addr).await.expect("rebind");
+    let server = key_server(listener, jwks);
+    phase.store(3, Ordering::SeqCst);
+    wait_for(200, 3).await;
+    phase.store(4, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::SeqCst);
+    for task in load {
+        task.await.expect("load");
+    }
+    server.abort();
+
+    let up = statuses(0);
+    assert!(up.iter().all(|&s| s == 200), "{up:?}");
+    // The outage: the cached keys answered first, then 503 (never 401 or anything else).
+    let outage: Vec<u16> = statuses(1).into_iter().chain(statuses(2)).collect();
+    assert!(outage.iter().all(|&s| s == 200 || s == 503), "{outage:?}");
+    let first_503 = outage.iter().position(|&s| s == 503).expect("a 503");
+    assert!(
+        first_503 > 0,
+        "the cached keys served before the 503s: {outage:?}"
+    );
+    assert!(outage[first_503..].iter().all(|&s| s == 503), "{outage:?}");
+    assert!(statuses(2).iter().all(|&s| s == 503));
+    // Recovery: 503 until the refresher fetched, then 200 only.
+    let back = statuses(3);
+    assert!(back.iter().all(|&s| s == 200 || s == 503), "{back:?}");
+    let after = statuses(4);
+    assert!(
+        !after.is_empty() && after.iter().all(|&s| s == 200),
+        "{after:?}"
+    );
+    assert_eq!(ready().await, 200);
+    let total = seen.lock().expect("lock").len();
+    eprintln!(
+        "key server outage under load: {total} requests; up {}, cached keys {first_503}, 503 {}, recovering {}, after {}",
+        up.len(),
+        outage.len() - first_503,
+        back.len(),
+        after.len()
+    );
+}
