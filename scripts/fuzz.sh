@@ -2,9 +2,10 @@
 # Fuzzing with cargo-fuzz (libFuzzer, nightly toolchain; cargo-fuzz is built from crates.io into
 # target/tools on first use). Targets and their seed corpora are in fuzz/.
 #
-#   bash scripts/fuzz.sh smoke              # every target for a few seconds from its corpus (CI)
+#   bash scripts/fuzz.sh smoke              # every target for a few seconds from its corpus (CI;
+#                                           # an unoptimized build, quicker to make)
 #   bash scripts/fuzz.sh run TARGET [SECS]  # one target, 600 s by default, AddressSanitizer on
-#                                           # (FUZZ_SANITIZER=none: the smoke build, no rebuild)
+#                                           # (FUZZ_SANITIZER=none: optimized, no sanitizer)
 #   bash scripts/fuzz.sh list
 #
 # New inputs go to target/fuzz-corpus/TARGET, never into the committed corpus; a crash is
@@ -24,21 +25,22 @@ targets() { fuzz list; }
 
 run() {
   local target=$1 seconds=$2 sanitizer=$3
+  shift 3
   local scratch="$PWD/target/fuzz-corpus/$target"
   mkdir -p "$scratch"
-  fuzz run -s "$sanitizer" "$target" "$scratch" "corpus/$target" -- \
+  fuzz run -s "$sanitizer" "$@" "$target" "$scratch" "corpus/$target" -- \
     -max_total_time="$seconds" -print_final_stats=1 -timeout=10 -rss_limit_mb=2048
 }
 
 case "${1:-smoke}" in
   list) targets ;;
   smoke)
-    # Without a sanitizer: the build is the long part, and the point is that every target
-    # builds, reads its corpus and runs.
-    fuzz build -s none
+    # Without a sanitizer or optimizations: the build is the long part, and the point is that
+    # every target builds, reads its corpus and runs.
+    fuzz build -s none --dev
     log=target/fuzz-smoke.log
     for target in $(targets); do
-      if ! run "$target" "${FUZZ_SMOKE_SECONDS:-5}" none > "$log" 2>&1; then
+      if ! run "$target" "${FUZZ_SMOKE_SECONDS:-5}" none --dev > "$log" 2>&1; then
         cat "$log"
         echo "fuzz target $target failed"
         exit 1

@@ -4,6 +4,13 @@ local auth = os.getenv("BENCH_AUTHORIZATION")
 local origin = os.getenv("BENCH_ORIGIN")
 -- "close": a new connection (and, over https, a full handshake) for every request.
 local connection = os.getenv("BENCH_CONNECTION")
+-- A pause before each request on a connection (ms): a steady, moderate rate instead of as fast as
+-- the server answers (the soak).
+local pause = tonumber(os.getenv("BENCH_DELAY_MS") or "")
+
+if pause then
+  function delay() return pause end
+end
 
 function init(args)
   if auth and auth ~= "" then wrk.headers["Authorization"] = auth end

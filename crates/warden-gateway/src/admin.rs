@@ -192,7 +192,12 @@ fn respond(
             });
             text(status, "application/json", format!("{body}\n"))
         }
-        "/metrics" => text(StatusCode::OK, "text/plain; version=0.0.4", handle.render()),
+        "/metrics" => {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                metrics::gauge!(names::ALIVE_TASKS).set(runtime.metrics().num_alive_tasks() as f64);
+            }
+            text(StatusCode::OK, "text/plain; version=0.0.4", handle.render())
+        }
         _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     }
 }

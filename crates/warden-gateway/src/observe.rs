@@ -54,6 +54,9 @@ pub mod names {
     pub const CONFIG_LAST_RELOAD_OK: &str = "warden_config_last_reload_successful";
     /// Gauge: when the configuration in service was put in service (Unix seconds).
     pub const CONFIG_LOADED_AT: &str = "warden_config_last_reload_success_timestamp_seconds";
+    /// Gauge: tasks alive on the gateway's runtime (connections, streams, background work),
+    /// read when `/metrics` is scraped: flat under steady load, growing only with a leak.
+    pub const ALIVE_TASKS: &str = "warden_runtime_alive_tasks";
 }
 
 /// Layer producing [`Observe`].

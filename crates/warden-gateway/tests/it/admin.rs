@@ -148,3 +148,45 @@ fn the_dashboard_shows_documented_metrics_that_the_code_exports() {
         );
     }
 }
+
+/// `warden_runtime_alive_tasks` counts what the runtime holds: 20 idle connections are 20 more
+/// tasks, and closing them gives them back (how a soak tells a leak).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_alive_tasks_gauge_follows_open_connections() {
+    let gw = spawn(BASIC).await;
+    let tasks = || async {
+        let text = get(&gw.admin_url("/metrics")).await.text();
+        text.lines()
+            .find_map(|l| l.strip_prefix("warden_runtime_alive_tasks "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .expect("the gauge")
+    };
+    let before = tasks().await;
+    let mut open = Vec::new();
+    for _ in 0..20 {
+        open.push(
+            tokio::net::TcpStream::connect(gw.addr())
+                .await
+                .expect("connect"),
+        );
+    }
+    let mut during = 0.0;
+    for _ in 0..100 {
+        during = tasks().await;
+        if during >= before + 20.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(during >= before + 20.0, "{before} then {during}");
+    drop(open);
+    let mut after = during;
+    for _ in 0..100 {
+        after = tasks().await;
+        if after < before + 20.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(after < before + 20.0, "{before}, {during}, then {after}");
+}
