@@ -83,10 +83,12 @@ def chart(samples: list, warmup: int, path: Path) -> None:
         ("requests per second", [s["rps"] for s in samples]),
     ]
     for ax, (label, values) in zip(axes.flat, series):
-        ax.plot(t, values, color="#4c72b0")
+        # The first sample has no rate (nothing before it to count from).
+        skip = 1 if label.startswith("requests") else 0
+        ax.plot(t[skip:], values[skip:], color="#4c72b0")
         ax.axvline(warmup / 60, color="#999999", linestyle="--", linewidth=1)
         ax.set_ylabel(label)
-        ax.set_ylim(bottom=0)
+        ax.set_ylim(0, max(values) * 1.15 or 1)
         ax.grid(alpha=0.3)
     for ax in axes[1]:
         ax.set_xlabel("minutes (dashed: end of warm-up)")

@@ -831,6 +831,8 @@ impl Writer {
     /// the queue. At close it waits `CLOSE_GRACE` at most, then gives up what is left (counted
     /// and logged): a limit on every wait. Whether the writer is done.
     fn hold(&mut self, rx: &Receiver<Message>) -> bool {
+        // The queue filling up is what operators watch meanwhile.
+        metrics::gauge!(names::QUEUE_DEPTH).set(self.shared.queued.load(Ordering::Relaxed) as f64);
         std::thread::sleep(RETRY);
         self.check_path();
         if self.write_pending() {
