@@ -674,7 +674,7 @@ impl Writer {
         }
     }
 
-    fn write(&mut self, mut event: AuditEvent) {
+    fn write(&mut self, event: AuditEvent) {
         if self.failing.is_some() {
             // `Overflow::Drop` with a failing target: dropped and counted like a full queue's
             // (never sealed, so the chain holds only what is written).
@@ -684,6 +684,11 @@ impl Writer {
             self.keep(event);
             return;
         }
+        self.seal(event);
+    }
+
+    /// Redacts, seals and queues `event` for the target.
+    fn seal(&mut self, mut event: AuditEvent) {
         if let Some(redactor) = &self.config.redactor {
             redactor.apply(&mut event);
         }
@@ -1001,13 +1006,12 @@ impl Writer {
                 self.out = out;
                 // The new file starts by linking to the old one's last record (after what the
                 // old one did not take).
-                let failing = self.failing.take();
-                self.write(AuditEvent::new(
+                // Never dropped, even while failing: it is the new file's link to the old.
+                self.seal(AuditEvent::new(
                     Action::Reopened,
                     Outcome::Success,
                     Some(reason),
                 ));
-                self.failing = failing;
             }
             Err(e) => self.error("reopen", &e),
         }
@@ -1364,8 +1368,10 @@ mod tests {
         let sink = Arc::new(FileSink::start(config).expect("sink"));
         let producer = {
             let sink = sink.clone();
+            // More than one batch's worth (`WRITE_AT`): the writer cannot take them all before
+            // its first write fails.
             std::thread::spawn(move || {
-                for n in 0..50 {
+                for n in 0..1000 {
                     sink.record(request(n));
                 }
             })
@@ -1384,9 +1390,9 @@ mod tests {
         sink.record(shutdown());
         sink.close();
         assert!(sink.writable());
-        assert_eq!((sink.dropped(), sink.written()), (0, 52));
+        assert_eq!((sink.dropped(), sink.written()), (0, 1002));
         let (text, requests, _) = records(&path);
-        assert_eq!(requests, 50);
+        assert_eq!(requests, 1000);
         // The new file starts with what the full one could not take, then the link record.
         assert_eq!(text.matches("\"reason\":\"file_moved\"").count(), 1);
         assert_eq!(chain::verify([text.as_str()], None).problem, None);
