@@ -500,7 +500,15 @@ impl AuditEvent {
 
     /// Removes every field inside the object at `path`.
     pub(crate) fn clear_inside(&mut self, path: &str) {
-        self.fields.retain(|(p, _)| !is_inside(p, path));
+        // In canonical order what is inside `path` comes right after where `path` sorts.
+        let start = self
+            .fields
+            .partition_point(|(p, _)| path_order(p, path).is_le());
+        let len = self.fields[start..]
+            .iter()
+            .take_while(|(p, _)| is_inside(p, path))
+            .count();
+        self.fields.drain(start..start + len);
     }
 
     /// The field at a dotted path, if set.
@@ -609,43 +617,41 @@ impl AuditEvent {
     /// [`AuditEvent::to_value`]). Returns where the field at `mark` starts, if it is present.
     pub(crate) fn write_canonical(&self, out: &mut Vec<u8>, mark: &str) -> Option<usize> {
         let mut marked = None;
-        // The open objects' names, and whether each has a field written yet.
-        let mut open: Vec<(&str, bool)> = Vec::with_capacity(6);
-        let mut segments: Vec<&str> = Vec::with_capacity(8);
         out.push(b'{');
-        let mut root_written = false;
+        // Fields are in canonical order, so the objects open after one field are its path's
+        // parents: going from one path to the next closes the previous path's objects below
+        // their shared parents and opens the new path's, in one pass over the two paths.
+        let mut previous: &str = "";
         for (path, field) in &self.fields {
-            segments.clear();
-            let mut rest: &str = path;
-            while let Some(dot) = rest.bytes().position(|b| b == b'.') {
-                segments.push(&rest[..dot]);
-                rest = &rest[dot + 1..];
-            }
-            segments.push(rest);
-            let (leaf, parents) = segments.split_last().unwrap_or((&"", &[]));
-            let common = open
-                .iter()
-                .zip(parents.iter())
-                .take_while(|((name, _), part)| name == *part)
-                .count();
-            for _ in common..open.len() {
+            let path: &str = path;
+            let shared = shared_parents(previous, path);
+            for _ in 0..dots(&previous.as_bytes()[shared..]) {
                 out.push(b'}');
             }
-            open.truncate(common);
-            for part in &parents[common..] {
-                separate(out, &mut open, &mut root_written);
-                write_key(out, part);
+            // Something was written in the innermost open object unless this is the first
+            // field; an object opened here is empty until its first field.
+            let mut comma = !previous.is_empty();
+            let mut rest = &path[shared..];
+            while let Some(dot) = rest.bytes().position(|b| b == b'.') {
+                if comma {
+                    out.push(b',');
+                }
+                write_key(out, &rest[..dot]);
                 out.push(b'{');
-                open.push((part, false));
+                comma = false;
+                rest = &rest[dot + 1..];
             }
-            separate(out, &mut open, &mut root_written);
-            if path.as_ref() == mark {
+            if comma {
+                out.push(b',');
+            }
+            if path == mark {
                 marked = Some(out.len());
             }
-            write_key(out, leaf);
+            write_key(out, rest);
             write_field(out, field, &self.buffer);
+            previous = path;
         }
-        for _ in 0..open.len() {
+        for _ in 0..dots(previous.as_bytes()) {
             out.push(b'}');
         }
         out.push(b'}');
@@ -653,16 +659,19 @@ impl AuditEvent {
     }
 }
 
-/// A comma before all but the first field of the innermost open object.
-fn separate(out: &mut Vec<u8>, open: &mut [(&str, bool)], root_written: &mut bool) {
-    let written = match open.last_mut() {
-        Some((_, written)) => written,
-        None => root_written,
-    };
-    if *written {
-        out.push(b',');
-    }
-    *written = true;
+/// The length of the parent objects `a` and `b` share: the bytes up to and including the last
+/// `.` before they first differ.
+fn shared_parents(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let differ = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    b[..differ]
+        .iter()
+        .rposition(|&byte| byte == b'.')
+        .map_or(0, |dot| dot + 1)
+}
+
+fn dots(path: &[u8]) -> usize {
+    path.iter().filter(|&&b| b == b'.').count()
 }
 
 fn write_key(out: &mut Vec<u8>, key: &str) {
@@ -672,7 +681,11 @@ fn write_key(out: &mut Vec<u8>, key: &str) {
 
 /// A JSON string as `serde_json` writes it; most need no escape and are copied as they are.
 fn write_str(out: &mut Vec<u8>, text: &str) {
-    if text.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+    // Without an early exit the check runs over whole vectors of bytes.
+    let plain = text.bytes().fold(true, |plain, b| {
+        plain & (b >= 0x20) & (b != b'"') & (b != b'\\')
+    });
+    if !plain {
         let _ = serde_json::to_writer(&mut *out, text);
         return;
     }
@@ -688,15 +701,15 @@ fn write_field(out: &mut Vec<u8>, field: &Field, buffer: &str) {
             write_str(out, field.text_in(buffer).unwrap_or(""));
         }
         Field::Unsigned(n) => {
-            let _ = serde_json::to_writer(&mut *out, n);
+            out.extend_from_slice(itoa::Buffer::new().format(*n).as_bytes());
         }
         Field::Signed(n) => {
-            let _ = serde_json::to_writer(&mut *out, n);
+            out.extend_from_slice(itoa::Buffer::new().format(*n).as_bytes());
         }
         Field::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
         Field::Tag(tag) => {
             out.push(b'[');
-            let _ = serde_json::to_writer(&mut *out, tag);
+            write_str(out, tag);
             out.push(b']');
         }
         Field::Json(value) => chain::canonical(value, out),
