@@ -15,7 +15,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check { config } => return check(&config),
-        Command::Serve { config } => runtime().and_then(|rt| rt.block_on(serve(&config))),
+        Command::Serve { config } => serve(&config),
         Command::Demo { tls } => runtime().and_then(|rt| rt.block_on(demo(tls))),
         Command::Audit { command } => return audit(command),
         Command::Token { command } => token(*command),
@@ -104,6 +104,15 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// `serve`'s runtime: `server.workers` threads serve connections.
+fn serving_runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
 fn check(path: &std::path::Path) -> ExitCode {
     match config::load(path) {
         Ok(config) => {
@@ -137,7 +146,7 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
 }
 
-async fn serve(path: &std::path::Path) -> anyhow::Result<()> {
+fn serve(path: &std::path::Path) -> anyhow::Result<()> {
     let log = warden_gateway::logbuf::BufferedStdout::start();
     tracing_subscriber::fmt()
         .json()
@@ -147,14 +156,16 @@ async fn serve(path: &std::path::Path) -> anyhow::Result<()> {
         .with_current_span(false)
         .with_writer(log.clone())
         .init();
-    let result = serve_logged(path).await;
+    // The configuration is read before the runtime starts: it says how many workers to run.
+    let result = load_config(path)
+        .and_then(|config| serving_runtime(config.server.workers)?.block_on(serve_logged(config)));
     // Lines still in the buffer go out before the process exits.
     log.flush();
     result
 }
 
-async fn serve_logged(path: &std::path::Path) -> anyhow::Result<()> {
-    let config = load_config(path)?;
+async fn serve_logged(config: config::Config) -> anyhow::Result<()> {
+    tracing::info!(workers = config.server.workers, "serving threads started");
     for warning in &config.warnings {
         tracing::warn!(path = %warning.path, "{}", warning.message);
     }

@@ -453,6 +453,12 @@ fn restart_only(old: &Config, new: &Config) -> Vec<ConfigError> {
             ),
         );
     }
+    if was.workers != now.workers {
+        restart(
+            "server.workers",
+            format!("changed from {} to {}", was.workers, now.workers),
+        );
+    }
     if was.limits.max_connections_per_ip != now.limits.max_connections_per_ip {
         restart("server.limits.max_connections_per_ip", "changed".to_owned());
     }

@@ -41,6 +41,8 @@ pub struct RawServer {
     /// How often the configuration file and every file it names are checked for a change
     /// that triggers a reload (default 10s; `0`: SIGHUP and `warden reload` only).
     pub watch_interval: Option<Scalar>,
+    /// Threads serving connections (default: one per core the process may run on).
+    pub workers: Option<u64>,
 }
 
 /// `server.limits:`
@@ -117,6 +119,8 @@ pub struct Server {
     pub tls: Option<super::tls::Tls>,
     /// How often the configuration's files are checked for a change (`None`: never).
     pub watch_interval: Option<Duration>,
+    /// Threads serving connections (`warden serve`'s runtime; a restart changes it).
+    pub workers: usize,
 }
 
 /// `server.limits:`
@@ -269,7 +273,22 @@ pub fn compile(c: &mut Compiler, raw: &RawServer) -> Server {
             raw.watch_interval.as_ref(),
             secs(10),
         ),
+        workers: compile_workers(c, raw.workers),
     }
+}
+
+/// Most worker threads: far more than any machine's cores, few enough that a typo is caught.
+const MAX_WORKERS: u64 = 1024;
+
+fn compile_workers(c: &mut Compiler, workers: Option<u64>) -> usize {
+    // The cores this process may run on (its CPU affinity and cgroup quota, not the machine's
+    // count): a container limited to 2 CPUs gets 2 workers.
+    let default = std::thread::available_parallelism().map_or(1, usize::from);
+    if workers.is_some_and(|n| n > MAX_WORKERS) {
+        c.error("server.workers", format!("must be at most {MAX_WORKERS}"));
+        return default;
+    }
+    c.count("server.workers", workers, default)
 }
 
 fn compile_client_ip(c: &mut Compiler, raw: &RawServer, networks: Vec<IpNet>) -> TrustedProxies {

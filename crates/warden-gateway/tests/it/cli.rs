@@ -429,3 +429,68 @@ async fn serve_logs_json_without_secrets_and_stops_cleanly_on_sigterm() {
         String::from_utf8_lossy(&verify.stdout)
     );
 }
+
+/// The threads of `pid` with this name (Linux: `/proc/PID/task/*/comm`).
+#[cfg(target_os = "linux")]
+fn threads_named(pid: u32, name: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("tasks")
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.trim_end() == name)
+        .count()
+}
+
+#[tokio::test]
+#[cfg(target_os = "linux")]
+async fn serve_runs_as_many_serving_threads_as_server_workers_says() {
+    let upstream = crate::common::upstream().await;
+    for (workers, setting) in [(1, "workers: 1, "), (3, "workers: 3, ")] {
+        let port = free_port();
+        let admin = free_port();
+        let path = temp_file(
+            &format!("workers-{workers}.yaml"),
+            &format!(
+                "server: {{ {setting}listen: '127.0.0.1:{port}', admin_listen: '127.0.0.1:{admin}' }}\nupstream: {{ url: '{}' }}\nroutes: [{{ path: /echo, auth: none }}]\n",
+                upstream.url()
+            ),
+        );
+        let child = warden()
+            .args(["serve", "--config"])
+            .arg(&path)
+            .stderr(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let child = crate::common::ChildGuard(child);
+        let url = format!("http://127.0.0.1:{port}/echo");
+        let mut served = false;
+        for _ in 0..100 {
+            let req = crate::common::request("GET", &url)
+                .body(warden::body::empty())
+                .expect("request");
+            if let Ok(Ok(response)) =
+                tokio::time::timeout(Duration::from_secs(2), crate::common::client().request(req))
+                    .await
+            {
+                assert_eq!(response.status(), 200);
+                served = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(served, "warden serve never answered");
+        assert_eq!(threads_named(child.0.id(), "tokio-rt-worker"), workers);
+    }
+    // Out of range: refused by check with its path.
+    let path = temp_file(
+        "workers-0.yaml",
+        "server: { workers: 0 }\nupstream: { url: 'http://127.0.0.1:9' }\nroutes: [{ path: /a, auth: none }]\n",
+    );
+    let out = warden().arg("check").arg(&path).output().expect("check");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("server.workers: must be at least 1"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -265,9 +265,17 @@ async fn refused_reloads_keep_the_running_configuration_and_name_every_problem()
         &files.path,
         &files.listen.to_string(),
         &unused_addr().to_string(),
-    );
+    )
+    .replace("watch_interval: 0", "watch_interval: 0\n  workers: 7");
     write_atomically(&files.path, &moved);
     let error = gw.gateway.reload().await.expect_err("restart only");
+    let default_workers = std::thread::available_parallelism().map_or(1, usize::from);
+    assert!(
+        error
+            .to_string()
+            .contains(&format!("server.workers: changed from {default_workers} to 7")),
+        "{error}"
+    );
     assert!(
         error
             .to_string()
