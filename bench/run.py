@@ -53,10 +53,35 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
     raise RuntimeError(f"nothing listening on {port} after {timeout}s")
 
 
-def start(cmd, env=None, cwd=None, log=None) -> subprocess.Popen:
+def cpu_split():
+    """(cores for the load generator and the upstream, cores for the server under test), or
+    None when not pinned. BENCH_PIN=0 turns pinning off; with one core there is nothing to split.
+    The server gets the upper half of the cores this process may use: on 2 cores, wrk and the
+    upstream share core 0 and the server has core 1 to itself, so its CPU figures do not depend
+    on where the scheduler put the load generator."""
+    cores = sorted(os.sched_getaffinity(0))
+    if os.environ.get("BENCH_PIN", "1") == "0" or len(cores) < 2:
+        return None
+    half = len(cores) // 2
+    return cores[:half], cores[half:]
+
+
+PIN = cpu_split()
+
+
+def pinned(cmd, cores):
+    if PIN is None:
+        return cmd
+    return ["taskset", "-c", ",".join(map(str, cores))] + list(cmd)
+
+
+def start(cmd, env=None, cwd=None, log=None, load=False) -> subprocess.Popen:
+    """Starts a server (pinned to the server's cores; load=True: the load side's)."""
     full_env = dict(os.environ)
     full_env.update(env or {})
     out = open(log, "wb") if log else subprocess.DEVNULL
+    if PIN is not None:
+        cmd = pinned(cmd, PIN[0] if load else PIN[1])
     return subprocess.Popen(
         cmd, env=full_env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
     )
@@ -124,8 +149,8 @@ def wrk(url: str, connections: int, seconds: int, headers: dict) -> dict:
     env["BENCH_CONNECTION"] = headers.get("connection", "")
     threads = min(2, connections)
     out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s",
-         "-s", str(BENCH / "wrk" / "report.lua"), url],
+        pinned(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s",
+                "-s", str(BENCH / "wrk" / "report.lua"), url], PIN[0] if PIN else []),
         env=env, capture_output=True, text=True, check=True,
     ).stdout
     line = next((l for l in out.splitlines() if l.startswith("WRK_JSON ")), None)
@@ -173,7 +198,9 @@ class Setup:
             check=True, capture_output=True, text=True,
         ).stdout.strip()
         self.upstream_port = free_port()
-        upstream = start([str(RELEASE / "examples" / "bench_upstream"), f"127.0.0.1:{self.upstream_port}"])
+        # The upstream is part of the test bench, not the server under test: on the load side.
+        upstream = start([str(RELEASE / "examples" / "bench_upstream"), f"127.0.0.1:{self.upstream_port}"],
+                         load=True)
         self.procs.append(upstream)
         wait_port(self.upstream_port, upstream)
         # The TLS scenarios' certificate (localhost and 127.0.0.1, self-signed).
@@ -185,7 +212,7 @@ class Setup:
         }
         self.redis_port = free_port()
         redis = start(["redis-server", "--bind", "127.0.0.1", "--port", str(self.redis_port),
-                       "--save", "", "--appendonly", "no"])
+                       "--save", "", "--appendonly", "no"], load=True)
         self.procs.append(redis)
         wait_port(self.redis_port, redis)
 
@@ -230,6 +257,12 @@ def scenarios(setup: Setup):
     def full_cached():
         return warden(setup, "full.yaml", {})
 
+    def full_one_worker():
+        return warden(setup, "full.yaml", {"WARDEN_SERVER__WORKERS": "1"})
+
+    def passthrough_one_worker():
+        return warden(setup, "passthrough.yaml", {"WARDEN_SERVER__WORKERS": "1"})
+
     def full_uncached():
         return warden(setup, "full.yaml", {"WARDEN_AUTH__TOKEN_CACHE": "0"})
 
@@ -244,12 +277,13 @@ def scenarios(setup: Setup):
     def full_redis():
         return warden(setup, "full.yaml", {"BENCH_RATE_STORE": f"redis://127.0.0.1:{setup.redis_port}"})
 
-    def nginx():
+    def nginx(workers="auto"):
         prefix = setup.work / "nginx"
         prefix.mkdir(exist_ok=True)
         port = free_port()
         conf = (BENCH / "peers" / "nginx.conf.template").read_text()
         conf = conf.replace("@PREFIX@", str(prefix)).replace("@LISTEN@", f"127.0.0.1:{port}")
+        conf = conf.replace("@WORKERS@", workers)
         conf = conf.replace("@UPSTREAM@", f"127.0.0.1:{setup.upstream_port}")
         (prefix / "nginx.conf").write_text(conf)
         binary = "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else "nginx"
@@ -276,7 +310,9 @@ def scenarios(setup: Setup):
     return [
         ("direct", "the upstream alone (the machine's limit)", direct, {}),
         ("warden-passthrough", "Warden, no auth, no limits", passthrough, {}),
+        ("warden-passthrough-1w", "the same, one worker thread", passthrough_one_worker, {}),
         ("warden-full", "Warden: RS256 JWT (cached), RBAC, memory rate limit, CORS, headers", full_cached, auth),
+        ("warden-full-1w", "the same, one worker thread", full_one_worker, auth),
         ("warden-full-uncached", "the same, JWT verified on every request", full_uncached, auth),
         ("warden-full-redis", "the same (JWT cached), rate limit in Redis", full_redis, auth),
         ("warden-full-audit", "the same (JWT cached), every request in a hash-chained audit file", full_audit, auth),
@@ -285,7 +321,8 @@ def scenarios(setup: Setup):
          {**auth, "connection": "close"}),
         ("warden-full-tls-newconn", "the same over TLS, a new connection and full handshake per request",
          full_tls, {**auth, "connection": "close"}, "https"),
-        ("nginx", "nginx plain reverse proxy, no security features", nginx, {}),
+        ("nginx", "nginx plain reverse proxy, no security features (worker_processes auto)", nginx, {}),
+        ("nginx-1w", "the same, worker_processes 1", lambda: nginx("1"), {}),
         ("fastapi", "FastAPI in-app: PyJWT RS256, RBAC, slowapi, CORS, headers (uvicorn, 2 workers)", fastapi, auth),
         ("express", "Express proxy: jose RS256, RBAC, express-rate-limit, helmet, cors, http-proxy-middleware", express, auth),
     ]
@@ -332,6 +369,20 @@ def run_scenario(name, starter, headers, args, scheme="http", tls=None) -> dict:
             stop(proc)
 
 
+def merge_rounds(runs: list) -> dict:
+    """One scenario's rounds: the median of each figure, and every round's CPU and req/s."""
+    merged = {}
+    for key, value in runs[0].items():
+        if isinstance(value, (int, float)) and value is not None:
+            merged[key] = statistics.median(r[key] for r in runs)
+        else:
+            merged[key] = value
+    merged["rounds"] = len(runs)
+    merged["rps_rounds"] = [r["rps"] for r in runs]
+    merged["cpu_rounds"] = [r["cpu_s_per_10k"] for r in runs]
+    return merged
+
+
 def versions() -> dict:
     def out(cmd):
         """First line a command prints about itself (some print to stderr)."""
@@ -358,9 +409,12 @@ def versions() -> dict:
 
 def table(results: dict, args) -> str:
     direct = results.get("direct", {}).get("rps")
+    pin = (f"load generator and upstream on cores {','.join(map(str, PIN[0]))}, servers on "
+           f"{','.join(map(str, PIN[1]))}" if PIN else "not pinned")
     lines = [
-        f"{args.connections} connections, {args.reps} × {args.duration} s per scenario (median shown); "
-        f"moderate load: {args.moderate} connections.",
+        f"{args.connections} connections, {args.reps} × {args.duration} s per scenario (median shown)"
+        + (f", {args.rounds} alternating rounds (median of rounds)" if args.rounds > 1 else "")
+        + f"; moderate load: {args.moderate} connections; {pin}.",
         "",
         "| scenario | req/s | vs direct | p50 ms | p99 ms | p99.9 ms | p99 ms at moderate load | CPU s / 10k req | peak RSS MB |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -380,7 +434,7 @@ def table(results: dict, args) -> str:
     if "rps" in warden:
         lines += ["", "Warden full pipeline (JWT cached) compared with each peer:", "",
                   "| peer | Warden req/s ÷ peer req/s | peer p99 ÷ Warden p99 |", "|---|---|---|"]
-        for peer in ("nginx", "fastapi", "express"):
+        for peer in ("nginx", "nginx-1w", "fastapi", "express"):
             r = results.get(peer, {})
             if "rps" in r:
                 lines.append(f"| {peer} | {warden['rps'] / r['rps']:.2f} | {r['p99_ms'] / warden['p99_ms']:.2f} |")
@@ -414,6 +468,9 @@ def main() -> int:
     parser.add_argument("--moderate", type=int, default=int(os.environ.get("BENCH_MODERATE", 4)))
     parser.add_argument("--duration", type=int, default=int(os.environ.get("BENCH_DURATION", 8)))
     parser.add_argument("--reps", type=int, default=int(os.environ.get("BENCH_REPS", 3)))
+    parser.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", 1)),
+                        help="run the scenarios this many times, alternating (A/B comparisons); "
+                             "each figure is the median of the rounds")
     parser.add_argument("--only", default="", help="comma-separated scenario names")
     parser.add_argument("--out", default=str(BENCH / "results"))
     args = parser.parse_args()
@@ -426,18 +483,24 @@ def main() -> int:
         setup = Setup(Path(tmp))
         try:
             tls = ssl.create_default_context(cafile=str(setup.tls_dir / "cert.pem"))
-            for name, description, starter, headers, *scheme in scenarios(setup):
-                if only and name not in only:
-                    continue
-                print(f"== {name}: {description}", flush=True)
-                try:
-                    results[name] = run_scenario(name, starter, headers, args, *scheme, tls=tls)
-                    r = results[name]
-                    print(f"   {r['rps']:,.0f} req/s  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  "
-                          f"p99.9 {r['p999_ms']:.2f} ms", flush=True)
-                except Exception as exc:  # one broken peer must not lose the others' numbers
-                    results[name] = {"error": str(exc)[:200]}
-                    print(f"   failed: {exc}", flush=True)
+            rounds = {}
+            for round_ in range(args.rounds):
+                for name, description, starter, headers, *scheme in scenarios(setup):
+                    if only and name not in only:
+                        continue
+                    print(f"== {name}: {description}" + (f" (round {round_ + 1})" if args.rounds > 1 else ""),
+                          flush=True)
+                    try:
+                        r = run_scenario(name, starter, headers, args, *scheme, tls=tls)
+                        rounds.setdefault(name, []).append(r)
+                        print(f"   {r['rps']:,.0f} req/s  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  "
+                              f"p99.9 {r['p999_ms']:.2f} ms  CPU {r['cpu_s_per_10k'] or 0:.2f} s/10k", flush=True)
+                    except Exception as exc:  # one broken peer must not lose the others' numbers
+                        results[name] = {"error": str(exc)[:200]}
+                        print(f"   failed: {exc}", flush=True)
+            for name, runs in rounds.items():
+                if "error" not in results.get(name, {}):
+                    results[name] = merge_rounds(runs)
         finally:
             setup.close()
 

@@ -6,6 +6,11 @@
 #   bash bench/run.sh                      # defaults: 64 connections, 3 × 8 s per scenario
 #   BENCH_DURATION=15 BENCH_REPS=5 bash bench/run.sh
 #   bash bench/run.sh --only direct,warden-full   # a subset of scenarios
+#   BENCH_ROUNDS=3 bash bench/run.sh --only warden-full,warden-full-audit   # alternating A/B
+#   BENCH_WARDEN=path/to/other/warden bash bench/run.sh ...   # another build of Warden
+#
+# Where there are at least 2 cores, the servers run on the upper half of them and the load
+# generator (wrk) and the benchmark upstream on the lower half (BENCH_PIN=0: not pinned).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +20,7 @@ sudo_cmd=""
 # System packages: the load generator (wrk), nginx, redis-server, Node.js for the Express peer.
 packages=()
 command -v wrk >/dev/null 2>&1 || packages+=(wrk)
+command -v taskset >/dev/null 2>&1 || packages+=(util-linux)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || packages+=(nginx-light)
 command -v redis-server >/dev/null 2>&1 || packages+=(redis-server)
 if ! command -v python3 >/dev/null 2>&1; then

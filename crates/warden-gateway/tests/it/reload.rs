@@ -271,9 +271,9 @@ async fn refused_reloads_keep_the_running_configuration_and_name_every_problem()
     let error = gw.gateway.reload().await.expect_err("restart only");
     let default_workers = std::thread::available_parallelism().map_or(1, usize::from);
     assert!(
-        error
-            .to_string()
-            .contains(&format!("server.workers: changed from {default_workers} to 7")),
+        error.to_string().contains(&format!(
+            "server.workers: changed from {default_workers} to 7"
+        )),
         "{error}"
     );
     assert!(
