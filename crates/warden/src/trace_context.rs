@@ -14,10 +14,11 @@ pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 /// Vendor-specific trace state, valid only with its `traceparent`.
 pub static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
-/// A request's trace context, in its request extensions.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A request's trace context, in its request extensions: its trace id, kept inline (the
+/// header itself stays in the request's headers; copying the id costs no allocation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TraceContext {
-    header: HeaderValue,
+    trace: [u8; 32],
 }
 
 impl TraceContext {
@@ -48,21 +49,27 @@ impl TraceContext {
             && hex(flags)
             // Version 00 is exactly this long; later versions may add fields after a dash.
             && (bytes.len() == 55 || (version != b"00" && bytes[55] == b'-'));
-        well_formed.then(|| TraceContext {
-            header: value.clone(),
-        })
+        well_formed.then(|| TraceContext::of_id(trace))
     }
 
-    /// A new context: random trace and parent ids, sampled.
-    pub fn generate() -> TraceContext {
-        let trace = uuid::Uuid::new_v4().simple().to_string();
-        let parent = &uuid::Uuid::new_v4().simple().to_string()[..16];
-        let text = format!("00-{trace}-{parent}-01");
-        TraceContext {
-            header: HeaderValue::from_str(&text).unwrap_or_else(|_| {
-                HeaderValue::from_static("00-00000000000000000000000000000001-0000000000000001-01")
-            }),
-        }
+    fn of_id(id: &[u8]) -> TraceContext {
+        let mut trace = [0u8; 32];
+        trace.copy_from_slice(id);
+        TraceContext { trace }
+    }
+
+    /// A new context (random trace and parent ids, sampled) and its `traceparent` value.
+    pub fn generate() -> (TraceContext, HeaderValue) {
+        // Written in place: the header's bytes are the only allocation.
+        let mut text = *b"00-00000000000000000000000000000000-0000000000000000-01";
+        uuid::Uuid::new_v4().simple().encode_lower(&mut text[3..35]);
+        let mut parent = [0u8; 32];
+        uuid::Uuid::new_v4().simple().encode_lower(&mut parent);
+        text[36..52].copy_from_slice(&parent[..16]);
+        let header = HeaderValue::from_bytes(&text).unwrap_or_else(|_| {
+            HeaderValue::from_static("00-00000000000000000000000000000001-0000000000000001-01")
+        });
+        (TraceContext::of_id(&text[3..35]), header)
     }
 
     /// Keeps the request's context if it is well formed, else replaces it (and drops its
@@ -74,9 +81,9 @@ impl TraceContext {
         match incoming.filter(|_| single) {
             Some(context) => context,
             None => {
-                let context = TraceContext::generate();
+                let (context, header) = TraceContext::generate();
                 headers.remove(&TRACESTATE);
-                headers.insert(TRACEPARENT.clone(), context.header.clone());
+                headers.insert(TRACEPARENT.clone(), header);
                 context
             }
         }
@@ -84,8 +91,8 @@ impl TraceContext {
 
     /// The trace id (32 lowercase hex digits).
     pub fn trace_id(&self) -> &str {
-        // Validated or generated as ASCII.
-        self.header.to_str().map_or("", |t| &t[3..35])
+        // Validated or generated as lowercase hex.
+        std::str::from_utf8(&self.trace).unwrap_or("")
     }
 }
 
