@@ -373,7 +373,7 @@ def merge_rounds(runs: list) -> dict:
     """One scenario's rounds: the median of each figure, and every round's CPU and req/s."""
     merged = {}
     for key, value in runs[0].items():
-        if isinstance(value, (int, float)) and value is not None:
+        if isinstance(value, (int, float)):
             merged[key] = statistics.median(r[key] for r in runs)
         else:
             merged[key] = value

@@ -97,15 +97,13 @@ async fn admin_request(
         .with_context(|| format!("no answer within {} s", within.as_secs()))?
 }
 
+/// The commands' runtime: one worker per core.
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
+    runtime_with(std::thread::available_parallelism().map_or(1, usize::from))
 }
 
-/// `serve`'s runtime: `server.workers` threads serve connections.
-fn serving_runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+/// A runtime of `workers` threads (`serve`: `server.workers`).
+fn runtime_with(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .enable_all()
@@ -158,7 +156,7 @@ fn serve(path: &std::path::Path) -> anyhow::Result<()> {
         .init();
     // The configuration is read before the runtime starts: it says how many workers to run.
     let result = load_config(path)
-        .and_then(|config| serving_runtime(config.server.workers)?.block_on(serve_logged(config)));
+        .and_then(|config| runtime_with(config.server.workers)?.block_on(serve_logged(config)));
     // Lines still in the buffer go out before the process exits.
     log.flush();
     result

@@ -186,12 +186,7 @@ impl Gateway {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64()),
         );
-        tracing::info!(
-            %addr,
-            %admin_addr,
-            config_sha256 = %fingerprint,
-            "warden listening"
-        );
+        tracing::info!(%addr, %admin_addr, config_sha256 = %fingerprint, "warden listening");
         if let Some(sink) = &audit {
             let mut event = AuditEvent::new(Action::Startup, Outcome::Success, None);
             event

@@ -198,6 +198,24 @@ fn free_port() -> u16 {
     crate::common::unused_addr().port()
 }
 
+/// Sends `request()` until a started `warden serve` answers (100 tries, 100 ms apart); its
+/// first answer must be 200.
+async fn first_answer_is_200(request: impl Fn() -> http::Request<warden::body::Body>) {
+    for _ in 0..100 {
+        if let Ok(Ok(response)) = tokio::time::timeout(
+            Duration::from_secs(2),
+            crate::common::client().request(request()),
+        )
+        .await
+        {
+            assert_eq!(response.status(), 200);
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("warden serve never answered");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_logs_json_without_secrets_and_stops_cleanly_on_sigterm() {
     let upstream = crate::common::upstream().await;
@@ -234,25 +252,16 @@ async fn serve_logs_json_without_secrets_and_stops_cleanly_on_sigterm() {
         .spawn()
         .expect("spawn");
     let url = format!("http://127.0.0.1:{port}/echo?token=query-secret");
-    let mut served = false;
-    for _ in 0..100 {
-        let req = crate::common::request("GET", &url)
+    first_answer_is_200(|| {
+        crate::common::request("GET", &url)
             .header("authorization", "Bearer header-secret-token")
             .header("cookie", "session=cookie-secret")
             // Behind a trusted proxy: the log must name the client it vouches for.
             .header("x-forwarded-for", "203.0.113.77")
             .body(warden::body::empty())
-            .expect("request");
-        if let Ok(Ok(response)) =
-            tokio::time::timeout(Duration::from_secs(2), crate::common::client().request(req)).await
-        {
-            assert_eq!(response.status(), 200);
-            served = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(served, "warden serve never answered");
+            .expect("request")
+    })
+    .await;
     // Refused tokens are logged by reason, never by value.
     let now = warden_gateway::token::now_unix();
     let forged = key
@@ -463,22 +472,12 @@ async fn serve_runs_as_many_serving_threads_as_server_workers_says() {
             .expect("spawn");
         let child = crate::common::ChildGuard(child);
         let url = format!("http://127.0.0.1:{port}/echo");
-        let mut served = false;
-        for _ in 0..100 {
-            let req = crate::common::request("GET", &url)
+        first_answer_is_200(|| {
+            crate::common::request("GET", &url)
                 .body(warden::body::empty())
-                .expect("request");
-            if let Ok(Ok(response)) =
-                tokio::time::timeout(Duration::from_secs(2), crate::common::client().request(req))
-                    .await
-            {
-                assert_eq!(response.status(), 200);
-                served = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert!(served, "warden serve never answered");
+                .expect("request")
+        })
+        .await;
         assert_eq!(threads_named(child.0.id(), "tokio-rt-worker"), workers);
     }
     // Out of range: refused by check with its path.
