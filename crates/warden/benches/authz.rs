@@ -79,14 +79,25 @@ fn bench(c: &mut Criterion) {
         "api_authz.rego".to_owned(),
         include_str!("../../../examples/policies/api_authz.rego").to_owned(),
     )];
-    let policy = warden::authz::rego::RegoPolicy::compile(
-        &modules,
-        None,
-        "data.api.authz.allow",
-        Some("data.api.authz.reasons"),
-        std::time::Duration::from_millis(50),
-    )
-    .expect("policy");
+    use warden::authz::rego::{EngineChoice, RegoPolicy, Rules, from_json};
+    let compile = |choice| {
+        RegoPolicy::compile(
+            &modules,
+            None,
+            Rules {
+                allow: "data.api.authz.allow",
+                reasons: Some("data.api.authz.reasons"),
+                tier: None,
+            },
+            std::time::Duration::from_millis(50),
+            choice,
+        )
+        .expect("policy")
+    };
+    let (vm, interpreter) = (
+        compile(EngineChoice::Vm),
+        compile(EngineChoice::Interpreter),
+    );
     let input = |roles: &[&str], method: &str, tenant: &str| {
         serde_json::json!({
             "token": { "subject": "alice", "tenant_id": "acme", "roles": roles, "scopes": [], "method": "jwt", "claims": {} },
@@ -96,13 +107,26 @@ fn bench(c: &mut Criterion) {
     };
     let allowed = input(&["user"], "GET", "acme");
     let denied = input(&["viewer"], "DELETE", "globex");
+    // The input as the gateway builds it: policy values, converted once per request.
     let mut group = c.benchmark_group("rego_example_policy");
-    group.bench_function("allow", |b| {
-        b.iter(|| policy.evaluate(black_box(&allowed)).expect("eval").allowed)
-    });
-    group.bench_function("deny_with_reasons", |b| {
-        b.iter(|| policy.evaluate(black_box(&denied)).expect("eval").allowed)
-    });
+    for (name, policy) in [("vm", &vm), ("interpreter", &interpreter)] {
+        group.bench_function(format!("{name}/allow"), |b| {
+            b.iter(|| {
+                policy
+                    .evaluate(from_json(black_box(&allowed)))
+                    .expect("eval")
+                    .allowed
+            })
+        });
+        group.bench_function(format!("{name}/deny_with_reasons"), |b| {
+            b.iter(|| {
+                policy
+                    .evaluate(from_json(black_box(&denied)))
+                    .expect("eval")
+                    .allowed
+            })
+        });
+    }
     group.finish();
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use http::HeaderName;
 use serde::Deserialize;
 use warden::authz::rbac::RoleTable;
-use warden::authz::rego::RegoPolicy;
+use warden::authz::rego::{EngineChoice, RegoPolicy, Rules};
 
 use super::toolkit::{Compiler, Scalar};
 
@@ -44,6 +44,9 @@ pub struct RawPolicy {
     pub headers: Vec<String>,
     /// Evaluation time limit (default 50ms).
     pub timeout: Option<Scalar>,
+    /// `vm` (the default: regorus's virtual machine where the policy compiles to it) or
+    /// `interpreter`.
+    pub engine: Option<String>,
 }
 
 /// Compiles `authz.roles` and `authz.role_hierarchy`.
@@ -113,25 +116,40 @@ pub fn compile_policy(c: &mut Compiler, raw: Option<&RawPolicy>) -> Option<Polic
         raw.timeout.as_ref(),
         Duration::from_millis(50),
     );
+    let choice = match raw.engine.as_deref() {
+        None | Some("vm") => EngineChoice::Vm,
+        Some("interpreter") => EngineChoice::Interpreter,
+        Some(other) => {
+            c.error(
+                "authz.policy.engine",
+                format!("{other:?} is not an engine: vm or interpreter"),
+            );
+            EngineChoice::Vm
+        }
+    };
     if c.failed_since(before) {
         return None;
     }
-    let compiled = RegoPolicy::compile(
-        &modules,
-        data.as_ref(),
-        &allow,
-        raw.reasons.as_deref(),
-        timeout,
-    )
-    .and_then(|policy| match &raw.tier {
-        Some(rule) => policy.with_tier_rule(&modules, data.as_ref(), rule, timeout),
-        None => Ok(policy),
-    });
-    match compiled {
-        Ok(policy) => Some(PolicyConfig {
-            policy: Arc::new(policy),
-            headers,
-        }),
+    let rules = Rules {
+        allow: &allow,
+        reasons: raw.reasons.as_deref(),
+        tier: raw.tier.as_deref(),
+    };
+    match RegoPolicy::compile(&modules, data.as_ref(), rules, timeout, choice) {
+        Ok(policy) => {
+            if let (EngineChoice::Vm, Some(why)) = (choice, policy.interpreted_because()) {
+                c.warn(
+                    "authz.policy",
+                    format!(
+                        "runs on the interpreter (slower): the virtual machine refused it: {why}"
+                    ),
+                );
+            }
+            Some(PolicyConfig {
+                policy: Arc::new(policy),
+                headers,
+            })
+        }
         Err(e) => {
             c.error("authz.policy", e.to_string());
             None

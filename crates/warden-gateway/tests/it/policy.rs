@@ -15,6 +15,10 @@ fn examples() -> std::path::PathBuf {
 }
 
 fn yaml(policy_file: &str, routes: &str) -> String {
+    yaml_on(policy_file, routes, "vm")
+}
+
+fn yaml_on(policy_file: &str, routes: &str, engine: &str) -> String {
     format!(
         r#"
 auth:
@@ -26,6 +30,7 @@ authz:
     allow: data.api.authz.allow
     reasons: data.api.authz.reasons
     timeout: 50ms
+    engine: {engine}
 routes:
 {routes}
 "#
@@ -42,13 +47,31 @@ const ROUTES: &str = r#"
 "#;
 
 async fn gateway(policy_file: &str, routes: &str) -> TestGateway {
+    gateway_on(policy_file, routes, "vm").await
+}
+
+/// A gateway whose policy runs on `engine`, which the test asserts the routes really got.
+async fn gateway_on(policy_file: &str, routes: &str, engine: &str) -> TestGateway {
     let upstream = upstream().await;
     let config = config_with_env(
-        &yaml(policy_file, routes),
+        &yaml_on(policy_file, routes, engine),
         &upstream.url(),
         &[("POLICY_SECRET", SECRET)],
     )
     .unwrap_or_else(|e| panic!("{e}"));
+    let engines: Vec<&str> = config
+        .routes
+        .iter()
+        .flat_map(|r| &r.requirements)
+        .filter_map(|req| match req {
+            warden::authz::Requirement::Policy(check) => Some(check.policy.engine()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        !engines.is_empty() && engines.iter().all(|e| *e == engine),
+        "{engines:?}"
+    );
     spawn_config(config, upstream).await
 }
 
@@ -71,9 +94,15 @@ async fn call(gw: &TestGateway, method: &str, path: &str, token: &str) -> Reply 
 }
 
 #[tokio::test]
-async fn the_example_policy_decides_and_keeps_its_reasons_private() {
+async fn the_example_policy_decides_and_keeps_its_reasons_private_on_either_engine() {
+    for engine in ["vm", "interpreter"] {
+        the_example_policy_decides_on(engine).await;
+    }
+}
+
+async fn the_example_policy_decides_on(engine: &str) {
     let policy = examples().join("api_authz.rego");
-    let gw = gateway(&policy.display().to_string(), ROUTES).await;
+    let gw = gateway_on(&policy.display().to_string(), ROUTES, engine).await;
     let viewer = token(&["viewer"], "acme");
     let admin = token(&["admin"], "acme");
     let cases: &[(&str, &str, &str, u16)] = &[
@@ -95,7 +124,7 @@ async fn the_example_policy_decides_and_keeps_its_reasons_private() {
         assert_eq!(
             reply.status.as_u16(),
             *expected,
-            "{method} {path}: {}",
+            "{engine}: {method} {path}: {}",
             reply.text()
         );
         if *expected == 403 {
@@ -153,6 +182,84 @@ reasons contains "never" if false
     assert!(gw.upstream.requests().is_empty());
 }
 
+#[tokio::test]
+async fn a_policy_the_vm_refuses_runs_on_the_interpreter_with_a_warning() {
+    let dir = temp_dir("policy-with");
+    let file = dir.join("with.rego");
+    // `with` is not compiled by the virtual machine (yet): the policy still loads, and decides.
+    std::fs::write(
+        &file,
+        "package api.authz\nimport rego.v1\ndefault allow := false\nallow if inner with data.q as 1\ninner if data.q == 1\nreasons contains \"never\" if false\n",
+    )
+    .expect("write");
+    let text = yaml_on(
+        &file.display().to_string(),
+        "  - { path: /api/v1/agents, methods: [GET] }\n",
+        "vm",
+    );
+    let config = config_with_env(&text, "http://127.0.0.1:1", &[("POLICY_SECRET", SECRET)])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let warnings: Vec<String> = config.warnings.iter().map(|w| w.to_string()).collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with("authz.policy: runs on the interpreter") && w.contains("with")),
+        "{warnings:?}"
+    );
+    let gw = gateway_on(
+        &file.display().to_string(),
+        "  - { path: /api/v1/agents, methods: [GET] }\n",
+        "interpreter",
+    )
+    .await;
+    let reply = call(&gw, "GET", "/api/v1/agents", &token(&["viewer"], "acme")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+}
+
+#[tokio::test]
+async fn the_policy_tier_rule_chooses_the_rate_limit_on_either_engine() {
+    let dir = temp_dir("policy-tier");
+    let file = dir.join("tier.rego");
+    std::fs::write(
+        &file,
+        "package api.authz\nimport rego.v1\ndefault allow := false\nallow if input.token.subject != \"\"\ntier := \"premium\" if \"vip\" in input.token.roles\nreasons contains \"no subject\" if not allow\n",
+    )
+    .expect("write");
+    for engine in ["vm", "interpreter"] {
+        let text = yaml_on(
+            &file.display().to_string(),
+            "  - { path: /api/v1/agents, methods: [GET] }\nrate_limits:\n  default: { limit: 1, per: 1m, key: identity }\n  tiers:\n    premium: { limit: 3, per: 1m, roles: [nobody-holds-this] }\n",
+            engine,
+        )
+        .replace("    timeout: 50ms\n", "    timeout: 50ms\n    tier: data.api.authz.tier\n");
+        let upstream = upstream().await;
+        let config = config_with_env(&text, &upstream.url(), &[("POLICY_SECRET", SECRET)])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let gw = spawn_config(config, upstream).await;
+        let vip = token(&["vip"], "acme");
+        for _ in 0..3 {
+            let reply = call(&gw, "GET", "/api/v1/agents", &vip).await;
+            assert_eq!(reply.status, 200, "{engine}");
+            assert_eq!(
+                reply.header("ratelimit-policy"),
+                Some("\"premium\";q=3;w=60"),
+                "{engine}"
+            );
+        }
+        call(&gw, "GET", "/api/v1/agents", &vip)
+            .await
+            .assert_problem(429);
+        // Without the role, the policy names no tier: the default limit applies.
+        let plain = token(&["viewer"], "acme");
+        let reply = call(&gw, "GET", "/api/v1/agents", &plain).await;
+        assert_eq!(
+            reply.header("ratelimit-policy"),
+            Some("\"default\";q=1;w=60"),
+            "{engine}"
+        );
+    }
+}
+
 #[test]
 fn broken_policies_are_config_errors_with_file_and_line() {
     let dir = temp_dir("policy-broken");
@@ -182,6 +289,18 @@ fn broken_policies_are_config_errors_with_file_and_line() {
     .to_string();
     assert!(
         errors.contains("authz.policy.file: cannot read"),
+        "{errors}"
+    );
+    let policy = examples().join("api_authz.rego");
+    let errors = config_with_env(
+        &yaml_on(&policy.display().to_string(), "  - { path: /a }\n", "wasm"),
+        "http://127.0.0.1:1",
+        &[("POLICY_SECRET", SECRET)],
+    )
+    .expect_err("unknown engine")
+    .to_string();
+    assert!(
+        errors.contains("authz.policy.engine: \"wasm\" is not an engine: vm or interpreter"),
         "{errors}"
     );
 }

@@ -64,60 +64,92 @@ pub struct PolicyCheck {
 
 #[cfg(feature = "rego")]
 impl PolicyCheck {
-    /// The input document: the caller, the request, the resource.
-    pub fn input(&self, who: &Identity, parts: &http::request::Parts) -> serde_json::Value {
+    /// The input document: the caller, the request, the resource, built directly as policy
+    /// values.
+    pub fn input(&self, who: &Identity, parts: &http::request::Parts) -> rego::Value {
+        use rego::Value;
+        use std::collections::BTreeMap;
+        let strings = |items: &[String]| -> Value {
+            Value::from(
+                items
+                    .iter()
+                    .map(|s| Value::from(s.as_str()))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let text = |s: Option<&str>| s.map_or(Value::Null, Value::from);
+        let object = |fields: Vec<(&str, Value)>| -> Value {
+            Value::from(
+                fields
+                    .into_iter()
+                    .map(|(k, v)| (Value::from(k), v))
+                    .collect::<BTreeMap<_, _>>(),
+            )
+        };
         let route = parts.extensions.get::<MatchedRoute>();
-        let params: serde_json::Map<String, serde_json::Value> = route
+        let params: BTreeMap<Value, Value> = route
             .map(|r| {
                 r.params
                     .iter()
-                    .map(|(k, v)| (k.clone(), v.clone().into()))
+                    .map(|(k, v)| (Value::from(k.as_str()), Value::from(v.as_str())))
                     .collect()
             })
             .unwrap_or_default();
-        let headers: serde_json::Map<String, serde_json::Value> = self
+        let headers: BTreeMap<Value, Value> = self
             .headers
             .iter()
             .filter_map(|name| {
                 let value = parts.headers.get(name)?.to_str().ok()?;
-                Some((name.as_str().to_owned(), value.into()))
+                Some((Value::from(name.as_str()), Value::from(value)))
             })
             .collect();
         // What the body rules extracted, when the route has them (they run before authorization).
         let body = parts
             .extensions
             .get::<Arc<crate::body::format::ExtractedBody>>()
-            .map(|b| {
-                serde_json::json!({
-                    "model": b.model,
-                    "provider": b.provider,
-                    "max_output_tokens": b.max_output_tokens,
-                    "stream": b.stream,
-                })
+            .map_or(Value::Null, |b| {
+                object(vec![
+                    ("model", text(b.model.as_deref())),
+                    ("provider", text(b.provider.as_deref())),
+                    (
+                        "max_output_tokens",
+                        b.max_output_tokens.map_or(Value::Null, Value::from),
+                    ),
+                    ("stream", Value::Bool(b.stream)),
+                ])
             });
         let resource_tenant = self
             .tenant_param
             .as_deref()
             .and_then(|param| route.and_then(|r| r.param(param)));
-        serde_json::json!({
-            "token": {
-                "subject": who.subject,
-                "tenant_id": who.tenant,
-                "roles": who.roles,
-                "scopes": who.scopes,
-                "method": who.method.as_str(),
-                "claims": *who.claims,
-            },
-            "request": {
-                "method": parts.method.as_str(),
-                "path": parts.uri.path(),
-                "route": route.map(|r| r.name.to_string()),
-                "params": params,
-                "headers": headers,
-                "body": body,
-            },
-            "resource": { "tenant_id": resource_tenant },
-        })
+        object(vec![
+            (
+                "token",
+                object(vec![
+                    ("subject", Value::from(who.subject.as_str())),
+                    ("tenant_id", text(who.tenant.as_deref())),
+                    ("roles", strings(&who.roles)),
+                    ("scopes", strings(&who.scopes)),
+                    ("method", Value::from(who.method.as_str())),
+                    ("claims", rego::from_json_object(&who.claims)),
+                ]),
+            ),
+            (
+                "request",
+                object(vec![
+                    ("method", Value::from(parts.method.as_str())),
+                    ("path", Value::from(parts.uri.path())),
+                    ("route", text(route.map(|r| &*r.name))),
+                    ("params", Value::from(params)),
+                    ("headers", Value::from(headers)),
+                    ("body", body),
+                ]),
+            ),
+            (
+                "resource",
+                object(vec![("tenant_id", text(resource_tenant))]),
+            ),
+        ])
     }
 }
 
@@ -220,7 +252,7 @@ impl RouteAuthorizer {
                 #[cfg(feature = "rego")]
                 Requirement::Policy(check) => {
                     let started = std::time::Instant::now();
-                    let verdict = check.policy.evaluate(&check.input(who, parts));
+                    let verdict = check.policy.evaluate(check.input(who, parts));
                     let micros = started.elapsed().as_micros() as u64;
                     match verdict {
                         Ok(v) if v.allowed => {

@@ -1,17 +1,27 @@
-//! Policy as code: Rego (the OPA language) through the regorus interpreter.
+//! Policy as code: Rego (the OPA language) through regorus, in the authorization layer (after
+//! authentication, with the route's other requirements).
 //!
 //! Modules and data are parsed and compiled once, at configuration load (a syntax error is a
-//! configuration error naming the file and line). Each request evaluates the compiled `allow`
-//! rule against an input document describing the caller, the request and the resource; the
-//! optional `reasons` rule explains a denial in the logs and audit trail, never to the client.
-//! Anything but `allow == true` denies; an evaluation error (or the time limit) denies too.
+//! configuration error naming the file and line). The rules — `allow`, and the optional `reasons`
+//! and `tier` — are then compiled to one program for regorus's virtual machine (the RVM); a
+//! policy using what the RVM does not support yet (regorus refuses it at compile time) runs on
+//! the tree-walking interpreter instead, and `authz.policy.engine: interpreter` chooses it
+//! outright. Each request evaluates `allow` on an input document built directly as regorus
+//! values (no JSON text in between); a machine is taken from a small pool and given back, so an
+//! evaluation allocates little more than its input. `reasons` explains a denial in the logs and
+//! audit trail, never to the client. Anything but `allow == true` denies; an evaluation error
+//! (or the time limit) denies too.
 
 use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use regorus::languages::rego::compiler::Compiler;
+use regorus::rvm::{Program, RegoVM};
 use regorus::utils::limits::ExecutionTimerConfig;
-use regorus::{CompiledPolicy, Engine, Value};
+use regorus::{CompiledPolicy, Engine};
+
+pub use regorus::Value;
 
 /// Why a policy could not be loaded or evaluated.
 #[derive(Debug, thiserror::Error)]
@@ -28,17 +38,42 @@ pub enum RegoError {
     Eval(String),
 }
 
-/// A compiled policy: the `allow` rule and, optionally, the `reasons` rule.
-#[derive(Clone)]
+/// Which evaluator runs a policy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EngineChoice {
+    /// The RVM when the policy compiles to it, else the interpreter.
+    #[default]
+    Vm,
+    /// Always the interpreter.
+    Interpreter,
+}
+
+/// The rules a policy is evaluated through.
+#[derive(Clone, Copy, Debug)]
+pub struct Rules<'a> {
+    /// The deciding rule, e.g. `data.api.authz.allow`.
+    pub allow: &'a str,
+    /// A set or array of strings explaining a denial.
+    pub reasons: Option<&'a str>,
+    /// A string naming a rate-limit tier for allowed requests.
+    pub tier: Option<&'a str>,
+}
+
+/// A compiled policy.
 pub struct RegoPolicy {
     allow: Arc<CompiledPolicy>,
     reasons: Option<Arc<CompiledPolicy>>,
     tier: Option<Arc<CompiledPolicy>>,
+    vm: Option<Machines>,
+    /// Why the RVM does not run this policy (`None` when it does).
+    interpreted: Option<String>,
 }
 
 impl std::fmt::Debug for RegoPolicy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RegoPolicy").finish_non_exhaustive()
+        f.debug_struct("RegoPolicy")
+            .field("engine", &self.engine())
+            .finish_non_exhaustive()
     }
 }
 
@@ -53,9 +88,77 @@ pub struct Verdict {
     pub tier: Option<String>,
 }
 
+/// Idle machines kept for reuse: enough for every worker thread evaluating at once, no more.
+const IDLE_MACHINES: usize = 64;
+/// Instructions between two reads of the clock for the time limit.
+const TIMER_CHECK_EVERY: NonZeroU32 = match NonZeroU32::new(64) {
+    Some(n) => n,
+    None => NonZeroU32::MIN,
+};
+
+/// The RVM program of a policy's rules and the machines that run it. Entry points are, in
+/// order: `allow`, then `reasons` and `tier` when the policy has them.
+struct Machines {
+    program: Arc<Program>,
+    /// For default rules (`default allow := false`).
+    policy: CompiledPolicy,
+    data: Value,
+    limit: Duration,
+    reasons: Option<usize>,
+    tier: Option<usize>,
+    idle: Mutex<Vec<RegoVM>>,
+}
+
+impl Machines {
+    fn machine(&self) -> Result<RegoVM, RegoError> {
+        if let Some(vm) = self.idle.lock().ok().and_then(|mut idle| idle.pop()) {
+            return Ok(vm);
+        }
+        let mut vm = RegoVM::new_with_policy(self.policy.clone());
+        vm.load_program(self.program.clone());
+        vm.set_data(self.data.clone())
+            .map_err(|e| RegoError::Data(e.to_string()))?;
+        // The time limit bounds an evaluation; the instruction count would only refuse large
+        // but legitimate data walks (its default is 25,000).
+        vm.set_max_instructions(usize::MAX);
+        vm.set_execution_timer_config(Some(ExecutionTimerConfig {
+            limit: self.limit,
+            check_interval: TIMER_CHECK_EVERY,
+        }));
+        Ok(vm)
+    }
+
+    fn evaluate(&self, input: Value) -> Result<Verdict, RegoError> {
+        let mut vm = self.machine()?;
+        vm.set_input(input);
+        let verdict = decide(|rule| {
+            let entry = match rule {
+                Rule::Allow => 0,
+                Rule::Reasons => self.reasons?,
+                Rule::Tier => self.tier?,
+            };
+            Some(
+                vm.execute_entry_point_by_index(entry)
+                    .map_err(|e| RegoError::Eval(e.to_string())),
+            )
+        });
+        // A machine that failed (the time limit, an error) is not reused; one that worked goes
+        // back without the request's input.
+        if verdict.is_ok() {
+            vm.set_input(Value::Null);
+            if let Ok(mut idle) = self.idle.lock()
+                && idle.len() < IDLE_MACHINES
+            {
+                idle.push(vm);
+            }
+        }
+        verdict
+    }
+}
+
 fn engine(
     modules: &[(String, String)],
-    data: Option<&serde_json::Value>,
+    data: Option<&Value>,
     limit: Duration,
 ) -> Result<Engine, RegoError> {
     let mut engine = Engine::new();
@@ -69,10 +172,8 @@ fn engine(
             .map_err(|e| RegoError::Compile(e.to_string()))?;
     }
     if let Some(data) = data {
-        let value =
-            Value::from_json_str(&data.to_string()).map_err(|e| RegoError::Data(e.to_string()))?;
         engine
-            .add_data(value)
+            .add_data(data.clone())
             .map_err(|e| RegoError::Data(e.to_string()))?;
     }
     Ok(engine)
@@ -86,10 +187,9 @@ pub fn eval_bool_rule(
     rule: &str,
     input: &serde_json::Value,
 ) -> Result<bool, RegoError> {
-    let mut engine = engine(modules, data, Duration::from_secs(5))?;
-    let input =
-        Value::from_json_str(&input.to_string()).map_err(|e| RegoError::Eval(e.to_string()))?;
-    engine.set_input(input);
+    let data = data.map(from_json);
+    let mut engine = engine(modules, data.as_ref(), Duration::from_secs(5))?;
+    engine.set_input(from_json(input));
     let value = engine
         .eval_rule(rule.to_owned())
         .map_err(|e| RegoError::Eval(e.to_string()))?;
@@ -97,14 +197,14 @@ pub fn eval_bool_rule(
 }
 
 impl RegoPolicy {
-    /// Parses and compiles `modules` (path, source) with `data`, for the rule paths `allow`
-    /// (e.g. `data.api.authz.allow`) and `reasons`. Evaluations stop after `limit`.
+    /// Parses and compiles `modules` (path, source) with `data` for `rules`, on the evaluator
+    /// `choice` says. Evaluations stop after `limit`.
     pub fn compile(
         modules: &[(String, String)],
         data: Option<&serde_json::Value>,
-        allow: &str,
-        reasons: Option<&str>,
+        rules: Rules<'_>,
         limit: Duration,
+        choice: EngineChoice,
     ) -> Result<Self, RegoError> {
         // Compiled policies evaluate on fresh engines that only see the process-wide fallback
         // limit, so set it too (the tightest limit configured in this process applies).
@@ -117,64 +217,145 @@ impl RegoPolicy {
         if tighter {
             regorus::utils::limits::set_fallback_execution_timer_config(Some(config));
         }
+        let data = data.map(from_json);
         let compile_rule = |rule: &str| -> Result<Arc<CompiledPolicy>, RegoError> {
-            let mut engine = engine(modules, data, limit)?;
+            let mut engine = engine(modules, data.as_ref(), limit)?;
             let compiled = engine
                 .compile_with_entrypoint(&rule.into())
                 .map_err(|e| RegoError::Compile(format!("{rule}: {e}")))?;
             Ok(Arc::new(compiled))
         };
-        Ok(RegoPolicy {
-            allow: compile_rule(allow)?,
-            reasons: reasons.map(compile_rule).transpose()?,
-            tier: None,
-        })
+        let allow = compile_rule(rules.allow)?;
+        let mut policy = RegoPolicy {
+            reasons: rules.reasons.map(compile_rule).transpose()?,
+            tier: rules.tier.map(compile_rule).transpose()?,
+            allow,
+            vm: None,
+            interpreted: Some("authz.policy.engine is interpreter".into()),
+        };
+        if choice == EngineChoice::Vm {
+            let mut entries = vec![rules.allow];
+            let reasons = rules.reasons.map(|rule| {
+                entries.push(rule);
+                entries.len() - 1
+            });
+            let tier = rules.tier.map(|rule| {
+                entries.push(rule);
+                entries.len() - 1
+            });
+            match Compiler::compile_from_policy(&policy.allow, &entries) {
+                Ok(program) => {
+                    policy.vm = Some(Machines {
+                        program,
+                        policy: (*policy.allow).clone(),
+                        data: data.unwrap_or_else(Value::new_object),
+                        limit,
+                        reasons,
+                        tier,
+                        idle: Mutex::new(Vec::new()),
+                    });
+                    policy.interpreted = None;
+                }
+                Err(e) => policy.interpreted = Some(e.to_string()),
+            }
+        }
+        Ok(policy)
     }
 
-    /// Also evaluates `rule` (e.g. `data.api.authz.tier`) on allowed requests; a string result
-    /// names the rate-limit tier for the request.
-    pub fn with_tier_rule(
-        mut self,
-        modules: &[(String, String)],
-        data: Option<&serde_json::Value>,
-        rule: &str,
-        limit: Duration,
-    ) -> Result<Self, RegoError> {
-        let mut engine = engine(modules, data, limit)?;
-        let compiled = engine
-            .compile_with_entrypoint(&rule.into())
-            .map_err(|e| RegoError::Compile(format!("{rule}: {e}")))?;
-        self.tier = Some(Arc::new(compiled));
-        Ok(self)
+    /// `"vm"` or `"interpreter"`: which evaluator runs this policy.
+    pub fn engine(&self) -> &'static str {
+        if self.vm.is_some() {
+            "vm"
+        } else {
+            "interpreter"
+        }
     }
 
-    /// Evaluates the policy for `input`.
-    pub fn evaluate(&self, input: &serde_json::Value) -> Result<Verdict, RegoError> {
-        let input =
-            Value::from_json_str(&input.to_string()).map_err(|e| RegoError::Eval(e.to_string()))?;
-        let allowed = self
-            .allow
-            .eval_with_input(input.clone())
-            .map_err(|e| RegoError::Eval(e.to_string()))?
-            == Value::Bool(true);
-        let eval = |rule: &CompiledPolicy| {
-            rule.eval_with_input(input.clone())
-                .map_err(|e| RegoError::Eval(e.to_string()))
-        };
-        let reasons = match (&self.reasons, allowed) {
-            (Some(rule), false) => strings(&eval(rule)?),
-            _ => Vec::new(),
-        };
-        let tier = match (&self.tier, allowed) {
-            (Some(rule), true) => eval(rule)?.as_string().ok().map(|s| s.to_string()),
-            _ => None,
-        };
-        Ok(Verdict {
-            allowed,
-            reasons,
-            tier,
+    /// Why the interpreter runs this policy (`None` on the RVM): what the RVM refused.
+    pub fn interpreted_because(&self) -> Option<&str> {
+        self.interpreted.as_deref()
+    }
+
+    /// Evaluates the policy for `input` (built with [`Value`]'s constructors or [`from_json`]).
+    pub fn evaluate(&self, input: Value) -> Result<Verdict, RegoError> {
+        if let Some(vm) = &self.vm {
+            return vm.evaluate(input);
+        }
+        decide(|rule| {
+            let compiled = match rule {
+                Rule::Allow => &self.allow,
+                Rule::Reasons => self.reasons.as_ref()?,
+                Rule::Tier => self.tier.as_ref()?,
+            };
+            Some(
+                compiled
+                    .eval_with_input(input.clone())
+                    .map_err(|e| RegoError::Eval(e.to_string())),
+            )
         })
     }
+}
+
+/// The rules of a verdict.
+#[derive(Clone, Copy)]
+enum Rule {
+    Allow,
+    Reasons,
+    Tier,
+}
+
+/// Evaluates `allow`, then `reasons` on denial or `tier` on allow, through `run` (`None`: the
+/// policy has no such rule).
+fn decide(
+    mut run: impl FnMut(Rule) -> Option<Result<Value, RegoError>>,
+) -> Result<Verdict, RegoError> {
+    let allowed = run(Rule::Allow).transpose()? == Some(Value::Bool(true));
+    let mut verdict = Verdict {
+        allowed,
+        reasons: Vec::new(),
+        tier: None,
+    };
+    if allowed {
+        verdict.tier = run(Rule::Tier)
+            .transpose()?
+            .and_then(|v| v.as_string().ok().map(|s| s.to_string()));
+    } else if let Some(reasons) = run(Rule::Reasons).transpose()? {
+        verdict.reasons = strings(&reasons);
+    }
+    Ok(verdict)
+}
+
+/// A JSON value as a regorus value, converted directly (no JSON text in between).
+pub fn from_json(value: &serde_json::Value) -> Value {
+    match value {
+        serde_json::Value::Null => Value::Null,
+        serde_json::Value::Bool(b) => Value::Bool(*b),
+        serde_json::Value::Number(n) => {
+            if let Some(u) = n.as_u64() {
+                Value::from(u)
+            } else if let Some(i) = n.as_i64() {
+                Value::from(i)
+            } else if let Some(f) = n.as_f64() {
+                Value::from(f)
+            } else {
+                Value::from_json_str(&n.to_string()).unwrap_or(Value::Undefined)
+            }
+        }
+        serde_json::Value::String(s) => Value::from(s.as_str()),
+        serde_json::Value::Array(items) => {
+            Value::from(items.iter().map(from_json).collect::<Vec<_>>())
+        }
+        serde_json::Value::Object(map) => from_json_object(map),
+    }
+}
+
+/// A JSON object as a regorus object (see [`from_json`]).
+pub fn from_json_object(map: &serde_json::Map<String, serde_json::Value>) -> Value {
+    Value::from(
+        map.iter()
+            .map(|(k, v)| (Value::from(k.as_str()), from_json(v)))
+            .collect::<std::collections::BTreeMap<_, _>>(),
+    )
 }
 
 /// Strings from a set or array value (other values are ignored).
@@ -220,50 +401,160 @@ reasons contains msg if {
 tier := "premium" if "admin" in input.token.roles
 "#;
 
-    fn input(roles: &[&str], method: &str, path: &str) -> serde_json::Value {
-        serde_json::json!({
+    const RULES: Rules<'static> = Rules {
+        allow: "data.api.authz.allow",
+        reasons: Some("data.api.authz.reasons"),
+        tier: Some("data.api.authz.tier"),
+    };
+
+    fn input(roles: &[&str], method: &str, path: &str) -> Value {
+        from_json(&serde_json::json!({
             "token": { "subject": "alice", "roles": roles },
             "request": { "method": method, "path": path },
-        })
+        }))
+    }
+
+    fn both(modules: &[(String, String)], data: Option<&serde_json::Value>) -> [RegoPolicy; 2] {
+        let compile = |choice| {
+            RegoPolicy::compile(modules, data, RULES, Duration::from_millis(100), choice)
+                .expect("compiles")
+        };
+        let vm = compile(EngineChoice::Vm);
+        assert_eq!(vm.engine(), "vm", "{:?}", vm.interpreted_because());
+        let interpreter = compile(EngineChoice::Interpreter);
+        assert_eq!(interpreter.engine(), "interpreter");
+        [vm, interpreter]
     }
 
     #[test]
-    fn opa_style_policies_run_unchanged() {
-        let policy = RegoPolicy::compile(
-            &[("api_authz.rego".into(), POLICY.into())],
-            None,
-            "data.api.authz.allow",
-            Some("data.api.authz.reasons"),
-            Duration::from_millis(100),
-        )
-        .expect("compiles");
+    fn opa_style_policies_run_unchanged_on_the_vm_and_the_interpreter_alike() {
+        for policy in both(&[("api_authz.rego".into(), POLICY.into())], None) {
+            let engine = policy.engine();
+            let admin = policy
+                .evaluate(input(&["admin"], "DELETE", "/admin/x"))
+                .expect("eval");
+            assert!(admin.allowed, "{engine}");
+            assert_eq!(admin.tier.as_deref(), Some("premium"), "{engine}");
+            let user = policy
+                .evaluate(input(&["user"], "GET", "/agents"))
+                .expect("eval");
+            assert_eq!((user.allowed, user.tier), (true, None), "{engine}");
+            let denied = policy
+                .evaluate(input(&["user"], "GET", "/admin/x"))
+                .expect("eval");
+            assert!(!denied.allowed, "{engine}");
+            assert_eq!(
+                denied.reasons,
+                vec!["alice may not GET /admin/x".to_owned()],
+                "{engine}"
+            );
+            assert!(
+                !policy.evaluate(Value::new_object()).expect("eval").allowed,
+                "{engine}: undefined input denies"
+            );
+            // A reused machine holds nothing of the previous request: the same call again
+            // decides the same, and a denial after an allow does not see the allow's cache.
+            for _ in 0..3 {
+                assert!(
+                    policy
+                        .evaluate(input(&["admin"], "GET", "/admin/x"))
+                        .expect("eval")
+                        .allowed
+                );
+                assert!(
+                    !policy
+                        .evaluate(input(&["viewer"], "GET", "/admin/x"))
+                        .expect("eval")
+                        .allowed
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_shipped_example_policy_decides_alike_on_both_evaluators() {
+        let modules = [(
+            "api_authz.rego".to_owned(),
+            include_str!("../../../../examples/policies/api_authz.rego").to_owned(),
+        )];
+        let rules = Rules {
+            tier: None,
+            ..RULES
+        };
+        let compile = |choice| {
+            RegoPolicy::compile(&modules, None, rules, Duration::from_millis(100), choice)
+                .expect("compiles")
+        };
+        let (vm, interpreter) = (
+            compile(EngineChoice::Vm),
+            compile(EngineChoice::Interpreter),
+        );
+        assert_eq!(vm.engine(), "vm", "{:?}", vm.interpreted_because());
+        let mut denials = 0;
+        for roles in [
+            &["viewer"][..],
+            &["user"],
+            &["admin"],
+            &[],
+            &["viewer", "user"],
+        ] {
+            for method in ["GET", "POST", "DELETE"] {
+                for (path, tenant) in [
+                    ("/api/v1/tenants/acme/agents", "acme"),
+                    ("/api/v1/tenants/globex/agents", "globex"),
+                    ("/api/v1/admin/keys", "acme"),
+                ] {
+                    let input = from_json(&serde_json::json!({
+                        "token": { "subject": "alice", "tenant_id": "acme", "roles": roles, "scopes": [], "method": "jwt", "claims": { "exp": 1_900_000_000u64, "nested": { "f": 1.5 } } },
+                        "request": { "method": method, "path": path, "route": "r", "params": { "tenant_id": tenant }, "headers": {}, "body": null },
+                        "resource": { "tenant_id": tenant },
+                    }));
+                    let a = vm.evaluate(input.clone()).expect("vm");
+                    let mut b = interpreter.evaluate(input).expect("interpreter");
+                    let mut sorted = a.reasons.clone();
+                    sorted.sort();
+                    b.reasons.sort();
+                    assert_eq!(
+                        (a.allowed, &sorted),
+                        (b.allowed, &b.reasons),
+                        "{roles:?} {method} {path}"
+                    );
+                    denials += usize::from(!a.allowed);
+                }
+            }
+        }
         assert!(
-            policy
-                .evaluate(&input(&["admin"], "DELETE", "/admin/x"))
-                .expect("eval")
-                .allowed
+            denials > 10 && denials < 45,
+            "{denials} of 45 denied: both outcomes covered"
         );
-        assert!(
-            policy
-                .evaluate(&input(&["user"], "GET", "/agents"))
-                .expect("eval")
-                .allowed
-        );
-        let denied = policy
-            .evaluate(&input(&["user"], "GET", "/admin/x"))
-            .expect("eval");
-        assert!(!denied.allowed);
-        assert_eq!(
-            denied.reasons,
-            vec!["alice may not GET /admin/x".to_owned()]
-        );
-        assert!(
-            !policy
-                .evaluate(&serde_json::json!({}))
-                .expect("eval")
-                .allowed,
-            "undefined input denies"
-        );
+    }
+
+    #[test]
+    fn the_time_limit_stops_an_evaluation_on_both_evaluators() {
+        let slow = "package api.authz\nimport rego.v1\ndefault allow := false\nallow if {\n  count([x | some x in numbers.range(1, 3000); some y in numbers.range(1, 3000); x == y + 7000]) > 0\n}\n";
+        for choice in [EngineChoice::Vm, EngineChoice::Interpreter] {
+            let policy = RegoPolicy::compile(
+                &[("slow.rego".into(), slow.into())],
+                None,
+                Rules {
+                    allow: "data.api.authz.allow",
+                    reasons: None,
+                    tier: None,
+                },
+                Duration::from_millis(20),
+                choice,
+            )
+            .expect("compiles");
+            let started = std::time::Instant::now();
+            let err = policy.evaluate(Value::new_object()).expect_err("times out");
+            assert!(
+                err.to_string().to_lowercase().contains("time limit"),
+                "{}: {err}",
+                policy.engine()
+            );
+            // No timing assertion beyond "it stopped": 9M iterations would take seconds.
+            assert!(started.elapsed() < Duration::from_secs(5));
+        }
     }
 
     #[test]
@@ -272,9 +563,13 @@ tier := "premium" if "admin" in input.token.roles
         let err = RegoPolicy::compile(
             &[("broken.rego".into(), broken.into())],
             None,
-            "data.x.allow",
-            None,
+            Rules {
+                allow: "data.x.allow",
+                reasons: None,
+                tier: None,
+            },
             Duration::from_millis(100),
+            EngineChoice::Vm,
         )
         .expect_err("syntax error");
         let text = err.to_string();
@@ -283,18 +578,22 @@ tier := "premium" if "admin" in input.token.roles
 
     #[test]
     fn data_documents_are_visible_to_policies() {
-        let policy = "package api.authz\nimport rego.v1\ndefault allow := false\nallow if input.token.subject in data.operators\n";
+        let policy = "package api.authz\nimport rego.v1\ndefault allow := false\nallow if input.token.subject in data.operators\nreasons contains \"no\" if not allow\ntier := \"t\" if allow\n";
         let data = serde_json::json!({ "operators": ["alice"] });
-        let compiled = RegoPolicy::compile(
-            &[("ops.rego".into(), policy.into())],
-            Some(&data),
-            "data.api.authz.allow",
-            None,
-            Duration::from_millis(100),
-        )
-        .expect("compiles");
-        let who = |subject: &str| serde_json::json!({ "token": { "subject": subject } });
-        assert!(compiled.evaluate(&who("alice")).expect("eval").allowed);
-        assert!(!compiled.evaluate(&who("mallory")).expect("eval").allowed);
+        for compiled in both(&[("ops.rego".into(), policy.into())], Some(&data)) {
+            let who =
+                |subject: &str| from_json(&serde_json::json!({ "token": { "subject": subject } }));
+            assert!(compiled.evaluate(who("alice")).expect("eval").allowed);
+            assert!(!compiled.evaluate(who("mallory")).expect("eval").allowed);
+        }
+    }
+
+    #[test]
+    fn json_values_convert_exactly() {
+        let json = serde_json::json!({ "a": [1, -2, 2.5, "x", null, true], "b": { "c": 18446744073709551615u64 } });
+        assert_eq!(
+            from_json(&json),
+            Value::from_json_str(&json.to_string()).expect("parses")
+        );
     }
 }
