@@ -29,6 +29,7 @@ use warden::rejection::Outcome;
 use warden::request_id::RequestId;
 use warden::trace_context::TraceContext;
 
+use warden::metric_handles::Handles;
 use warden::routing::RouteName;
 
 use crate::proxy::UpstreamFailure;
@@ -92,13 +93,25 @@ fn status_label(status: u16) -> metrics::SharedString {
 pub struct ObserveLayer {
     audit: Option<Arc<dyn AuditSink>>,
     redactor: Option<Arc<Redactor>>,
+    metrics: Arc<RequestMetrics>,
+}
+
+/// The request metrics' handles, by route (`None`: unmatched), status and outcome.
+#[derive(Debug, Default)]
+struct RequestMetrics {
+    requests: Handles<(Option<Arc<str>>, u16, &'static str), metrics::Counter>,
+    durations: Handles<Option<Arc<str>>, metrics::Histogram>,
 }
 
 impl ObserveLayer {
     /// Logs and counts every request, and records it in `audit` if given; the access log's path
     /// is masked by `redactor` as the trail's is.
     pub fn new(audit: Option<Arc<dyn AuditSink>>, redactor: Option<Arc<Redactor>>) -> ObserveLayer {
-        ObserveLayer { audit, redactor }
+        ObserveLayer {
+            audit,
+            redactor,
+            metrics: Arc::default(),
+        }
     }
 }
 
@@ -109,6 +122,7 @@ impl<S> Layer<S> for ObserveLayer {
             inner,
             audit: self.audit.clone(),
             redactor: self.redactor.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -119,6 +133,7 @@ pub struct Observe<S> {
     inner: S,
     audit: Option<Arc<dyn AuditSink>>,
     redactor: Option<Arc<Redactor>>,
+    metrics: Arc<RequestMetrics>,
 }
 
 impl<S> Service<Request<Body>> for Observe<S>
@@ -141,6 +156,7 @@ where
             started_at: SystemTime::now(),
             audit: self.audit.clone(),
             redactor: self.redactor.clone(),
+            metrics: self.metrics.clone(),
             method: req.method().clone(),
             // A `Uri` clone shares its bytes: no allocation on the hot path.
             uri: req.uri().clone(),
@@ -161,6 +177,7 @@ struct Record {
     started_at: SystemTime,
     audit: Option<Arc<dyn AuditSink>>,
     redactor: Option<Arc<Redactor>>,
+    metrics: Arc<RequestMetrics>,
     method: Method,
     uri: http::Uri,
     request_id: Option<RequestId>,
@@ -324,19 +341,32 @@ impl Record {
             None if self.preflight => Outcome::Preflight.as_str(),
             None => Outcome::Forwarded.as_str(),
         };
-        let route: metrics::SharedString = match response.extensions().get::<RouteName>() {
-            Some(RouteName(name)) => name.clone().into(),
+        let name = response
+            .extensions()
+            .get::<RouteName>()
+            .map(|r| r.0.clone());
+        let route: metrics::SharedString = match &name {
+            Some(name) => name.clone().into(),
             None => "unmatched".into(),
         };
         let status = response.status().as_u16();
-        metrics::counter!(
-            names::REQUESTS,
-            "route" => route.clone(),
-            "status" => status_label(status),
-            "outcome" => outcome
-        )
-        .increment(1);
-        metrics::histogram!(names::DURATION, "route" => route.clone())
+        self.metrics
+            .requests
+            .get((name.clone(), status, outcome), || {
+                metrics::counter!(
+                    names::REQUESTS,
+                    "route" => route.clone(),
+                    "status" => status_label(status),
+                    "outcome" => outcome
+                )
+            })
+            .increment(1);
+        self.metrics
+            .durations
+            .get(
+                name,
+                || metrics::histogram!(names::DURATION, "route" => route.clone()),
+            )
             .record(elapsed.as_secs_f64());
         // What the content guards found (guard, rule, JSON pointer; never the text).
         let findings = response.extensions().get::<GuardFindings>();

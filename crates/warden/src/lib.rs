@@ -66,6 +66,7 @@ pub mod headers;
 pub mod identity;
 pub mod identity_headers;
 pub mod limit;
+pub mod metric_handles;
 pub mod overload;
 pub mod ratelimit;
 pub mod rejection;

@@ -65,9 +65,23 @@ pub mod names {
     pub const RESULTS: &str = "warden_authn_results_total";
 }
 
-fn count(method: Option<AuthMethod>, result: &'static str, reason: &'static str) {
-    let method = method.map_or("none", AuthMethod::as_str);
-    metrics::counter!(names::RESULTS, "method" => method, "result" => result, "reason" => reason)
+/// `warden_authn_results_total` handles by method, result and reason.
+type ResultCounters = crate::metric_handles::Handles<
+    (Option<AuthMethod>, &'static str, &'static str),
+    metrics::Counter,
+>;
+
+fn count(
+    counters: &ResultCounters,
+    method: Option<AuthMethod>,
+    result: &'static str,
+    reason: &'static str,
+) {
+    counters
+        .get((method, result, reason), || {
+            let method = method.map_or("none", AuthMethod::as_str);
+            metrics::counter!(names::RESULTS, "method" => method, "result" => result, "reason" => reason)
+        })
         .increment(1);
 }
 
@@ -209,6 +223,7 @@ fn rejection_for(error: &AuthnError) -> Rejection {
 pub struct AuthnLayer {
     chain: Arc<[Arc<dyn Authenticator>]>,
     forward_credentials: bool,
+    counters: Arc<ResultCounters>,
 }
 
 impl AuthnLayer {
@@ -217,6 +232,7 @@ impl AuthnLayer {
         AuthnLayer {
             chain: chain.into(),
             forward_credentials: false,
+            counters: Arc::default(),
         }
     }
 
@@ -302,23 +318,28 @@ async fn authenticate(
                 // which caller is this? Refuse rather than pick one.
                 Some(first) if first.subject != identity.subject => {
                     let error = AuthnError::Ambiguous("credentials for different subjects");
-                    count(None, "failure", error.code());
+                    count(&layer.counters, None, "failure", error.code());
                     return Err((rejection_for(&error), Some(error)));
                 }
                 Some(_) => {}
             },
             Ok(None) => continue,
             Err(error) => {
-                count(authenticator.method(), "failure", error.code());
+                count(
+                    &layer.counters,
+                    authenticator.method(),
+                    "failure",
+                    error.code(),
+                );
                 return Err((rejection_for(&error), Some(error)));
             }
         }
     }
     let Some(identity) = accepted else {
-        count(None, "missing", "");
+        count(&layer.counters, None, "missing", "");
         return Err((Rejection::unauthenticated(), None));
     };
-    count(Some(identity.method), "success", "");
+    count(&layer.counters, Some(identity.method), "success", "");
     if !(layer.forward_credentials || identity.forward_credentials) {
         // Every authenticator strips its own kind: no credential of any kind travels upstream.
         for authenticator in layer.chain.iter() {

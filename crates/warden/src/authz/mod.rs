@@ -312,13 +312,19 @@ fn tenant_matches(who: &Identity, value: Option<&str>, source: &str) -> Result<(
 #[derive(Clone, Debug)]
 pub struct AuthzLayer {
     authorizer: Arc<RouteAuthorizer>,
+    decisions: Arc<DecisionCounters>,
 }
+
+/// `warden_authz_decisions_total` handles by decision and rule.
+type DecisionCounters =
+    crate::metric_handles::Handles<(&'static str, &'static str), metrics::Counter>;
 
 impl AuthzLayer {
     /// Enforces `authorizer`.
     pub fn new(authorizer: RouteAuthorizer) -> Self {
         AuthzLayer {
             authorizer: Arc::new(authorizer),
+            decisions: Arc::default(),
         }
     }
 }
@@ -329,6 +335,7 @@ impl<S> Layer<S> for AuthzLayer {
         Authz {
             inner,
             authorizer: self.authorizer.clone(),
+            decisions: self.decisions.clone(),
         }
     }
 }
@@ -338,6 +345,18 @@ impl<S> Layer<S> for AuthzLayer {
 pub struct Authz<S> {
     inner: S,
     authorizer: Arc<RouteAuthorizer>,
+    decisions: Arc<DecisionCounters>,
+}
+
+impl<S> Authz<S> {
+    fn count(&self, decision: &'static str, rule: &'static str) {
+        self.decisions
+            .get(
+                (decision, rule),
+                || metrics::counter!(names::DECISIONS, "decision" => decision, "rule" => rule),
+            )
+            .increment(1);
+    }
 }
 
 impl<S> Service<Request<Body>> for Authz<S>
@@ -364,8 +383,7 @@ where
         };
         match verdict {
             Ok(grant) => {
-                metrics::counter!(names::DECISIONS, "decision" => "allow", "rule" => "")
-                    .increment(1);
+                self.count("allow", "");
                 if let Some(tier) = grant.tier {
                     parts.extensions.insert(RateLimitTier(tier));
                 }
@@ -380,8 +398,7 @@ where
                     reason = %denied.reason,
                     "request denied"
                 );
-                metrics::counter!(names::DECISIONS, "decision" => "deny", "rule" => denied.rule)
-                    .increment(1);
+                self.count("deny", denied.rule);
                 let mut response =
                     Rejection::new(RejectionKind::Forbidden).into_response(request_id);
                 response.extensions_mut().insert(denied);

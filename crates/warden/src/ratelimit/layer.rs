@@ -187,6 +187,8 @@ struct Prepared {
     policy: Option<HeaderValue>,
     /// `X-RateLimit-Limit`.
     quota: HeaderValue,
+    /// `warden_ratelimit_decisions_total` handles by decision.
+    decisions: crate::metric_handles::Handles<&'static str, metrics::Counter>,
 }
 
 impl Prepared {
@@ -203,7 +205,16 @@ impl Prepared {
             quota: HeaderValue::from(reported),
             label: Arc::from(limit.name.as_str()),
             limit,
+            decisions: Default::default(),
         }
+    }
+
+    fn count(&self, decision: &'static str) {
+        self.decisions
+            .get(decision, || {
+                metrics::counter!(names::DECISIONS, "limit" => metrics::SharedString::from(self.label.clone()), "decision" => decision)
+            })
+            .increment(1);
     }
 }
 
@@ -298,10 +309,7 @@ where
             let limit = &prepared.limit;
             let key = limit.key(&parts);
             let request_id = parts.extensions.get::<RequestId>().cloned();
-            let decision = |decision: &'static str| {
-                metrics::counter!(names::DECISIONS, "limit" => metrics::SharedString::from(prepared.label.clone()), "decision" => decision)
-                    .increment(1);
-            };
+            let decision = |decision: &'static str| prepared.count(decision);
             let verdict = match layer.store.hit(&key, &limit.quota, 1).await {
                 Ok(verdict) => verdict,
                 Err(error) => {
