@@ -53,7 +53,7 @@ fn bench(c: &mut Criterion) {
         "roles": ["viewer", "user"], "scope": "read:agent write:agent", "tenant_id": "acme",
     });
     let found = Found {
-        token: String::new(),
+        token: "",
         source: CredentialSource::AuthorizationHeader,
     };
 

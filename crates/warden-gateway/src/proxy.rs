@@ -148,9 +148,28 @@ impl IdentityHeaders {
         if let Some(tenant) = &identity.tenant {
             set(&self.tenant, tenant);
         }
-        set(&self.roles, &identity.roles.join(","));
-        set(&self.scopes, &identity.scopes.join(" "));
-        set(&self.method, identity.method.as_str());
+        // A joined list is handed over as it is: built at its exact length, the header takes
+        // the buffer (one allocation, no copy).
+        let mut joined = |name: &HeaderName, list: &[String], separator: &str| {
+            let len = list.iter().map(String::len).sum::<usize>()
+                + separator.len() * list.len().saturating_sub(1);
+            let mut text = String::with_capacity(len);
+            for (i, item) in list.iter().enumerate() {
+                if i > 0 {
+                    text.push_str(separator);
+                }
+                text.push_str(item);
+            }
+            if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(text)) {
+                headers.insert(name.clone(), value);
+            }
+        };
+        joined(&self.roles, &identity.roles, ",");
+        joined(&self.scopes, &identity.scopes, " ");
+        headers.insert(
+            self.method.clone(),
+            HeaderValue::from_static(identity.method.as_str()),
+        );
     }
 }
 
@@ -559,13 +578,20 @@ impl hyper::rt::Write for Counted {
 
 /// `client` alone, or `client, peer` when a trusted proxy vouched for the client.
 fn forwarded_for(client: ClientIp) -> Option<HeaderValue> {
-    let text = if client.forwarded {
-        format!("{}, {}", client.ip, client.peer)
+    use std::io::Write;
+    // Formatted on the stack (two IPv6 addresses fit): the value's own bytes are the only
+    // allocation.
+    const CAP: usize = 96;
+    let mut buf = [0u8; CAP];
+    let mut out = &mut buf[..];
+    let written = if client.forwarded {
+        write!(out, "{}, {}", client.ip, client.peer)
     } else {
-        client.ip.to_string()
+        write!(out, "{}", client.ip)
     };
-    // The header takes the string's buffer (one allocation, not a second copy).
-    HeaderValue::from_maybe_shared(bytes::Bytes::from(text)).ok()
+    let len = CAP - out.len();
+    written.ok()?;
+    HeaderValue::from_bytes(&buf[..len]).ok()
 }
 
 fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {

@@ -33,6 +33,8 @@ struct Handler {
 struct PathEntry {
     handlers: Vec<(Method, Handler)>,
     allow: HeaderValue,
+    /// The template's parameter names, shared by every match (no copy per request).
+    params: Vec<Arc<str>>,
 }
 
 /// Builder for the [`Router`].
@@ -56,6 +58,7 @@ impl RouterBuilder {
                     PathEntry {
                         handlers: Vec::new(),
                         allow: HeaderValue::from_static(""),
+                        params: parameter_names(template),
                     },
                 ));
                 self.paths.len() - 1
@@ -174,13 +177,26 @@ impl Router {
             params: matched
                 .params
                 .iter()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .map(|(k, v)| {
+                    let name = entry.params.iter().find(|n| ***n == *k).cloned();
+                    (name.unwrap_or_else(|| k.into()), v.to_owned())
+                })
                 .collect(),
         };
         let name = route.name.clone();
         req.extensions_mut().insert(route);
         Ok((name, handler.service.clone()))
     }
+}
+
+/// `{name}` and `{*name}` segments of a route template.
+fn parameter_names(template: &str) -> Vec<Arc<str>> {
+    template
+        .split('{')
+        .skip(1)
+        .filter_map(|rest| rest.split_once('}'))
+        .map(|(name, _)| Arc::from(name.trim_start_matches('*')))
+        .collect()
 }
 
 fn rebuild_uri(uri: &Uri, path: &str) -> Option<Uri> {
@@ -191,4 +207,17 @@ fn rebuild_uri(uri: &Uri, path: &str) -> Option<Uri> {
     let mut parts = uri.clone().into_parts();
     parts.path_and_query = Some(path_and_query.parse().ok()?);
     Uri::from_parts(parts).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parameter_names;
+
+    #[test]
+    fn template_parameters_are_named_once_for_every_match() {
+        let names = parameter_names("/api/v1/tenants/{tenant_id}/agents/{id}/{*rest}");
+        let names: Vec<&str> = names.iter().map(|n| &**n).collect();
+        assert_eq!(names, ["tenant_id", "id", "rest"]);
+        assert!(parameter_names("/healthz").is_empty());
+    }
 }

@@ -103,22 +103,67 @@ impl Shared {
 
 /// Builds the global stack over the route table for `config`, forwarding through `proxy`.
 pub fn build(config: &Config, shared: &Shared, proxy: Proxy) -> Result<GatewayService, StackError> {
-    let proxy = Arc::new(proxy);
-    build_with_leaf(config, shared, move || {
-        let proxy = proxy.clone();
-        BoxCloneSyncService::new(tower::service_fn(move |req: Request<Body>| {
-            let proxy = proxy.clone();
-            async move { Ok::<_, Infallible>(proxy.forward(req).await) }
-        }))
-    })
+    let proxy = Forward(Arc::new(proxy));
+    build_with_leaf(config, shared, move || proxy.clone())
+}
+
+/// The end of every route: the proxy. A concrete service (not a boxed one) so that the layers
+/// above it, which clone their inner service per request, clone a reference count rather
+/// than allocate a box each.
+#[derive(Clone)]
+struct Forward(Arc<Proxy>);
+
+impl tower::Service<Request<Body>> for Forward {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = futures_util::future::BoxFuture<'static, Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let proxy = self.0.clone();
+        Box::pin(async move { Ok(proxy.forward(req).await) })
+    }
+}
+
+/// What may end a route in place of the proxy: a cloneable service answering every request.
+pub trait Leaf:
+    tower::Service<
+        Request<Body>,
+        Response = Response<Body>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<T> Leaf for T where
+    T: tower::Service<
+            Request<Body>,
+            Response = Response<Body>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + Sync
+        + 'static
+{
 }
 
 /// Builds the same stack with `leaf()` in place of the proxy at the end of every route
 /// (in-process benchmarks and tests of the pipeline without sockets).
-pub fn build_with_leaf(
+pub fn build_with_leaf<L: Leaf>(
     config: &Config,
     shared: &Shared,
-    leaf: impl Fn() -> RouteService,
+    leaf: impl Fn() -> L,
 ) -> Result<GatewayService, StackError> {
     let router = build_router(config, shared, leaf)?;
     let inner = ServiceBuilder::new()
@@ -204,10 +249,10 @@ where
     }
 }
 
-fn build_router(
+fn build_router<L: Leaf>(
     config: &Config,
     shared: &Shared,
-    leaf: impl Fn() -> RouteService,
+    leaf: impl Fn() -> L,
 ) -> Result<Router, StackError> {
     let mut builder = RouterBuilder::default();
     let credentials = credential_headers(config);

@@ -109,7 +109,7 @@ impl RequestHeadLayer {
         }
         let host = self.effective_host(req)?;
         if !self.hosts.is_empty() {
-            let name = host.as_deref().unwrap_or("");
+            let name = host.unwrap_or("");
             if !self.hosts.iter().any(|h| h.eq_ignore_ascii_case(name)) {
                 tracing::info!("request for a host that is not served");
                 return Err(RejectionKind::NotFound.into());
@@ -121,8 +121,9 @@ impl RequestHeadLayer {
         Ok(())
     }
 
-    /// The host name the request is for (without port), after the RFC 9112 §3.2 checks.
-    fn effective_host(&self, req: &Request<Body>) -> Result<Option<String>, Rejection> {
+    /// The host name the request is for (without port, as sent: compare it ignoring ASCII
+    /// case), after the RFC 9112 §3.2 checks.
+    fn effective_host<'r>(&self, req: &'r Request<Body>) -> Result<Option<&'r str>, Rejection> {
         let bad = |why: &'static str| {
             tracing::info!(reason = why, "refused the request's host");
             Rejection::new(RejectionKind::BadRequest)
@@ -153,9 +154,9 @@ impl RequestHeadLayer {
                 if req.version() == Version::HTTP_11 && host.is_none() {
                     return Err(bad("HTTP/1.1 request without Host"));
                 }
-                Ok(Some(name.to_ascii_lowercase()))
+                Ok(Some(name))
             }
-            (None, Some((_, name))) => Ok(Some(name.to_ascii_lowercase())),
+            (None, Some((_, name))) => Ok(Some(name)),
             (None, None) if req.version() == Version::HTTP_10 => Ok(None),
             (None, None) => Err(bad("request without Host")),
         }

@@ -8,8 +8,9 @@ use std::sync::Arc;
 pub struct MatchedRoute {
     /// The route's name.
     pub name: Arc<str>,
-    /// Path parameters from the template, in order, as they appear in the canonical path.
-    pub params: Vec<(String, String)>,
+    /// Path parameters from the template, in order, as they appear in the canonical path (the
+    /// names are the route's, shared; the values this request's).
+    pub params: Vec<(Arc<str>, String)>,
 }
 
 impl MatchedRoute {
@@ -17,7 +18,7 @@ impl MatchedRoute {
     pub fn param(&self, name: &str) -> Option<&str> {
         self.params
             .iter()
-            .find(|(n, _)| n == name)
+            .find(|(n, _)| **n == *name)
             .map(|(_, v)| v.as_str())
     }
 }

@@ -229,7 +229,11 @@ impl JwtAuthenticator {
     }
 
     /// Verifies one token (no extraction): the core used by the authenticator and benchmarks.
-    pub async fn verify(&self, token: &str, found: &Found) -> Result<Arc<Identity>, AuthnError> {
+    pub async fn verify(
+        &self,
+        token: &str,
+        found: &Found<'_>,
+    ) -> Result<Arc<Identity>, AuthnError> {
         self.inner.verify(token, found).await
     }
 }
@@ -247,7 +251,7 @@ impl Authenticator for JwtAuthenticator {
             let Some(found) = self.inner.sources.extract(req)? else {
                 return Ok(None);
             };
-            let identity = self.inner.verify(&found.token, &found).await?;
+            let identity = self.inner.verify(found.token, &found).await?;
             // Per request, cache hits included: a bound token is only as good as the
             // connection it arrives on.
             self.inner.check_binding(&identity, req)?;
@@ -315,7 +319,7 @@ impl Inner {
         Ok(())
     }
 
-    async fn verify(&self, token: &str, found: &Found) -> Result<Arc<Identity>, AuthnError> {
+    async fn verify(&self, token: &str, found: &Found<'_>) -> Result<Arc<Identity>, AuthnError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(invalid(InvalidReason::Malformed("token larger than 8 KiB")));
         }
@@ -642,7 +646,7 @@ fn build_identity(
     claims: Map<String, Value>,
     kid: Option<&str>,
     checked: &Checked,
-    found: &Found,
+    found: &Found<'_>,
 ) -> Result<Identity, AuthnError> {
     let subject = match claim(&claims, &provider.settings.claims.subject) {
         Some(Value::String(sub)) if header_safe(sub) => sub.clone(),
@@ -694,7 +698,7 @@ fn build_identity(
 }
 
 /// A cached identity found through another token source keeps the source of this request.
-fn with_source(identity: &Arc<Identity>, found: &Found) -> Arc<Identity> {
+fn with_source(identity: &Arc<Identity>, found: &Found<'_>) -> Arc<Identity> {
     if identity.source == found.source {
         identity.clone()
     } else {
@@ -743,9 +747,9 @@ mod tests {
             .expect("authenticator")
     }
 
-    fn found() -> Found {
+    fn found() -> Found<'static> {
         Found {
-            token: String::new(),
+            token: "",
             source: CredentialSource::AuthorizationHeader,
         }
     }

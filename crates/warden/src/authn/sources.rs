@@ -38,17 +38,18 @@ impl Default for TokenSources {
 
 /// A token and where it was found.
 #[derive(Clone, Debug)]
-pub struct Found {
-    /// The token text.
-    pub token: String,
+pub struct Found<'a> {
+    /// The token text (borrowed from the request: no copy per request).
+    pub token: &'a str,
     /// Where it was found (the first source, when the same token came several ways).
     pub source: CredentialSource,
 }
 
 impl TokenSources {
     /// Finds the request's bearer token. `Ok(None)`: no token in any configured source.
-    pub fn extract(&self, parts: &Parts) -> Result<Option<Found>, AuthnError> {
-        let mut found: Vec<(String, CredentialSource)> = Vec::new();
+    pub fn extract<'a>(&self, parts: &'a Parts) -> Result<Option<Found<'a>>, AuthnError> {
+        // The first token found, in source order; any other source must carry the same one.
+        let mut first: Option<Found<'a>> = None;
         if self.authorization_header {
             let mut values = parts.headers.get_all(AUTHORIZATION).iter();
             if let Some(value) = values.next() {
@@ -56,31 +57,26 @@ impl TokenSources {
                     return Err(AuthnError::Ambiguous("more than one Authorization header"));
                 }
                 if let Some(token) = bearer(value)? {
-                    found.push((token, CredentialSource::AuthorizationHeader));
+                    offer(&mut first, token, || CredentialSource::AuthorizationHeader)?;
                 }
             }
         }
         if let Some(name) = &self.cookie {
             for token in cookies(parts, name) {
-                found.push((token.to_owned(), CredentialSource::Cookie(name.clone())));
+                offer(&mut first, token, || CredentialSource::Cookie(name.clone()))?;
             }
         }
         if let Some(name) = &self.query {
             for token in query_values(&parts.uri, name) {
-                found.push((token.to_owned(), CredentialSource::Query(name.clone())));
+                offer(&mut first, token, || CredentialSource::Query(name.clone()))?;
             }
         }
-        let mut found = found.into_iter();
-        let Some((token, source)) = found.next() else {
-            return Ok(None);
-        };
-        if found.any(|(other, _)| other != token) {
-            return Err(AuthnError::Ambiguous("two different tokens in one request"));
+        match first {
+            Some(found) if found.token.is_empty() => {
+                Err(AuthnError::Invalid(InvalidReason::Malformed("empty token")))
+            }
+            found => Ok(found),
         }
-        if token.is_empty() {
-            return Err(AuthnError::Invalid(InvalidReason::Malformed("empty token")));
-        }
-        Ok(Some(Found { token, source }))
     }
 
     /// Removes every configured token source from the request.
@@ -97,8 +93,29 @@ impl TokenSources {
     }
 }
 
+/// Keeps the first token found; any later one must be the same.
+fn offer<'a>(
+    first: &mut Option<Found<'a>>,
+    token: &'a str,
+    source: impl FnOnce() -> CredentialSource,
+) -> Result<(), AuthnError> {
+    match first {
+        None => {
+            *first = Some(Found {
+                token,
+                source: source(),
+            });
+            Ok(())
+        }
+        Some(found) if found.token != token => {
+            Err(AuthnError::Ambiguous("two different tokens in one request"))
+        }
+        Some(_) => Ok(()),
+    }
+}
+
 /// `Bearer <token>`: `Ok(None)` for other schemes (another authenticator's business).
-fn bearer(value: &HeaderValue) -> Result<Option<String>, AuthnError> {
+fn bearer(value: &HeaderValue) -> Result<Option<&str>, AuthnError> {
     let text = value
         .to_str()
         .map_err(|_| AuthnError::Invalid(InvalidReason::Malformed("Authorization is not ASCII")))?;
@@ -112,7 +129,7 @@ fn bearer(value: &HeaderValue) -> Result<Option<String>, AuthnError> {
             "malformed Bearer credentials",
         )));
     }
-    Ok(Some(token.to_owned()))
+    Ok(Some(token))
 }
 
 fn cookie_pairs(value: &HeaderValue) -> impl Iterator<Item = (&str, &str)> {
@@ -123,7 +140,7 @@ fn cookie_pairs(value: &HeaderValue) -> impl Iterator<Item = (&str, &str)> {
         .filter_map(|pair| pair.trim().split_once('='))
 }
 
-fn cookies<'a>(parts: &'a Parts, name: &'a str) -> impl Iterator<Item = &'a str> {
+fn cookies<'a, 'n>(parts: &'a Parts, name: &'n str) -> impl Iterator<Item = &'a str> + use<'a, 'n> {
     parts
         .headers
         .get_all(COOKIE)
@@ -149,7 +166,10 @@ fn pair_named(pair: &str, name: &str) -> bool {
         .is_some_and(|(decoded, _)| decoded == name)
 }
 
-fn query_values<'a>(uri: &'a Uri, name: &'a str) -> impl Iterator<Item = &'a str> {
+fn query_values<'a, 'n>(
+    uri: &'a Uri,
+    name: &'n str,
+) -> impl Iterator<Item = &'a str> + use<'a, 'n> {
     query_pairs(uri.query().unwrap_or(""))
         .filter(move |pair| pair_named(pair, name))
         .map(|pair| pair.split_once('=').map_or("", |(_, v)| v))
@@ -223,9 +243,8 @@ mod tests {
     #[test]
     fn bearer_is_read_case_insensitively_and_other_schemes_are_ignored() {
         let sources = TokenSources::default();
-        let found = sources
-            .extract(&parts("/", &[("authorization", "bEaReR abc.def.ghi")]))
-            .expect("ok");
+        let request = parts("/", &[("authorization", "bEaReR abc.def.ghi")]);
+        let found = sources.extract(&request).expect("ok");
         assert_eq!(found.expect("token").token, "abc.def.ghi");
         assert!(
             sources
@@ -302,10 +321,8 @@ mod tests {
                 "{uri}"
             );
         }
-        let found = sources
-            .extract(&parts("/?a=1;access%5Ftoken=t9", &[]))
-            .expect("ok")
-            .expect("token");
+        let request = parts("/?a=1;access%5Ftoken=t9", &[]);
+        let found = sources.extract(&request).expect("ok").expect("token");
         assert_eq!(found.token, "t9");
         let mut req = parts("/x?a=1;access%5Ftoken=t1&b=2&access_token", &[]);
         sources.strip(&mut req);

@@ -91,7 +91,7 @@ impl PolicyCheck {
             .map(|r| {
                 r.params
                     .iter()
-                    .map(|(k, v)| (Value::from(k.as_str()), Value::from(v.as_str())))
+                    .map(|(k, v)| (Value::from(&**k), Value::from(v.as_str())))
                     .collect()
             })
             .unwrap_or_default();
@@ -435,7 +435,7 @@ mod tests {
             name: "r".into(),
             params: params
                 .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .map(|(k, v)| (Arc::from(*k), (*v).to_owned()))
                 .collect(),
         });
         parts

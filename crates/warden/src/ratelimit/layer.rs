@@ -412,19 +412,22 @@ fn set_headers(headers: &mut HeaderMap, prepared: &Prepared, verdict: &Verdict) 
     }
     let reset = ceil_secs(verdict.reset_after);
     // `"name";r=…;t=…`: the one value that needs formatting per request.
+    // Built at its exact length, so the header takes the buffer (one allocation, no copy).
     let name = &prepared.limit.name;
-    let mut numbers = itoa::Buffer::new();
-    let mut current = String::with_capacity(name.len() + 32);
+    let (mut remaining, mut resets) = (itoa::Buffer::new(), itoa::Buffer::new());
+    let (remaining, reset_text) = (remaining.format(verdict.remaining), resets.format(reset));
+    let mut current =
+        String::with_capacity(name.len() + "\"\";r=;t=".len() + remaining.len() + reset_text.len());
     current.push('"');
     current.push_str(name);
     current.push_str("\";r=");
-    current.push_str(numbers.format(verdict.remaining));
+    current.push_str(remaining);
     current.push_str(";t=");
-    current.push_str(numbers.format(reset));
+    current.push_str(reset_text);
     if let Some(policy) = &prepared.policy {
         append_item(headers, &RATELIMIT_POLICY, policy.clone());
     }
-    if let Ok(current) = HeaderValue::from_str(&current) {
+    if let Ok(current) = HeaderValue::from_maybe_shared(bytes::Bytes::from(current)) {
         append_item(headers, &RATELIMIT, current);
     }
     let more_restrictive = headers
@@ -434,9 +437,21 @@ fn set_headers(headers: &mut HeaderMap, prepared: &Prepared, verdict: &Verdict) 
         .is_none_or(|theirs| verdict.remaining < theirs);
     if more_restrictive {
         headers.insert(X_RATELIMIT_LIMIT, prepared.quota.clone());
-        headers.insert(X_RATELIMIT_REMAINING, HeaderValue::from(verdict.remaining));
-        headers.insert(X_RATELIMIT_RESET, HeaderValue::from(reset));
+        headers.insert(X_RATELIMIT_REMAINING, number(verdict.remaining));
+        headers.insert(X_RATELIMIT_RESET, number(reset));
     }
+}
+
+/// A number as a header value; those below 1,024 (seconds to a reset, small remainders) come
+/// from a table built once, without an allocation per request.
+fn number(n: u64) -> HeaderValue {
+    static SMALL: std::sync::LazyLock<Vec<HeaderValue>> =
+        std::sync::LazyLock::new(|| (0..1024u64).map(HeaderValue::from).collect());
+    usize::try_from(n)
+        .ok()
+        .and_then(|i| SMALL.get(i))
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from(n))
 }
 
 const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
