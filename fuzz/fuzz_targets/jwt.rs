@@ -55,7 +55,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let found = Found {
-        token: token.to_owned(),
+        token,
         source: CredentialSource::AuthorizationHeader,
     };
     // Static keys never wait: the verification completes on its first poll.
