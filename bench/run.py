@@ -3,7 +3,8 @@
 
 Started by bench/run.sh (which installs wrk, nginx, redis-server, the FastAPI and Express peers,
 and builds Warden and the upstream). Every scenario serves GET /api/v1/agents/42 with the same
-small JSON body; the load generator is wrk with a fixed number of connections and duration,
+small JSON body, except warden-chat, which POSTs a 1 KB Chat Completions request
+(bench/chat-1k.json) to /v1/chat/completions and gets a chat answer; the load generator is wrk with a fixed number of connections and duration,
 repeated; for each scenario the server's CPU seconds per 10k requests (all of its processes)
 and its peak resident memory are read from /proc.
 """
@@ -147,6 +148,7 @@ def wrk(url: str, connections: int, seconds: int, headers: dict) -> dict:
     env["BENCH_AUTHORIZATION"] = headers.get("authorization", "")
     env["BENCH_ORIGIN"] = headers.get("origin", "")
     env["BENCH_CONNECTION"] = headers.get("connection", "")
+    env["BENCH_BODY_FILE"] = headers.get("body", "")
     threads = min(2, connections)
     out = subprocess.run(
         pinned(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s",
@@ -163,14 +165,18 @@ def check(url: str, headers: dict, tls=None) -> None:
     """One request first: a scenario that answers 401 or 404 would measure the wrong thing. And
     where a token is sent, a request without one must be refused: the protection is really on.
     Over https the benchmark's own certificate is trusted and verified (`tls`: an SSL context)."""
-    request = urllib.request.Request(url, headers=headers)
+    payload = Path(headers["body"]).read_bytes() if "body" in headers else None
+    kind = {"content-type": "application/json"} if payload is not None else {}
+    sent = {k: v for k, v in headers.items() if k not in ("body", "path")}
+    request = urllib.request.Request(url, data=payload, headers={**sent, **kind})
     with urllib.request.urlopen(request, timeout=5, context=tls) as response:
         body = response.read()
         if response.status != 200 or b"ok" not in body:
             raise RuntimeError(f"{url}: {response.status} {body[:200]!r}")
     if "authorization" in headers:
         try:
-            urllib.request.urlopen(url, timeout=5, context=tls)
+            urllib.request.urlopen(urllib.request.Request(url, data=payload, headers=kind),
+                                   timeout=5, context=tls)
         except urllib.error.HTTPError as refused:
             if refused.code != 401:
                 raise RuntimeError(f"{url} without a token: {refused.code}, expected 401") from None
@@ -247,6 +253,7 @@ def warden(setup: Setup, config: str, extra_env: dict):
 def scenarios(setup: Setup):
     """(name, description, starter returning (process or None, port), request headers[, scheme])"""
     auth = {"authorization": f"Bearer {setup.token}", "origin": "https://app.example.com"}
+    chat_headers = {**auth, "body": str(BENCH / "chat-1k.json"), "path": "/v1/chat/completions"}
 
     def direct():
         return None, setup.upstream_port
@@ -270,6 +277,9 @@ def scenarios(setup: Setup):
         trail = setup.work / "audit.jsonl"
         trail.unlink(missing_ok=True)
         return warden(setup, "full-audit.yaml", {"BENCH_AUDIT": str(trail)})
+
+    def chat():
+        return warden(setup, "chat.yaml", {})
 
     def full_tls():
         return warden(setup, "full.yaml", setup.tls_env)
@@ -317,6 +327,8 @@ def scenarios(setup: Setup):
         ("warden-full-redis", "the same (JWT cached), rate limit in Redis", full_redis, auth),
         ("warden-full-audit", "the same (JWT cached), every request in a hash-chained audit file", full_audit, auth),
         ("warden-full-tls", "the same (JWT cached) over TLS 1.3, keep-alive", full_tls, auth, "https"),
+        ("warden-chat", "the same (JWT cached), POST of a 1 KB OpenAI chat body: body rules, model allow list, "
+         "injection, credential and PII inspection both ways, token budget", chat, chat_headers),
         ("warden-full-newconn", "the same (JWT cached), a new TCP connection per request", full_cached,
          {**auth, "connection": "close"}),
         ("warden-full-tls-newconn", "the same over TLS, a new connection and full handshake per request",
@@ -333,7 +345,7 @@ def run_scenario(name, starter, headers, args, scheme="http", tls=None) -> dict:
     try:
         if proc is not None:
             wait_port(port, proc)
-        url = f"{scheme}://127.0.0.1:{port}{PATH}"
+        url = f"{scheme}://127.0.0.1:{port}{headers.get('path', PATH)}"
         check(url, headers, tls if scheme == "https" else None)
         pids = process_tree(proc.pid) if proc is not None else []
         time.sleep(0.5)

@@ -7,6 +7,8 @@ local connection = os.getenv("BENCH_CONNECTION")
 -- A pause before each request on a connection (ms): a steady, moderate rate instead of as fast as
 -- the server answers (the soak).
 local pause = tonumber(os.getenv("BENCH_DELAY_MS") or "")
+-- A JSON body to POST with every request (the LLM scenario's chat request).
+local body_file = os.getenv("BENCH_BODY_FILE")
 
 if pause then
   function delay() return pause end
@@ -16,6 +18,13 @@ function init(args)
   if auth and auth ~= "" then wrk.headers["Authorization"] = auth end
   if origin and origin ~= "" then wrk.headers["Origin"] = origin end
   if connection and connection ~= "" then wrk.headers["Connection"] = connection end
+  if body_file and body_file ~= "" then
+    local file = assert(io.open(body_file, "rb"))
+    wrk.method = "POST"
+    wrk.body = file:read("*a")
+    file:close()
+    wrk.headers["Content-Type"] = "application/json"
+  end
 end
 
 function done(summary, latency, requests)
