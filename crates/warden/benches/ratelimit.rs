@@ -164,6 +164,24 @@ fn bench_budget(c: &mut Criterion) {
             b.iter(|| black_box(Counter::O200k.prompt_bound(black_box(&body))))
         });
     }
+    // The same size where no piece was seen before: the piece cache's misses (the repeated body
+    // above is its best case, every piece remembered).
+    let mut fresh = 0u64;
+    group.throughput(criterion::Throughput::Bytes(1024));
+    group.bench_function("o200k/1KB_unseen_pieces", |b| {
+        b.iter_batched(
+            || {
+                let mut text = String::with_capacity(1100);
+                while text.len() < 1024 {
+                    fresh += 1;
+                    text.push_str(&format!(" q{fresh}z"));
+                }
+                text
+            },
+            |text| black_box(Counter::O200k.count(&text)),
+            criterion::BatchSize::SmallInput,
+        )
+    });
     group.finish();
 
     let budget = Budget::new(1_000_000_000_000, Duration::from_secs(3600));

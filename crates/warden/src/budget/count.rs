@@ -12,6 +12,16 @@
 //! bytes: every byte-level BPE token covers at least one byte, so no tokenizer of that family
 //! can produce more tokens than that. It over-reserves about fourfold for English text; the
 //! settlement gives the difference back as soon as the response reports its usage.
+//!
+//! The tokenizer splits a text into pieces (words with their leading space, numbers,
+//! punctuation runs) and encodes each piece on its own; setting up that encoder is most of the
+//! cost of a short piece. Each thread remembers the count of short pieces it has seen in texts
+//! of at most [`CACHED_TEXT`] bytes (at most [`CACHED_PIECES`] per tokenizer, then it starts
+//! afresh), so the words a request shares with earlier ones are not encoded again. Larger texts
+//! are counted on the blocking pool, whose many threads would each grow a cache; they are
+//! counted without one. The count is the same either way.
+
+use std::cell::RefCell;
 
 use bpe_openai::Tokenizer;
 
@@ -56,10 +66,10 @@ impl Counter {
         }
     }
 
-    fn tokenizer(self) -> Option<&'static Tokenizer> {
+    fn tokenizer(self) -> Option<(&'static Tokenizer, usize)> {
         match self {
-            Counter::O200k => Some(bpe_openai::o200k_base()),
-            Counter::Cl100k => Some(bpe_openai::cl100k_base()),
+            Counter::O200k => Some((bpe_openai::o200k_base(), 0)),
+            Counter::Cl100k => Some((bpe_openai::cl100k_base(), 1)),
             Counter::Bytes => None,
         }
     }
@@ -67,7 +77,7 @@ impl Counter {
     /// Tokens of `text` (an upper bound for [`Counter::Bytes`]).
     pub fn count(self, text: &str) -> u64 {
         match self.tokenizer() {
-            Some(tokenizer) => tokenizer.count(text) as u64,
+            Some((tokenizer, slot)) => count_pieces(tokenizer, slot, text),
             None => text.len() as u64,
         }
     }
@@ -80,15 +90,97 @@ impl Counter {
     /// Loads the tokenizer's tables now (tens of milliseconds), so the first request does not
     /// pay for it.
     pub fn preload(self) {
-        if let Some(tokenizer) = self.tokenizer() {
+        if let Some((tokenizer, _)) = self.tokenizer() {
             tokenizer.count("warm");
         }
     }
 }
 
+/// Pieces at most this many bytes long are remembered with their count.
+const CACHED_PIECE: usize = 24;
+/// Pieces remembered per tokenizer and thread (about half a megabyte at most); a full cache
+/// starts afresh.
+pub const CACHED_PIECES: usize = 8_192;
+/// Texts up to this size use the cache (larger ones are counted on the blocking pool).
+pub const CACHED_TEXT: usize = 32 * 1024;
+
+thread_local! {
+    /// Per tokenizer (`o200k_base`, `cl100k_base`): short piece -> its token count.
+    static PIECES: RefCell<[foldhash::HashMap<Box<str>, u32>; 2]> = RefCell::default();
+}
+
+/// What `tokenizer.count(text)` returns, with the counts of short pieces remembered.
+fn count_pieces(tokenizer: &Tokenizer, slot: usize, text: &str) -> u64 {
+    if text.len() > CACHED_TEXT {
+        return tokenizer.count(text) as u64;
+    }
+    let text = tokenizer.normalize(text);
+    let encode = |piece: &str| tokenizer.bpe.count(piece.as_bytes()) as u64;
+    PIECES.with(|caches| {
+        let mut caches = caches.borrow_mut();
+        let cache = &mut caches[slot];
+        tokenizer
+            .split(text.as_str())
+            .map(|piece| {
+                if piece.len() > CACHED_PIECE {
+                    return encode(piece);
+                }
+                if let Some(&count) = cache.get(piece) {
+                    return u64::from(count);
+                }
+                let count = encode(piece);
+                if cache.len() >= CACHED_PIECES {
+                    cache.clear();
+                }
+                cache.insert(piece.into(), u32::try_from(count).unwrap_or(u32::MAX));
+                count
+            })
+            .sum()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remembered_pieces_count_exactly_what_the_tokenizer_counts() {
+        let texts = [
+            "Hello, world! Hello, world!",
+            r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Où est la gare ? 東京駅はどこですか"}]}"#,
+            "numbers 1234567890123 and     long     runs of spaces\n\n\ttabs",
+            "a-very-long-identifier_without_any_spaces_at_all_which_is_one_piece",
+            "emoji 👩‍👩‍👧‍👦 and combining é (e + U+0301)",
+            "",
+        ];
+        for counter in [Counter::O200k, Counter::Cl100k] {
+            let (tokenizer, _) = counter.tokenizer().expect("a tokenizer");
+            for round in 0..2 {
+                for text in texts {
+                    assert_eq!(
+                        counter.count(text),
+                        tokenizer.count(text) as u64,
+                        "{counter:?} round {round}: {text:?}"
+                    );
+                }
+            }
+        }
+        let remembered = PIECES.with(|c| c.borrow()[0].len());
+        assert!(remembered > 10, "{remembered} pieces remembered");
+    }
+
+    #[test]
+    fn a_full_piece_cache_starts_afresh() {
+        // More distinct short pieces than the cache holds, in texts small enough to use it.
+        for chunk in 0..(CACHED_PIECES / 1000 + 2) {
+            let text: String = (0..1000).map(|i| format!(" w{chunk}x{i}")).collect();
+            assert!(text.len() <= CACHED_TEXT);
+            let expected = bpe_openai::o200k_base().count(text.as_str()) as u64;
+            assert_eq!(Counter::O200k.count(&text), expected);
+            let remembered = PIECES.with(|c| c.borrow()[0].len());
+            assert!(remembered <= CACHED_PIECES, "{remembered}");
+        }
+    }
 
     #[test]
     fn models_get_their_tokenizer() {

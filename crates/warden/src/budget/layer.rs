@@ -46,7 +46,7 @@ pub const MAX_ANSWER: usize = 8 * 1024 * 1024;
 const MAX_CHOICES: u64 = 128;
 
 /// Bodies above this many bytes are counted on a blocking thread (≈0.5 ms of tokenizing).
-const COUNT_INLINE: usize = 32 * 1024;
+const COUNT_INLINE: usize = super::count::CACHED_TEXT;
 
 /// The prompt bound of a forwarded body (JSON text; bytes if it were not UTF-8).
 fn prompt_bound(counter: Counter, body: &[u8]) -> u64 {
