@@ -245,7 +245,7 @@ impl RegoPolicy {
             });
             match Compiler::compile_from_policy(&policy.allow, &entries) {
                 Ok(program) => {
-                    policy.vm = Some(Machines {
+                    let machines = Machines {
                         program,
                         policy: (*policy.allow).clone(),
                         data: data.unwrap_or_else(Value::new_object),
@@ -253,7 +253,15 @@ impl RegoPolicy {
                         reasons,
                         tier,
                         idle: Mutex::new(Vec::new()),
-                    });
+                    };
+                    // The first machine now: data the program refuses (a document that
+                    // collides with a rule's path) is a configuration error, not a denial of
+                    // every request.
+                    let first = machines.machine()?;
+                    if let Ok(mut idle) = machines.idle.lock() {
+                        idle.push(first);
+                    }
+                    policy.vm = Some(machines);
                     policy.interpreted = None;
                 }
                 Err(e) => policy.interpreted = Some(e.to_string()),
@@ -586,6 +594,25 @@ tier := "premium" if "admin" in input.token.roles
             assert!(compiled.evaluate(who("alice")).expect("eval").allowed);
             assert!(!compiled.evaluate(who("mallory")).expect("eval").allowed);
         }
+    }
+
+    #[test]
+    fn data_that_collides_with_a_rule_is_refused_at_load() {
+        let policy = "package api.authz\nimport rego.v1\ndefault allow := false\n";
+        let data = serde_json::json!({ "api": { "authz": { "allow": true } } });
+        let err = RegoPolicy::compile(
+            &[("p.rego".into(), policy.into())],
+            Some(&data),
+            Rules {
+                allow: "data.api.authz.allow",
+                reasons: None,
+                tier: None,
+            },
+            Duration::from_millis(100),
+            EngineChoice::Vm,
+        )
+        .expect_err("conflicting data");
+        assert!(matches!(err, RegoError::Data(_)), "{err}");
     }
 
     #[test]
