@@ -43,9 +43,20 @@ impl RequestId {
 
     /// A fresh random (UUID v4) id.
     pub fn generate() -> Self {
-        let mut buffer = uuid::Uuid::encode_buffer();
-        let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buffer);
-        RequestId(HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("-")))
+        /// The id's 36 bytes, owned by the header value's buffer.
+        struct Text([u8; 36]);
+        impl AsRef<[u8]> for Text {
+            fn as_ref(&self) -> &[u8] {
+                &self.0
+            }
+        }
+        let mut text = Text([0; 36]);
+        uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text.0);
+        // One allocation, shared by every clone (the id goes upstream, into the extensions and
+        // back on the response): a value copied from a slice would allocate again when first
+        // cloned.
+        let value = HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(text));
+        RequestId(value.unwrap_or_else(|_| HeaderValue::from_static("-")))
     }
 
     /// The id as text.
