@@ -154,8 +154,16 @@ fn the_dashboard_shows_documented_metrics_that_the_code_exports() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_alive_tasks_gauge_follows_open_connections() {
     let gw = spawn(BASIC).await;
+    // One keep-alive client for every scrape: its connection's tasks (client and server side)
+    // are counted in each reading alike, where a client per scrape left the last one's tasks
+    // ending at any moment.
+    let scraper = client();
     let tasks = || async {
-        let text = get(&gw.admin_url("/metrics")).await.text();
+        let url = gw.admin_url("/metrics");
+        let request = request("GET", &url)
+            .body(warden::body::empty())
+            .expect("request");
+        let text = send(&scraper, request).await.text();
         text.lines()
             .find_map(|l| l.strip_prefix("warden_runtime_alive_tasks "))
             .and_then(|v| v.trim().parse::<f64>().ok())

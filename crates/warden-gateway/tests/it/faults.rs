@@ -643,9 +643,11 @@ async fn a_key_server_down_and_back_under_load_is_cached_keys_then_503_then_reco
         .expect("starts");
     let gw = TestGateway { gateway, upstream };
     let token = crate::jwks::token(&key, "https://idp.test");
-    // (phase, status) of every answer, in order.
+    // (phase, status, when the request was sent) of every answer. Three clients run at once,
+    // so answers complete out of the order their requests were decided in: the checks below
+    // read them in the order they were sent.
     let phase = Arc::new(std::sync::atomic::AtomicU8::new(0));
-    let seen = Arc::new(Mutex::new(Vec::<(u8, u16)>::new()));
+    let seen = Arc::new(Mutex::new(Vec::<(u8, u16, std::time::Instant)>::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let load: Vec<_> = (0..3)
         .map(|_| {
@@ -658,20 +660,25 @@ async fn a_key_server_down_and_back_under_load_is_cached_keys_then_503_then_reco
                         .header("authorization", format!("Bearer {token}"))
                         .body(warden::body::empty())
                         .expect("request");
+                    let sent = std::time::Instant::now();
                     let status = client.request(req).await.map_or(0, |r| r.status().as_u16());
                     let at = phase.load(Ordering::SeqCst);
-                    seen.lock().expect("lock").push((at, status));
+                    seen.lock().expect("lock").push((at, status, sent));
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
             })
         })
         .collect();
     let statuses = |wanted: u8| -> Vec<u16> {
-        let seen = seen.lock().expect("lock");
-        seen.iter()
-            .filter(|(p, _)| *p == wanted)
-            .map(|(_, s)| *s)
-            .collect()
+        let mut seen: Vec<_> = seen
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|(p, _, _)| *p == wanted)
+            .copied()
+            .collect();
+        seen.sort_by_key(|&(_, _, sent)| sent);
+        seen.into_iter().map(|(_, s, _)| s).collect()
     };
     let wait_for = |wanted: u16, at: u8| {
         let seen = seen.clone();
@@ -681,7 +688,7 @@ async fn a_key_server_down_and_back_under_load_is_cached_keys_then_503_then_reco
                     .lock()
                     .expect("lock")
                     .iter()
-                    .any(|&(p, s)| p == at && s == wanted)
+                    .any(|&(p, s, _)| p == at && s == wanted)
                 {
                     return;
                 }
