@@ -59,6 +59,12 @@ async fn gateway_on(policy_file: &str, routes: &str, engine: &str) -> TestGatewa
         &[("POLICY_SECRET", SECRET)],
     )
     .unwrap_or_else(|e| panic!("{e}"));
+    assert_engine(&config, engine);
+    spawn_config(config, upstream).await
+}
+
+/// Every route's policy runs on `engine`.
+fn assert_engine(config: &warden_gateway::config::Config, engine: &str) {
     let engines: Vec<&str> = config
         .routes
         .iter()
@@ -72,7 +78,6 @@ async fn gateway_on(policy_file: &str, routes: &str, engine: &str) -> TestGatewa
         !engines.is_empty() && engines.iter().all(|e| *e == engine),
         "{engines:?}"
     );
-    spawn_config(config, upstream).await
 }
 
 fn token(roles: &[&str], tenant: &str) -> String {
@@ -197,7 +202,8 @@ async fn a_policy_the_vm_refuses_runs_on_the_interpreter_with_a_warning() {
         "  - { path: /api/v1/agents, methods: [GET] }\n",
         "vm",
     );
-    let config = config_with_env(&text, "http://127.0.0.1:1", &[("POLICY_SECRET", SECRET)])
+    let upstream = upstream().await;
+    let config = config_with_env(&text, &upstream.url(), &[("POLICY_SECRET", SECRET)])
         .unwrap_or_else(|e| panic!("{e}"));
     let warnings: Vec<String> = config.warnings.iter().map(|w| w.to_string()).collect();
     assert!(
@@ -206,12 +212,9 @@ async fn a_policy_the_vm_refuses_runs_on_the_interpreter_with_a_warning() {
             .any(|w| w.starts_with("authz.policy: runs on the interpreter") && w.contains("with")),
         "{warnings:?}"
     );
-    let gw = gateway_on(
-        &file.display().to_string(),
-        "  - { path: /api/v1/agents, methods: [GET] }\n",
-        "interpreter",
-    )
-    .await;
+    // The configuration asked for the machine; the routes got the interpreter.
+    assert_engine(&config, "interpreter");
+    let gw = spawn_config(config, upstream).await;
     let reply = call(&gw, "GET", "/api/v1/agents", &token(&["viewer"], "acme")).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
 }
@@ -235,6 +238,7 @@ async fn the_policy_tier_rule_chooses_the_rate_limit_on_either_engine() {
         let upstream = upstream().await;
         let config = config_with_env(&text, &upstream.url(), &[("POLICY_SECRET", SECRET)])
             .unwrap_or_else(|e| panic!("{e}"));
+        assert_engine(&config, engine);
         let gw = spawn_config(config, upstream).await;
         let vip = token(&["vip"], "acme");
         for _ in 0..3 {

@@ -559,4 +559,46 @@ mod tests {
             .expect("infallible");
         assert_eq!(anonymous.status(), 403, "no identity, no access");
     }
+
+    /// The input a policy sees is the documented document, field for field.
+    #[cfg(feature = "rego")]
+    #[test]
+    fn the_policy_input_is_the_documented_document() {
+        let policy = rego::RegoPolicy::compile(
+            &[(
+                "p.rego".into(),
+                "package p\ndefault allow := false\n".into(),
+            )],
+            None,
+            rego::Rules {
+                allow: "data.p.allow",
+                reasons: None,
+                tier: None,
+            },
+            std::time::Duration::from_millis(100),
+            rego::EngineChoice::Vm,
+        )
+        .expect("compiles");
+        let check = PolicyCheck {
+            policy: Arc::new(policy),
+            shadow: false,
+            headers: vec![
+                HeaderName::from_static("x-team"),
+                HeaderName::from_static("x-absent"),
+            ],
+            tenant_param: Some("tenant_id".into()),
+        };
+        let mut who = identity(&["user"], &["read:agent"], Some("acme"));
+        let claims = serde_json::json!({ "exp": 1_900_000_000u64, "org": { "tier": 2.5 } });
+        who.claims = Arc::new(claims.as_object().expect("object").clone());
+        let parts = parts(&[("tenant_id", "acme"), ("id", "7")], &[("x-team", "blue")]);
+        let expected = serde_json::json!({
+            "token": { "subject": "alice", "tenant_id": "acme", "roles": ["user"], "scopes": ["read:agent"],
+                       "method": "jwt", "claims": claims },
+            "request": { "method": "GET", "path": "/", "route": "r", "params": { "tenant_id": "acme", "id": "7" },
+                         "headers": { "x-team": "blue" }, "body": null },
+            "resource": { "tenant_id": "acme" },
+        });
+        assert_eq!(check.input(&who, &parts), rego::from_json(&expected));
+    }
 }

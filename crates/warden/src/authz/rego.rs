@@ -61,12 +61,22 @@ pub struct Rules<'a> {
 
 /// A compiled policy.
 pub struct RegoPolicy {
-    allow: Arc<CompiledPolicy>,
-    reasons: Option<Arc<CompiledPolicy>>,
-    tier: Option<Arc<CompiledPolicy>>,
-    vm: Option<Machines>,
-    /// Why the RVM does not run this policy (`None` when it does).
-    interpreted: Option<String>,
+    evaluator: Evaluator,
+}
+
+/// What evaluates a policy.
+enum Evaluator {
+    /// The RVM program, on pooled machines.
+    Vm(Machines),
+    /// The interpreter, with why the RVM does not run the policy.
+    Interpreter(Interpreted, String),
+}
+
+/// The rules compiled for the interpreter (one compiled policy per entry point).
+struct Interpreted {
+    allow: CompiledPolicy,
+    reasons: Option<CompiledPolicy>,
+    tier: Option<CompiledPolicy>,
 }
 
 impl std::fmt::Debug for RegoPolicy {
@@ -146,13 +156,17 @@ impl Machines {
         // back without the request's input.
         if verdict.is_ok() {
             vm.set_input(Value::Null);
-            if let Ok(mut idle) = self.idle.lock()
-                && idle.len() < IDLE_MACHINES
-            {
-                idle.push(vm);
-            }
+            self.put_back(vm);
         }
         verdict
+    }
+
+    fn put_back(&self, vm: RegoVM) {
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < IDLE_MACHINES
+        {
+            idle.push(vm);
+        }
     }
 }
 
@@ -218,82 +232,84 @@ impl RegoPolicy {
             regorus::utils::limits::set_fallback_execution_timer_config(Some(config));
         }
         let data = data.map(from_json);
-        let compile_rule = |rule: &str| -> Result<Arc<CompiledPolicy>, RegoError> {
-            let mut engine = engine(modules, data.as_ref(), limit)?;
-            let compiled = engine
+        let compile_rule = |rule: &str| -> Result<CompiledPolicy, RegoError> {
+            engine(modules, data.as_ref(), limit)?
                 .compile_with_entrypoint(&rule.into())
-                .map_err(|e| RegoError::Compile(format!("{rule}: {e}")))?;
-            Ok(Arc::new(compiled))
+                .map_err(|e| RegoError::Compile(format!("{rule}: {e}")))
         };
-        let allow = compile_rule(rules.allow)?;
-        let mut policy = RegoPolicy {
+        // Every rule is compiled for the interpreter, also where the RVM will run them: that
+        // checks each names a rule (an error that names it), and is the fallback.
+        let interpreted = Interpreted {
+            allow: compile_rule(rules.allow)?,
             reasons: rules.reasons.map(compile_rule).transpose()?,
             tier: rules.tier.map(compile_rule).transpose()?,
-            allow,
-            vm: None,
-            interpreted: Some("authz.policy.engine is interpreter".into()),
         };
-        if choice == EngineChoice::Vm {
-            let mut entries = vec![rules.allow];
-            let reasons = rules.reasons.map(|rule| {
-                entries.push(rule);
-                entries.len() - 1
+        if choice == EngineChoice::Interpreter {
+            let why = "authz.policy.engine is interpreter".to_owned();
+            return Ok(RegoPolicy {
+                evaluator: Evaluator::Interpreter(interpreted, why),
             });
-            let tier = rules.tier.map(|rule| {
-                entries.push(rule);
-                entries.len() - 1
-            });
-            match Compiler::compile_from_policy(&policy.allow, &entries) {
-                Ok(program) => {
-                    let machines = Machines {
-                        program,
-                        policy: (*policy.allow).clone(),
-                        data: data.unwrap_or_else(Value::new_object),
-                        limit,
-                        reasons,
-                        tier,
-                        idle: Mutex::new(Vec::new()),
-                    };
-                    // The first machine now: data the program refuses (a document that
-                    // collides with a rule's path) is a configuration error, not a denial of
-                    // every request.
-                    let first = machines.machine()?;
-                    if let Ok(mut idle) = machines.idle.lock() {
-                        idle.push(first);
-                    }
-                    policy.vm = Some(machines);
-                    policy.interpreted = None;
-                }
-                Err(e) => policy.interpreted = Some(e.to_string()),
-            }
         }
-        Ok(policy)
+        // Entry points in order: `allow`, then `reasons` and `tier` where the policy has them.
+        let entries: Vec<&str> = [Some(rules.allow), rules.reasons, rules.tier]
+            .into_iter()
+            .flatten()
+            .collect();
+        let reasons = rules.reasons.map(|_| 1);
+        let tier = rules.tier.map(|_| entries.len() - 1);
+        let program = match Compiler::compile_from_policy(&interpreted.allow, &entries) {
+            Ok(program) => program,
+            Err(e) => {
+                return Ok(RegoPolicy {
+                    evaluator: Evaluator::Interpreter(interpreted, e.to_string()),
+                });
+            }
+        };
+        let machines = Machines {
+            program,
+            policy: interpreted.allow,
+            data: data.unwrap_or_else(Value::new_object),
+            limit,
+            reasons,
+            tier,
+            idle: Mutex::new(Vec::new()),
+        };
+        // The first machine now: data the program refuses (a document that collides with a
+        // rule's path) is a configuration error, not a denial of every request.
+        let first = machines.machine()?;
+        machines.put_back(first);
+        Ok(RegoPolicy {
+            evaluator: Evaluator::Vm(machines),
+        })
     }
 
     /// `"vm"` or `"interpreter"`: which evaluator runs this policy.
     pub fn engine(&self) -> &'static str {
-        if self.vm.is_some() {
-            "vm"
-        } else {
-            "interpreter"
+        match self.evaluator {
+            Evaluator::Vm(_) => "vm",
+            Evaluator::Interpreter(..) => "interpreter",
         }
     }
 
     /// Why the interpreter runs this policy (`None` on the RVM): what the RVM refused.
     pub fn interpreted_because(&self) -> Option<&str> {
-        self.interpreted.as_deref()
+        match &self.evaluator {
+            Evaluator::Vm(_) => None,
+            Evaluator::Interpreter(_, why) => Some(why),
+        }
     }
 
     /// Evaluates the policy for `input` (built with [`Value`]'s constructors or [`from_json`]).
     pub fn evaluate(&self, input: Value) -> Result<Verdict, RegoError> {
-        if let Some(vm) = &self.vm {
-            return vm.evaluate(input);
-        }
+        let rules = match &self.evaluator {
+            Evaluator::Vm(machines) => return machines.evaluate(input),
+            Evaluator::Interpreter(rules, _) => rules,
+        };
         decide(|rule| {
             let compiled = match rule {
-                Rule::Allow => &self.allow,
-                Rule::Reasons => self.reasons.as_ref()?,
-                Rule::Tier => self.tier.as_ref()?,
+                Rule::Allow => &rules.allow,
+                Rule::Reasons => rules.reasons.as_ref()?,
+                Rule::Tier => rules.tier.as_ref()?,
             };
             Some(
                 compiled
