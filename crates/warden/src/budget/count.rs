@@ -171,15 +171,29 @@ mod tests {
 
     #[test]
     fn a_full_piece_cache_starts_afresh() {
-        // More distinct short pieces than the cache holds, in texts small enough to use it.
+        // More distinct pieces than the cache holds (words of letters: one piece each), in texts
+        // small enough to use it. The cache fills, starts afresh, and never holds more.
+        let word = |mut n: usize| {
+            let mut word = String::from(" q");
+            while n > 0 {
+                word.push(char::from(b'a' + (n % 26) as u8));
+                n /= 26;
+            }
+            word
+        };
+        let mut sizes = Vec::new();
         for chunk in 0..(CACHED_PIECES / 1000 + 2) {
-            let text: String = (0..1000).map(|i| format!(" w{chunk}x{i}")).collect();
+            let text: String = (0..1000).map(|i| word(chunk * 1000 + i + 1)).collect();
             assert!(text.len() <= CACHED_TEXT);
             let expected = bpe_openai::o200k_base().count(text.as_str()) as u64;
             assert_eq!(Counter::O200k.count(&text), expected);
-            let remembered = PIECES.with(|c| c.borrow()[0].len());
-            assert!(remembered <= CACHED_PIECES, "{remembered}");
+            sizes.push(PIECES.with(|c| c.borrow()[0].len()));
         }
+        assert!(sizes.iter().all(|&n| n <= CACHED_PIECES), "{sizes:?}");
+        assert!(
+            sizes.windows(2).any(|w| w[1] < w[0]),
+            "the cache never started afresh: {sizes:?}"
+        );
     }
 
     #[test]
